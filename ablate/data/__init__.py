@@ -1,0 +1,143 @@
+"""Data sets as preloaded tensors, plus the batch iterator the training loop uses.
+
+Every data set, image or text, is loaded once into a :class:`DataBundle` of three
+:class:`Split` tensors (train / validation / test). Images are stored as uint8
+``(N, C, H, W)`` at the model's resolution; text as int64 token ids ``(N, L)`` padded
+with ``pad_index``. Per-batch work (augmentation, normalisation, MixUp/CutMix) happens on
+whole batches on the training device, never per sample in a DataLoader worker.
+
+Data flow: ``load_data(cfg)`` -> ``DataBundle`` -> ``iterate_batches(split, ...)`` ->
+``bundle.train_transform(x, y)`` / ``bundle.eval_transform(x)`` -> model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import torch
+
+if TYPE_CHECKING:
+    from ablate.config import RunConfig
+
+__all__ = [
+    "Split",
+    "DataBundle",
+    "load_data",
+    "iterate_batches",
+    "IMAGE_DATASETS",
+    "TEXT_DATASETS",
+    "dataset_task",
+]
+
+# Names accepted by --dataset besides the prefixed forms `folder:PATH` (images) and
+# `csv:PATH` / `tsv:PATH` / `jsonl:PATH` (text).
+IMAGE_DATASETS = ("digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn")
+TEXT_DATASETS = ("ag_news", "trec", "sst2", "imdb", "dbpedia", "yelp_polarity")
+TEXT_PREFIXES = ("csv:", "tsv:", "jsonl:")
+
+
+@dataclass
+class Split:
+    """One split held entirely in memory: ``x`` (N, ...) and integer labels ``y`` (N,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+def _identity_train(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x, y
+
+
+def _identity_eval(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+@dataclass
+class DataBundle:
+    """A loaded data set with everything the model and the loop need to consume it.
+
+    ``train_transform(x, y)`` maps a raw training batch to model input and a target, which
+    is either int64 labels (B,) or soft labels (B, num_classes) after MixUp/CutMix.
+    ``eval_transform(x)`` maps a raw batch to model input deterministically.
+    """
+
+    name: str
+    task: str  # "image" | "text"
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    class_names: list[str]
+    # images
+    in_chans: int | None = None
+    img_size: int | None = None
+    # text
+    vocab: list[str] | None = None  # index -> token; vocab[pad_index] is the padding token
+    embedding_matrix: torch.Tensor | None = None  # (V, D) float32 initial word vectors
+    pad_index: int = 0
+    # per-batch transforms, applied on the training device
+    train_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = (
+        field(default=_identity_train)
+    )
+    eval_transform: Callable[[torch.Tensor], torch.Tensor] = field(default=_identity_eval)
+    info: dict = field(default_factory=dict)  # free-form facts logged as params (source, sizes)
+
+
+def dataset_task(name: str) -> str:
+    """'image' or 'text' for a --dataset value (raises ConfigError listing the choices)."""
+    from ablate.exceptions import ConfigError
+
+    if name in IMAGE_DATASETS or name.startswith("folder:"):
+        return "image"
+    if name in TEXT_DATASETS or name.startswith(TEXT_PREFIXES):
+        return "text"
+    raise ConfigError(
+        f"unknown dataset {name!r}; choose one of {', '.join(IMAGE_DATASETS + TEXT_DATASETS)}, "
+        "folder:PATH (an ImageFolder directory) or csv:PATH / tsv:PATH / jsonl:PATH (text)"
+    )
+
+
+def load_data(cfg: "RunConfig", *, img_size: int | None = None, in_chans: int | None = None) -> DataBundle:
+    """Load the data set named by ``cfg.dataset`` (lazy imports keep `import ablate` light)."""
+    task = dataset_task(cfg.dataset)
+    if task == "image":
+        from ablate.data.images import load_image_data
+
+        return load_image_data(cfg, img_size=img_size, in_chans=in_chans)
+    from ablate.data.text import load_text_data
+
+    return load_text_data(cfg)
+
+
+def iterate_batches(
+    split: Split,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(x, y)`` slices of a preloaded split; shuffling uses ``generator`` (seeded).
+
+    The permutation is drawn on the CPU generator and moved to the split's device, so the
+    same seed gives the same batches on every device.
+    """
+    n = len(split)
+    if shuffle:
+        order = torch.randperm(n, generator=generator).to(split.y.device)
+    else:
+        order = None
+    stop = n - (n % batch_size) if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        if order is None:
+            yield split.x[start : start + batch_size], split.y[start : start + batch_size]
+        else:
+            idx = order[start : start + batch_size]
+            yield split.x[idx], split.y[idx]

@@ -1,0 +1,410 @@
+"""Building blocks shared by every compact-transformer family.
+
+Module and parameter names follow the official Compact-Transformers code exactly
+(``tokenizer.conv_layers.0.0.weight``, ``classifier.blocks.0.self_attn.qkv.weight``, ...),
+so official checkpoints load with ``strict=True``; see ``../shared/reference/README.md``.
+The attention function itself is not written here: every attention site holds a
+:class:`VariantAttention` that wraps a function from the ``variants`` registry, resolved once
+at construction, with the variant's parameters (e.g. ``alpha``) as non-persistent buffers
+(they never appear in a state dict, and a schedule changes them in place every step).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.ops import stochastic_depth
+
+import variants
+
+__all__ = [
+    "VariantAttention",
+    "SelfAttention",
+    "EncoderLayer",
+    "ConvTokenizer",
+    "TransformerClassifier",
+    "sinusoidal_embedding",
+    "conv_output_size",
+]
+
+
+class VariantAttention(nn.Module):
+    """One attention site: a registered variant plus its parameters as 0-d buffers.
+
+    Args:
+        variant: registry name (see ``ablate variants``).
+        params: overrides of the variant's parameter defaults, e.g. ``{"beta": 1.0}``.
+    """
+
+    def __init__(self, variant: str = "softmax", params: Mapping[str, float] | None = None):
+        super().__init__()
+        spec = variants.get_attention(variant)
+        self.variant = spec.name
+        self.fn = spec.fn
+        self._none_params: dict[str, None] = {}
+        for key, value in spec.resolve_params(params).items():
+            if value is None:
+                # A derived parameter (beta = 1 - alpha): a constant None, fixed at construction.
+                self._none_params[key] = None
+            else:
+                self.register_buffer(key, torch.tensor(float(value)), persistent=False)
+        self.param_names = tuple(spec.params)
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        dropout_p: float = 0.0,
+        scale: float | None = None,
+    ) -> torch.Tensor:
+        params = {name: getattr(self, name) for name in self.param_names if name not in self._none_params}
+        return self.fn(q, k, v, mask=mask, dropout_p=dropout_p, scale=scale, **params, **self._none_params)
+
+    @torch.no_grad()
+    def set_params(self, **values: float) -> None:
+        """Change parameters in place (same tensors: no recompilation under torch.compile)."""
+        for key, value in values.items():
+            if key not in self.param_names:
+                raise ValueError(
+                    f"variant {self.variant!r} has no parameter {key!r}; "
+                    f"its parameters: {', '.join(self.param_names) or 'none'}"
+                )
+            if key in self._none_params:
+                del self._none_params[key]
+                buf = torch.tensor(float(value))
+                ref = next((b for b in self.buffers()), None)
+                self.register_buffer(key, buf.to(ref.device) if ref is not None else buf, persistent=False)
+            else:
+                getattr(self, key).fill_(float(value))
+
+    def extra_repr(self) -> str:
+        vals = {n: (None if n in self._none_params else round(getattr(self, n).item(), 6)) for n in self.param_names}
+        return f"variant={self.variant!r}" + (f", params={vals}" if vals else "")
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention; keys ``qkv.weight`` (no bias) and ``proj.{weight,bias}``."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        attention_dropout: float = 0.1,
+        projection_dropout: float = 0.0,
+        core: VariantAttention | None = None,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embedding dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.attn_dropout = attention_dropout
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(projection_dropout)
+        self.core = core if core is not None else VariantAttention("softmax")
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, D)
+        p = self.attn_dropout if self.training else 0.0
+        x = self.core(q, k, v, mask=mask, dropout_p=p, scale=self.scale)  # (B, H, N, D)
+        x = x.transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(x))
+
+
+class EncoderLayer(nn.Module):
+    """Transformer encoder layer with the official names and a choice of norm placement.
+
+    ``norm_placement="cct"`` is the official order: the residual stream is *replaced* by
+    ``norm1(x)`` after attention (needed to reproduce official checkpoints)::
+
+        x = x + drop_path(attn(pre_norm(x))); x = norm1(x)
+        x = x + drop_path(dropout(linear2(dropout(gelu(linear1(x))))))
+
+    ``"pre"`` is standard pre-norm: ``x = x + drop_path(mlp(norm1(x)))``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_hidden: int,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.1,
+        drop_path: float = 0.0,
+        norm_placement: str = "cct",
+        core: VariantAttention | None = None,
+    ):
+        super().__init__()
+        if norm_placement not in ("cct", "pre"):
+            raise ValueError(f"norm_placement must be 'cct' or 'pre', got {norm_placement!r}")
+        self.norm_placement = norm_placement
+        self.pre_norm = nn.LayerNorm(dim)
+        self.self_attn = SelfAttention(dim, num_heads, attention_dropout, dropout, core)
+        self.linear1 = nn.Linear(dim, mlp_hidden)
+        self.dropout1 = nn.Dropout(dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.linear2 = nn.Linear(mlp_hidden, dim)
+        self.dropout2 = nn.Dropout(dropout)
+        self.drop_path = drop_path
+
+    def _dp(self, x: torch.Tensor) -> torch.Tensor:
+        # Per-sample stochastic depth (torchvision's implementation), identity in eval.
+        return stochastic_depth(x, self.drop_path, "row", self.training) if self.drop_path else x
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self._dp(self.self_attn(self.pre_norm(x), mask))
+        if self.norm_placement == "cct":
+            x = self.norm1(x)
+            h = x
+        else:
+            h = self.norm1(x)
+        h = self.linear2(self.dropout1(F.gelu(self.linear1(h))))
+        return x + self._dp(self.dropout2(h))
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+class ConvTokenizer(nn.Module):
+    """Image -> token sequence. Keys ``conv_layers.{i}.0.weight`` (and ``.bias`` for CVT).
+
+    Each layer is Conv2d -> (ReLU) -> (MaxPool2d(3, 2, 1)); the CCT stacks use an
+    intermediate width of 64 channels, CVT / ViT-Lite a single patchifying conv.
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        dim: int,
+        n_layers: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        bias: bool,
+        activation: bool,
+        max_pool: bool,
+        mid_chans: int = 64,
+    ):
+        super().__init__()
+        chans = [in_chans] + [mid_chans] * (n_layers - 1) + [dim]
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+        self.max_pool = max_pool
+        self.conv_layers = nn.Sequential(
+            *[
+                nn.Sequential(
+                    nn.Conv2d(chans[i], chans[i + 1], kernel, stride, padding, bias=bias),
+                    nn.ReLU() if activation else nn.Identity(),
+                    nn.MaxPool2d(3, 2, 1) if max_pool else nn.Identity(),
+                )
+                for i in range(n_layers)
+            ]
+        )
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+
+    def sequence_length(self, img_size: int) -> int:
+        size = img_size
+        for _ in self.conv_layers:
+            size = conv_output_size(size, self.kernel, self.stride, self.padding)
+            if self.max_pool:
+                size = conv_output_size(size, 3, 2, 1)
+        if size < 1:
+            raise ValueError(f"image size {img_size} is too small for this tokenizer")
+        return size * size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_layers(x)  # (B, C, H', W')
+        return x.flatten(2).transpose(1, 2)  # (B, N, C)
+
+
+def sinusoidal_embedding(n_positions: int, dim: int) -> torch.Tensor:
+    """The official fixed sine/cosine table, (1, n_positions, dim)."""
+    pos = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    i = torch.arange(dim, dtype=torch.float64)[None, :]
+    angle = pos / torch.pow(10000.0, 2 * torch.div(i, 2, rounding_mode="floor") / dim)
+    pe = torch.empty(n_positions, dim, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(angle[:, 0::2])
+    pe[:, 1::2] = torch.cos(angle[:, 1::2])
+    return pe.float().unsqueeze(0)
+
+
+class TransformerClassifier(nn.Module):
+    """Positional embedding, encoder blocks, final norm, sequence pooling (or class token), fc.
+
+    Args:
+        seq_len: tokens coming from the tokenizer (a class token adds one more).
+        positional_embedding: ``learnable`` (trunc-normal std 0.2), ``sine`` (fixed, stored
+            as a non-trainable parameter like the official code) or ``none``.
+        seq_pool: attention pooling over tokens (CCT/CVT); False = zero-initialised class
+            token (ViT-Lite).
+        variant / variant_params / apply_to: which attention function runs where.
+        variable_length: accept fewer tokens than ``seq_len`` (text); images must match.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        num_layers: int,
+        num_heads: int,
+        mlp_hidden: int,
+        num_classes: int,
+        seq_len: int,
+        seq_pool: bool = True,
+        positional_embedding: str = "learnable",
+        dropout: float = 0.0,
+        attention_dropout: float = 0.1,
+        stochastic_depth: float = 0.1,
+        norm_placement: str = "cct",
+        variant: str = "softmax",
+        variant_params: Mapping[str, float] | None = None,
+        apply_to: str = "attention",
+        variable_length: bool = False,
+    ):
+        super().__init__()
+        self.variable_length = variable_length
+        if apply_to not in ("attention", "seqpool", "both"):
+            raise ValueError(f"apply_to must be one of attention, seqpool, both; got {apply_to!r}")
+        if apply_to != "attention" and not seq_pool:
+            raise ValueError(
+                f"apply_to={apply_to!r} needs sequence pooling, but this model uses a class "
+                "token (ViT-Lite); use apply_to='attention'"
+            )
+        if positional_embedding not in ("learnable", "sine", "none"):
+            raise ValueError(
+                f"positional_embedding must be learnable, sine or none; got {positional_embedding!r}"
+            )
+        self.seq_pool = seq_pool
+        self.apply_to = apply_to
+        n_tokens = seq_len + (0 if seq_pool else 1)
+        in_layers = apply_to in ("attention", "both")
+        in_pool = apply_to in ("seqpool", "both")
+
+        def core(use_variant: bool) -> VariantAttention:
+            return VariantAttention(variant, variant_params) if use_variant else VariantAttention("softmax")
+
+        if not seq_pool:
+            self.class_emb = nn.Parameter(torch.zeros(1, 1, dim))
+        if positional_embedding == "learnable":
+            self.positional_emb = nn.Parameter(torch.zeros(1, n_tokens, dim))
+            nn.init.trunc_normal_(self.positional_emb, std=0.2)
+        elif positional_embedding == "sine":
+            self.positional_emb = nn.Parameter(sinusoidal_embedding(n_tokens, dim), requires_grad=False)
+        else:
+            self.positional_emb = None
+        self.dropout = nn.Dropout(dropout)
+        if seq_pool:
+            self.attention_pool = nn.Linear(dim, 1)
+            self.pool_core = core(in_pool)
+        rates = torch.linspace(0, stochastic_depth, num_layers).tolist()
+        self.blocks = nn.ModuleList(
+            [
+                EncoderLayer(
+                    dim, num_heads, mlp_hidden, dropout, attention_dropout, rates[i],
+                    norm_placement, core(in_layers),
+                )
+                for i in range(num_layers)
+            ]
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, num_classes)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def pool(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Sequence pooling as attention: one query whose score for token i is w.x_i + b.
+
+        With q = 1 (B, 1, 1, 1), k = scores (B, 1, N, 1) and scale 1, softmax(q k^T) is the
+        official softmax(attention_pool(x), dim=1); V is the token sequence itself, so a
+        variant here transforms x exactly as the first published softmax^T(V) experiment did.
+        """
+        B, N, C = x.shape
+        scores = self.attention_pool(x)  # (B, N, 1)
+        q = scores.new_ones(B, 1, 1, 1)
+        out = self.pool_core(q, scores.unsqueeze(1), x.unsqueeze(1), mask=mask, scale=1.0)
+        return out.reshape(B, C)  # (B, 1, 1, C) -> (B, C)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (B, N, C) tokens; mask: (B, N) True = real token
+        if not self.seq_pool:
+            x = torch.cat([self.class_emb.expand(x.shape[0], -1, -1), x], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
+        if self.positional_emb is not None:
+            n = x.shape[1]
+            rows = self.positional_emb.shape[1]
+            if n > rows or (n < rows and not self.variable_length):
+                raise ValueError(
+                    f"input gives {n} tokens but the positional embedding has {rows}; "
+                    "build the model for this input size (img_size=...)"
+                )
+            x = x + self.positional_emb[:, :n]
+        x = self.dropout(x)
+        for block in self.blocks:
+            x = block(x, mask)
+        x = self.norm(x)
+        x = self.pool(x, mask) if self.seq_pool else x[:, 0]
+        return self.fc(x)
+
+    def attention_sites(self) -> list[VariantAttention]:
+        return [m for m in self.modules() if isinstance(m, VariantAttention)]
+
+
+class CompactTransformer(nn.Module):
+    """Tokenizer + transformer classifier, with the variant's parameters settable in place.
+
+    ``arch`` holds the keyword arguments that rebuild this exact model (saved in our
+    checkpoints); ``name`` the registry name it was created from.
+    """
+
+    def __init__(self, tokenizer: nn.Module, classifier: TransformerClassifier, *, name: str, arch: dict):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.classifier = classifier
+        self.name = name
+        self.arch = dict(arch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.tokenizer(x))
+
+    @property
+    def variant(self) -> str:
+        return self.arch.get("variant", "softmax")
+
+    def _variant_sites(self) -> list[VariantAttention]:
+        return [s for s in self.classifier.attention_sites() if s.variant == self.variant]
+
+    def variant_param_names(self) -> tuple[str, ...]:
+        sites = self._variant_sites()
+        return sites[0].param_names if sites else ()
+
+    def set_variant_params(self, **values: float) -> None:
+        """Set e.g. ``alpha`` on every site that runs the model's variant (in place)."""
+        for site in self._variant_sites():
+            site.set_params(**values)
+
+    def variant_params(self) -> dict[str, float | None]:
+        sites = self._variant_sites()
+        if not sites:
+            return {}
+        s = sites[0]
+        return {n: (None if n in s._none_params else float(getattr(s, n))) for n in s.param_names}

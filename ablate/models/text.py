@@ -1,0 +1,1 @@
+"""Text backbones (filled in by the text-classification work)."""

@@ -1,0 +1,48 @@
+"""Float64 naive oracle: explicit softmax and matmuls, no fused kernels.
+
+Used by the tests to check every variant and by the benchmark as the "explicit attention"
+baseline. Deliberately written the textbook way (q @ k^T, masked softmax, @ v) and
+independent of ``_base.py`` helpers, so a bug there cannot hide in both.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["naive_attention", "naive_token_softmax"]
+
+
+def naive_token_softmax(v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """exp(v) / sum over real tokens of exp(v), per (batch, head, feature); pads get 0."""
+    v = v.double()
+    v = v - v.amax(dim=-2, keepdim=True)  # stability; cancels in the ratio
+    e = torch.exp(v)
+    if mask is not None:
+        e = e * mask[:, None, :, None].double()
+    return e / e.sum(dim=-2, keepdim=True)
+
+
+def naive_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    alpha: float = 0.0,
+    beta: float | None = None,
+) -> torch.Tensor:
+    """softmax(q k^T * scale) @ (alpha * softmax^T(v) + beta * v), in float64.
+
+    alpha=0, beta=None gives standard attention; alpha=1 gives pure softmax_v.
+    """
+    q, k, v = q.double(), k.double(), v.double()
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    logits = (q @ k.transpose(-2, -1)) * scale  # (B, H, Nq, Nk)
+    if mask is not None:
+        logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
+    weights = torch.softmax(logits, dim=-1)
+    b = 1.0 - alpha if beta is None else beta
+    v_new = alpha * naive_token_softmax(v, mask) + b * v if alpha != 0.0 else b * v
+    return weights @ v_new

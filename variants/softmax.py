@@ -1,0 +1,27 @@
+"""Standard scaled dot-product attention: softmax(Q K^T * scale) V."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from variants._base import sdpa_mask
+from variants._registry import register_attention
+
+__all__ = ["softmax"]
+
+
+@register_attention("softmax")
+def softmax(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Standard attention, softmax(QK^T * scale) V (the baseline)."""
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=sdpa_mask(mask), dropout_p=dropout_p, scale=scale
+    )
