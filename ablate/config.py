@@ -72,7 +72,7 @@ class RunConfig:
         group="model",
     )
     img_size: int | None = _f(
-        None, "input resolution (default: the model's own, e.g. 32)", group="model"
+        None, "input resolution (default: the model's own, e.g. 32; 16 for the 8x8 digits)", group="model"
     )
     dropout: float | None = _f(None, "dropout rate (official default 0.0)", group="model")
     attention_dropout: float | None = _f(

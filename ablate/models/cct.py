@@ -59,6 +59,7 @@ def _cct(layers: int, kernel: int, n_conv: int, img: int, classes: int, suffix: 
         return build_image_model(**{**arch, **kwargs})
 
     builder.__doc__ = f"{name}: CCT with {layers} layers, {n_conv} x {kernel}x{kernel} conv tokenizer."
+    builder.defaults = arch
     register_model(name, builder)
 
 

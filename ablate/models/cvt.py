@@ -34,6 +34,7 @@ def _cvt(layers: int, suffix: str) -> None:
         return build_image_model(**{**arch, **kwargs})
 
     builder.__doc__ = f"{name}: CVT with {layers} layers, 4x4 patches, sequence pooling."
+    builder.defaults = arch
     register_model(name, builder)
 
 

@@ -34,6 +34,7 @@ def _vit_lite(layers: int, suffix: str) -> None:
         return build_image_model(**{**arch, **kwargs})
 
     builder.__doc__ = f"{name}: ViT-Lite with {layers} layers, 4x4 patches, class token."
+    builder.defaults = arch
     register_model(name, builder)
     register_alias(f"vit_{layers}_4_32{suffix}", name)
 

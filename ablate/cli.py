@@ -1,0 +1,279 @@
+"""The ``ablate`` command: run, finetune, study, compare, ui, variants, models.
+
+``run`` options are generated from :class:`ablate.config.RunConfig` (one flag per field,
+help from the field's metadata), so the CLI, YAML config files and study files share one
+set of keys. Precedence: defaults < ``--config FILE`` < flags given on the command line.
+Commands implemented elsewhere expose ``add_arguments(parser)`` and ``command(args) -> int``.
+
+Any user error prints one line ``ablate <command>: error: ...`` and exits with status 2;
+whatever was already logged to MLflow stays there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from ablate.config import RunConfig, config_fields, config_from_mapping, load_yaml
+from ablate.exceptions import AblateError
+
+__all__ = ["main", "build_parser"]
+
+_GROUP_TITLES = {
+    "model": "model and attention variant",
+    "data": "data",
+    "optim": "optimisation",
+    "alpha": "alpha schedule",
+    "finetune": "fine-tuning",
+    "run": "run and tracking",
+}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, *, finetune_defaults: bool = False) -> None:
+    groups = {key: parser.add_argument_group(title) for key, title in _GROUP_TITLES.items()}
+    hints = {f.name: f.type for f in config_fields()}
+    for f in config_fields():
+        group = groups[f.metadata.get("group", "run")]
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        help_text = f.metadata["help"]
+        if default is not None and not isinstance(default, bool):
+            help_text += f" (default: {default})"
+        kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
+        hint = str(hints[f.name])
+        if "bool" in hint:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        if "int" in hint:
+            kwargs["type"] = int
+        elif "float" in hint:
+            kwargs["type"] = float
+        kwargs["metavar"] = f.name.upper() if "choices" not in kwargs else None
+        group.add_argument(flag, **kwargs)
+    parser.add_argument(
+        "--config", metavar="FILE", default=None,
+        help="YAML file with the same keys as these flags; flags given here override it",
+    )
+    parser.add_argument(
+        "--resume", metavar="RUN_ID", default=None,
+        help="continue an interrupted run from its last checkpoint, in the same MLflow run",
+    )
+
+
+def resolve_run_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> RunConfig:
+    """defaults < ``base`` < --config FILE < flags given on the command line."""
+    values: dict[str, Any] = dict(base or {})
+    if getattr(args, "config", None):
+        values.update(load_yaml(args.config))
+        source = args.config
+    else:
+        source = "config"
+    names = {f.name for f in config_fields()}
+    flags = {k: v for k, v in vars(args).items() if k in names}
+    cfg = config_from_mapping(values, source=source)
+    return config_from_mapping({**cfg.to_dict(), **flags}, source="command line")
+
+
+def _run_command(args: argparse.Namespace, base: dict[str, Any] | None = None) -> int:
+    from ablate.train import train
+
+    if args.resume:
+        cfg = _config_of_run(args)
+        result = train(cfg, resume_run_id=args.resume)
+    else:
+        cfg = resolve_run_config(args, base)
+        result = train(cfg)
+    if not cfg.quiet:
+        t = result.test
+        print(
+            f"run {result.run_id}: best val_acc {result.best_val_acc:.4f} (epoch {result.best_epoch}), "
+            f"test_acc {t.get('acc', float('nan')):.4f}, test_f1 {t.get('f1', float('nan')):.4f}"
+        )
+        from ablate.tracking import resolve_tracking_uri
+
+        print(f"see the curves with: ablate ui --tracking-uri {resolve_tracking_uri(cfg.tracking_uri)}")
+    return 0
+
+
+def _config_of_run(args: argparse.Namespace) -> RunConfig:
+    """The resolved config logged with the run being resumed (flags may change only
+    run-local settings such as --quiet or --device)."""
+    import tempfile
+
+    import yaml
+
+    from ablate.tracking import Tracker, resolve_tracking_uri
+
+    names = {f.name for f in config_fields()}
+    flags = {k: v for k, v in vars(args).items() if k in names}
+    uri = flags.get("tracking_uri")
+    try:
+        tracker = Tracker(uri, args.resume)
+        path = tracker.download_artifact("config.yaml", tempfile.mkdtemp())
+    except Exception as err:
+        raise AblateError(
+            f"cannot resume run {args.resume!r} from {resolve_tracking_uri(uri)}: "
+            f"{str(err).splitlines()[0]}"
+        ) from None
+    logged = yaml.safe_load(path.read_text())
+    allowed = {"quiet", "device", "tracking_uri", "checkpoint_dir"}
+    changed = sorted(k for k, v in flags.items() if k not in allowed and logged.get(k) != v)
+    if changed:
+        raise AblateError(
+            f"--resume continues the logged config; these flags would change it: {', '.join(changed)}"
+        )
+    return config_from_mapping({**logged, **flags}, source=f"run {args.resume}")
+
+
+def _finetune_command(args: argparse.Namespace) -> int:
+    if not getattr(args, "init_from", None) and not args.config and not args.resume:
+        raise AblateError("finetune needs --init-from SOURCE (a .pth file, runs:/RUN_ID or a run id)")
+    base = {"variant": "softmax_v", "alpha_schedule": "linear", "alpha_start": 0.0, "alpha_end": 1.0,
+            "warmup_epochs": 1.0}
+    return _run_command(args, base)
+
+
+def _ui_command(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from ablate.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    url = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI for {uri} at {url}  (Ctrl-C to stop)", flush=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", args.host, "--port", str(args.port)]
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _add_ui_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+
+
+def _add_list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pattern", nargs="?", default="*", help="fnmatch filter, e.g. 'cct_7*'")
+    parser.add_argument("--output", choices=("table", "json"), default="table", help="output format")
+    parser.add_argument("--variant-file", default=None, help="also load variants from this Python file")
+
+
+def _print_rows(rows: list[dict[str, Any]], output: str) -> None:
+    if output == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("(none)")
+        return
+    cols = list(rows[0])
+    width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(width[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(width[c]) for c in cols))
+
+
+def _variants_command(args: argparse.Namespace) -> int:
+    import variants
+
+    if args.variant_file:
+        variants.load_variant_file(args.variant_file)
+    rows = [
+        {
+            "name": s.name,
+            "params": ", ".join(f"{k}={v}" for k, v in s.params.items()) or "-",
+            "source": s.source,
+            "description": s.description,
+        }
+        for s in variants.list_attention(args.pattern)
+    ]
+    _print_rows(rows, args.output)
+    return 0
+
+
+def _models_command(args: argparse.Namespace) -> int:
+    from ablate.models import list_models
+    from ablate.models._registry import model_entry
+
+    rows = []
+    for name in list_models(args.pattern):
+        d = getattr(model_entry(name), "defaults", {})
+        rows.append(
+            {
+                "name": name,
+                "layers": d.get("num_layers", "-"),
+                "heads": d.get("num_heads", "-"),
+                "dim": d.get("dim", "-"),
+                "pooling": "seqpool" if d.get("seq_pool", True) else "class token",
+                "pos_emb": d.get("positional_embedding", "-"),
+                "img_size": d.get("img_size", "-"),
+                "classes": d.get("num_classes", "-"),
+            }
+        )
+    _print_rows(rows, args.output)
+    return 0
+
+
+# name -> (help, add_arguments, command); strings are "module" with add_arguments/command.
+_COMMANDS: dict[str, tuple[str, Any, Any]] = {
+    "run": ("train one configuration and log its learning curves to MLflow", _add_config_flags, _run_command),
+    "finetune": (
+        "ablate run with fine-tuning defaults: --init-from weights, softmax_v annealed from alpha 0 to 1",
+        lambda p: _add_config_flags(p, finetune_defaults=True),
+        _finetune_command,
+    ),
+    "study": ("run an Optuna study from a study file (studies/*.yaml)", "ablate.study", None),
+    "compare": ("compare learning curves across runs: plots and significance tables", "ablate.compare", None),
+    "ui": ("start the MLflow UI on the same store (bound to 127.0.0.1)", _add_ui_arguments, _ui_command),
+    "variants": ("list the registered attention variants", _add_list_arguments, _variants_command),
+    "models": ("list the registered backbones", _add_list_arguments, _models_command),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ablate",
+        description="Attention-variant ablations for compact transformers. "
+        "Typical use: `ablate run --variant softmax_v --alpha-schedule linear`, then `ablate ui`.",
+    )
+    from ablate import __version__
+
+    parser.add_argument("--version", action="version", version=f"ablate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, add, cmd) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        if isinstance(add, str):
+            module = importlib.import_module(add)
+            module.add_arguments(p)
+            p.set_defaults(_handler=module.command)
+        else:
+            add(p)
+            p.set_defaults(_handler=cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args._handler
+    try:
+        return int(handler(args) or 0)
+    except (AblateError, ValueError, FileNotFoundError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"ablate {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ablate {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Matplotlib figures for `ablate compare`.
+
+Figures are built on ``matplotlib.figure.Figure`` with the non-interactive Agg canvas,
+never through pyplot: no global figure registry to leak, no GUI backend picked up from
+the environment, safe to call from a worker thread or a headless server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["DPI", "group_colors", "plot_learning_curves", "plot_final_best"]
+
+DPI = 120
+# Beyond this many groups the legend moves outside the axes so it does not hide curves.
+_LEGEND_INSIDE_MAX = 8
+
+
+def _figure(width: float, height: float) -> "Figure":
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def group_colors(groups: Sequence[str]) -> dict[str, Any]:
+    """One distinct colour per group: tab10 up to 10 groups, tab20 up to 20, then turbo."""
+    from matplotlib import colormaps
+
+    n = len(groups)
+    if n <= 10:
+        cmap = colormaps["tab10"]
+        colours = [cmap(i) for i in range(n)]
+    elif n <= 20:
+        cmap = colormaps["tab20"]
+        colours = [cmap(i) for i in range(n)]
+    else:
+        cmap = colormaps["turbo"]
+        colours = [cmap(i / (n - 1)) for i in range(n)]
+    return dict(zip(groups, colours))
+
+
+def _legend(ax: "Axes", n_entries: int) -> None:
+    if n_entries <= _LEGEND_INSIDE_MAX:
+        ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    else:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def plot_learning_curves(
+    curves: "pd.DataFrame",
+    metric: str,
+    path: str | Path,
+    *,
+    colors: Mapping[str, Any],
+    order: Sequence[str] | None = None,
+    title: str | None = None,
+    target: float | None = None,
+) -> Path:
+    """Mean curve per group with its 95% confidence band; labels where fewer runs remain.
+
+    Args:
+        curves: rows of one metric with columns group, step, n, mean, ci_low, ci_high.
+        metric: y-axis label.
+        path: PNG file to write.
+        colors: group -> colour (see :func:`group_colors`).
+        order: groups in legend order (default: the order of ``colors``).
+        title: figure title.
+        target: draw a horizontal reference line at this value.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(8.0, 5.0)
+    ax = fig.add_subplot()
+    entries = 0
+    for group in order or list(colors):
+        sub = curves[curves["group"] == group].sort_values("step")
+        if sub.empty:
+            continue
+        colour = colors[group]
+        steps = sub["step"].to_numpy()
+        mean = sub["mean"].to_numpy(float)
+        n = sub["n"].to_numpy()
+        ax.plot(
+            steps,
+            mean,
+            color=colour,
+            linewidth=2,
+            marker="o" if len(steps) <= 40 else None,
+            markersize=3,
+            label=f"{group} (n={int(n.max())})",
+        )
+        # NaN bounds (n < 2) leave gaps in the band rather than a fake zero-width band.
+        ax.fill_between(
+            steps,
+            sub["ci_low"].to_numpy(float),
+            sub["ci_high"].to_numpy(float),
+            color=colour,
+            alpha=0.2,
+            linewidth=0,
+        )
+        for i in range(1, len(n)):
+            if n[i] < n[i - 1]:
+                ax.annotate(
+                    f"n={int(n[i])}",
+                    (steps[i], mean[i]),
+                    textcoords="offset points",
+                    xytext=(3, 6),
+                    fontsize=8,
+                    color=colour,
+                )
+        entries += 1
+    if target is not None:
+        ax.axhline(target, color="0.4", linestyle=":", linewidth=1.2, label=f"target {target:g}")
+        entries += 1
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.set_title(title or f"{metric}: mean and 95% CI across seeds", fontsize=10)
+    _legend(ax, entries)
+    path = Path(path)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def plot_final_best(
+    per_run: "pd.DataFrame",
+    summary: "pd.DataFrame",
+    metric: str,
+    path: str | Path,
+    *,
+    colors: Mapping[str, Any],
+    order: Sequence[str],
+    baseline: str | None = None,
+    xlabel: str = "group",
+    title: str | None = None,
+) -> Path:
+    """Final and best value of every run by group: points, group mean and its 95% CI.
+
+    Args:
+        per_run: columns group, final, best (one row per run).
+        summary: columns group, final_mean, final_ci_low, final_ci_high, best_mean,
+            best_ci_low, best_ci_high (see ``ablate.compare.summarize``).
+        metric: metric name for the axis labels.
+        path: PNG file to write.
+        colors: group -> colour.
+        order: groups left to right.
+        baseline: group whose mean is drawn as a dashed reference line.
+        xlabel: x-axis label (the group-by keys).
+        title: figure title.
+    """
+    import numpy as np
+
+    width = min(4.0 + 1.6 * len(order), 18.0)
+    fig = _figure(width, 4.8)
+    axes = fig.subplots(1, 2, sharey=True)
+    stats = summary.set_index("group")
+    rotate = max((len(g) for g in order), default=0) > 10 or len(order) > 6
+    for ax, which in zip(axes, ("final", "best")):
+        for x, group in enumerate(order):
+            values = per_run.loc[per_run["group"] == group, which].to_numpy(float)
+            colour = colors[group]
+            # deterministic spread so overlapping seeds stay visible
+            offsets = np.linspace(-0.18, 0.18, values.size) if values.size > 1 else np.zeros(1)
+            ax.scatter(
+                x + offsets[: values.size], values, color=colour, alpha=0.75, s=28, zorder=3
+            )
+            if group in stats.index:
+                mean = stats.at[group, f"{which}_mean"]
+                low, high = stats.at[group, f"{which}_ci_low"], stats.at[group, f"{which}_ci_high"]
+                if np.isfinite(low) and np.isfinite(high):
+                    ax.errorbar(
+                        x + 0.32,
+                        mean,
+                        yerr=[[mean - low], [high - mean]],
+                        color=colour,
+                        marker="D",
+                        markersize=6,
+                        capsize=5,
+                        linewidth=2,
+                        zorder=4,
+                    )
+                else:  # n < 2: a mean marker without a band
+                    ax.plot(x + 0.32, mean, color=colour, marker="D", markersize=6, zorder=4)
+        if baseline is not None and baseline in stats.index:
+            ax.axhline(
+                stats.at[baseline, f"{which}_mean"],
+                color="0.45",
+                linestyle="--",
+                linewidth=1,
+                label=f"{baseline} mean",
+            )
+            ax.legend(fontsize=8, loc="best")
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels(order, rotation=30 if rotate else 0, ha="right" if rotate else "center")
+        ax.set_xlim(-0.6, len(order) - 0.3)
+        ax.set_xlabel(xlabel)
+        ax.set_title(f"{which} {metric} (points: runs; diamond: mean ± 95% CI)", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_ylabel(metric)
+    fig.suptitle(title or f"{metric} per run", fontsize=10)
+    path = Path(path)
+    fig.savefig(path, dpi=DPI)
+    return path
