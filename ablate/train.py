@@ -200,7 +200,7 @@ def _alpha_schedule(cfg: RunConfig, model: nn.Module, steps_per_epoch: int):
     elif cfg.alpha_epochs is not None:
         steps = max(1, round(cfg.alpha_epochs * steps_per_epoch))
     else:
-        steps = total
+        steps = max(1, total - 1)  # the last optimizer step (index total-1) uses alpha_end
     return AlphaSchedule(
         cfg.alpha_schedule, cfg.alpha_start, cfg.alpha_end, steps, cfg.alpha_levels, cfg.alpha_hold
     )
@@ -332,6 +332,7 @@ def train(
         start_epoch, global_step, best = state["epoch"] + 1, state["global_step"], state["best"]
     elif tracker is None:
         tags = {k: getattr(cfg, k) for k in RUN_TAGS}
+        tags["task"] = bundle.task  # resolved, not 'auto'
         tags.update(extra_tags or {})
         tags["torch"] = torch.__version__
         tags["device"] = str(device)
@@ -362,7 +363,13 @@ def train(
         return value
 
     def eval_model() -> nn.Module:
-        return ema.module if ema is not None else model
+        if ema is None:
+            return model
+        # AveragedModel(use_buffers=True) averages alpha too; evaluate at the current value
+        current = {k: v for k, v in model.variant_params().items() if v is not None}
+        if current:
+            ema.module.set_variant_params(**current)
+        return ema.module
 
     status, reason = "FINISHED", None
     try:
@@ -455,6 +462,11 @@ def train(
         best_state = torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=True)
         final_model = eval_model()
         final_model.load_state_dict(best_state["model"])
+        best_params = {k: v for k, v in best_state.get("variant_params", {}).items() if v is not None}
+        if best_params:
+            model.set_variant_params(**best_params)
+            if ema is not None:
+                ema.module.set_variant_params(**best_params)
         test, pred = evaluate(final_model, bundle.test, bundle, cfg.batch_size * 2, device, amp)
         final = {f"test_{k}": v for k, v in test.items()}
         final.update(best_val_acc=best["val_acc"], best_epoch=best["epoch"])
@@ -502,6 +514,9 @@ def _save_model_only(model: nn.Module, path: Path, cfg: RunConfig, epoch: int, v
     torch.save(
         {
             "model": model.state_dict(),
+            # the alpha (etc.) these weights were validated with: annealed runs must be
+            # tested and exported at that value, not at the schedule's final one
+            "variant_params": dict(getattr(model, "variant_params", dict)()),
             "arch": _safe_arch(getattr(model, "arch", {})),
             "name": getattr(model, "name", cfg.model),
             "config": cfg.to_dict(),

@@ -61,9 +61,10 @@ def test_run_logs_curves_params_tags_and_artifacts(workdir):
         assert [s for s, _ in _history(rid, key)] == [2], key
 
     # alpha: the schedule's value at step 0, then at the last optimizer step of each epoch
-    schedule = AlphaSchedule("linear", 0.0, 1.0, steps=2 * STEPS_PER_EPOCH)
+    schedule = AlphaSchedule("linear", 0.0, 1.0, steps=2 * STEPS_PER_EPOCH - 1)
     expected = [schedule(0), schedule(STEPS_PER_EPOCH - 1), schedule(2 * STEPS_PER_EPOCH - 1)]
     assert [v for _, v in _history(rid, "alpha")] == pytest.approx(expected, abs=1e-9)
+    assert expected[0] == 0.0 and expected[-1] == 1.0  # the last optimizer step runs at alpha_end
 
     params = run.data.params
     for f in config_fields():

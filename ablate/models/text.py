@@ -1,1 +1,407 @@
-"""Text backbones (filled in by the text-classification work)."""
+"""Text backbones: CCT / CVT / ViT-Lite over word vectors, with correct padding.
+
+A batch of int64 token ids ``(B, L)`` (padded with ``pad_index``) goes through
+
+1. ``embedder.embeddings``: ``nn.Embedding(vocab_size, word_dim, padding_idx=pad_index)``,
+   initialised from an ``embedding_matrix`` (e.g. GloVe rows for the data set's vocabulary);
+2. ``tokenizer``: the word-vector sequence as a one-channel image ``(B, 1, L, word_dim)``,
+   ``Conv2d(1, dim, (k, word_dim))`` -> ReLU -> MaxPool over the token axis (CCT), or a
+   patchifying conv with kernel = stride = k and nothing after it (CVT / ViT-Lite);
+3. ``classifier``: the shared :class:`~ablate.models._blocks.TransformerClassifier`.
+
+Names ``text_cct_{2,4,6}``, ``text_cvt_{2,4,6}``, ``text_vit_lite_{2,4,6}`` (the official
+``text_vit_{2,4,6}`` are aliases) with the official sizes; ``kernel_size`` 4 by default (the
+paper's text results), 1 and 2 also published. Parameter and module names follow the
+official code (``embedder.embeddings.weight``, ``tokenizer.conv_layers.0.weight``,
+``classifier.*``), see ``../shared/reference/cct_keys.json``.
+
+Padding, where the official text models go wrong (their positional table has one row too
+many, so a full-length input fails, and any mask trips an assertion):
+
+- ``mask = ids != pad_index`` (or a mask the caller passes). Padded word vectors are set to
+  exactly zero at the conv input; ``padding_idx`` alone is not trusted because the padding
+  row of a loaded or modified embedding table need not be zero.
+- The token-level mask is True where the token's receptive field (conv window, then pool
+  window) covers at least one real word; it is passed to every self-attention (padded keys
+  get zero weight), to sequence pooling and to the token softmax of ``softmax_v`` /
+  ``alpha_remix``.
+- The word sequence is right-padded with zeros so that every conv window touching a real
+  word exists, and every pool window over those; with no conv bias and ReLU >= 0 before the
+  max-pool, a real token's value is then independent of how much padding follows, so
+  appending padding never changes a logit (and a loop may trim all-padding columns).
+
+Token counts for ``max_len=64``, kernel 4: CCT 34 (the official tokenizer drops the last
+window over word 63 and makes 33 tokens, yet allocates 34 positional rows), CVT 16 and
+ViT-Lite 16 + class token (the official tables have 17 and 18 rows: one surplus row).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ablate.exceptions import ConfigError
+from ablate.models._blocks import CompactTransformer, TransformerClassifier, conv_output_size
+from ablate.models._builder import split_variant
+from ablate.models._registry import register_alias, register_model
+
+__all__ = [
+    "WordEmbedder",
+    "TextConvTokenizer",
+    "TextCompactTransformer",
+    "build_text_model",
+    "TEXT_FAMILIES",
+]
+
+TEXT_FAMILIES = ("cct", "cvt", "vit_lite")
+
+# Official encoder sizes per family and depth: layers, heads, embedding dim, MLP ratio.
+# (The official text CVT-6 is 128-dim, unlike image CVT-6 and text CCT-6 / ViT-6.)
+_SIZES: dict[str, dict[int, dict[str, Any]]] = {
+    "cct": {
+        2: dict(num_layers=2, num_heads=2, dim=128, mlp_ratio=1.0),
+        4: dict(num_layers=4, num_heads=2, dim=128, mlp_ratio=1.0),
+        6: dict(num_layers=6, num_heads=4, dim=256, mlp_ratio=2.0),
+    },
+    "cvt": {
+        2: dict(num_layers=2, num_heads=2, dim=128, mlp_ratio=1.0),
+        4: dict(num_layers=4, num_heads=2, dim=128, mlp_ratio=1.0),
+        6: dict(num_layers=6, num_heads=4, dim=128, mlp_ratio=2.0),
+    },
+    "vit_lite": {
+        2: dict(num_layers=2, num_heads=2, dim=128, mlp_ratio=1.0),
+        4: dict(num_layers=4, num_heads=2, dim=128, mlp_ratio=1.0),
+        6: dict(num_layers=6, num_heads=4, dim=256, mlp_ratio=2.0),
+    },
+}
+
+
+class WordEmbedder(nn.Module):
+    """Token ids -> word vectors; key ``embeddings.weight`` (V, word_dim).
+
+    Args:
+        vocab_size / word_dim: table size.
+        pad_index: id of the padding token (its row starts at zero and gets no gradient).
+        embedding_matrix: initial vectors (V, word_dim); None = N(0, 1) like ``nn.Embedding``.
+        freeze: keep the vectors fixed (no gradient).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        word_dim: int,
+        pad_index: int = 0,
+        embedding_matrix: torch.Tensor | None = None,
+        freeze: bool = False,
+    ):
+        super().__init__()
+        self.embeddings = nn.Embedding(vocab_size, word_dim, padding_idx=pad_index)
+        if embedding_matrix is not None:
+            with torch.no_grad():
+                self.embeddings.weight.copy_(embedding_matrix)
+                self.embeddings.weight[pad_index].zero_()
+        self.embeddings.weight.requires_grad_(not freeze)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embeddings(ids)  # (B, L) -> (B, L, word_dim)
+
+
+class TextConvTokenizer(nn.Module):
+    """Word vectors (B, L, word_dim) + word mask (B, L) -> tokens (B, N, dim) + token mask (B, N).
+
+    Key ``conv_layers.0.weight`` (dim, 1, kernel, word_dim); the conv has no bias, which the
+    padding invariance relies on (an all-padding window must give exactly zero).
+
+    Args:
+        word_dim: width of the word vectors (the conv spans it completely).
+        dim: embedding dim of the transformer.
+        kernel / stride / padding: along the token axis.
+        activation: ReLU after the conv (CCT).
+        max_pool: MaxPool(3, 2, 1) over the token axis after the ReLU (CCT).
+    """
+
+    def __init__(
+        self,
+        word_dim: int,
+        dim: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        activation: bool,
+        max_pool: bool,
+    ):
+        super().__init__()
+        if max_pool and not activation:
+            # Max-pooling over a window that runs past the sequence end is only independent
+            # of appended padding when every value is >= 0 (all-padding windows give 0).
+            raise ValueError("the text tokenizer's max-pool needs the ReLU before it")
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+        self.max_pool = max_pool
+        self.conv_layers = nn.Sequential(
+            nn.Conv2d(1, dim, (kernel, word_dim), (stride, 1), (padding, 0), bias=False),
+            nn.ReLU() if activation else nn.Identity(),
+            nn.MaxPool2d((3, 1), (2, 1), (1, 0)) if max_pool else nn.Identity(),
+        )
+        nn.init.kaiming_normal_(self.conv_layers[0].weight)
+
+    def padded_length(self, length: int) -> int:
+        """Words after right-padding so that every conv window touching a word in
+        ``[0, length)`` exists, and then every pool window touching one of those.
+
+        Without this, appending padding could create a window over the last real words
+        that the shorter input never had, and the logits would depend on the padding.
+        """
+        k, s, p = self.kernel, self.stride, self.padding
+        length = max(length, 1)
+        last_conv = (length - 1 + p) // s  # last conv window touching word length-1
+        n_conv = last_conv + 1
+        if self.max_pool:
+            # Pool window t covers conv outputs 2t-1 .. 2t+1; the last touching last_conv
+            # is t = (last_conv+1)//2, which exists when n_conv >= 2t + 1.
+            n_conv = max(n_conv, 2 * ((last_conv + 1) // 2) + 1)
+        return max(length, (n_conv - 1) * s + k - 2 * p)
+
+    def sequence_length(self, length: int) -> int:
+        """Tokens produced for ``length`` words (the positional table needs this many rows)."""
+        n = conv_output_size(self.padded_length(length), self.kernel, self.stride, self.padding)
+        return conv_output_size(n, 3, 2, 1) if self.max_pool else n
+
+    def token_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """Word mask (B, L) -> token mask (B, N): True where the receptive field holds a real word.
+
+        The same windows as the conv and the pool, applied to the 0/1 mask with max: a
+        window is real iff any word in it is real. Conv zero-padding counts as padding.
+        """
+        length = mask.shape[1]
+        m = mask.to(torch.float32).unsqueeze(1)  # (B, 1, L)
+        m = F.pad(m, (self.padding, self.padding + self.padded_length(length) - length))
+        m = F.max_pool1d(m, self.kernel, self.stride)  # (B, 1, N_conv)
+        if self.max_pool:
+            m = F.max_pool1d(m, 3, 2, 1)  # (B, 1, N)
+        return m.squeeze(1) > 0
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        length = x.shape[1]
+        mask = mask.to(torch.bool)
+        # Exact zeros at padded positions, whatever the embedding row holds.
+        x = torch.where(mask.unsqueeze(-1), x, x.new_zeros(()))  # (B, L, word_dim)
+        x = F.pad(x, (0, 0, 0, self.padded_length(length) - length))  # (B, L', word_dim)
+        x = self.conv_layers(x.unsqueeze(1))  # (B, 1, L', word_dim) -> (B, dim, N, 1)
+        x = x.squeeze(-1).transpose(1, 2)  # (B, N, dim)
+        token_mask = self.token_mask(mask)
+        # An empty text (all padding) keeps its first token as a real key, so that attention
+        # and pooling stay finite; that token is computed from zero vectors only.
+        empty = ~token_mask.any(dim=1, keepdim=True)  # (B, 1)
+        token_mask = torch.cat([token_mask[:, :1] | empty, token_mask[:, 1:]], dim=1)
+        return x, token_mask
+
+
+class TextCompactTransformer(CompactTransformer):
+    """Embedder + text tokenizer + transformer classifier; ``forward(ids, mask=None)``.
+
+    ``arch`` rebuilds the model except the word vectors themselves (those travel in the
+    state dict). Official text checkpoints load with ``strict=True``: where their fixed sine
+    table has one surplus row (CVT, ViT-Lite) that row is dropped on load (the table is the
+    same, one row longer).
+    """
+
+    def __init__(
+        self,
+        embedder: WordEmbedder,
+        tokenizer: TextConvTokenizer,
+        classifier: TransformerClassifier,
+        *,
+        name: str,
+        arch: dict,
+        max_len: int,
+        pad_index: int,
+    ):
+        super().__init__(tokenizer, classifier, name=name, arch=arch)
+        self.embedder = embedder
+        self.max_len = max_len
+        self.pad_index = pad_index
+        self.register_load_state_dict_pre_hook(_drop_official_surplus_pe_row)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """ids: (B, L) int64 with L <= max_len; mask: (B, L) bool, True = real word
+        (default ``ids != pad_index``). Returns logits (B, num_classes)."""
+        if ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(
+                f"{self.name} expects integer token ids of shape (batch, length), "
+                f"got {ids.dtype} of shape {tuple(ids.shape)}"
+            )
+        if ids.shape[1] > self.max_len:
+            raise ConfigError(
+                f"{self.name} was built for at most max_len={self.max_len} tokens but got "
+                f"{ids.shape[1]}; rebuild it with max_len>={ids.shape[1]} or cut the texts"
+            )
+        if mask is None:
+            mask = ids != self.pad_index
+        x = self.embedder(ids)  # (B, L, word_dim)
+        tokens, token_mask = self.tokenizer(x, mask)  # (B, N, dim), (B, N)
+        return self.classifier(tokens, token_mask)
+
+
+def _drop_official_surplus_pe_row(module, state_dict, prefix, *_args) -> None:
+    # The official text CVT / ViT-Lite tables have one row more than a max_len input makes
+    # tokens. A fixed sine table's first rows are exactly ours: keep them, drop the surplus.
+    key = prefix + "classifier.positional_emb"
+    pe = module.classifier.positional_emb
+    value = state_dict.get(key)
+    if (
+        pe is not None
+        and not pe.requires_grad
+        and isinstance(value, torch.Tensor)
+        and value.dim() == 3
+        and value.shape[1] == pe.shape[1] + 1
+        and value.shape[2] == pe.shape[2]
+    ):
+        state_dict[key] = value[:, : pe.shape[1]]
+
+
+def _tokenizer_geometry(family: str, kernel_size: int) -> tuple[int, int, int, bool, bool]:
+    """(kernel, stride, padding, activation, max_pool) by the official rules."""
+    if family == "cct":
+        # The official CCT rule; kernel 4 gives the table's k4 s1 p2.
+        return kernel_size, max(1, kernel_size // 2 - 1), max(1, kernel_size // 2), True, True
+    return kernel_size, kernel_size, 0, False, False  # CVT / ViT-Lite: patches of k words
+
+
+def build_text_model(
+    *,
+    name: str,
+    family: str,
+    num_layers: int,
+    num_heads: int,
+    dim: int,
+    mlp_ratio: float,
+    num_classes: int = 4,
+    vocab_size: int | None = None,
+    word_dim: int | None = None,
+    embedding_matrix: Any = None,
+    max_len: int = 64,
+    pad_index: int = 0,
+    kernel_size: int = 4,
+    freeze_embeddings: bool = False,
+    positional_embedding: str = "sine",
+    norm_placement: str = "cct",
+    dropout: float = 0.0,
+    attention_dropout: float = 0.1,
+    stochastic_depth: float = 0.1,
+    variant: str = "softmax",
+    variant_params: Mapping[str, float] | None = None,
+    apply_to: str = "attention",
+    **unknown: Any,
+) -> TextCompactTransformer:
+    """Build one text backbone; the registered names fill in family and sizes.
+
+    Args:
+        family: ``cct`` (conv + ReLU + max-pool, sequence pooling), ``cvt`` (patch conv,
+            sequence pooling) or ``vit_lite`` (patch conv, class token).
+        vocab_size / word_dim: embedding table size; taken from ``embedding_matrix`` when
+            omitted (and checked against it when given).
+        embedding_matrix: (vocab_size, word_dim) initial word vectors (tensor or array);
+            not stored in ``arch``.
+        max_len: longest input in tokens; fixes the positional table's rows.
+        pad_index: padding id (masked out everywhere).
+        kernel_size: tokenizer conv width in words (official: 1, 2, 4).
+        freeze_embeddings: word vectors get no gradient.
+        Other arguments as for the image models.
+    """
+    if unknown:
+        raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}")
+    if family not in TEXT_FAMILIES:
+        raise ConfigError(f"text model family must be one of {', '.join(TEXT_FAMILIES)}; got {family!r}")
+    matrix = None
+    if embedding_matrix is not None:
+        matrix = torch.as_tensor(embedding_matrix, dtype=torch.float32)
+        if matrix.dim() != 2:
+            raise ConfigError(
+                f"{name}: embedding_matrix must be 2-D (vocab_size, word_dim); got shape {tuple(matrix.shape)}"
+            )
+        if vocab_size is None:
+            vocab_size = int(matrix.shape[0])
+        if word_dim is None:
+            word_dim = int(matrix.shape[1])
+        if tuple(matrix.shape) != (vocab_size, word_dim):
+            raise ConfigError(
+                f"{name}: embedding_matrix has shape {tuple(matrix.shape)} but "
+                f"vocab_size={vocab_size}, word_dim={word_dim}"
+            )
+    if vocab_size is None or word_dim is None:
+        raise ConfigError(f"{name}: a text model needs vocab_size and word_dim, or an embedding_matrix")
+    for arg, value, low in (
+        ("vocab_size", vocab_size, 1),
+        ("word_dim", word_dim, 1),
+        ("max_len", max_len, 1),
+        ("kernel_size", kernel_size, 1),
+        ("num_classes", num_classes, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name}: {arg} must be an integer >= {low}; got {value!r}")
+    if isinstance(pad_index, bool) or not isinstance(pad_index, int) or not 0 <= pad_index < vocab_size:
+        raise ConfigError(f"{name}: pad_index must be an integer in [0, {vocab_size}); got {pad_index!r}")
+    variant, variant_params = split_variant(variant, variant_params)
+    # Everything that rebuilds the model; the word vectors come from the state dict.
+    arch = dict(
+        name=name, family=family, num_layers=num_layers, num_heads=num_heads, dim=dim,
+        mlp_ratio=mlp_ratio, num_classes=num_classes, vocab_size=vocab_size, word_dim=word_dim,
+        max_len=max_len, pad_index=pad_index, kernel_size=kernel_size,
+        freeze_embeddings=freeze_embeddings, positional_embedding=positional_embedding,
+        norm_placement=norm_placement, dropout=dropout, attention_dropout=attention_dropout,
+        stochastic_depth=stochastic_depth, variant=variant, variant_params=dict(variant_params),
+        apply_to=apply_to,
+    )
+
+    kernel, stride, padding, activation, max_pool = _tokenizer_geometry(family, kernel_size)
+    embedder = WordEmbedder(vocab_size, word_dim, pad_index, matrix, freeze=freeze_embeddings)
+    tokenizer = TextConvTokenizer(word_dim, dim, kernel, stride, padding, activation, max_pool)
+    classifier = TransformerClassifier(
+        dim=dim,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        mlp_hidden=int(dim * mlp_ratio),
+        num_classes=num_classes,
+        seq_len=tokenizer.sequence_length(max_len),
+        seq_pool=family != "vit_lite",
+        positional_embedding=positional_embedding,
+        dropout=dropout,
+        attention_dropout=attention_dropout,
+        stochastic_depth=stochastic_depth,
+        norm_placement=norm_placement,
+        variant=variant,
+        variant_params=variant_params,
+        apply_to=apply_to,
+        variable_length=True,
+    )
+    return TextCompactTransformer(
+        embedder, tokenizer, classifier, name=name, arch=arch, max_len=max_len, pad_index=pad_index
+    )
+
+
+_FAMILY_DOC = {
+    "cct": "conv(k words) + ReLU + max-pool tokenizer, sequence pooling",
+    "cvt": "k-word patch tokenizer, sequence pooling",
+    "vit_lite": "k-word patch tokenizer, class token",
+}
+
+
+def _register(family: str, layers: int) -> None:
+    name = f"text_{family}_{layers}"
+    defaults = dict(_SIZES[family][layers], name=name, family=family)
+
+    def builder(**kwargs: Any) -> TextCompactTransformer:
+        return build_text_model(**{**defaults, **kwargs})
+
+    builder.__doc__ = f"{name}: text {family.upper()} with {layers} layers, {_FAMILY_DOC[family]}."
+    register_model(name, builder)
+
+
+for _family in TEXT_FAMILIES:
+    for _layers in (2, 4, 6):
+        _register(_family, _layers)
+for _layers in (2, 4, 6):
+    register_alias(f"text_vit_{_layers}", f"text_vit_lite_{_layers}")
