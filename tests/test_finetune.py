@@ -441,3 +441,35 @@ def test_a_lora_checkpoint_is_merged_when_used_as_a_source(tmp_path):
     x = torch.randn(4, 1, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(plain.eval()(x), adapted.eval()(x), atol=1e-5, rtol=0)
+
+
+def test_finetune_command_applies_finetuning_defaults(store, source_run, client):
+    """`ablate finetune` = `ablate run` with softmax_v annealed 0 -> 1 and the fine-tuning lr."""
+    from ablate.cli import main
+
+    code = main([
+        "finetune", "--init-from", source_run.run_id, "--img-size", "8", "--epochs", "1",
+        "--run-name", "cli-finetune", "--quiet",
+    ])
+    assert code == 0
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("ablate").experiment_id],
+        filter_string="attributes.run_name = 'cli-finetune'",
+    )
+    p = run.data.params
+    assert (p["variant"], p["alpha_schedule"], p["alpha_start"], p["alpha_end"]) == (
+        "softmax_v", "linear", "0.0", "1.0"
+    )
+    assert p["init.source_run_id"] == source_run.run_id
+    alphas = [m.value for m in client.get_metric_history(run.info.run_id, "alpha")]
+    assert alphas[0] == 0.0 and alphas[-1] == 1.0
+    # the first point is the source model itself (alpha = 0 is standard attention)
+    val0 = next(m.value for m in client.get_metric_history(run.info.run_id, "val_acc") if m.step == 0)
+    assert val0 == source_run.best_val_acc
+
+
+def test_finetune_command_needs_a_source(capsys):
+    from ablate.cli import main
+
+    assert main(["finetune", "--epochs", "1"]) == 2
+    assert "needs --init-from" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import variants
 from ablate.models._blocks import CompactTransformer, ConvTokenizer, TransformerClassifier
 
-__all__ = ["build_image_model", "split_variant"]
+__all__ = ["build_image_model", "split_variant", "register_image_model", "PATCH_TOKENIZER"]
 
 
 def split_variant(variant: str, variant_params: Mapping[str, float] | None) -> tuple[str, dict]:
@@ -71,3 +71,22 @@ def build_image_model(
     )
     arch["variant_params"] = dict(variant_params)
     return CompactTransformer(tokenizer, classifier, name=name, arch=arch)
+
+
+# The CVT / ViT-Lite tokenizer: one 4x4 patchifying conv with bias, no activation, no pool.
+PATCH_TOKENIZER = dict(
+    kernel=4, n_conv_layers=1, stride=4, padding=0,
+    conv_bias=True, conv_activation=False, conv_max_pool=False,
+)
+
+
+def register_image_model(arch: dict, doc: str) -> None:
+    """Register ``arch["name"]``: a builder that merges the caller's kwargs over ``arch``."""
+    from ablate.models._registry import register_model
+
+    def builder(**kwargs):
+        return build_image_model(**{**arch, **kwargs})
+
+    builder.__doc__ = doc
+    builder.defaults = arch  # read by `ablate models` and the training loop (img_size)
+    register_model(arch["name"], builder)

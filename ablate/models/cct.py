@@ -9,13 +9,12 @@ sinusoidal embedding (the official code silently ignores that request; we honour
 
 from __future__ import annotations
 
-from ablate.models._builder import build_image_model
-from ablate.models._registry import register_model
+from ablate.models._builder import register_image_model
 
-__all__: list[str] = []
+__all__ = ["SIZES"]
 
 # encoder sizes: layers, heads, embedding dim, MLP ratio
-_SIZES = {
+SIZES = {
     2: dict(num_layers=2, num_heads=2, dim=128, mlp_ratio=1.0),
     4: dict(num_layers=4, num_heads=2, dim=128, mlp_ratio=1.0),
     6: dict(num_layers=6, num_heads=4, dim=256, mlp_ratio=2.0),
@@ -38,29 +37,24 @@ _NAMES = [
 
 
 def _cct(layers: int, kernel: int, n_conv: int, img: int, classes: int, suffix: str) -> None:
-    name = f"cct_{layers}_{kernel}x{n_conv}_{img}{suffix}"
-    arch = dict(
-        _SIZES[layers],
-        name=name,
-        kernel=kernel,
-        n_conv_layers=n_conv,
-        stride=max(1, kernel // 2 - 1),
-        padding=max(1, kernel // 2),
-        conv_bias=False,
-        conv_activation=True,
-        conv_max_pool=True,
-        seq_pool=True,
-        img_size=img,
-        num_classes=100 if "c100" in suffix else 102 if suffix == "_fl" else classes,
-        positional_embedding="sine" if "sine" in suffix else "learnable",
+    register_image_model(
+        dict(
+            SIZES[layers],
+            name=f"cct_{layers}_{kernel}x{n_conv}_{img}{suffix}",
+            kernel=kernel,
+            n_conv_layers=n_conv,
+            stride=max(1, kernel // 2 - 1),
+            padding=max(1, kernel // 2),
+            conv_bias=False,
+            conv_activation=True,
+            conv_max_pool=True,
+            seq_pool=True,
+            img_size=img,
+            num_classes=100 if "c100" in suffix else 102 if suffix == "_fl" else classes,
+            positional_embedding="sine" if "sine" in suffix else "learnable",
+        ),
+        f"CCT with {layers} layers, {n_conv} x {kernel}x{kernel} conv tokenizer.",
     )
-
-    def builder(**kwargs):
-        return build_image_model(**{**arch, **kwargs})
-
-    builder.__doc__ = f"{name}: CCT with {layers} layers, {n_conv} x {kernel}x{kernel} conv tokenizer."
-    builder.defaults = arch
-    register_model(name, builder)
 
 
 for _layers, _kernel, _n_conv, _img, _classes, _suffixes in _NAMES:

@@ -5,40 +5,21 @@ sequence pooling. Registered as ``vit_lite_{L}_4_32`` (and ``_sine``); the offic
 
 from __future__ import annotations
 
-from ablate.models._builder import build_image_model
-from ablate.models._registry import register_alias, register_model
-from ablate.models.cct import _SIZES
+from ablate.models._builder import PATCH_TOKENIZER, register_image_model
+from ablate.models._registry import register_alias
+from ablate.models.cct import SIZES
 
 __all__: list[str] = []
 
-
-def _vit_lite(layers: int, suffix: str) -> None:
-    name = f"vit_lite_{layers}_4_32{suffix}"
-    arch = dict(
-        _SIZES[layers],
-        name=name,
-        kernel=4,
-        n_conv_layers=1,
-        stride=4,
-        padding=0,
-        conv_bias=True,
-        conv_activation=False,
-        conv_max_pool=False,
-        seq_pool=False,
-        img_size=32,
-        num_classes=10,
-        positional_embedding="sine" if suffix else "learnable",
-    )
-
-    def builder(**kwargs):
-        return build_image_model(**{**arch, **kwargs})
-
-    builder.__doc__ = f"{name}: ViT-Lite with {layers} layers, 4x4 patches, class token."
-    builder.defaults = arch
-    register_model(name, builder)
-    register_alias(f"vit_{layers}_4_32{suffix}", name)
-
-
 for _layers in (2, 4, 6, 7):
     for _suffix in ("", "_sine"):
-        _vit_lite(_layers, _suffix)
+        _name = f"vit_lite_{_layers}_4_32{_suffix}"
+        register_image_model(
+            dict(
+                SIZES[_layers], **PATCH_TOKENIZER,
+                name=_name, seq_pool=False, img_size=32, num_classes=10,
+                positional_embedding="sine" if _suffix else "learnable",
+            ),
+            f"ViT-Lite with {_layers} layers, 4x4 patches, class token.",
+        )
+        register_alias(f"vit_{_layers}_4_32{_suffix}", _name)

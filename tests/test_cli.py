@@ -1,0 +1,87 @@
+"""The command-line surface: help texts, and `ablate ui` serving the store on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from pathlib import Path
+
+import pytest
+
+from ablate.cli import _COMMANDS, build_parser, main
+from ablate.config import config_fields
+
+
+def test_every_command_and_run_flag_has_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    top = capsys.readouterr().out
+    for name in _COMMANDS:
+        assert name in top
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if action.dest not in ("help",):
+                assert action.help, f"ablate {name}: {action.option_strings} has no help"
+    run_help = sub.choices["run"].format_help()
+    for f in config_fields():
+        assert "--" + f.name.replace("_", "-") in run_help, f.name
+
+
+def test_unknown_choice_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--apply-to", "mlp"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'mlp'" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ui_serves_the_store_on_loopback(tmp_path):
+    port = _free_port()
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ablate.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    try:
+        first = proc.stdout.readline()
+        assert f"at http://127.0.0.1:{port}" in first and uri in first
+        deadline = time.monotonic() + 90
+        body = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                    body = resp.read().decode()
+                    break
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None and "OK" in body, f"UI did not answer (exit {proc.poll()})"
+        # bound to loopback only: no listener on the machine's other addresses
+        with socket.socket() as s:
+            s.settimeout(1)
+            other = socket.gethostbyname(socket.gethostname())
+            if not other.startswith("127."):
+                assert s.connect_ex((other, port)) != 0
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
