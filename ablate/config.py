@@ -115,7 +115,7 @@ class RunConfig:
     )
     freeze_embeddings: bool = _f(False, "text: keep word vectors fixed", group="data")
     # -- optimisation -----------------------------------------------------------------
-    epochs: int = _f(30, "training epochs", group="optim")
+    epochs: int = _f(50, "training epochs (the paper trains CIFAR for 300)", group="optim")
     batch_size: int = _f(128, "batch size", group="optim")
     lr: float | None = _f(
         None, "peak learning rate (default 5.5e-4; 1e-4 when --init-from is given)", group="optim"

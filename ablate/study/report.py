@@ -1,0 +1,410 @@
+"""What a study shows: the dry-run listing, the progress bar, the summary table.
+
+The progress bar runs in the command's main process and reads the storage once a second,
+so it shows every worker's trials (this machine's and others') the same way: finished
+cells or trials out of the total, the running trials' current epochs, and one line per
+trial as it finishes.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ablate.study import state as st
+from ablate.study.spec import StudyPlan
+from ablate.study.storage import display_url, open_storage
+
+if TYPE_CHECKING:
+    from ablate.study.runner import RunSettings, StudyOutcome
+
+__all__ = ["format_plan", "Progress", "summarize", "summary_rows", "format_table"]
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_short(v)}" for k, v in params.items())
+
+
+def format_plan(
+    plan: StudyPlan,
+    *,
+    storage: str,
+    tracking_uri: str,
+    max_trials: int | None = None,
+    timeout: float | None = None,
+    workers: int = 1,
+) -> str:
+    """The resolved study for ``--dry-run``: settings, then one line per trial."""
+    spec = plan.spec
+    if plan.is_grid:
+        dims = " x ".join(f"{len(v)} {k}" for k, v in plan.grid.items())
+        excluded = math.prod(len(v) for v in plan.grid.values()) - len(plan.cells)
+        shape = f"grid {dims}" + (f" minus {excluded} excluded" if excluded else "")
+        if plan.search_space:
+            shape += f", {', '.join(plan.search_space)} sampled by {plan.sampler}"
+    else:
+        shape = f"sampled by {plan.sampler}"
+    total = plan.total_trials
+    lines = [
+        f"study {plan.name!r} ({plan.path}): "
+        f"{total if total is not None else 'open-ended'} trials, {shape}",
+        f"objective: {spec.objective} {plan.metric} per trial, {plan.direction}; "
+        f"pruner {spec.pruner.type}; "
+        f"max_retries {spec.max_retries}",
+        f"storage: {display_url(storage)}; MLflow: {tracking_uri}, experiment {plan.experiment!r}",
+    ]
+    limits = []
+    if max_trials is not None:
+        limits.append(f"at most {max_trials} trials")
+    if timeout is not None:
+        limits.append(f"no new trial after {timeout:g} s")
+    if workers > 1:
+        limits.append(f"{workers} worker processes")
+    if limits:
+        lines.append("this command: " + ", ".join(limits))
+    lines.append("base: " + (_params_text(plan.base) if plan.base else "(run-config defaults)"))
+    for name, param in plan.search_space.items():
+        lines.append(f"sampled: {name} ~ {param.describe()}")
+    if plan.is_grid:
+        width = len(str(len(plan.cells)))
+        sampled = f" + sampled {', '.join(plan.search_space)}" if plan.search_space else ""
+        for cell in plan.cells:
+            lines.append(
+                f"trial {cell.index + 1:>{width}}/{len(plan.cells)}: {cell.describe()}{sampled}"
+            )
+    else:
+        until = (
+            f"trials 1-{spec.n_trials}"
+            if spec.n_trials
+            else "trials until the timeout (or --trials)"
+        )
+        lines.append(f"{until}: {', '.join(plan.search_space)} sampled by {plan.sampler}")
+    return "\n".join(lines)
+
+
+class Progress:
+    """Study-level progress bar (finished / total) fed by polling the storage."""
+
+    def __init__(
+        self, plan: StudyPlan, settings: "RunSettings", enabled: bool = True, interval: float = 1.0
+    ):
+        self.plan = plan
+        self.settings = settings
+        self.enabled = enabled
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._bar: Any = None
+        self._storage: Any = None
+        self._study_id: int | None = None
+        self._seen: set[int] | None = None
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        from tqdm.auto import tqdm
+
+        self._storage = open_storage(self.settings.storage_url)
+        self._study_id = self._storage.get_study_id_from_name(self.plan.name)
+        # disable=None: no bar when stdout is not a terminal (logs, CI); the finished-trial
+        # lines still print.
+        self._bar = tqdm(
+            total=self.plan.total_trials,
+            desc=self.plan.name,
+            unit="trial",
+            dynamic_ncols=True,
+            disable=None,
+        )
+        self._refresh()
+        self._thread = threading.Thread(target=self._loop, name="study-progress", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._refresh()
+            except Exception:  # a busy database only delays the bar
+                pass
+
+    def _refresh(self) -> None:
+        from optuna.trial import TrialState
+
+        trials = self._storage.get_all_trials(self._study_id, deepcopy=False)
+        finished = [t for t in trials if t.state.is_finished()]
+        if self._seen is None:  # trials of earlier commands are not listed again
+            self._seen = {t.number for t in finished}
+        for t in finished:
+            if t.number not in self._seen:
+                self._seen.add(t.number)
+                self._bar.write(self._line(t))
+        self._bar.n = st.finished_count(self.plan, trials)
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        epochs = self.plan.base.get("epochs", 30)
+        parts = []
+        for t in running[:4]:
+            total = st.trial_params(self.plan, t).get("epochs", epochs)
+            step = t.last_step
+            parts.append(f"#{t.number} epoch {0 if step is None else step}/{total}")
+        if len(running) > 4:
+            parts.append(f"+{len(running) - 4} more")
+        self._bar.set_postfix_str(", ".join(parts), refresh=False)
+        self._bar.refresh()
+
+    def _line(self, trial: Any) -> str:
+        from optuna.trial import TrialState
+
+        params = _params_text(st.trial_params(self.plan, trial))
+        took = ""
+        if trial.datetime_start and trial.datetime_complete:
+            took = f" ({(trial.datetime_complete - trial.datetime_start).total_seconds():.0f} s)"
+        if trial.state == TrialState.COMPLETE:
+            return f"#{trial.number} COMPLETE {self.plan.metric} {trial.value:.4f}  {params}{took}"
+        if trial.state == TrialState.PRUNED:
+            at = f" at epoch {trial.last_step}" if trial.last_step is not None else ""
+            return f"#{trial.number} PRUNED{at}  {params}{took}"
+        error = trial.user_attrs.get(st.ERROR_ATTR) or "its worker died (it runs again)"
+        return f"#{trial.number} {trial.state.name}  {params}{took}: {error}"
+
+    def stop(self) -> None:
+        if not self.enabled or self._bar is None:
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        try:
+            self._refresh()
+        except Exception:
+            pass
+        self._bar.close()
+        try:
+            self._storage.engine.dispose()
+        except Exception:
+            pass
+
+
+# -- summary ------------------------------------------------------------------------------------
+def summary_rows(plan: StudyPlan, trials: list[Any]) -> list[dict[str, Any]]:
+    """One row per variant (and per other non-seed grid key): counts and objective stats."""
+    from optuna.trial import TrialState
+
+    keys = plan.group_keys()
+    groups: dict[tuple, dict[str, Any]] = {}
+
+    def group(params: dict[str, Any]) -> dict[str, Any]:
+        values = plan.config_values(params)
+        label = tuple(values.get(k, _default(k)) for k in keys)
+        if label not in groups:
+            groups[label] = {
+                **dict(zip(keys, label)),
+                "cells": 0,
+                "trials": 0,
+                "complete": 0,
+                "pruned": 0,
+                "failed": 0,
+                "pending": 0,
+                "_values": [],
+            }
+        return groups[label]
+
+    if plan.is_grid:
+        cells = st.cell_states(plan, trials)
+        for cell in plan.cells:
+            row = group(cell.params)
+            state = cells[cell.key]
+            row["cells"] += 1
+            _count(row, state.trials)
+            if not state.done and not state.exhausted(plan.spec.max_retries):
+                row["pending"] += 1
+    else:
+        for t in trials:
+            row = group(st.trial_params(plan, t))
+            _count(row, [t])
+            if t.state in (TrialState.RUNNING, TrialState.WAITING):
+                row["pending"] += 1
+    maximize = plan.direction == "maximize"
+    rows = []
+    for row in groups.values():
+        values = row.pop("_values")
+        row["best"] = (max(values) if maximize else min(values)) if values else None
+        row["mean"] = statistics.fmean(values) if values else None
+        row["std"] = statistics.stdev(values) if len(values) > 1 else None
+        if not plan.is_grid:
+            row.pop("cells")
+        rows.append(row)
+    return rows
+
+
+def _default(key: str) -> Any:
+    from ablate.config import RunConfig
+
+    return getattr(RunConfig(), key)
+
+
+def _count(row: dict[str, Any], trials: list[Any]) -> None:
+    from optuna.trial import TrialState
+
+    for t in trials:
+        if t.state == TrialState.WAITING:
+            continue
+        row["trials"] += 1
+        if t.state == TrialState.COMPLETE:
+            row["complete"] += 1
+            row["_values"].append(t.value)
+        elif t.state == TrialState.PRUNED:
+            row["pruned"] += 1
+        elif t.state == TrialState.FAIL:
+            row["failed"] += 1
+
+
+def format_table(rows: list[dict[str, Any]], metric: str, markdown: bool = False) -> str:
+    """Aligned text (or Markdown) table; objective columns are named after the metric."""
+    if not rows:
+        return "(no trials yet)"
+    rename = {"best": f"best {metric}", "mean": f"mean {metric}", "std": "std"}
+    cols = list(rows[0])
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    header = [rename.get(c, c) for c in cols]
+    body = [[cell(r[c]) for c in cols] for r in rows]
+    if markdown:
+        out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+        out += ["| " + " | ".join(line) + " |" for line in body]
+        return "\n".join(out)
+    width = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, width)).rstrip()]
+    out += ["  ".join(v.ljust(w) for v, w in zip(line, width)).rstrip() for line in body]
+    return "\n".join(out)
+
+
+def summarize(
+    plan: StudyPlan,
+    settings: "RunSettings",
+    parent_run_id: str,
+    trials_run: int,
+    errors: list[str],
+) -> "StudyOutcome":
+    """Read the study's final state, log the summary to the parent run, set its status."""
+    from optuna.trial import TrialState
+
+    from ablate.study.runner import StudyOutcome
+
+    storage = open_storage(settings.storage_url)
+    try:
+        study_id = storage.get_study_id_from_name(plan.name)
+        trials = storage.get_all_trials(study_id, deepcopy=False)
+    finally:
+        storage.engine.dispose()
+    rows = summary_rows(plan, trials)
+    table = format_table(rows, plan.metric)
+    complete = st.is_complete(plan, trials)
+    exhausted = st.exhausted_cells(plan, trials) if plan.is_grid else []
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = None
+    if done:
+        pick = max if plan.direction == "maximize" else min
+        best = pick(done, key=lambda t: t.value)
+    text = table
+    if best is not None:
+        text += (
+            f"\nbest: #{best.number} {plan.metric} {best.value:.4f} "
+            f"({_params_text(st.trial_params(plan, best))}), "
+            f"MLflow run {best.user_attrs.get(st.RUN_ATTR, '-')}"
+        )
+    _log_to_parent(plan, settings, parent_run_id, rows, trials, complete, bool(exhausted), best)
+    return StudyOutcome(
+        name=plan.name,
+        storage=display_url(settings.storage_url),
+        tracking_uri=settings.tracking_uri,
+        parent_run_id=parent_run_id,
+        complete=complete,
+        trials_run=trials_run,
+        rows=rows,
+        table=text,
+        exhausted=exhausted,
+        errors=list(errors),
+    )
+
+
+def _log_to_parent(
+    plan: StudyPlan,
+    settings: "RunSettings",
+    run_id: str,
+    rows: list[dict[str, Any]],
+    trials: list[Any],
+    complete: bool,
+    failures: bool,
+    best: Any,
+) -> None:
+    from mlflow import MlflowClient
+    from optuna.trial import TrialState
+
+    client = MlflowClient(settings.tracking_uri)
+    try:
+        client.log_text(
+            run_id, format_table(rows, plan.metric, markdown=True) + "\n", "summary.md"
+        )
+        client.log_text(run_id, _trials_csv(plan, trials), "trials.csv")
+        state = (
+            "incomplete"
+            if not complete
+            else ("complete_with_failed_cells" if failures else "complete")
+        )
+        client.set_tag(run_id, "study_state", state)
+        if best is not None:
+            client.log_metric(run_id, f"best_{plan.metric}", float(best.value))
+        if complete:
+            client.set_terminated(run_id, status="FINISHED")
+        elif not any(t.state == TrialState.RUNNING for t in trials):
+            # Stopped before the end (limit, timeout, Ctrl-C); the next command resumes it.
+            client.set_terminated(run_id, status="KILLED")
+    except Exception as err:
+        import sys
+
+        first = " ".join(str(err).split())[:200]
+        print(
+            f"ablate study: warning: could not log the summary to MLflow run {run_id}: {first}",
+            file=sys.stderr,
+        )
+
+
+def _trials_csv(plan: StudyPlan, trials: list[Any]) -> str:
+    import csv
+    import io
+
+    param_keys: list[str] = []
+    for t in trials:
+        for k in st.trial_params(plan, t):
+            if k not in param_keys:
+                param_keys.append(k)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(
+        ["number", "state", "value", *param_keys, "mlflow_run_id", "start", "complete", "error"]
+    )
+    for t in trials:
+        params = st.trial_params(plan, t)
+        writer.writerow(
+            [
+                t.number,
+                t.state.name,
+                "" if t.value is None else t.value,
+                *[params.get(k, "") for k in param_keys],
+                t.user_attrs.get(st.RUN_ATTR, ""),
+                t.datetime_start.isoformat() if t.datetime_start else "",
+                t.datetime_complete.isoformat() if t.datetime_complete else "",
+                t.user_attrs.get(st.ERROR_ATTR, ""),
+            ]
+        )
+    return buffer.getvalue()
