@@ -32,12 +32,17 @@ def remix_values(
     beta: torch.Tensor | float | None,
 ) -> torch.Tensor:
     """V' = alpha * softmax^T(V) + beta * V on (B, H, N, D); beta None means 1 - alpha."""
-    if beta is None:
-        beta = 1.0 - alpha
     # Softmax in float32 at least: under bf16 autocast a column softmax over many tokens
     # loses most of its mass to rounding.
-    soft = masked_token_softmax(v.float() if v.dtype in (torch.float16, torch.bfloat16) else v, mask)
-    return (alpha * soft).to(v.dtype) + beta * v
+    work = v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
+    soft = masked_token_softmax(work, mask)
+    if beta is None:
+        # V + alpha * (softmax^T(V) - V) in one fused kernel; alpha = 0 returns V exactly
+        # and alpha = 1 returns softmax^T(V) exactly.
+        out = torch.lerp(work, soft, alpha)
+    else:
+        out = alpha * soft + beta * work
+    return out.to(v.dtype)
 
 
 @register_attention("softmax_v", params={"alpha": 1.0})
