@@ -33,9 +33,9 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -48,14 +48,16 @@ except ImportError:  # run from a checkout without installing: use the repositor
     import variants
     from ablate.models import create_model
 
-__all__ = ["explicit_attention", "Result", "benchmark", "main"]
+__all__ = ["Result", "benchmark", "explicit_attention", "main"]
 
 EXPLICIT = "explicit"
 TOLERANCE = 0.05  # softmax_v / alpha_remix within 5% of softmax
 SDPA_SPEEDUP = 1.2  # softmax (SDPA) vs explicit, cct_7_3x1_32 training on 2 CPU threads
 
 
-@variants.register_attention(EXPLICIT, description="textbook q @ k^T, softmax, dropout, @ v (no fused kernel)")
+@variants.register_attention(
+    EXPLICIT, description="textbook q @ k^T, softmax, dropout, @ v (no fused kernel)"
+)
 def explicit_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -99,9 +101,15 @@ def _make_steps(
 ) -> dict[str, Callable[[], None]]:
     """The step functions of one configuration: train / infer, eager and (maybe) compiled."""
     torch.manual_seed(0)
-    overrides = {} if args.attention_dropout is None else {"attention_dropout": args.attention_dropout}
+    overrides = (
+        {} if args.attention_dropout is None else {"attention_dropout": args.attention_dropout}
+    )
     model = create_model(name, variant=variant, **overrides).to(device)
-    size, chans, classes = model.arch["img_size"], model.arch["in_chans"], model.arch["num_classes"]
+    size, chans, classes = (
+        model.arch["img_size"],
+        model.arch["in_chans"],
+        model.arch["num_classes"],
+    )
     x = torch.randn(args.batch_size, chans, size, size, device=device)
     y = torch.randint(0, classes, (args.batch_size,), device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=5.5e-4, weight_decay=0.06)
@@ -154,7 +162,10 @@ def benchmark(args: argparse.Namespace) -> list[Result]:
             step()
         _sync(device)
         if not args.quiet:
-            print(f"  warm-up {result.model} {result.variant} {kind}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+            print(
+                f"  warm-up {result.model} {result.variant} {kind}: {time.perf_counter() - t0:.1f}s",
+                file=sys.stderr,
+            )
     for round_ in range(args.steps):
         for result, kind, step in jobs:
             _sync(device)
@@ -170,7 +181,9 @@ def benchmark(args: argparse.Namespace) -> list[Result]:
             setattr(result, kind, args.batch_size / best)
     if args.profile:
         for result, kind, step in jobs:
-            print(f"\n== profile: {result.model} {result.variant} {kind}\n{profile_step(step, device, args.profile)}")
+            print(
+                f"\n== profile: {result.model} {result.variant} {kind}\n{profile_step(step, device, args.profile)}"
+            )
     return list(results.values())
 
 
@@ -178,7 +191,9 @@ def profile_step(step: Callable[[], None], device: torch.device, rows: int) -> s
     """One step under torch.profiler: the ``rows`` operators with the most self time."""
     from torch.profiler import ProfilerActivity, profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    activities = [ProfilerActivity.CPU] + (
+        [ProfilerActivity.CUDA] if device.type == "cuda" else []
+    )
     with profile(activities=activities) as prof:
         step()
         _sync(device)
@@ -190,7 +205,9 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
 
-def relative_speed(r: Result, kind: str, base: Result | None, base_kind: str | None = None) -> float | None:
+def relative_speed(
+    r: Result, kind: str, base: Result | None, base_kind: str | None = None
+) -> float | None:
     """Speed of ``r`` relative to ``base`` (> 1 = faster): the median over rounds of the
     per-round time ratio. Both were timed in the same round, moments apart, so a drift in
     machine load cancels, which a ratio of two separately chosen step times would not."""
@@ -207,28 +224,55 @@ def _ratio(value: float | None) -> str:
 
 def render_table(results: list[Result], compiled: bool) -> str:
     """An aligned text table (also valid Markdown)."""
-    header = ["model", "variant", "train img/s", "infer img/s", "train / softmax", "infer / softmax"]
+    header = [
+        "model",
+        "variant",
+        "train img/s",
+        "infer img/s",
+        "train / softmax",
+        "infer / softmax",
+    ]
     if compiled:
         header += ["train img/s (compile)", "infer img/s (compile)", "compile speedup (train)"]
     base = {r.model: r for r in results if r.variant == "softmax"}
     rows = []
     for r in results:
         b = base.get(r.model)
-        row = [r.model, r.variant, _fmt(r.train), _fmt(r.infer),
-               _ratio(relative_speed(r, "train", b)), _ratio(relative_speed(r, "infer", b))]
+        row = [
+            r.model,
+            r.variant,
+            _fmt(r.train),
+            _fmt(r.infer),
+            _ratio(relative_speed(r, "train", b)),
+            _ratio(relative_speed(r, "infer", b)),
+        ]
         if compiled:
-            row += [_fmt(r.train_compiled), _fmt(r.infer_compiled),
-                    _ratio(relative_speed(r, "train_compiled", r, "train"))]
+            row += [
+                _fmt(r.train_compiled),
+                _fmt(r.infer_compiled),
+                _ratio(relative_speed(r, "train_compiled", r, "train")),
+            ]
         rows.append(row)
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     left = {0, 1}
 
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(
-            c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ) + " |"
+        return (
+            "| "
+            + " | ".join(
+                c.ljust(w) if i in left else c.rjust(w)
+                for i, (c, w) in enumerate(zip(cells, widths))
+            )
+            + " |"
+        )
 
-    sep = "|" + "|".join(("-" * (w + 1) + ":" if i not in left else "-" * (w + 2)) for i, w in enumerate(widths)) + "|"
+    sep = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":" if i not in left else "-" * (w + 2)) for i, w in enumerate(widths)
+        )
+        + "|"
+    )
     return "\n".join([line(header), sep] + [line(r) for r in rows])
 
 
@@ -244,23 +288,36 @@ def check_targets(results: list[Result], args: argparse.Namespace) -> list[tuple
             ratio = relative_speed(r, kind, b)
             if ratio is None:
                 continue
-            checks.append((
-                "PASS" if ratio >= 1 - TOLERANCE else "MISS",
-                f"{r.model} {r.variant} {kind}: {ratio:.3f} x softmax (target >= {1 - TOLERANCE:.2f})",
-            ))
+            checks.append(
+                (
+                    "PASS" if ratio >= 1 - TOLERANCE else "MISS",
+                    f"{r.model} {r.variant} {kind}: {ratio:.3f} x softmax (target >= {1 - TOLERANCE:.2f})",
+                )
+            )
     on_two_cpu_threads = args.device == "cpu" and torch.get_num_threads() == 2
     explicit = {r.model: r for r in results if r.variant == EXPLICIT}
     if "cct_7_3x1_32" in base and "cct_7_3x1_32" in explicit:
         speedup = relative_speed(base["cct_7_3x1_32"], "train", explicit["cct_7_3x1_32"])
-        where = "2 CPU threads" if on_two_cpu_threads else f"{args.device}, {torch.get_num_threads()} threads (target is for 2 CPU threads)"
+        where = (
+            "2 CPU threads"
+            if on_two_cpu_threads
+            else f"{args.device}, {torch.get_num_threads()} threads (target is for 2 CPU threads)"
+        )
         status = "PASS" if speedup >= SDPA_SPEEDUP else "MISS"
-        checks.append((
-            status if on_two_cpu_threads else "INFO",
-            f"cct_7_3x1_32 train, SDPA vs explicit: {speedup:.3f}x on {where} (target >= {SDPA_SPEEDUP})",
-        ))
+        checks.append(
+            (
+                status if on_two_cpu_threads else "INFO",
+                f"cct_7_3x1_32 train, SDPA vs explicit: {speedup:.3f}x on {where} (target >= {SDPA_SPEEDUP})",
+            )
+        )
     for r in results:
         if r.variant == EXPLICIT and r.model in base and r.model != "cct_7_3x1_32":
-            checks.append(("INFO", f"{r.model} train, SDPA vs explicit: {relative_speed(base[r.model], 'train', r):.3f}x"))
+            checks.append(
+                (
+                    "INFO",
+                    f"{r.model} train, SDPA vs explicit: {relative_speed(base[r.model], 'train', r):.3f}x",
+                )
+            )
     return checks
 
 
@@ -280,43 +337,86 @@ def _machine() -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="cct_7_3x1_32", help="comma-separated model names (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
-        "--variants", default=f"softmax,softmax_v,alpha_remix,{EXPLICIT}",
+        "--models",
+        default="cct_7_3x1_32",
+        help="comma-separated model names (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--variants",
+        default=f"softmax,softmax_v,alpha_remix,{EXPLICIT}",
         help="comma-separated variants; 'explicit' is the non-fused baseline (default: %(default)s)",
     )
-    parser.add_argument("--batch-size", type=int, default=128, help="images per step (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first, compilation included (default: %(default)s)")
     parser.add_argument(
-        "--stat", choices=("min", "median"), default="min",
+        "--batch-size", type=int, default=128, help="images per step (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=5, help="timed steps per configuration (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="untimed steps first, compilation included (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--stat",
+        choices=("min", "median"),
+        default="min",
         help="step time to report: fastest (robust to other load) or median (default: %(default)s)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: %(default)s")
-    parser.add_argument("--compile", action="store_true", help="also measure torch.compile'd models (extra columns)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="default: %(default)s",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also measure torch.compile'd models (extra columns)",
+    )
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     parser.add_argument(
-        "--attention-dropout", type=float, default=None,
+        "--attention-dropout",
+        type=float,
+        default=None,
         help="override the models' attention dropout (default: the official 0.1)",
     )
     parser.add_argument(
-        "--profile", type=int, default=0, metavar="ROWS",
+        "--profile",
+        type=int,
+        default=0,
+        metavar="ROWS",
         help="after timing, profile one step of every configuration and print its top ROWS operators",
     )
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
-    parser.add_argument("--fail-on-miss", action="store_true", help="exit with status 1 when a target is missed")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the results to this JSON file"
+    )
+    parser.add_argument(
+        "--fail-on-miss", action="store_true", help="exit with status 1 when a target is missed"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--steps", args.steps, 1), ("--warmup", args.warmup, 0)):
+    for flag, value, low in (
+        ("--batch-size", args.batch_size, 1),
+        ("--steps", args.steps, 1),
+        ("--warmup", args.warmup, 0),
+    ):
         if value < low:
             parser.error(f"{flag} must be >= {low}, got {value}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
-    known_models = set(__import__("ablate.models", fromlist=["list_models"]).list_models(include_aliases=True))
+    known_models = set(
+        __import__("ablate.models", fromlist=["list_models"]).list_models(include_aliases=True)
+    )
     for m in args.models:
         if m not in known_models:
             parser.error(f"unknown model {m!r}; see `ablate models` for the valid names")
@@ -353,13 +453,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{status}  {text}")
     print(f"\n(total {time.perf_counter() - t0:.0f}s)")
     if args.json is not None:
-        args.json.write_text(json.dumps(
-            {"machine": _machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-             "results": [asdict(r) for r in results],
-             "targets": [{"status": s, "check": t} for s, t in checks]},
-            indent=2,
-        ))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": _machine(),
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                    "args": {
+                        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                    },
+                    "results": [asdict(r) for r in results],
+                    "targets": [{"status": s, "check": t} for s, t in checks],
+                },
+                indent=2,
+            )
+        )
     return 1 if args.fail_on_miss and any(s == "MISS" for s, _ in checks) else 0
 
 

@@ -20,26 +20,27 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from ablate.exceptions import CheckpointError
 from ablate.models._blocks import CompactTransformer, ConvTokenizer, sinusoidal_embedding
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "LoadReport",
-    "read_state_dict",
+    "load_checkpoint",
     "load_pretrained",
+    "model_from_checkpoint",
+    "read_state_dict",
     "resize_positional_embedding",
     "save_checkpoint",
-    "load_checkpoint",
-    "model_from_checkpoint",
-    "CHECKPOINT_FORMAT",
 ]
 
 CHECKPOINT_FORMAT = "ablate-checkpoint-v1"
@@ -107,7 +108,7 @@ def _torch_load(path: str | Path) -> Any:
         raise CheckpointError(f"checkpoint path {p} is not a file")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types (UnpicklingError, RuntimeError, EOFError)
+    except Exception as err:  # noqa: BLE001 - torch.load raises many types (Unpickling, Runtime, EOF)
         first = (str(err).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(
             f"cannot read checkpoint {p} with torch.load(weights_only=True): "
@@ -123,7 +124,7 @@ def _strip_wrapper_prefixes(sd: Mapping[str, Any]) -> dict[str, Any]:
         changed = False
         for prefix in _WRAPPER_PREFIXES:
             if all(k.startswith(prefix) for k in out):
-                out = {k[len(prefix):]: v for k, v in out.items()}
+                out = {k[len(prefix) :]: v for k, v in out.items()}
                 changed = True
     return out
 
@@ -139,10 +140,14 @@ def _extract_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
         if isinstance(obj.get(wrapper_key), Mapping):
             obj = obj[wrapper_key]
             break
-    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    bad = [
+        str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)
+    ]
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise CheckpointError(f"{where} is not a state dict: entries that are not tensors: {shown}")
+        raise CheckpointError(
+            f"{where} is not a state dict: entries that are not tensors: {shown}"
+        )
     if not obj:
         raise CheckpointError(f"{where} holds an empty state dict")
     return _strip_wrapper_prefixes(obj)
@@ -184,10 +189,14 @@ def resize_positional_embedding(
             count is not a perfect square, interpolate linearly along the sequence.
     """
     if pe.dim() != 3 or pe.shape[0] != 1:
-        raise ValueError(f"positional embedding must have shape (1, rows, dim), got {tuple(pe.shape)}")
+        raise ValueError(
+            f"positional embedding must have shape (1, rows, dim), got {tuple(pe.shape)}"
+        )
     old_tokens, new_tokens = pe.shape[1] - n_prefix, new_rows - n_prefix
     if old_tokens < 1 or new_tokens < 1:
-        raise ValueError(f"cannot resize a positional embedding of {pe.shape[1]} rows to {new_rows}")
+        raise ValueError(
+            f"cannot resize a positional embedding of {pe.shape[1]} rows to {new_rows}"
+        )
     dtype = pe.dtype
     prefix, tokens = pe[:, :n_prefix], pe[:, n_prefix:].float()  # (1, N, C)
     g_old, g_new = math.isqrt(old_tokens), math.isqrt(new_tokens)
@@ -211,7 +220,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
     """The underlying model of torch.compile / DataParallel wrappers."""
     while True:
         inner = getattr(model, "_orig_mod", None) or (
-            model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else None
+            model.module
+            if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel))
+            else None
         )
         if inner is None:
             return model
@@ -406,7 +417,8 @@ def save_checkpoint(
         for key, value in model.variant_params().items():
             # Buffers are float32: keep the user's exact number when it is the same value.
             if value is not None and not (
-                key in saved and saved[key] is not None
+                key in saved
+                and saved[key] is not None
                 and torch.tensor(float(saved[key]), dtype=torch.float32).item() == value
             ):
                 saved[key] = value
@@ -444,7 +456,9 @@ def _validate_checkpoint(obj: Any, where: str) -> dict[str, Any]:
         and isinstance(obj.get("arch"), Mapping)
         and isinstance(obj.get("name"), str)
     ):
-        found = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, Mapping) else type(obj).__name__
+        found = (
+            ", ".join(map(str, list(obj)[:8])) if isinstance(obj, Mapping) else type(obj).__name__
+        )
         raise CheckpointError(
             f"{where} is not an ablate checkpoint (needs 'model', 'arch' and 'name'; found "
             f"{found or 'nothing'}); load official weights with load_pretrained instead"
@@ -486,7 +500,11 @@ def model_from_checkpoint(
     arch = {**ckpt["arch"], **overrides}
     arch.pop("name", None)
     new_variant = str(overrides.get("variant", "")).partition(":")[0].strip()
-    if new_variant and new_variant != ckpt["arch"].get("variant") and "variant_params" not in overrides:
+    if (
+        new_variant
+        and new_variant != ckpt["arch"].get("variant")
+        and "variant_params" not in overrides
+    ):
         arch.pop("variant_params", None)  # the saved ones belong to the old variant
     try:
         model = create_model(ckpt["name"], **arch)

@@ -131,7 +131,9 @@ def test_non_strict_tolerates_missing_and_unexpected_but_never_wrong_shapes():
     assert "classifier.norm.bias" in report.summary() and "classifier.unused" in report.summary()
     assert torch.equal(model.classifier.norm.weight, sd["classifier.norm.weight"])
     sd["classifier.norm.weight"] = torch.ones(7)
-    with pytest.raises(CheckpointError, match=r"classifier\.norm\.weight \(checkpoint \[7\] vs model \[256\]\)"):
+    with pytest.raises(
+        CheckpointError, match=r"classifier\.norm\.weight \(checkpoint \[7\] vs model \[256\]\)"
+    ):
         load_pretrained(create_model("cvt_7_4_32"), sd, strict=False)
 
 
@@ -146,7 +148,9 @@ def test_other_class_count_gets_a_new_head(name):
     fresh_head = model.classifier.fc.weight.detach().clone()
     report = load_pretrained(model, sd)
     assert report.head_replaced and report.head_classes == (10, 100)
-    assert "classifier.fc.weight" not in report.loaded and "classifier.fc.bias" not in report.loaded
+    assert (
+        "classifier.fc.weight" not in report.loaded and "classifier.fc.bias" not in report.loaded
+    )
     assert torch.equal(model.classifier.fc.weight, fresh_head)
     assert torch.equal(model.classifier.norm.weight, sd["classifier.norm.weight"])
     assert "10 -> 100 classes" in report.summary()
@@ -197,7 +201,9 @@ def test_resize_positional_embedding_1d_and_square_checks():
     expected = torch.arange(20, dtype=torch.float32) / 2 - 0.25
     torch.testing.assert_close(out[0, 1:-1, 0], expected[1:-1])
     assert out.shape == (1, 20, 3)
-    prefixed = resize_positional_embedding(torch.cat([torch.full((1, 1, 3), 7.0), ramp], 1), 21, n_prefix=1)
+    prefixed = resize_positional_embedding(
+        torch.cat([torch.full((1, 1, 3), 7.0), ramp], 1), 21, n_prefix=1
+    )
     assert torch.equal(prefixed[:, :1], torch.full((1, 1, 3), 7.0))
     torch.testing.assert_close(prefixed[:, 1:], out)
     with pytest.raises(ValueError):
@@ -225,13 +231,19 @@ def test_learned_values_into_a_fixed_sine_table_are_reported():
 
 def test_embedding_dim_mismatch_is_an_error_not_a_resize():
     sd = official_state_dict("cct_2_3x2_32")
-    with pytest.raises(CheckpointError, match=r"classifier\.positional_emb \(checkpoint \[1, 64, 128\] vs model \[1, 256, 256\]\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"classifier\.positional_emb \(checkpoint \[1, 64, 128\] vs model \[1, 256, 256\]\)",
+    ):
         load_pretrained(create_model("cct_7_3x1_32"), sd)
 
 
 def test_none_embedding_refuses_a_checkpoint_with_one():
     with pytest.raises(CheckpointError, match="unexpected keys: classifier.positional_emb"):
-        load_pretrained(create_model("cct_2_3x2_32", positional_embedding="none"), official_state_dict("cct_2_3x2_32"))
+        load_pretrained(
+            create_model("cct_2_3x2_32", positional_embedding="none"),
+            official_state_dict("cct_2_3x2_32"),
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -277,7 +289,9 @@ def test_unreadable_files_name_the_file(tmp_path):
 
 def test_save_load_round_trip_gives_identical_logits(tmp_path):
     torch.manual_seed(0)
-    model = create_model("cct_2_3x2_32", variant="softmax_v", num_classes=7, img_size=28, in_chans=1)
+    model = create_model(
+        "cct_2_3x2_32", variant="softmax_v", num_classes=7, img_size=28, in_chans=1
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
     x = torch.randn(3, 1, 28, 28)
@@ -294,7 +308,13 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
         model,
         optimizer=opt,
         scheduler=sched,
-        extra={"epoch": 1, "step": 1, "metrics": {"val_acc": 0.5}, "tags": ["a", None], "rng": torch.get_rng_state()},
+        extra={
+            "epoch": 1,
+            "step": 1,
+            "metrics": {"val_acc": 0.5},
+            "tags": ["a", None],
+            "rng": torch.get_rng_state(),
+        },
     )
     assert path.is_file() and not list(path.parent.glob(".*tmp*"))
     raw = torch.load(path, map_location="cpu", weights_only=True)  # loads without pickled code
@@ -359,7 +379,9 @@ def test_load_checkpoint_refuses_an_official_state_dict(tmp_path):
         load_checkpoint(path)
     assert_one_line(info.value)
     with pytest.raises(CheckpointError, match="cannot rebuild 'no_such_model'"):
-        model_from_checkpoint({"model": {"w": torch.zeros(1)}, "arch": {}, "name": "no_such_model"})
+        model_from_checkpoint(
+            {"model": {"w": torch.zeros(1)}, "arch": {}, "name": "no_such_model"}
+        )
 
 
 def test_parameter_count_unchanged_by_loading():

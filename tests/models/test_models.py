@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from ablate.models import VariantAttention, create_model, list_models
 
@@ -29,7 +29,7 @@ APPLY_TO = ["attention", "seqpool", "both"]
 
 def official_name(name: str) -> str:
     """Our registry name -> the official one (ViT-Lite is ``vit_*`` officially)."""
-    return "vit_" + name[len("vit_lite_"):] if name.startswith("vit_lite_") else name
+    return "vit_" + name[len("vit_lite_") :] if name.startswith("vit_lite_") else name
 
 
 def n_params(model: nn.Module, trainable: bool = False) -> int:
@@ -134,7 +134,9 @@ def test_every_variant_at_every_site(name, variant, apply_to):
     assert len(sites) == layers + 1  # every layer + the pooling
     if variant != "softmax":
         assert sum(s.variant == variant for s in sites) == expected
-        assert model.classifier.pool_core.variant == (variant if apply_to != "attention" else "softmax")
+        assert model.classifier.pool_core.variant == (
+            variant if apply_to != "attention" else "softmax"
+        )
         assert all(
             b.self_attn.core.variant == (variant if apply_to != "seqpool" else "softmax")
             for b in model.classifier.blocks
@@ -190,7 +192,10 @@ def official_sine_table(rows: int, dim: int) -> torch.Tensor:
 @pytest.mark.parametrize("name", ["cct_2_3x2_32", "vit_lite_2_4_32"])
 def test_positional_embedding_kinds_really_differ(name):
     torch.manual_seed(0)
-    models = {kind: create_model(name, positional_embedding=kind) for kind in ("learnable", "sine", "none")}
+    models = {
+        kind: create_model(name, positional_embedding=kind)
+        for kind in ("learnable", "sine", "none")
+    }
     learnable, sine, none = models["learnable"], models["sine"], models["none"]
     rows = learnable.classifier.positional_emb.shape[1]
     dim = learnable.classifier.norm.normalized_shape[0]
@@ -276,7 +281,9 @@ def test_no_positional_embedding_accepts_any_size():
 
 def test_set_variant_params_changes_outputs_in_place():
     torch.manual_seed(0)
-    model = create_model("cct_2_3x2_32", variant="softmax_v", variant_params={"alpha": 0.0}, apply_to="both").eval()
+    model = create_model(
+        "cct_2_3x2_32", variant="softmax_v", variant_params={"alpha": 0.0}, apply_to="both"
+    ).eval()
     baseline = create_model("cct_2_3x2_32", apply_to="both").eval()
     copy_weights(model, baseline)
     x = images(2)
@@ -316,7 +323,9 @@ def test_variant_params_under_torch_compile_do_not_recompile():
 
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = create_model("cct_2_3x2_32", variant="softmax_v", variant_params={"alpha": 0.2}, apply_to="both").eval()
+    model = create_model(
+        "cct_2_3x2_32", variant="softmax_v", variant_params={"alpha": 0.2}, apply_to="both"
+    ).eval()
     reference = create_model("cct_2_3x2_32", variant="softmax_v", apply_to="both").eval()
     copy_weights(model, reference)
     counter = CompileCounter()  # a backend that counts compiled frames, then runs them eagerly
@@ -336,7 +345,9 @@ def test_variant_params_under_torch_compile_do_not_recompile():
 
 
 def test_attention_dropout_is_active_in_train_mode_only():
-    model = create_model("cct_2_3x2_32", variant="softmax_v", attention_dropout=0.5, stochastic_depth=0.0)
+    model = create_model(
+        "cct_2_3x2_32", variant="softmax_v", attention_dropout=0.5, stochastic_depth=0.0
+    )
     x = images(2)
     with torch.no_grad():
         a, b = model.train()(x), model(x)

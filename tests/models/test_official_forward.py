@@ -89,15 +89,20 @@ def attention(x: torch.Tensor, sd: dict, prefix: str, heads: int) -> torch.Tenso
     return linear(out, sd, prefix + ".proj")
 
 
-def official_forward(state: dict, images: torch.Tensor, row: dict, norm_placement: str = "cct") -> torch.Tensor:
+def official_forward(
+    state: dict, images: torch.Tensor, row: dict, norm_placement: str = "cct"
+) -> torch.Tensor:
     """The official forward pass in float64, eval mode (dropout / drop-path are identity)."""
     sd = {k: v.double() for k, v in state.items()}
     x = images.double()
     cct_tokenizer = row["name"].startswith("cct_")  # CCT: conv -> ReLU -> max-pool per layer
     for i, conv in enumerate(row["conv"]):
         x = F.conv2d(
-            x, sd[f"tokenizer.conv_layers.{i}.0.weight"], sd.get(f"tokenizer.conv_layers.{i}.0.bias"),
-            stride=conv["s"], padding=conv["p"],
+            x,
+            sd[f"tokenizer.conv_layers.{i}.0.weight"],
+            sd.get(f"tokenizer.conv_layers.{i}.0.bias"),
+            stride=conv["s"],
+            padding=conv["p"],
         )
         if cct_tokenizer:
             x = F.max_pool2d(torch.clamp(x, min=0.0), kernel_size=3, stride=2, padding=1)
@@ -107,7 +112,9 @@ def official_forward(state: dict, images: torch.Tensor, row: dict, norm_placemen
     x = x + sd["classifier.positional_emb"]
     for layer in range(row["num_layers"]):
         p = f"classifier.blocks.{layer}"
-        x = x + attention(layer_norm(x, sd, p + ".pre_norm"), sd, p + ".self_attn", row["num_heads"])
+        x = x + attention(
+            layer_norm(x, sd, p + ".pre_norm"), sd, p + ".self_attn", row["num_heads"]
+        )
         if norm_placement == "cct":
             x = layer_norm(x, sd, p + ".norm1")  # the residual stream itself is normalised
             x = x + linear(gelu(linear(x, sd, p + ".linear1")), sd, p + ".linear2")
@@ -161,14 +168,18 @@ def test_pre_norm_differs_and_matches_standard_pre_norm():
     load_pretrained(model, sd)
     with torch.no_grad():
         ours = model.eval().double()(x.double())
-    torch.testing.assert_close(ours, official_forward(sd, x, row, norm_placement="pre"), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        ours, official_forward(sd, x, row, norm_placement="pre"), rtol=1e-10, atol=1e-10
+    )
     official = official_forward(sd, x, row, norm_placement="cct")
     assert (ours - official).abs().max() > 1e-2 * official.abs().max()
 
 
 def test_pre_norm_trains():
     torch.manual_seed(0)
-    model = create_model("cct_2_3x2_32", norm_placement="pre", attention_dropout=0.0, stochastic_depth=0.0)
+    model = create_model(
+        "cct_2_3x2_32", norm_placement="pre", attention_dropout=0.0, stochastic_depth=0.0
+    )
     x = images(16, seed=4)
     y = torch.arange(16) % 10
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)

@@ -38,7 +38,9 @@ SHAPES = [
 GARBAGE = 1.0e4  # exp(1e4) overflows: a pad that leaks into any softmax ruins the result
 
 
-def call(name: str, params: dict, q, k, v, mask=None, dropout_p: float = 0.0, tensors: bool = True):
+def call(
+    name: str, params: dict, q, k, v, mask=None, dropout_p: float = 0.0, tensors: bool = True
+):
     """Call a variant the way a model's attention site does: resolved parameters as 0-d
     tensors (float32 buffers, float64 for float64 inputs), derived ones (beta) as None."""
     spec = variants.get_attention(name)
@@ -93,8 +95,10 @@ def test_variant_matches_float64_oracle(name, params, alpha, beta, shape, masked
     assert out64.shape == ref.shape
     assert torch.isfinite(out64).all()
     torch.testing.assert_close(
-        real_query_rows(out64, mask, shape[2]), real_query_rows(ref, mask, shape[2]),
-        rtol=1e-9, atol=1e-10,
+        real_query_rows(out64, mask, shape[2]),
+        real_query_rows(ref, mask, shape[2]),
+        rtol=1e-9,
+        atol=1e-10,
     )
     # float32 (the fused kernels actually used in training), parameters as Python floats too.
     _, _, (q32, k32, v32) = make_inputs(shape, torch.float32, masked)
@@ -103,8 +107,10 @@ def test_variant_matches_float64_oracle(name, params, alpha, beta, shape, masked
         assert out32.dtype == torch.float32
         assert torch.isfinite(out32).all()
         torch.testing.assert_close(
-            real_query_rows(out32.double(), mask, shape[2]), real_query_rows(ref, mask, shape[2]),
-            rtol=1e-4, atol=2e-5,
+            real_query_rows(out32.double(), mask, shape[2]),
+            real_query_rows(ref, mask, shape[2]),
+            rtol=1e-4,
+            atol=2e-5,
         )
 
 
@@ -149,7 +155,9 @@ def test_alpha_remix_endpoints(masked):
 def test_gradients_reach_qkv_and_match_oracle(name, params, alpha, beta):
     clean, mask, inputs = make_inputs((2, 2, 6, 6, 4, 4), torch.float64, masked=True, seed=5)
     q, k, v = (t.clone().requires_grad_(True) for t in inputs)
-    weights = torch.randn(2, 2, 6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    weights = torch.randn(
+        2, 2, 6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(9)
+    )
     # The loss reads real query rows only (as a model's later masking does): garbage queries
     # at pads would otherwise legitimately send gradient into the real keys.
     weights = weights * mask[:, None, :, None]
@@ -193,4 +201,6 @@ def test_oracle_itself_is_standard_attention():
     expected = (w / w.sum(dim=1, keepdim=True)) @ v[0, 0]
     torch.testing.assert_close(naive_attention(q, k, v)[0, 0], expected)
     col = torch.exp(v[0, 0]) / torch.exp(v[0, 0]).sum(dim=0, keepdim=True)
-    torch.testing.assert_close(naive_attention(q, k, v, alpha=1.0)[0, 0], (w / w.sum(1, keepdim=True)) @ col)
+    torch.testing.assert_close(
+        naive_attention(q, k, v, alpha=1.0)[0, 0], (w / w.sum(1, keepdim=True)) @ col
+    )

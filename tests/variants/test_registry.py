@@ -97,12 +97,14 @@ def test_unknown_name_lists_valid_names():
 
 def test_parse_variant():
     assert variants.parse_variant("alpha_remix:alpha=1,beta=1") == (
-        "alpha_remix", {"alpha": 1.0, "beta": 1.0}
+        "alpha_remix",
+        {"alpha": 1.0, "beta": 1.0},
     )
     assert variants.parse_variant("softmax") == ("softmax", {})
     assert variants.parse_variant(" softmax_v : alpha = -0.5 ") == ("softmax_v", {"alpha": -0.5})
     assert variants.parse_variant("alpha_remix:alpha=10,beta=0") == (
-        "alpha_remix", {"alpha": 10.0, "beta": 0.0}
+        "alpha_remix",
+        {"alpha": 10.0, "beta": 0.0},
     )
 
 
@@ -202,7 +204,9 @@ def test_entry_point_variant_is_found_by_name(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, DIST_MODULE, raising=False)
     try:
         assert "test_ep_plain" not in _registry._REGISTRY
-        with pytest.warns(UserWarning, match="could not load attention variant entry point 'test_ep_broken'"):
+        with pytest.warns(
+            UserWarning, match="could not load attention variant entry point 'test_ep_broken'"
+        ):
             spec = variants.get_attention("test_ep_plain")
         assert spec.params == {"gain": 3.0}
         assert spec.source.startswith("entry point ")
@@ -213,7 +217,9 @@ def test_entry_point_variant_is_found_by_name(tmp_path, monkeypatch):
         decorated = variants.get_attention("test_ep_decorated")
         assert decorated.params == {"alpha": 0.25}
         assert decorated.source == DIST_MODULE
-        assert {"test_ep_plain", "test_ep_decorated"} <= {s.name for s in variants.list_attention()}
+        assert {"test_ep_plain", "test_ep_decorated"} <= {
+            s.name for s in variants.list_attention()
+        }
         with pytest.raises(ValueError, match="test_ep_broken"):
             # A broken plug-in is skipped (with the warning above), not half-registered; the
             # error lists what is valid.
