@@ -15,10 +15,11 @@ __all__ = ["naive_attention", "naive_token_softmax"]
 def naive_token_softmax(v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """exp(v) / sum over real tokens of exp(v), per (batch, head, feature); pads get 0."""
     v = v.double()
-    v = v - v.amax(dim=-2, keepdim=True)  # stability; cancels in the ratio
-    e = torch.exp(v)
+    # Pads become -inf BEFORE the max and the exponent: a huge value at a padded position
+    # must neither underflow the real tokens (max) nor overflow to inf * 0 = NaN (exp).
     if mask is not None:
-        e = e * mask[:, None, :, None].double()
+        v = v.masked_fill(~mask[:, None, :, None], float("-inf"))
+    e = torch.exp(v - v.amax(dim=-2, keepdim=True))  # max-shift cancels in the ratio
     return e / e.sum(dim=-2, keepdim=True)
 
 
