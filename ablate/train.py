@@ -355,9 +355,13 @@ def train(
         tracker.log_params(params)
         tracker.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
 
+    # Without a schedule alpha never changes: read it once, not per step (on CUDA reading a
+    # buffer is a device sync).
+    fixed_alpha = model.variant_params().get("alpha") if schedule is None else None
+
     def set_alpha(step: int) -> float | None:
         if schedule is None:
-            return model.variant_params().get("alpha")
+            return fixed_alpha
         value = schedule(step)
         model.set_variant_params(alpha=value)
         return value

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,6 +26,8 @@ from ablate.study import load_study, run_study  # noqa: E402
 from ablate.study.report import format_plan  # noqa: E402
 from ablate.study.runner import RunSettings, prepare_study  # noqa: E402
 from ablate.study.storage import open_storage  # noqa: E402
+
+from study_cli import study_cli  # noqa: E402  (tests/ helper, not collected)
 
 ROOT = Path(__file__).resolve().parents[1]
 STORAGE = "sqlite:///ablate-optuna.db"
@@ -52,21 +52,6 @@ def _write(path: Path, text: str) -> Path:
 def _study_file(workdir: Path, name: str, grid: str, epochs: int = 1, extra: str = "") -> Path:
     return _write(
         workdir / f"{name}.yaml", TINY.format(name=name, epochs=epochs, grid=grid) + extra
-    )
-
-
-def _cli(workdir: Path, *args: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "ablate.cli", "study", *args],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
     )
 
 
@@ -305,7 +290,7 @@ def test_grid_with_two_worker_processes_runs_every_cell_once(workdir):
     path = _study_file(
         workdir, "quick_test", "  variant: [softmax, softmax_v, alpha_remix]\n  seed: [0, 1]\n"
     )
-    proc = _cli(workdir, str(path), "--workers", "2")
+    proc = study_cli(workdir, str(path), "--workers", "2")
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, out
     assert "database is locked" not in out
@@ -338,7 +323,7 @@ def test_grid_with_two_worker_processes_runs_every_cell_once(workdir):
 @pytest.mark.slow
 def test_sigkilled_worker_trial_fails_and_its_cell_runs_again(workdir):
     path = _study_file(workdir, "kill_test", "  variant: [softmax]\n  seed: [0, 1]\n", epochs=2)
-    proc = _cli(workdir, str(path))
+    proc = study_cli(workdir, str(path))
     db = workdir / "ablate-optuna.db"
     victim = None
     deadline = time.time() + 240
@@ -360,7 +345,7 @@ def test_sigkilled_worker_trial_fails_and_its_cell_runs_again(workdir):
     proc.stdout.close()
     assert _trials(workdir, "kill_test")[victim.number].state == TrialState.RUNNING  # left behind
 
-    rerun = _cli(workdir, str(path))
+    rerun = study_cli(workdir, str(path))
     out, _ = rerun.communicate(timeout=400)
     assert rerun.returncode == 0, out
     trials = _trials(workdir, "kill_test")

@@ -14,7 +14,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -27,6 +26,8 @@ from mlflow import MlflowClient  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from ablate.study import load_study  # noqa: E402
+
+from study_cli import study_cli  # noqa: E402  (tests/ helper, not collected)
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = "install a server with: apt-get install -y postgresql"
@@ -126,22 +127,6 @@ def postgres_url():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _cli(workdir: Path, *args: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    env["OMP_NUM_THREADS"] = "1"  # two commands share this machine's cores, as if on two machines
-    return subprocess.Popen(
-        [sys.executable, "-m", "ablate.cli", "study", *args],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 @pytest.mark.slow
 def test_two_processes_share_one_postgres_study(postgres_url, workdir):
     path = workdir / "pg.yaml"
@@ -151,7 +136,7 @@ def test_two_processes_share_one_postgres_study(postgres_url, workdir):
     )
     # Two independent commands, as on two machines: they race to create the study, its
     # tables and its MLflow parent run, then share the cells.
-    procs = [_cli(workdir, str(path), "--storage", postgres_url) for _ in range(2)]
+    procs = [study_cli(workdir, str(path), "--storage", postgres_url, threads=1) for _ in range(2)]
     outputs = [p.communicate(timeout=400)[0] for p in procs]
     for proc, out in zip(procs, outputs):
         assert proc.returncode == 0, out

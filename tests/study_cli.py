@@ -1,0 +1,29 @@
+"""Start `ablate study` as a separate process, as a user or another machine would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def study_cli(workdir: Path, *args: str, threads: int | None = None) -> subprocess.Popen:
+    """`ablate study ARGS` in ``workdir``; ``threads`` pins OMP_NUM_THREADS (several commands
+    sharing this machine's cores, as if they ran on separate machines)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ablate.cli", "study", *args],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
