@@ -12,7 +12,6 @@ whatever was already logged to MLflow stays there.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import sys
@@ -33,7 +32,7 @@ _GROUP_TITLES = {
 }
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, *, finetune_defaults: bool = False) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     groups = {key: parser.add_argument_group(title) for key, title in _GROUP_TITLES.items()}
     hints = {f.name: f.type for f in config_fields()}
     for f in config_fields():
@@ -57,11 +56,15 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, finetune_defaults: boo
         kwargs["metavar"] = f.name.upper() if "choices" not in kwargs else None
         group.add_argument(flag, **kwargs)
     parser.add_argument(
-        "--config", metavar="FILE", default=None,
+        "--config",
+        metavar="FILE",
+        default=None,
         help="YAML file with the same keys as these flags; flags given here override it",
     )
     parser.add_argument(
-        "--resume", metavar="RUN_ID", default=None,
+        "--resume",
+        metavar="RUN_ID",
+        default=None,
         help="continue an interrupted run from its last checkpoint, in the same MLflow run",
     )
 
@@ -81,23 +84,23 @@ def resolve_run_config(args: argparse.Namespace, base: dict[str, Any] | None = N
 
 
 def _run_command(args: argparse.Namespace, base: dict[str, Any] | None = None) -> int:
-    from ablate.train import train
+    from ablate.resolve import resolve
+    from ablate.trial import run_trial
 
-    if args.resume:
-        cfg = _config_of_run(args)
-        result = train(cfg, resume_run_id=args.resume)
-    else:
-        cfg = resolve_run_config(args, base)
-        result = train(cfg)
+    cfg = _config_of_run(args) if args.resume else resolve_run_config(args, base)
+    result = run_trial(resolve(cfg), resume_run_id=args.resume)
     if not cfg.quiet:
-        t = result.test
-        print(
-            f"run {result.run_id}: best val_acc {result.best_val_acc:.4f} (epoch {result.best_epoch}), "
-            f"test_acc {t.get('acc', float('nan')):.4f}, test_f1 {t.get('f1', float('nan')):.4f}"
-        )
         from ablate.tracking import resolve_tracking_uri
 
-        print(f"see the curves with: ablate ui --tracking-uri {resolve_tracking_uri(cfg.tracking_uri)}")
+        t, b = result.test, result.best_test
+        print(
+            f"run {result.run_id}: final weights (epoch {cfg.epochs}): test_acc "
+            f"{t.get('acc', float('nan')):.4f}, test_f1 {t.get('f1', float('nan')):.4f}; "
+            f"best-validation weights (epoch {result.best_epoch}, val_acc "
+            f"{result.best_val_acc:.4f}): test_acc {b.get('acc', float('nan')):.4f}"
+        )
+        uri = resolve_tracking_uri(cfg.tracking_uri)
+        print(f"see the curves with: ablate ui --tracking-uri {uri}")
     return 0
 
 
@@ -126,16 +129,24 @@ def _config_of_run(args: argparse.Namespace) -> RunConfig:
     changed = sorted(k for k, v in flags.items() if k not in allowed and logged.get(k) != v)
     if changed:
         raise AblateError(
-            f"--resume continues the logged config; these flags would change it: {', '.join(changed)}"
+            "--resume continues the logged config; these flags would change it: "
+            + ", ".join(changed)
         )
     return config_from_mapping({**logged, **flags}, source=f"run {args.resume}")
 
 
 def _finetune_command(args: argparse.Namespace) -> int:
     if not getattr(args, "init_from", None) and not args.config and not args.resume:
-        raise AblateError("finetune needs --init-from SOURCE (a .pth file, runs:/RUN_ID or a run id)")
-    base = {"variant": "softmax_v", "alpha_schedule": "linear", "alpha_start": 0.0, "alpha_end": 1.0,
-            "warmup_epochs": 1.0}
+        raise AblateError(
+            "finetune needs --init-from SOURCE (a .pth file, runs:/RUN_ID or a run id)"
+        )
+    base = {
+        "variant": "softmax_v",
+        "alpha_schedule": "linear",
+        "alpha_start": 0.0,
+        "alpha_end": 1.0,
+        "warmup_epochs": 1.0,
+    }
     return _run_command(args, base)
 
 
@@ -147,8 +158,18 @@ def _ui_command(args: argparse.Namespace) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     url = f"http://{args.host}:{args.port}"
     print(f"MLflow UI for {uri} at {url}  (Ctrl-C to stop)", flush=True)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-           "--host", args.host, "--port", str(args.port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     try:
         return subprocess.call(cmd)
     except KeyboardInterrupt:
@@ -156,15 +177,27 @@ def _ui_command(args: argparse.Namespace) -> int:
 
 
 def _add_ui_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only)",
+    )
     parser.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
 
 
 def _add_list_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default="*", help="fnmatch filter, e.g. 'cct_7*'")
-    parser.add_argument("--output", choices=("table", "json"), default="table", help="output format")
-    parser.add_argument("--variant-file", default=None, help="also load variants from this Python file")
+    parser.add_argument(
+        "--output", choices=("table", "json"), default="table", help="output format"
+    )
+    parser.add_argument(
+        "--variant-file", default=None, help="also load variants from this Python file"
+    )
 
 
 def _print_rows(rows: list[dict[str, Any]], output: str) -> None:
@@ -200,21 +233,22 @@ def _variants_command(args: argparse.Namespace) -> int:
 
 
 def _models_command(args: argparse.Namespace) -> int:
-    from ablate.models import list_models
-    from ablate.models._registry import model_entry
+    from ablate.models._registry import list_models, model_entry
 
     rows = []
     for name in list_models(args.pattern):
-        d = getattr(model_entry(name), "defaults", {})
+        entry = model_entry(name)
+        d = entry.defaults
         rows.append(
             {
                 "name": name,
+                "task": entry.task,
                 "layers": d.get("num_layers", "-"),
                 "heads": d.get("num_heads", "-"),
                 "dim": d.get("dim", "-"),
                 "pooling": "seqpool" if d.get("seq_pool", True) else "class token",
                 "pos_emb": d.get("positional_embedding", "-"),
-                "img_size": d.get("img_size", "-"),
+                "input": d.get("img_size", d.get("max_len", "-")),
                 "classes": d.get("num_classes", "-"),
             }
         )
@@ -224,22 +258,42 @@ def _models_command(args: argparse.Namespace) -> int:
 
 # name -> (help, add_arguments, command); strings are "module" with add_arguments/command.
 _COMMANDS: dict[str, tuple[str, Any, Any]] = {
-    "run": ("train one configuration and log its learning curves to MLflow", _add_config_flags, _run_command),
+    "run": (
+        "train one configuration and log its learning curves to MLflow",
+        _add_config_flags,
+        _run_command,
+    ),
     "finetune": (
-        "ablate run with fine-tuning defaults: --init-from weights, softmax_v annealed from alpha 0 to 1",
-        lambda p: _add_config_flags(p, finetune_defaults=True),
+        "ablate run with fine-tuning defaults: --init-from weights, softmax_v annealed "
+        "from alpha 0 to 1",
+        _add_config_flags,
         _finetune_command,
     ),
     "study": ("run an Optuna study from a study file (studies/*.yaml)", "ablate.study", None),
-    "compare": ("compare learning curves across runs: plots and significance tables", "ablate.compare", None),
-    "ui": ("start the MLflow UI on the same store (bound to 127.0.0.1)", _add_ui_arguments, _ui_command),
+    "compare": (
+        "compare learning curves across runs: plots and significance tables",
+        "ablate.compare",
+        None,
+    ),
+    "ui": (
+        "start the MLflow UI on the same store (bound to 127.0.0.1)",
+        _add_ui_arguments,
+        _ui_command,
+    ),
     "variants": ("list the registered attention variants", _add_list_arguments, _variants_command),
     "models": ("list the registered backbones", _add_list_arguments, _models_command),
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line plus a hint, not a screenful of usage first."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\nhint: run '{self.prog} --help' for usage\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ablate",
         description="Attention-variant ablations for compact transformers. "
         "Typical use: `ablate run --variant softmax_v --alpha-schedule linear`, then `ablate ui`.",
@@ -247,9 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     from ablate import __version__
 
     parser.add_argument("--version", action="version", version=f"ablate {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
     for name, (help_text, add, cmd) in _COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        p = sub.add_parser(
+            name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
+        )
         if isinstance(add, str):
             module = importlib.import_module(add)
             module.add_arguments(p)

@@ -27,17 +27,20 @@ __all__ = [
     "config_fields",
     "APPLY_TO_CHOICES",
     "DEVICE_CHOICES",
-    "ALPHA_SCHEDULE_CHOICES",
+    "alpha_schedule_choices",
     "AUGMENT_CHOICES",
     "TASK_CHOICES",
+    "VAL_SPLIT_CHOICES",
+    "BEST_FROM_CHOICES",
     "FREEZE_CHOICES",
 ]
 
 APPLY_TO_CHOICES = ("attention", "seqpool", "both")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-ALPHA_SCHEDULE_CHOICES = ("none", "constant", "linear", "cosine", "step")
 AUGMENT_CHOICES = ("auto", "none", "crop", "crop_flip", "randaugment", "autoaugment")
 TASK_CHOICES = ("auto", "image", "text")
+VAL_SPLIT_CHOICES = ("auto", "train", "test_half")
+BEST_FROM_CHOICES = ("schedule_end", "any")
 FREEZE_CHOICES = ("none", "tokenizer", "encoder")
 POS_EMB_CHOICES = ("learnable", "sine", "none")
 NORM_CHOICES = ("cct", "pre")
@@ -71,8 +74,16 @@ class RunConfig:
         choices=NORM_CHOICES,
         group="model",
     )
+    pretrained: bool = _f(
+        False,
+        "timm:/hf: models: start from the library's pretrained weights (read from its cache; "
+        "fetched only with --download)",
+        group="model",
+    )
     img_size: int | None = _f(
-        None, "input resolution (default: the model's own, e.g. 32; 16 for the 8x8 digits)", group="model"
+        None,
+        "input resolution (default: the model's own, e.g. 32; 16 for the 8x8 digits)",
+        group="model",
     )
     dropout: float | None = _f(None, "dropout rate (official default 0.0)", group="model")
     attention_dropout: float | None = _f(
@@ -82,7 +93,12 @@ class RunConfig:
         None, "stochastic depth, max rate (official default 0.1)", group="model"
     )
     # -- data -------------------------------------------------------------------------
-    task: str = _f("auto", "image or text; 'auto' infers it from the data set", choices=TASK_CHOICES, group="data")
+    task: str = _f(
+        "auto",
+        "image or text; 'auto' infers it from the data set",
+        choices=TASK_CHOICES,
+        group="data",
+    )
     dataset: str = _f(
         "digits",
         "digits (embedded), cifar10, cifar100, mnist, fashion_mnist, svhn, folder:PATH, "
@@ -97,14 +113,27 @@ class RunConfig:
     test_fraction: float = _f(
         0.2, "fraction held out for test when the data set has no test split", group="data"
     )
+    val_split: str = _f(
+        "auto",
+        "where validation comes from: 'train' (held out of the training split), 'test_half' "
+        "(a fixed stratified half of the official test split; the other half is the test set), "
+        "or 'auto' (test_half when the initial weights were trained on the full training "
+        "split, e.g. official checkpoints; train otherwise)",
+        choices=VAL_SPLIT_CHOICES,
+        group="data",
+    )
     augment: str = _f(
         "auto",
         "image augmentation; 'auto' = the paper's recipe for CIFAR-like sets, crop for digits",
         choices=AUGMENT_CHOICES,
         group="data",
     )
-    mixup: float | None = _f(None, "MixUp alpha, 0 = off (default: recipe's 0.8 for CIFAR)", group="data")
-    cutmix: float | None = _f(None, "CutMix alpha, 0 = off (default: recipe's 1.0 for CIFAR)", group="data")
+    mixup: float | None = _f(
+        None, "MixUp alpha, 0 = off (default: recipe's 0.8 for CIFAR)", group="data"
+    )
+    cutmix: float | None = _f(
+        None, "CutMix alpha, 0 = off (default: recipe's 1.0 for CIFAR)", group="data"
+    )
     text_col: str = _f("text", "text column for csv:/tsv:/jsonl: data sets", group="data")
     label_col: str = _f("label", "label column for csv:/tsv:/jsonl: data sets", group="data")
     max_len: int = _f(64, "text: tokens per example (longer is cut, shorter padded)", group="data")
@@ -118,7 +147,9 @@ class RunConfig:
     epochs: int = _f(50, "training epochs (the paper trains CIFAR for 300)", group="optim")
     batch_size: int = _f(128, "batch size", group="optim")
     lr: float | None = _f(
-        None, "peak learning rate (default 5.5e-4; 1e-4 when --init-from is given)", group="optim"
+        None,
+        "peak learning rate (default 5.5e-4; 1e-4 with --init-from or --pretrained)",
+        group="optim",
     )
     min_lr: float = _f(1e-5, "learning rate at the end of the cosine", group="optim")
     weight_decay: float = _f(0.06, "AdamW weight decay", group="optim")
@@ -131,8 +162,8 @@ class RunConfig:
     # -- alpha schedule ---------------------------------------------------------------
     alpha_schedule: str = _f(
         "none",
-        "how the variant's alpha moves every optimizer step; 'none' keeps the variant default",
-        choices=ALPHA_SCHEDULE_CHOICES,
+        "how the variant's alpha moves every optimizer step: none (keep the variant's value) "
+        "or a registered schedule (built in: constant, linear, cosine, step)",
         group="alpha",
     )
     alpha_start: float = _f(0.0, "alpha at step 0", group="alpha")
@@ -143,7 +174,16 @@ class RunConfig:
     alpha_epochs: float | None = _f(
         None, "the same in epochs (exclusive with --alpha-steps)", group="alpha"
     )
-    alpha_levels: int = _f(4, "step schedule: number of equal jumps from start to end", group="alpha")
+    alpha_levels: int = _f(
+        4, "step schedule: number of equal jumps from start to end", group="alpha"
+    )
+    best_from: str = _f(
+        "schedule_end",
+        "which epochs the best-validation checkpoint is chosen from: 'schedule_end' = only "
+        "epochs validated at the schedule's end value (all epochs without a schedule), 'any'",
+        choices=BEST_FROM_CHOICES,
+        group="alpha",
+    )
     alpha_hold: bool = _f(
         True,
         "after annealing keep alpha at the end value; --no-alpha-hold repeats the schedule",
@@ -151,7 +191,9 @@ class RunConfig:
     )
     # -- fine-tuning ------------------------------------------------------------------
     init_from: str | None = _f(
-        None, "weights to start from: official .pth, our checkpoint, runs:/ID or a run id", group="finetune"
+        None,
+        "weights to start from: official .pth, our checkpoint, runs:/ID or a run id",
+        group="finetune",
     )
     freeze: str = _f("none", "freeze part of the model", choices=FREEZE_CHOICES, group="finetune")
     layer_decay: float = _f(1.0, "layer-wise lr decay (1.0 = off, e.g. 0.75)", group="finetune")
@@ -176,6 +218,12 @@ class RunConfig:
                 raise ConfigError(
                     f"{f.name}: {value!r} is not valid; choose one of {', '.join(choices)}"
                 )
+        # A --variant-file may register schedules too: resolve() checks those after loading it.
+        if not self.variant_file and self.alpha_schedule not in alpha_schedule_choices():
+            raise ConfigError(
+                f"alpha_schedule: {self.alpha_schedule!r} is not valid; choose one of "
+                f"{', '.join(alpha_schedule_choices())}"
+            )
         if self.epochs < 1:
             raise ConfigError(f"epochs: must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -192,13 +240,20 @@ class RunConfig:
         """Peak learning rate: the recipe's, or a fine-tuning default with --init-from."""
         if self.lr is not None:
             return self.lr
-        return 1e-4 if self.init_from else 5.5e-4
+        return 1e-4 if self.init_from or self.pretrained else 5.5e-4
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "RunConfig":
         return config_from_mapping({**self.to_dict(), **changes})
+
+
+def alpha_schedule_choices() -> tuple[str, ...]:
+    """``none`` and every registered schedule (a new schedule file is selectable at once)."""
+    from ablate.schedules import list_schedules
+
+    return ("none", *list_schedules())
 
 
 def config_fields() -> list[dataclasses.Field]:

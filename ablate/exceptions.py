@@ -8,7 +8,7 @@ __all__ = [
     "DataError",
     "CheckpointError",
     "TrainingDiverged",
-    "ExperimentalWarning",
+    "Pruned",
 ]
 
 
@@ -32,5 +32,5 @@ class TrainingDiverged(AblateError):
     """The loss became NaN or infinite."""
 
 
-class ExperimentalWarning(UserWarning):
-    """A feature (or variant) that has not yet been validated against published results."""
+class Pruned(Exception):
+    """Raised by an epoch hook to stop a trial early; its run ends KILLED, trial_state PRUNED."""

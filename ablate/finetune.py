@@ -1,16 +1,15 @@
 """Fine-tuning: start from pretrained weights, freeze / decay / adapt, export merged weights.
 
-:func:`ablate.train.train` calls four hooks when fine-tuning is asked for (``--init-from``,
-``--freeze``, ``--layer-decay`` or ``--lora-rank``):
+:func:`ablate.resolve.resolve` reads ``--init-from`` once (:func:`load_source`; the
+weights' channel count converts the data, e.g. the 1-channel digits become 3-channel for an
+RGB checkpoint). The trial runner then calls three hooks when fine-tuning is asked for
+(``--init-from``, ``--freeze``, ``--layer-decay`` or ``--lora-rank``):
 
-1. :func:`source_in_chans` before the data is loaded, so images are converted to the
-   channel count the weights expect (the 1-channel digits become 3-channel for an RGB
-   checkpoint);
-2. :func:`prepare_model` on the freshly built model: loads ``--init-from`` (head replaced
+1. :func:`prepare_model` on the freshly built model: loads ``--init-from`` (head replaced
    when the class count differs, positional embedding interpolated when the resolution
    differs), freezes, adds LoRA adapters; returns what it did, logged as ``init.*`` params;
-3. :func:`lr_scale_fn` for layer-wise learning-rate decay;
-4. :func:`export_model` at the end: the best weights with adapters merged, saved as our
+2. :func:`lr_scale_fn` for layer-wise learning-rate decay;
+3. :func:`export_model` at the end: the final weights with adapters merged, saved as our
    checkpoint (plain official key names), so they load into a model without adapters.
 
 Sources (``--init-from``):
@@ -60,7 +59,6 @@ __all__ = [
     "SourceWeights",
     "parse_source",
     "load_source",
-    "source_in_chans",
     "prepare_model",
     "lr_scale_fn",
     "export_model",
@@ -129,6 +127,7 @@ class SourceWeights:
     arch: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     merged_adapters: int = 0
+    config: dict[str, Any] | None = None  # the source run's config (ours only): its data split
 
     @property
     def in_chans(self) -> int | None:
@@ -263,20 +262,8 @@ def load_source(init_from: str, tracking_uri: str | None = None) -> SourceWeight
         arch=dict(obj["arch"]) if ours else None,
         extra=extra,
         merged_adapters=n_adapters,
+        config=dict(obj["config"]) if ours and isinstance(obj.get("config"), Mapping) else None,
     )
-
-
-def source_in_chans(cfg: "RunConfig") -> int | None:
-    """Image channels the ``--init-from`` weights expect (official CCT: 3; ours: their
-    ``in_chans``), so the data can be converted to match; None without ``--init-from`` or
-    for text."""
-    if not cfg.init_from:
-        return None
-    from ablate.data import dataset_task
-
-    if dataset_task(cfg.dataset) != "image":
-        return None
-    return load_source(cfg.init_from, cfg.tracking_uri).in_chans
 
 
 # ---------------------------------------------------------------------------------------
@@ -284,22 +271,33 @@ def source_in_chans(cfg: "RunConfig") -> int | None:
 
 
 def _num_blocks(model: nn.Module) -> int:
+    """L, the encoder blocks: a model's own ``num_blocks`` (timm / Hugging Face wrappers),
+    else the compact transformers' ``classifier.blocks``."""
+    if isinstance(getattr(model, "num_blocks", None), int):
+        return model.num_blocks
     blocks = getattr(getattr(model, "classifier", None), "blocks", None)
     if blocks is None:
         raise ConfigError(
             f"{getattr(model, 'name', type(model).__name__)} has no classifier.blocks; "
-            "freezing, layer decay and LoRA need a compact transformer from `ablate models`"
+            "freezing, layer decay and LoRA need a compact transformer from `ablate models` "
+            "or a timm: / hf: model"
         )
     return len(blocks)
 
 
-def parameter_depth(name: str, num_layers: int) -> int:
+def parameter_depth(name: str, num_layers: int, model: nn.Module | None = None) -> int:
     """0 for the embedding stage, i + 1 for block i, ``num_layers + 1`` for the head.
 
     Args:
         name: a parameter name as ``model.named_parameters()`` gives it.
         num_layers: L, the number of encoder blocks.
+        model: a model that maps its own names (``model.stage_of(name)``, e.g. timm and
+            Hugging Face wrappers, whose blocks are ``blocks.i`` / ``encoder.layer.i``);
+            None or a compact transformer: the official names above.
     """
+    stage_of = getattr(model, "stage_of", None)
+    if stage_of is not None:
+        return int(stage_of(name))
     if name.startswith(_EMBEDDING_PREFIXES) or name in _EMBEDDING_NAMES:
         return 0
     match = _BLOCK.match(name)
@@ -308,15 +306,17 @@ def parameter_depth(name: str, num_layers: int) -> int:
     return num_layers + 1
 
 
-def _is_head(name: str) -> bool:
-    return name.startswith(HEAD_PREFIXES)
+def _is_head(name: str, model: nn.Module | None = None) -> bool:
+    """The pooling + classifier head (what a linear probe trains): a model's own
+    ``head_prefixes`` when it has them, else the compact transformers' ones."""
+    return name.startswith(getattr(model, "head_prefixes", None) or HEAD_PREFIXES)
 
 
 def freeze_parameters(model: nn.Module, what: str) -> list[str]:
     """Stop gradients for part of the model (in place).
 
     Args:
-        model: a compact transformer.
+        model: a compact transformer, or a timm / Hugging Face wrapper.
         what: ``tokenizer`` (the embedding stage), ``encoder`` (all but the pooling +
             classifier head) or ``none``.
 
@@ -334,7 +334,10 @@ def freeze_parameters(model: nn.Module, what: str) -> list[str]:
     n = _num_blocks(model)
     frozen = []
     for name, p in model.named_parameters():
-        hit = parameter_depth(name, n) == 0 if what == "tokenizer" else not _is_head(name)
+        if what == "tokenizer":
+            hit = parameter_depth(name, n, model) == 0
+        else:
+            hit = not _is_head(name, model)
         if hit and p.requires_grad:
             p.requires_grad_(False)
             frozen.append(name)
@@ -359,7 +362,7 @@ def lr_scale_fn(model: nn.Module, cfg: "RunConfig") -> Callable[[str], float] | 
     decay = cfg.layer_decay
 
     def scale(name: str) -> float:
-        return decay ** (n + 1 - parameter_depth(name, n))
+        return decay ** (n + 1 - parameter_depth(name, n, model))
 
     return scale
 
@@ -407,12 +410,16 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
-def prepare_model(model: nn.Module, cfg: "RunConfig") -> dict[str, Any]:
-    """Load ``--init-from``, apply ``--freeze`` and ``--lora-rank`` to ``model`` (in place).
+def prepare_model(
+    model: nn.Module, cfg: "RunConfig", src: SourceWeights | None = None
+) -> dict[str, Any]:
+    """Load the initial weights, apply ``--freeze`` and ``--lora-rank`` to ``model`` (in place).
 
     Args:
         model: the freshly built model (on the CPU, before the optimizer exists).
         cfg: the run configuration.
+        src: the ``--init-from`` weights, already read by :func:`ablate.resolve.resolve`
+            (read here when omitted).
 
     Returns:
         What was done, logged as ``init.<key>`` params: ``source``, ``source_kind``,
@@ -428,7 +435,7 @@ def prepare_model(model: nn.Module, cfg: "RunConfig") -> dict[str, Any]:
     _check_options(cfg)
     info: dict[str, Any] = {}
     if cfg.init_from:
-        src = load_source(cfg.init_from, cfg.tracking_uri)
+        src = src if src is not None else load_source(cfg.init_from, cfg.tracking_uri)
         _check_compatible(src, model, cfg)
         try:
             report = load_pretrained(model, src.state_dict, strict=True)
@@ -466,7 +473,7 @@ def prepare_model(model: nn.Module, cfg: "RunConfig") -> dict[str, Any]:
     if cfg.lora_rank:
         wrapped = apply_lora(model, cfg.lora_rank, cfg.lora_alpha)
         for name, p in model.named_parameters():
-            if not (is_lora_parameter(name) or _is_head(name)):
+            if not (is_lora_parameter(name) or _is_head(name, model)):
                 p.requires_grad_(False)
         info["lora_modules"] = len(wrapped)
         info["lora_scale"] = cfg.lora_alpha / cfg.lora_rank

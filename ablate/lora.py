@@ -113,7 +113,7 @@ def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
 
 
 def apply_lora(
-    model: nn.Module, rank: int, alpha: float, targets: tuple[str, ...] = LORA_TARGETS
+    model: nn.Module, rank: int, alpha: float, targets: tuple[str, ...] | None = None
 ) -> list[str]:
     """Wrap every ``nn.Linear`` whose name ends with one of ``targets`` in a :class:`LoRALinear`.
 
@@ -124,7 +124,9 @@ def apply_lora(
         model: the model, modified in place.
         rank: LoRA rank (>= 1).
         alpha: scaling numerator (> 0); scale = alpha / rank.
-        targets: module-name suffixes to adapt.
+        targets: module-name suffixes to adapt; None: the model's own ``lora_targets``
+            (timm / Hugging Face wrappers: every linear layer inside the blocks), else
+            :data:`LORA_TARGETS`.
 
     Returns:
         The names of the wrapped modules.
@@ -138,6 +140,8 @@ def apply_lora(
         raise ConfigError(f"lora_alpha: must be a positive number, got {alpha}")
     if lora_modules(model):
         raise ConfigError("the model already has LoRA adapters; apply them once")
+    if targets is None:
+        targets = tuple(getattr(model, "lora_targets", None) or LORA_TARGETS)
     names = [
         name
         for name, m in model.named_modules()

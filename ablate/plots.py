@@ -1,8 +1,10 @@
 """Matplotlib figures for `ablate compare`.
 
-Figures are built on ``matplotlib.figure.Figure`` with the non-interactive Agg canvas,
-never through pyplot: no global figure registry to leak, no GUI backend picked up from
-the environment, safe to call from a worker thread or a headless server.
+Each ``plot_*`` function builds a figure, writes it as PNG when given a path, and returns it
+(tests read its axes). Figures are built on ``matplotlib.figure.Figure`` with the
+non-interactive Agg canvas, never through pyplot: no global figure registry to leak, no GUI
+backend picked up from the environment, safe to call from a worker thread or a headless
+server.
 """
 
 from __future__ import annotations
@@ -15,9 +17,22 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["DPI", "group_colors", "plot_learning_curves", "plot_final_best"]
+__all__ = [
+    "DPI",
+    "TRAIN_OBJECTIVE_LABEL",
+    "axis_label",
+    "group_colors",
+    "plot_learning_curves",
+    "plot_differences",
+    "plot_final_best",
+]
 
 DPI = 120
+# train_loss is the training objective: cross-entropy with label smoothing and on MixUp /
+# CutMix targets. It is larger than a clean loss by construction, so it never shares an
+# axis with val_loss and always carries this label.
+TRAIN_OBJECTIVE_LABEL = "train objective (smoothed / mixed)"
+_LABELS = {"train_loss": TRAIN_OBJECTIVE_LABEL}
 # Beyond this many groups the legend moves outside the axes so it does not hide curves.
 _LEGEND_INSIDE_MAX = 8
 
@@ -29,6 +44,11 @@ def _figure(width: float, height: float) -> "Figure":
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def axis_label(metric: str) -> str:
+    """What a metric's axis is called: ``train_loss`` is labelled as the objective it is."""
+    return _LABELS.get(metric, metric)
 
 
 def group_colors(groups: Sequence[str]) -> dict[str, Any]:
@@ -58,19 +78,19 @@ def _legend(ax: "Axes", n_entries: int) -> None:
 def plot_learning_curves(
     curves: "pd.DataFrame",
     metric: str,
-    path: str | Path,
+    path: str | Path | None,
     *,
     colors: Mapping[str, Any],
     order: Sequence[str] | None = None,
     title: str | None = None,
     target: float | None = None,
-) -> Path:
+) -> "Figure":
     """Mean curve per group with its 95% confidence band; labels where fewer runs remain.
 
     Args:
         curves: rows of one metric with columns group, step, n, mean, ci_low, ci_high.
-        metric: y-axis label.
-        path: PNG file to write.
+        metric: the metric key (the y-axis label is :func:`axis_label` of it).
+        path: PNG file to write (None: only build the figure).
         colors: group -> colour (see :func:`group_colors`).
         order: groups in legend order (default: the order of ``colors``).
         title: figure title.
@@ -122,36 +142,99 @@ def plot_learning_curves(
         ax.axhline(target, color="0.4", linestyle=":", linewidth=1.2, label=f"target {target:g}")
         entries += 1
     ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(axis_label(metric))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.set_title(title or f"{metric}: mean and 95% CI across seeds", fontsize=10)
+    ax.set_title(title or f"{axis_label(metric)}: mean and 95% CI across seeds", fontsize=10)
     _legend(ax, entries)
-    path = Path(path)
-    fig.savefig(path, dpi=DPI)
-    return path
+    if path is not None:
+        fig.savefig(Path(path), dpi=DPI)
+    return fig
+
+
+def plot_differences(
+    diffs: "pd.DataFrame",
+    metric: str,
+    path: str | Path | None,
+    *,
+    colors: Mapping[str, Any],
+    order: Sequence[str],
+    baseline: str,
+    title: str | None = None,
+) -> "Figure":
+    """Each group minus the baseline per epoch, with its 95% confidence band and a zero line.
+
+    Args:
+        diffs: columns group, step, n, diff, ci_low, ci_high, test (see
+            ``ablate.compare.curves.diff_curves``).
+        metric: the metric differenced (y-axis: "metric - baseline").
+        path: PNG file to write (None: only build the figure).
+        colors: group -> colour; order: groups in legend order (baseline excluded).
+        baseline: the reference group's label.
+        title: figure title.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(8.0, 5.0)
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color="0.3", linewidth=1.0, linestyle="--", label=f"{baseline} (zero)")
+    entries = 1
+    for group in order:
+        sub = diffs[diffs["group"] == group].sort_values("step")
+        if sub.empty:
+            continue
+        steps = sub["step"].to_numpy()
+        tests = sorted(set(sub["test"]))
+        ax.plot(
+            steps,
+            sub["diff"].to_numpy(float),
+            color=colors[group],
+            linewidth=2,
+            marker="o" if len(steps) <= 40 else None,
+            markersize=3,
+            label=f"{group} ({' / '.join(tests)}, n={int(sub['n'].max())})",
+        )
+        ax.fill_between(
+            steps,
+            sub["ci_low"].to_numpy(float),
+            sub["ci_high"].to_numpy(float),
+            color=colors[group],
+            alpha=0.2,
+            linewidth=0,
+        )
+        entries += 1
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{axis_label(metric)} - {baseline}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.set_title(title or f"{metric} minus {baseline}: mean and 95% CI", fontsize=10)
+    _legend(ax, entries)
+    if path is not None:
+        fig.savefig(Path(path), dpi=DPI)
+    return fig
 
 
 def plot_final_best(
     per_run: "pd.DataFrame",
     summary: "pd.DataFrame",
     metric: str,
-    path: str | Path,
+    path: str | Path | None,
     *,
     colors: Mapping[str, Any],
     order: Sequence[str],
     baseline: str | None = None,
     xlabel: str = "group",
     title: str | None = None,
-) -> Path:
-    """Final and best value of every run by group: points, group mean and its 95% CI.
+) -> "Figure":
+    """Every run's value on the final weights and on the best-validation checkpoint, by
+    group: points, group mean and its 95% CI.
 
     Args:
         per_run: columns group, final, best (one row per run).
         summary: columns group, final_mean, final_ci_low, final_ci_high, best_mean,
-            best_ci_low, best_ci_high (see ``ablate.compare.summarize``).
+            best_ci_low, best_ci_high (see ``ablate.compare.summary.summarize``).
         metric: metric name for the axis labels.
-        path: PNG file to write.
+        path: PNG file to write (None: only build the figure).
         colors: group -> colour.
         order: groups left to right.
         baseline: group whose mean is drawn as a dashed reference line.
@@ -165,9 +248,10 @@ def plot_final_best(
     axes = fig.subplots(1, 2, sharey=True)
     stats = summary.set_index("group")
     rotate = max((len(g) for g in order), default=0) > 10 or len(order) > 6
+    names = {"final": "final weights", "best": "best-val checkpoint"}
     for ax, which in zip(axes, ("final", "best")):
         for x, group in enumerate(order):
-            values = per_run.loc[per_run["group"] == group, which].to_numpy(float)
+            values = per_run.loc[per_run["group"] == group, which].dropna().to_numpy(float)
             colour = colors[group]
             # deterministic spread so overlapping seeds stay visible
             offsets = np.linspace(-0.18, 0.18, values.size) if values.size > 1 else np.zeros(1)
@@ -204,10 +288,13 @@ def plot_final_best(
         ax.set_xticklabels(order, rotation=30 if rotate else 0, ha="right" if rotate else "center")
         ax.set_xlim(-0.6, len(order) - 0.3)
         ax.set_xlabel(xlabel)
-        ax.set_title(f"{which} {metric} (points: runs; diamond: mean ± 95% CI)", fontsize=9)
+        ax.set_title(names[which], fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     axes[0].set_ylabel(metric)
-    fig.suptitle(title or f"{metric} per run", fontsize=10)
-    path = Path(path)
-    fig.savefig(path, dpi=DPI)
-    return path
+    fig.suptitle(
+        (title or f"{metric} per run") + "\npoints: runs; diamond: group mean and 95% CI",
+        fontsize=10,
+    )
+    if path is not None:
+        fig.savefig(Path(path), dpi=DPI)
+    return fig

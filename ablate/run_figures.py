@@ -6,6 +6,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ablate.plots import TRAIN_OBJECTIVE_LABEL
+
 __all__ = ["confusion_matrix_figure", "learning_curve_figure"]
 
 
@@ -18,7 +20,9 @@ def _plt():
     return plt
 
 
-def confusion_matrix_figure(true: np.ndarray, pred: np.ndarray, class_names: Sequence[str], title: str):
+def confusion_matrix_figure(
+    true: np.ndarray, pred: np.ndarray, class_names: Sequence[str], title: str
+):
     """Row-normalised confusion matrix (scikit-learn's display), counts in the cells."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -27,8 +31,14 @@ def confusion_matrix_figure(true: np.ndarray, pred: np.ndarray, class_names: Seq
     size = min(4 + 0.45 * n, 14)
     fig, ax = plt.subplots(figsize=(size, size), dpi=110)
     ConfusionMatrixDisplay.from_predictions(
-        true, pred, labels=np.arange(n), display_labels=list(class_names), ax=ax,
-        colorbar=False, include_values=n <= 20, xticks_rotation="vertical" if n > 10 else "horizontal",
+        true,
+        pred,
+        labels=np.arange(n),
+        display_labels=list(class_names),
+        ax=ax,
+        colorbar=False,
+        include_values=n <= 20,
+        xticks_rotation="vertical" if n > 10 else "horizontal",
     )
     ax.set_title(title)
     fig.tight_layout()
@@ -36,22 +46,45 @@ def confusion_matrix_figure(true: np.ndarray, pred: np.ndarray, class_names: Seq
 
 
 def learning_curve_figure(tracker: Any, title: str):
-    """Loss and accuracy per epoch (train and validation), and alpha when the run has one."""
+    """The run's curves per epoch: validation loss, the training objective, accuracy, and
+    alpha when the run has one.
+
+    ``train_loss`` is the training objective (label-smoothed, on MixUp/CutMix targets), not
+    a loss comparable with ``val_loss``, so it gets its own panel and label; ``train_acc``
+    is measured on the augmented training batches.
+
+    Args:
+        tracker: anything with ``metric_history(key) -> [(step, value), ...]`` (a Tracker).
+        title: figure title.
+    """
     plt = _plt()
-    hist = {k: tracker.metric_history(k) for k in ("train_loss", "val_loss", "train_acc", "val_acc", "alpha")}
-    panels = [("loss", ("train_loss", "val_loss")), ("accuracy", ("train_acc", "val_acc"))]
+    keys = ("val_loss", "train_loss", "train_acc", "val_acc", "alpha")
+    hist = {k: tracker.metric_history(k) for k in keys}
+    labels = {"train_loss": TRAIN_OBJECTIVE_LABEL, "train_acc": "train_acc (augmented batches)"}
+    panels = [
+        ("validation loss", ("val_loss",)),
+        (TRAIN_OBJECTIVE_LABEL, ("train_loss",)),
+        ("accuracy", ("train_acc", "val_acc")),
+    ]
     if hist["alpha"]:
         panels.append(("alpha", ("alpha",)))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), dpi=110)
-    for ax, (label, keys) in zip(np.atleast_1d(axes), panels):
-        for key in keys:
+    for ax, (label, panel_keys) in zip(np.atleast_1d(axes), panels):
+        for key in panel_keys:
             pts = sorted(hist[key])
             if pts:
-                ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o", ms=3, label=key)
+                ax.plot(
+                    [s for s, _ in pts],
+                    [v for _, v in pts],
+                    marker="o",
+                    ms=3,
+                    label=labels.get(key, key),
+                )
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -1,36 +1,107 @@
 """Alpha schedules: the value of a variant parameter at every optimizer step.
 
-A schedule moves ``alpha`` from ``start`` (step 0) to ``end`` (step ``steps``), evaluated
-before every optimizer step, so fine-tuning can begin exactly as standard attention
-(alpha = 0 with ``softmax_v``) and deform toward softmax^T(V). After ``steps`` the value
-holds at ``end`` (``hold=True``) or the schedule starts over (``hold=False``).
+The training loop calls ``schedule(step)`` before optimizer step ``step`` (0, 1, 2, ...).
+Convention: a schedule of ``steps`` steps anneals over the window ``0 .. steps - 1``: step 0
+trains at ``start`` and the LAST step of the window, ``steps - 1``, trains at ``end``. So
+``steps`` = the run's total optimizer steps means the final optimizer step trains at
+``end``, and ``steps = k * steps_per_epoch`` means alpha reaches ``end`` on the last step of
+epoch k. A one-step window is at ``end`` from step 0.
 
-Shapes of the built-ins, with p = min(step / steps, 1):
+After the window, ``hold=True`` keeps ``end``; ``hold=False`` repeats the window (a
+sawtooth of period ``steps``: each cycle reaches ``end`` on its last step, the next step
+starts again at ``start``).
 
-- ``constant``: ``end`` throughout (the value the run is "about"; start is ignored).
+Shapes of the built-ins, with p = step / (steps - 1), clipped to [0, 1]:
+
+- ``constant``: ``end`` throughout; ``start`` is ignored (the value the run is "about").
 - ``linear``: start + (end - start) * p
 - ``cosine``: start + (end - start) * (1 - cos(pi p)) / 2   (slow, fast, slow)
-- ``step``: start + (end - start) * floor(p * levels) / levels   (``levels`` equal jumps)
+- ``step``: ``levels`` equal jumps, i.e. levels + 1 plateaus start, ..., end, each held for
+  the same number of steps (steps / (levels + 1), give or take one), the last included.
+
+A new shape is one decorated function ``shape(p, levels) -> fraction of the way from start to
+end`` (it should return 1 at p = 1 so that the window ends at ``end``), in any module that is
+imported, or in another package through the ``ablate.schedules`` entry-point group
+(``my_shape = my_pkg.schedules:my_shape``); ``list_schedules()`` lists them all.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import importlib.metadata
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["AlphaSchedule", "SCHEDULES", "register_schedule"]
+__all__ = [
+    "AlphaSchedule",
+    "SCHEDULES",
+    "ENTRY_POINT_GROUP",
+    "ScheduleShape",
+    "register_schedule",
+    "get_schedule",
+    "list_schedules",
+]
+
+ENTRY_POINT_GROUP = "ablate.schedules"
 
 # shape(p, levels) -> fraction of the way from start to end, p in [0, 1]
-SCHEDULES: dict[str, Callable[[float, int], float]] = {}
+ScheduleShape = Callable[[float, int], float]
+
+SCHEDULES: dict[str, ScheduleShape] = {}  # the registry: name -> shape
+_entry_points_loaded = False
 
 
-def register_schedule(name: str) -> Callable:
-    def decorator(fn: Callable[[float, int], float]) -> Callable[[float, int], float]:
-        SCHEDULES[name] = fn
+def register_schedule(name: str | None = None) -> Callable[[ScheduleShape], ScheduleShape]:
+    """Decorator that registers a schedule shape under ``name`` (default: its __name__).
+
+    Args:
+        name: the value of ``--alpha-schedule`` that selects it.
+    """
+
+    def decorator(fn: ScheduleShape) -> ScheduleShape:
+        key = name or fn.__name__
+        if key in SCHEDULES and SCHEDULES[key] is not fn:
+            warnings.warn(f"alpha schedule {key!r} re-registered", stacklevel=2)
+        SCHEDULES[key] = fn
         return fn
 
     return decorator
+
+
+def _load_entry_points() -> None:
+    """Import every ``ablate.schedules`` entry point once; a plain function is registered
+    under its entry-point name."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as err:  # a broken plug-in must not break the harness
+            warnings.warn(f"could not load alpha schedule entry point {ep.name!r}: {err}")
+            continue
+        if ep.name not in SCHEDULES:
+            register_schedule(ep.name)(obj)
+
+
+def list_schedules(pattern: str = "*") -> list[str]:
+    """Names of all registered schedules (entry points included) matching ``pattern``, sorted."""
+    _load_entry_points()
+    return [n for n in sorted(SCHEDULES) if fnmatch.fnmatch(n, pattern)]
+
+
+def get_schedule(name: str) -> ScheduleShape:
+    """The shape registered as ``name``; unknown names raise ValueError listing the valid ones."""
+    if name not in SCHEDULES:
+        _load_entry_points()
+    try:
+        return SCHEDULES[name]
+    except KeyError:
+        valid = ", ".join(list_schedules())
+        raise ValueError(f"unknown alpha schedule {name!r}; valid schedules: {valid}") from None
 
 
 @register_schedule("constant")
@@ -50,12 +121,25 @@ def _cosine(p: float, levels: int) -> float:
 
 @register_schedule("step")
 def _step(p: float, levels: int) -> float:
-    return math.floor(p * levels + 1e-12) / levels
+    # levels + 1 plateaus over p in [0, 1]: plateau i covers p in [i, i+1) / (levels + 1),
+    # and p = 1 (the window's last step) belongs to the last one. With p = step / (steps - 1)
+    # every plateau gets the same number of steps, give or take one.
+    # (The 1e-9 keeps a boundary that is an exact integer in reals from rounding down.)
+    return min(math.floor(p * (levels + 1) + 1e-9), levels) / levels
 
 
 @dataclass(frozen=True)
 class AlphaSchedule:
-    """``schedule(step) -> alpha`` for a run of ``steps`` annealing steps."""
+    """``schedule(step) -> alpha`` before optimizer step ``step`` (see the module docstring).
+
+    Args:
+        kind: a registered schedule name (``list_schedules()``).
+        start: alpha at step 0 (ignored by ``constant``).
+        end: alpha at step ``steps - 1`` and, with ``hold``, after it.
+        steps: length of the annealing window in optimizer steps (>= 1).
+        levels: number of equal jumps of the ``step`` schedule (>= 1).
+        hold: keep ``end`` after the window; False repeats the window (sawtooth).
+    """
 
     kind: str
     start: float
@@ -65,17 +149,17 @@ class AlphaSchedule:
     hold: bool = True
 
     def __post_init__(self) -> None:
-        if self.kind not in SCHEDULES:
-            raise ValueError(
-                f"unknown alpha schedule {self.kind!r}; valid schedules: {', '.join(SCHEDULES)}"
-            )
+        get_schedule(self.kind)  # unknown names raise, listing the valid ones
         if self.steps < 1:
             raise ValueError(f"alpha schedule needs at least 1 step, got {self.steps}")
         if self.levels < 1:
             raise ValueError(f"alpha_levels must be >= 1, got {self.levels}")
 
     def __call__(self, step: int) -> float:
-        if not self.hold and step >= self.steps:
-            step = step % self.steps
-        p = min(max(step, 0) / self.steps, 1.0)
-        return self.start + (self.end - self.start) * SCHEDULES[self.kind](p, self.levels)
+        step = max(step, 0)
+        if not self.hold:
+            step %= self.steps
+        p = 1.0 if self.steps == 1 else min(step / (self.steps - 1), 1.0)
+        f = SCHEDULES[self.kind](p, self.levels)
+        # Interpolated this way both ends are exact: f = 0 gives start, f = 1 gives end.
+        return self.start * (1.0 - f) + self.end * f

@@ -1,13 +1,19 @@
 """MLflow adapter: one trial = one MLflow run, written through ``MlflowClient`` only.
 
+Runs are opened by :meth:`Tracker.start` / :meth:`Tracker.attach` and ended in one place,
+:func:`owned_run` (used by :func:`ablate.trial.run_trial`).
+
 The client API (not the fluent ``mlflow.start_run``) keeps no global state, so several
 runs (a study's parent and its trials, or trials in worker processes) never step on each
 other. Everything the rest of ablate knows about MLflow lives here: the default store, the
 metric and tag names (the contract ``ablate compare`` reads), batched logging.
 
 Metric names, all with ``step = epoch``: ``val_*`` and ``alpha`` at 0..E (0 = before
-training), ``train_loss``, ``train_acc``, ``lr``, ``samples_per_s``, ``epoch_seconds`` at
-1..E; final ``test_*``, ``best_val_acc``, ``best_epoch`` at step E.
+training; ``alpha`` is the value the epoch's validation ran at), ``train_loss`` (the training
+*objective*: label-smoothed, MixUp/CutMix targets; not comparable with ``val_loss``),
+``train_acc``, ``lr``, ``samples_per_s``, ``epoch_seconds`` at 1..E; at step E ``test_*``
+(final weights) with ``test_epoch`` and ``test_alpha``, and ``best_test_*`` (best-validation
+checkpoint) with ``best_epoch``, ``best_test_alpha`` and ``best_val_acc``.
 """
 
 from __future__ import annotations
@@ -15,20 +21,22 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 __all__ = [
     "DEFAULT_TRACKING_URI",
+    "EXPERIMENT_TAGS",
     "resolve_tracking_uri",
     "Tracker",
+    "owned_run",
     "git_commit",
-    "RUN_TAGS",
 ]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-# Config fields copied into tags, so runs can be filtered and grouped without params.
-RUN_TAGS = ("variant", "apply_to", "model", "dataset", "task", "alpha_schedule", "seed")
+# The MLflow 3 UI opens an experiment in the view its kind names; ours are model training.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -78,9 +86,12 @@ class Tracker:
         """Get or create an experiment by name (safe when several processes race)."""
         exp = client.get_experiment_by_name(name)
         if exp is not None:
+            if "mlflow.experimentKind" not in exp.tags:
+                for key, value in EXPERIMENT_TAGS.items():
+                    client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(name, tags=EXPERIMENT_TAGS)
         except Exception:
             exp = client.get_experiment_by_name(name)
             if exp is None:
@@ -174,3 +185,41 @@ class Tracker:
         if reason:
             self.set_tags({"failure_reason": reason[:5000]})
         self.client.set_terminated(self.run_id, status=status)
+
+
+@contextmanager
+def owned_run(tracker: Tracker, resume_hint: str | None = None) -> Iterator[Tracker]:
+    """Own ``tracker``'s run until the block ends, and end it with the status the block earned.
+
+    The one place a trial's MLflow run is ended: FINISHED when the block completes;
+    KILLED with ``trial_state=PRUNED`` when it raises :class:`~ablate.exceptions.Pruned`;
+    KILLED with a reason on Ctrl-C / SIGTERM; FAILED with the error as ``failure_reason``
+    otherwise. The exception always propagates.
+
+    Args:
+        tracker: an open run (:meth:`Tracker.start` or :meth:`Tracker.attach`).
+        resume_hint: the command that would continue the run, added to an interruption.
+    """
+    from ablate.exceptions import Pruned
+
+    try:
+        yield tracker
+    except Pruned:
+        tracker.set_tags({"trial_state": "PRUNED"})
+        tracker.end("KILLED")
+        raise
+    except KeyboardInterrupt:
+        reason = "interrupted" + (f" (resume with: {resume_hint})" if resume_hint else "")
+        tracker.end("KILLED", reason)
+        raise
+    except BaseException as err:
+        tracker.end("FAILED", str(err) if _is_user_facing(err) else f"{type(err).__name__}: {err}")
+        raise
+    else:
+        tracker.end("FINISHED")
+
+
+def _is_user_facing(err: BaseException) -> bool:
+    from ablate.exceptions import AblateError
+
+    return isinstance(err, AblateError)

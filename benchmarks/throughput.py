@@ -89,6 +89,9 @@ class Result:
     train_compiled: float | None = None
     infer_compiled: float | None = None
     step_times: dict[str, list[float]] = field(default_factory=dict)
+    # CUDA only: peak memory a step allocates on top of what was resident before it (all
+    # configurations stay built, so the absolute peak would count the others' weights).
+    peak_mib: dict[str, float] = field(default_factory=dict)
 
 
 def _sync(device: torch.device) -> None:
@@ -163,16 +166,23 @@ def benchmark(args: argparse.Namespace) -> list[Result]:
         _sync(device)
         if not args.quiet:
             print(
-                f"  warm-up {result.model} {result.variant} {kind}: {time.perf_counter() - t0:.1f}s",
+                f"  warm-up {result.model} {result.variant} {kind}: "
+                f"{time.perf_counter() - t0:.1f}s",
                 file=sys.stderr,
             )
     for round_ in range(args.steps):
         for result, kind, step in jobs:
             _sync(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+                resident = torch.cuda.memory_allocated(device)
             t0 = time.perf_counter()
             step()
             _sync(device)
             result.step_times.setdefault(kind, []).append(time.perf_counter() - t0)
+            if device.type == "cuda":
+                peak = (torch.cuda.max_memory_allocated(device) - resident) / 2**20
+                result.peak_mib[kind] = max(result.peak_mib.get(kind, 0.0), peak)
         if not args.quiet:
             print(f"  round {round_ + 1}/{args.steps} done", file=sys.stderr)
     for result in results.values():
@@ -182,7 +192,8 @@ def benchmark(args: argparse.Namespace) -> list[Result]:
     if args.profile:
         for result, kind, step in jobs:
             print(
-                f"\n== profile: {result.model} {result.variant} {kind}\n{profile_step(step, device, args.profile)}"
+                f"\n== profile: {result.model} {result.variant} {kind}\n"
+                + profile_step(step, device, args.profile)
             )
     return list(results.values())
 
@@ -291,7 +302,8 @@ def check_targets(results: list[Result], args: argparse.Namespace) -> list[tuple
             checks.append(
                 (
                     "PASS" if ratio >= 1 - TOLERANCE else "MISS",
-                    f"{r.model} {r.variant} {kind}: {ratio:.3f} x softmax (target >= {1 - TOLERANCE:.2f})",
+                    f"{r.model} {r.variant} {kind}: {ratio:.3f} x softmax "
+                    f"(target >= {1 - TOLERANCE:.2f})",
                 )
             )
     on_two_cpu_threads = args.device == "cpu" and torch.get_num_threads() == 2
@@ -307,7 +319,8 @@ def check_targets(results: list[Result], args: argparse.Namespace) -> list[tuple
         checks.append(
             (
                 status if on_two_cpu_threads else "INFO",
-                f"cct_7_3x1_32 train, SDPA vs explicit: {speedup:.3f}x on {where} (target >= {SDPA_SPEEDUP})",
+                f"cct_7_3x1_32 train, SDPA vs explicit: {speedup:.3f}x on {where} "
+                f"(target >= {SDPA_SPEEDUP})",
             )
         )
     for r in results:
@@ -315,7 +328,8 @@ def check_targets(results: list[Result], args: argparse.Namespace) -> list[tuple
             checks.append(
                 (
                     "INFO",
-                    f"{r.model} train, SDPA vs explicit: {relative_speed(base[r.model], 'train', r):.3f}x",
+                    f"{r.model} train, SDPA vs explicit: "
+                    f"{relative_speed(base[r.model], 'train', r):.3f}x",
                 )
             )
     return checks
@@ -348,7 +362,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         default=f"softmax,softmax_v,alpha_remix,{EXPLICIT}",
-        help="comma-separated variants; 'explicit' is the non-fused baseline (default: %(default)s)",
+        help="comma-separated variants; 'explicit' is the non-fused baseline "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--batch-size", type=int, default=128, help="images per step (default: %(default)s)"
@@ -366,7 +381,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--stat",
         choices=("min", "median"),
         default="min",
-        help="step time to report: fastest (robust to other load) or median (default: %(default)s)",
+        help="step time to report: fastest (robust to other load) or median "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
@@ -393,7 +409,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         metavar="ROWS",
-        help="after timing, profile one step of every configuration and print its top ROWS operators",
+        help="after timing, profile one step of every configuration and print its top ROWS "
+        "operators",
     )
     parser.add_argument(
         "--json", type=Path, default=None, help="also write the results to this JSON file"
@@ -439,8 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {_machine()}")
     print(
         f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
-        f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps ({args.stat}), "
-        f"attention dropout {'default (0.1)' if args.attention_dropout is None else args.attention_dropout}"
+        f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps "
+        f"({args.stat}), attention dropout "
+        f"{'default (0.1)' if args.attention_dropout is None else args.attention_dropout}"
         + (", bf16 autocast" if args.amp else "")
     )
     t0 = time.perf_counter()

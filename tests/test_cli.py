@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-
 from pathlib import Path
 
 import pytest
@@ -36,11 +35,35 @@ def test_every_command_and_run_flag_has_help(capsys):
         assert "--" + f.name.replace("_", "-") in run_help, f.name
 
 
-def test_unknown_choice_is_a_usage_error(capsys):
+def test_unknown_choice_is_a_one_line_usage_error_with_a_hint(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "--apply-to", "mlp"])
     assert exit_info.value.code == 2
-    assert "invalid choice: 'mlp'" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "invalid choice: 'mlp'" in err[0]
+    assert err[0].startswith("ablate run: error:")
+    assert err[1] == "hint: run 'ablate run --help' for usage"
+
+
+def test_python_dash_m_ablate_is_the_command():
+    out = subprocess.run(
+        [sys.executable, "-m", "ablate", "variants"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "softmax_v" in out.stdout
+
+
+def test_models_lists_text_pooling_and_sizes(capsys):
+    assert main(["models", "text_vit_lite_2", "--output", "json"]) == 0
+    import json
+
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["task"] == "text" and row["pooling"] == "class token"
+    assert row["layers"] == 2 and row["dim"] != "-" and row["input"] == 64
 
 
 def _free_port() -> int:
@@ -55,7 +78,10 @@ def test_ui_serves_the_store_on_loopback(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     proc = subprocess.Popen(
         [sys.executable, "-m", "ablate.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )

@@ -6,7 +6,6 @@ store shared by this module (one store: its schema migration is the slowest part
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -23,28 +22,22 @@ from ablate.finetune import (
     parameter_depth,
     parse_source,
     prepare_model,
-    source_in_chans,
 )
-from ablate.lora import is_lora_parameter, lora_modules
+from ablate.lora import is_lora_parameter, lora_modules, merge_lora_state_dict
 from ablate.models import create_model
 from ablate.models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from ablate.resolve import resolve
 from ablate.schedules import AlphaSchedule
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "cct_keys.json"
 DIGITS_TRAIN = 1293  # digits: 1797 - 20 % test - 10 % val (fixed split seed)
 FAST = dict(img_size=8, batch_size=128, quiet=True)  # 8x8 digits: 4 tokens
 
 
-def _reference_keys(model: str) -> list[tuple[str, tuple[int, ...]]]:
-    if not REFERENCE.is_file():
-        pytest.skip(f"{REFERENCE} (the official key list) is not available")
-    return [(k, tuple(s)) for k, s in json.loads(REFERENCE.read_text())[model]]
-
-
-def _official_state_dict(model: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """What the official code would save for ``model``: its exact keys, random values."""
+def _official_state_dict(keys: list, seed: int = 0) -> dict[str, torch.Tensor]:
+    """What the official code would save: its exact ``[key, shape]`` pairs (an entry of the
+    ``cct_keys`` fixture), random values."""
     g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(shape, generator=g) * 0.05 for k, shape in _reference_keys(model)}
+    return {k: torch.randn(tuple(shape), generator=g) * 0.05 for k, shape in keys}
 
 
 def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -128,7 +121,7 @@ def test_finetune_from_a_run_starts_at_the_source_accuracy_and_anneals_alpha(
     expected = [schedule(0)] + [schedule(e * spe - 1) for e in range(1, epochs + 1)]
     assert [v for _, v in alpha] == pytest.approx(expected, abs=1e-12)
     assert alpha[0][1] == 0.0 and alpha[-1][1] == 1.0  # starts as softmax, ends at softmax^T(V)
-    assert 0.0 < alpha[1][1] < 1.0
+    assert alpha[1][1] == 1.0  # --alpha-epochs 1 ends at the end of epoch 1, like the default
 
     params = run.data.params
     assert params["init.source"] == f"runs:/{rid}"
@@ -157,7 +150,7 @@ def test_run_sources_resolve_through_mlflow_artifacts(store, source_run):
         assert src.kind == "checkpoint" and src.spec.run_id == rid and src.name == "cct_2_3x2_32"
         assert src.state_dict.keys() == local.keys()
         assert all(torch.equal(src.state_dict[k], local[k]) for k in local)
-    assert source_in_chans(RunConfig(init_from=rid)) == 1  # digits-trained: 1 channel
+    assert resolve(RunConfig(init_from=rid)).in_chans == 1  # digits-trained: 1 channel
     # last.pt (a full training checkpoint, optimizer and all) is a valid source too.
     last = load_source(f"runs:/{rid}/checkpoints/last.pt")
     local_last = load_checkpoint(Path("checkpoints") / rid / "last.pt")["model"]
@@ -173,7 +166,7 @@ def test_run_sources_resolve_through_mlflow_artifacts(store, source_run):
         load_source(f"runs:/{rid}/checkpoints/nope.pt")
 
 
-def test_unknown_sources_are_one_line_errors_listing_the_accepted_forms(tmp_path):
+def test_unknown_sources_are_one_line_errors_listing_the_accepted_forms(tmp_path, cct_keys):
     for bad in ("no/such/file.pth", "runs:/not-a-run-id", "abc123", ""):
         with pytest.raises(CheckpointError) as err:
             parse_source(bad)
@@ -188,7 +181,7 @@ def test_unknown_sources_are_one_line_errors_listing_the_accepted_forms(tmp_path
         load_source(str(tmp_path / "junk.pth"))
     # An existing file wins over a run-id look-alike.
     name = "a" * 32
-    torch.save(_official_state_dict("cct_2_3x2_32"), tmp_path / name)
+    torch.save(_official_state_dict(cct_keys["cct_2_3x2_32"]), tmp_path / name)
     assert parse_source(str(tmp_path / name)).path == tmp_path / name
 
 
@@ -197,9 +190,9 @@ def test_unknown_sources_are_one_line_errors_listing_the_accepted_forms(tmp_path
 
 
 @pytest.fixture(scope="module")
-def official_cct7(tmp_path_factory):
+def official_cct7(tmp_path_factory, cct_keys):
     path = tmp_path_factory.mktemp("official") / "cct_7_3x1_32.pth"
-    sd = _official_state_dict("cct_7_3x1_32")
+    sd = _official_state_dict(cct_keys["cct_7_3x1_32"])
     torch.save(sd, path)
     return path, sd
 
@@ -219,7 +212,7 @@ def test_official_state_dict_loads_strictly(official_cct7):
     ours = model.state_dict()
     assert list(ours) == list(sd)
     assert all(torch.equal(ours[k], v) for k, v in sd.items())
-    assert source_in_chans(RunConfig(init_from=str(path))) == 3
+    assert resolve(RunConfig(init_from=str(path))).in_chans == 3
 
 
 @pytest.mark.parametrize("defect", ["missing", "extra", "shape", "all"])
@@ -277,17 +270,26 @@ def test_official_state_dict_at_64px_gets_an_interpolated_positional_embedding(o
         assert model.eval()(torch.randn(2, 3, 64, 64)).shape == (2, 10)
 
 
-def test_official_weights_finetune_on_digits_with_lora_and_resume(store, client, tmp_path):
+def test_official_weights_finetune_on_digits_with_lora_and_resume(
+    store, client, tmp_path, cct_keys
+):
     """Tiny end to end at the default digits size: RGB weights -> 3-channel digits, LoRA
     (+ layer decay), interrupted after epoch 1 and resumed, merged weights exported."""
     from ablate.train import train
 
-    official = _official_state_dict("cct_2_3x2_32", seed=3)
+    official = _official_state_dict(cct_keys["cct_2_3x2_32"], seed=3)
     path = tmp_path / "cct_2_3x2_32.pth"
     torch.save(official, path)
     cfg = RunConfig(
-        init_from=str(path), lora_rank=2, lora_alpha=4.0, layer_decay=0.8, epochs=2,
-        warmup_epochs=0.5, batch_size=128, quiet=True, run_name="official-lora",
+        init_from=str(path),
+        lora_rank=2,
+        lora_alpha=4.0,
+        layer_decay=0.8,
+        epochs=2,
+        warmup_epochs=0.5,
+        batch_size=128,
+        quiet=True,
+        run_name="official-lora",
     )
 
     def stop_after_first(epoch, row):
@@ -300,7 +302,9 @@ def test_official_weights_finetune_on_digits_with_lora_and_resume(store, client,
     (run,) = client.search_runs([experiment], "attributes.run_name = 'official-lora'")
     assert run.info.status == "KILLED"
     result = train(cfg, resume_run_id=run.info.run_id)
-    assert result.status == "FINISHED" and len(result.history) == 1  # epoch 2 only, after resume
+    assert (
+        result.status == "FINISHED" and len(result.history) == 3
+    )  # epochs 0-2: the resumed run knows its whole curve
     rid = run.info.run_id
     assert [s for s, _ in _history(client, rid, "val_acc")] == [0, 1, 2]
 
@@ -332,18 +336,23 @@ def test_official_weights_finetune_on_digits_with_lora_and_resume(store, client,
     plain = model_from_checkpoint(exported).eval()
     adapted = create_model("cct_2_3x2_32", img_size=16, in_chans=3)
     prepare_model(adapted, cfg)
-    adapted.load_state_dict(best, strict=True)
+    # model.pt is the final model (the end of the schedule), as last.pt holds it
+    final = torch.load(ckpt_dir / "last.pt", weights_only=True)["model"]
+    adapted.load_state_dict(final, strict=True)
     x = torch.rand(8, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(plain(x), adapted.eval()(x), atol=1e-5, rtol=0)
 
     # A LoRA run is itself a valid source: its adapters are merged while reading.
+    # (runs:/ID reads the run's best.pt; its exported model.pt holds the final weights)
     src = load_source(rid)
     assert src.merged_adapters == 8 and set(src.state_dict) == set(official)
+    key = "classifier.blocks.0.linear1.weight"
     torch.testing.assert_close(
-        src.state_dict["classifier.blocks.0.linear1.weight"],
-        exported["model"]["classifier.blocks.0.linear1.weight"], atol=1e-6, rtol=0,
+        src.state_dict[key], merge_lora_state_dict(best)[key], atol=1e-6, rtol=0
     )
+    final_src = load_source(f"runs:/{rid}/checkpoints/model.pt")
+    torch.testing.assert_close(final_src.state_dict[key], exported["model"][key], atol=0, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -357,10 +366,17 @@ def _cct2(**kw):
 
 def test_freeze_options_freeze_exactly_what_they_say():
     names = [n for n, _ in _cct2().named_parameters()]
-    embedding = {"tokenizer.conv_layers.0.0.weight", "tokenizer.conv_layers.1.0.weight",
-                 "classifier.positional_emb"}
-    head = {"classifier.attention_pool.weight", "classifier.attention_pool.bias",
-            "classifier.fc.weight", "classifier.fc.bias"}
+    embedding = {
+        "tokenizer.conv_layers.0.0.weight",
+        "tokenizer.conv_layers.1.0.weight",
+        "classifier.positional_emb",
+    }
+    head = {
+        "classifier.attention_pool.weight",
+        "classifier.attention_pool.bias",
+        "classifier.fc.weight",
+        "classifier.fc.bias",
+    }
     assert embedding | head <= set(names)
     for what, frozen in (
         ("none", set()),
@@ -388,8 +404,8 @@ def test_layer_decay_scales_follow_the_formula():
     expected = {
         "tokenizer.conv_layers.0.0.weight": d ** (L + 1),
         "classifier.positional_emb": d ** (L + 1),
-        "classifier.blocks.0.self_attn.qkv.weight": d ** L,
-        "classifier.blocks.0.norm1.bias": d ** L,
+        "classifier.blocks.0.self_attn.qkv.weight": d**L,
+        "classifier.blocks.0.norm1.bias": d**L,
         "classifier.blocks.1.linear2.weight": d ** (L - 1),
         "classifier.norm.weight": 1.0,
         "classifier.attention_pool.weight": 1.0,
@@ -402,14 +418,14 @@ def test_layer_decay_scales_follow_the_formula():
     # The optimizer groups get lr * scale (what train() builds).
     groups = _param_groups(model, 0.05, 1e-3, scale)
     assert sorted({round(g["lr"], 12) for g in groups}) == sorted(
-        {round(1e-3 * d ** k, 12) for k in (0, 1, 2, 3)}
+        {round(1e-3 * d**k, 12) for k in (0, 1, 2, 3)}
     )
     # With LoRA the adapters of block i decay like block i.
     lora = _cct2()
     cfg = RunConfig(layer_decay=d, lora_rank=2)
     prepare_model(lora, cfg)
     lscale = lr_scale_fn(lora, cfg)
-    assert lscale("classifier.blocks.0.linear1.lora_A") == pytest.approx(d ** L)
+    assert lscale("classifier.blocks.0.linear1.lora_A") == pytest.approx(d**L)
     assert lscale("classifier.blocks.1.self_attn.qkv.lora_B") == pytest.approx(d ** (L - 1))
     for bad in (0.0, -0.5, 1.5):
         with pytest.raises(ConfigError, match="layer_decay"):
@@ -447,10 +463,20 @@ def test_finetune_command_applies_finetuning_defaults(store, source_run, client)
     """`ablate finetune` = `ablate run` with softmax_v annealed 0 -> 1 and the fine-tuning lr."""
     from ablate.cli import main
 
-    code = main([
-        "finetune", "--init-from", source_run.run_id, "--img-size", "8", "--epochs", "1",
-        "--run-name", "cli-finetune", "--quiet",
-    ])
+    code = main(
+        [
+            "finetune",
+            "--init-from",
+            source_run.run_id,
+            "--img-size",
+            "8",
+            "--epochs",
+            "1",
+            "--run-name",
+            "cli-finetune",
+            "--quiet",
+        ]
+    )
     assert code == 0
     (run,) = client.search_runs(
         [client.get_experiment_by_name("ablate").experiment_id],
@@ -458,13 +484,18 @@ def test_finetune_command_applies_finetuning_defaults(store, source_run, client)
     )
     p = run.data.params
     assert (p["variant"], p["alpha_schedule"], p["alpha_start"], p["alpha_end"]) == (
-        "softmax_v", "linear", "0.0", "1.0"
+        "softmax_v",
+        "linear",
+        "0.0",
+        "1.0",
     )
     assert p["init.source_run_id"] == source_run.run_id
     alphas = [m.value for m in client.get_metric_history(run.info.run_id, "alpha")]
     assert alphas[0] == 0.0 and alphas[-1] == 1.0
     # the first point is the source model itself (alpha = 0 is standard attention)
-    val0 = next(m.value for m in client.get_metric_history(run.info.run_id, "val_acc") if m.step == 0)
+    val0 = next(
+        m.value for m in client.get_metric_history(run.info.run_id, "val_acc") if m.step == 0
+    )
     assert val0 == source_run.best_val_acc
 
 

@@ -57,11 +57,21 @@ def test_run_logs_curves_params_tags_and_artifacts(workdir):
         steps_values = _history(rid, key)
         assert [s for s, _ in steps_values] == [1, 2], key
         assert all(math.isfinite(v) for _, v in steps_values)
-    for key in ("test_loss", "test_acc", "test_precision", "test_recall", "test_f1", "best_val_acc", "best_epoch"):
+    for key in (
+        "test_loss",
+        "test_acc",
+        "test_precision",
+        "test_recall",
+        "test_f1",
+        "best_val_acc",
+        "best_epoch",
+    ):
         assert [s for s, _ in _history(rid, key)] == [2], key
 
-    # alpha: the schedule's value at step 0, then at the last optimizer step of each epoch
-    schedule = AlphaSchedule("linear", 0.0, 1.0, steps=2 * STEPS_PER_EPOCH - 1)
+    # alpha: the schedule value at step 0, then at the last optimizer step of each epoch
+    schedule = AlphaSchedule(
+        "linear", 0.0, 1.0, steps=2 * STEPS_PER_EPOCH
+    )  # default window: the whole run
     expected = [schedule(0), schedule(STEPS_PER_EPOCH - 1), schedule(2 * STEPS_PER_EPOCH - 1)]
     assert [v for _, v in _history(rid, "alpha")] == pytest.approx(expected, abs=1e-9)
     assert expected[0] == 0.0 and expected[-1] == 1.0  # the last optimizer step runs at alpha_end
@@ -69,19 +79,28 @@ def test_run_logs_curves_params_tags_and_artifacts(workdir):
     params = run.data.params
     for f in config_fields():
         assert f.name in params, f.name
-    assert params["variant"] == "softmax_v" and params["epochs"] == "2" and params["img_size"] == "8"
+    assert (
+        params["variant"] == "softmax_v" and params["epochs"] == "2" and params["img_size"] == "8"
+    )
     assert params["data.train_size"] == "1293"
 
     tags = run.data.tags
     assert {tags[k] for k in ("variant", "apply_to", "model", "dataset", "alpha_schedule")} == {
-        "softmax_v", "attention", "cct_2_3x2_32", "digits", "linear"
+        "softmax_v",
+        "attention",
+        "cct_2_3x2_32",
+        "digits",
+        "linear",
     }
     assert "git_commit" in tags and len(tags["git_commit"]) == 40
 
     arts = _artifacts(rid)
     assert {
-        "checkpoints/last.pt", "checkpoints/best.pt", "figures/confusion_matrix.png",
-        "figures/learning_curves.png", "config.yaml",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "figures/confusion_matrix.png",
+        "figures/learning_curves.png",
+        "config.yaml",
     } <= arts
 
     # the best checkpoint reloads with weights_only=True into a working model
@@ -147,9 +166,12 @@ def test_resume_refuses_config_changes_and_unknown_runs(workdir, capsys):
     "args, expected",
     [
         (["--variant", "softmaxx"], "valid variants: alpha_remix, softmax, softmax_v"),
-        (["--model", "cct_99"], "valid models: cct_14_7x2_224"),
+        (["--model", "cct_99"], "unknown model 'cct_99'"),
         (["--dataset", "cifar11"], "choose one of digits, cifar10"),
-        (["--variant", "softmax", "--alpha-schedule", "linear"], "needs a variant with an 'alpha' parameter"),
+        (
+            ["--variant", "softmax", "--alpha-schedule", "linear"],
+            "needs a variant with an 'alpha' parameter",
+        ),
         (["--variant", "alpha_remix:gamma=1"], "has no parameter 'gamma'"),
         (["--model", "vit_lite_2_4_32", "--apply-to", "seqpool"], "needs sequence pooling"),
     ],
@@ -163,14 +185,16 @@ def test_bad_input_one_line_nonzero_exit_nothing_logged(workdir, capsys, args, e
 
 
 def test_config_file_with_flag_override(workdir):
-    (workdir / "c.yaml").write_text("variant: softmax_v\nepochs: 1\nimg_size: 8\nquiet: true\nseed: 7\n")
+    (workdir / "c.yaml").write_text(
+        "variant: softmax_v\nepochs: 1\nimg_size: 8\nquiet: true\nseed: 7\n"
+    )
     assert main(["run", "--config", "c.yaml", "--seed", "9"]) == 0
     params = _runs()[0].data.params
     assert (params["variant"], params["epochs"], params["seed"]) == ("softmax_v", "1", "9")
 
 
 def test_diverging_run_fails_with_reason_and_keeps_last_good_checkpoint(workdir):
-    # A variant that turns to NaN once alpha reaches 0.5: epoch 1 is fine, epoch 2 diverges.
+    # A variant that turns to NaN once alpha reaches 1: epoch 1 is fine, epoch 2 diverges.
     (workdir / "explode.py").write_text(
         textwrap.dedent(
             """
@@ -183,15 +207,27 @@ def test_diverging_run_fails_with_reason_and_keeps_last_good_checkpoint(workdir)
                 out = softmax(q, k, v, mask=mask, dropout_p=dropout_p, scale=scale)
                 # multiply by a selected factor: torch.where(c, out * nan, out) would put NaN
                 # into the gradient of the unselected branch from the first step on
-                factor = torch.where(alpha >= 0.5, torch.full_like(alpha, float("nan")), torch.ones_like(alpha))
+                nan = torch.full_like(alpha, float("nan"))
+                factor = torch.where(alpha >= 0.5, nan, torch.ones_like(alpha))
                 return out * factor
             """
         )
     )
-    code = main([
-        "run", "--variant-file", "explode.py", "--variant", "explode", "--alpha-schedule", "step",
-        "--alpha-levels", "2", *FAST,
-    ])
+    code = main(
+        [
+            # one jump: alpha 0 for the first half of the run (epoch 1), 1 for the second
+            "run",
+            "--variant-file",
+            "explode.py",
+            "--variant",
+            "explode",
+            "--alpha-schedule",
+            "step",
+            "--alpha-levels",
+            "1",
+            *FAST,
+        ]
+    )
     assert code == 2
     (run,) = _runs()
     assert run.info.status == "FAILED"

@@ -20,14 +20,14 @@ optuna = pytest.importorskip("optuna")
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 from optuna.trial import TrialState, create_trial  # noqa: E402
+from study_cli import study_cli  # noqa: E402  (tests/ helper, not collected)
 
 from ablate.cli import main  # noqa: E402
 from ablate.study import load_study, run_study  # noqa: E402
+from ablate.study.common import RunSettings  # noqa: E402
+from ablate.study.parent import prepare_study  # noqa: E402
 from ablate.study.report import format_plan  # noqa: E402
-from ablate.study.runner import RunSettings, prepare_study  # noqa: E402
 from ablate.study.storage import open_storage  # noqa: E402
-
-from study_cli import study_cli  # noqa: E402  (tests/ helper, not collected)
 
 ROOT = Path(__file__).resolve().parents[1]
 STORAGE = "sqlite:///ablate-optuna.db"
@@ -249,8 +249,11 @@ def test_shipped_study_validates_and_dry_runs(path, workdir, capsys):
 
 def test_shipped_study_contents():
     quick = load_study(ROOT / "studies/quick.yaml")
-    assert quick.base["dataset"] == "digits" and len(quick.cells) == 9
-    assert quick.grid == {"variant": ["softmax", "softmax_v", "alpha_remix"], "seed": [0, 1, 2]}
+    assert quick.base["dataset"] == "digits" and len(quick.cells) == 15
+    assert quick.grid == {
+        "variant": ["softmax", "softmax_v", "alpha_remix"],
+        "seed": [0, 1, 2, 3, 4],
+    }
     rfp = load_study(ROOT / "studies/seqpool_rfp.yaml")
     assert rfp.base["model"] == "cct_2_3x2_32" and rfp.base["apply_to"] == "seqpool"
     assert rfp.base["dataset"] == "cifar10" and rfp.base["epochs"] == 200
@@ -266,6 +269,7 @@ def test_shipped_study_contents():
     assert cct7.base["model"] == "cct_7_3x1_32" and cct7.base["epochs"] == 300
     assert {c.params["apply_to"] for c in cct7.cells} == {"attention", "seqpool", "both"}
     ft = load_study(ROOT / "studies/finetune_anneal.yaml")
+    assert ft.base["val_split"] == "test_half"  # the source saw all of CIFAR-10's train split
     assert (
         ft.base["init_from"]
         and ft.base["variant"] == "softmax_v"
@@ -320,52 +324,98 @@ def test_grid_with_two_worker_processes_runs_every_cell_once(workdir):
     assert "softmax_v" in out and "best val_acc" in out  # the summary table
 
 
+def _val_curve(client: MlflowClient, run_id: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, "val_acc"))
+
+
 @pytest.mark.slow
-def test_sigkilled_worker_trial_fails_and_its_cell_runs_again(workdir):
-    path = _study_file(workdir, "kill_test", "  variant: [softmax]\n  seed: [0, 1]\n", epochs=2)
+def test_sigkilled_worker_trial_resumes_from_its_checkpoint_in_the_same_run(workdir):
+    """Issue 11 acceptance: SIGKILL a study worker mid-trial after a few epochs, rerun the
+    command: the retried trial resumes in the same MLflow run from its last checkpoint,
+    every epoch is logged once, and the curve equals an uninterrupted same-seed run."""
+    epochs = 6
+    path = _study_file(workdir, "kill_test", "  variant: [softmax]\n  seed: [0]\n", epochs=epochs)
     proc = study_cli(workdir, str(path))
     db = workdir / "ablate-optuna.db"
-    victim = None
+    victim, run_id = None, None
     deadline = time.time() + 240
-    while victim is None and time.time() < deadline:
-        time.sleep(0.2)
+    while run_id is None and time.time() < deadline:
+        time.sleep(0.1)
         if proc.poll() is not None:
             pytest.fail("the study finished before it could be killed:\n" + proc.stdout.read())
-        if not db.exists():
+        # touch the storage only once a trial trains (opening it while the command creates
+        # its tables would race with it)
+        checkpoints = workdir / "checkpoints"
+        if not db.exists() or not checkpoints.exists() or not any(checkpoints.iterdir()):
             continue
         try:
             running = [t for t in _trials(workdir, "kill_test") if t.state == TrialState.RUNNING]
         except Exception:  # the study or its tables are still being created
             continue
-        # wait until the trial has its MLflow run: the orphan must get closed too
         victim = next((t for t in running if "mlflow_run_id" in t.user_attrs), None)
-    assert victim is not None, "no trial started"
+        if victim is None:
+            continue
+        # kill once at least two epochs are checkpointed (and before the run ends)
+        ckpt = workdir / "checkpoints" / victim.user_attrs["mlflow_run_id"] / "last.pt"
+        logged = _val_curve(_client(workdir), victim.user_attrs["mlflow_run_id"])
+        if ckpt.exists() and len(logged) >= 3:
+            run_id = victim.user_attrs["mlflow_run_id"]
+    assert run_id is not None, "no trial reached its third epoch"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     proc.stdout.close()
-    assert _trials(workdir, "kill_test")[victim.number].state == TrialState.RUNNING  # left behind
+    client = _client(workdir)
+    epochs_before = max(step for step, _ in _val_curve(client, run_id))
+    assert epochs_before < epochs
 
     rerun = study_cli(workdir, str(path))
     out, _ = rerun.communicate(timeout=400)
     assert rerun.returncode == 0, out
     trials = _trials(workdir, "kill_test")
-    killed = trials[victim.number]
-    assert killed.state == TrialState.FAIL
-    plan = load_study(path)
-    assert _complete_per_cell(trials) == Counter({c.key: 1 for c in plan.cells})
-    same_cell = [t for t in trials if t.user_attrs["cell"] == victim.user_attrs["cell"]]
-    assert sorted(t.state.name for t in same_cell) == ["COMPLETE", "FAIL"]
-    assert len(trials) == 3
-    client = _client(workdir)
-    orphan = client.get_run(victim.user_attrs["mlflow_run_id"])
-    assert orphan.info.status == "FAILED"
-    assert "is gone" in orphan.data.tags["failure_reason"]
-    assert orphan.data.tags["trial_state"] == "FAIL"
-    retry = next(t for t in same_cell if t.state == TrialState.COMPLETE)
-    assert retry.user_attrs["mlflow_run_id"] != victim.user_attrs["mlflow_run_id"]
-    retry_run = client.get_run(retry.user_attrs["mlflow_run_id"])
-    assert retry_run.info.status == "FINISHED" and retry_run.data.tags["optuna.attempt"] == "2"
-    assert client.get_run(_parent_id(workdir, "kill_test")).info.status == "FINISHED"
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    retry = trials[1]
+    assert retry.user_attrs["mlflow_run_id"] == run_id  # the same MLflow run continued
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["trial_state"] == "COMPLETE"
+    assert "failure_reason" not in run.data.tags
+    assert run.data.tags["optuna.trial_number"] == "1" and run.data.tags["optuna.attempt"] == "2"
+    resumed_from = int(run.data.tags["resumed_from_epoch"])
+    assert 2 <= resumed_from <= epochs_before  # epochs before the kill were not retrained
+    for key in ("val_acc", "val_loss", "train_loss", "lr"):
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        assert sorted(steps) == sorted(set(steps)), f"{key} logged twice for an epoch"
+    curve = _val_curve(client, run_id)
+    assert [step for step, _ in curve] == list(range(epochs + 1))
+
+    # the same configuration and seed, never interrupted
+    main(
+        [
+            "run",
+            "--dataset",
+            "digits",
+            "--epochs",
+            str(epochs),
+            "--batch-size",
+            "128",
+            "--quiet",
+            "--experiment",
+            "uninterrupted",
+            "--checkpoint-dir",
+            "checkpoints",
+            "--tracking-uri",
+            f"sqlite:///{workdir}/mlflow.db",
+        ]
+    )
+    exp = client.get_experiment_by_name("uninterrupted")
+    reference = client.search_runs([exp.experiment_id])[0]
+    assert _val_curve(client, reference.info.run_id) == curve
+    for key in ("val_loss", "train_loss"):
+        ours = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        ref = sorted(
+            (m.step, m.value) for m in client.get_metric_history(reference.info.run_id, key)
+        )
+        assert ours == ref
 
 
 def _fake_trial_of_another_machine(workdir: Path, plan, settings: RunSettings, parent: str) -> int:
@@ -518,8 +568,12 @@ def test_setup_error_stops_the_study_with_one_line(workdir, capsys):
     assert len(err.strip().splitlines()) == 1 and "missing_dir" in err
     (trial,) = _trials(workdir, "broken")
     assert trial.state == TrialState.FAIL and trial.system_attrs["ablate.fail_kind"] == "setup"
-    run = _client(workdir).get_run(trial.user_attrs["mlflow_run_id"])
-    assert run.info.status == "FAILED" and "missing_dir" in run.data.tags["failure_reason"]
+    # bad input fails while the trial is resolved and loaded, before an MLflow run exists:
+    # no half-logged run is left behind; the reason is on the trial
+    assert "mlflow_run_id" not in trial.user_attrs and "missing_dir" in trial.user_attrs["error"]
+    client = _client(workdir)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert client.search_runs(experiments, "tags.role = 'trial'") == []
     assert json.loads(trial.user_attrs["cell"]) == {"seed": 0}
 
 

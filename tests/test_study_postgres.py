@@ -24,10 +24,9 @@ optuna = pytest.importorskip("optuna")
 pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
+from study_cli import study_cli  # noqa: E402  (tests/ helper, not collected)
 
 from ablate.study import load_study  # noqa: E402
-
-from study_cli import study_cli  # noqa: E402  (tests/ helper, not collected)
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = "install a server with: apt-get install -y postgresql"

@@ -34,12 +34,36 @@ def test_text_cct_trains_on_csv_and_beats_majority(workdir):
     from mlflow import MlflowClient
 
     majority = _write_reviews(workdir / "reviews.csv")
-    code = main([
-        "run", "--dataset", "csv:reviews.csv", "--text-col", "review", "--label-col", "sentiment",
-        "--model", "text_cct_2", "--variant", "softmax_v", "--apply-to", "both",
-        "--alpha-schedule", "linear", "--max-len", "32", "--epochs", "8", "--batch-size", "32",
-        "--warmup-epochs", "1", "--lr", "1e-3", "--quiet",
-    ])
+    code = main(
+        [
+            "run",
+            "--dataset",
+            "csv:reviews.csv",
+            "--text-col",
+            "review",
+            "--label-col",
+            "sentiment",
+            "--model",
+            "text_cct_2",
+            "--variant",
+            "softmax_v",
+            "--apply-to",
+            "both",
+            "--alpha-schedule",
+            "linear",
+            "--max-len",
+            "32",
+            "--epochs",
+            "8",
+            "--batch-size",
+            "32",
+            "--warmup-epochs",
+            "1",
+            "--lr",
+            "1e-3",
+            "--quiet",
+        ]
+    )
     assert code == 0
     client = MlflowClient()
     exp = client.get_experiment_by_name("ablate")
@@ -55,4 +79,6 @@ def test_text_cct_trains_on_csv_and_beats_majority(workdir):
     for key in ("val_loss", "val_acc", "val_f1", "alpha"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(9))
     for key in ("train_loss", "train_acc", "lr", "samples_per_s"):
-        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(1, 9))
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(
+            range(1, 9)
+        )

@@ -5,13 +5,16 @@ Add a variant with one decorator::
     from variants import register_attention
 
     @register_attention("my_variant", params={"alpha": 1.0})
-    def my_variant(q, k, v, *, mask=None, dropout_p=0.0, scale=None, alpha=1.0):
+    def my_variant(q, k, v, *, mask=None, bias=None, dropout_p=0.0, scale=None, alpha=1.0):
         ...  # (B, H, N, D) in, (B, H, N, Dv) out; see variants/_base.py
 
 or from another package through the ``ablate.variants`` entry-point group, or from a file
 with ``ablate run --variant-file my_variants.py``.
 """
 
+# Importing the built-in modules registers them.
+from variants import softmax as _softmax  # noqa: F401
+from variants import softmax_v as _softmax_v  # noqa: F401
 from variants._base import AttentionFn, masked_token_softmax, sdpa_mask
 from variants._registry import (
     ENTRY_POINT_GROUP,
@@ -22,10 +25,6 @@ from variants._registry import (
     parse_variant,
     register_attention,
 )
-
-# Built-ins register themselves on import.
-from variants import softmax as _softmax  # noqa: E402,F401
-from variants import softmax_v as _softmax_v  # noqa: E402,F401
 
 __all__ = [
     "AttentionFn",

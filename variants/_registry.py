@@ -29,15 +29,26 @@ ENTRY_POINT_GROUP = "ablate.variants"
 
 @dataclass(frozen=True)
 class VariantSpec:
-    """A registered attention function and what the harness needs to know about it."""
+    """A registered attention function and what the harness needs to know about it.
+
+    ``accepts_bias`` is read once from the function's signature: True when it declares a
+    ``bias`` keyword (the contract since the additive score bias was added). Functions written
+    for the older contract (no ``bias``) keep working wherever no bias is passed.
+    """
 
     name: str
     fn: AttentionFn
     description: str
     params: Mapping[str, float | None] = field(default_factory=dict)  # name -> default
     source: str = "builtin"
+    accepts_bias: bool = field(init=False)
 
-    def resolve_params(self, overrides: Mapping[str, float] | None = None) -> dict[str, float | None]:
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "accepts_bias", _takes_keyword(self.fn, "bias"))
+
+    def resolve_params(
+        self, overrides: Mapping[str, float] | None = None
+    ) -> dict[str, float | None]:
         """Defaults merged with overrides; unknown parameter names are an error."""
         overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - set(self.params))
@@ -85,6 +96,21 @@ def register_attention(
         return fn
 
     return decorator
+
+
+def _takes_keyword(fn: Callable, name: str) -> bool:
+    """Whether ``fn`` declares a parameter ``name`` that can be passed by keyword.
+
+    A bare ``**kwargs`` does not count: it would swallow a bias without applying it.
+    """
+    try:
+        param = inspect.signature(fn).parameters.get(name)
+    except (TypeError, ValueError):  # no retrievable signature (e.g. a C builtin)
+        return False
+    return param is not None and param.kind in (
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    )
 
 
 def _guess_source(fn: Callable) -> str:
@@ -164,7 +190,9 @@ def parse_variant(text: str) -> tuple[str, dict[str, float]]:
             try:
                 params[key.strip()] = float(value)
             except ValueError:
-                raise ValueError(f"variant parameter {key.strip()!r} must be a number, got {value!r}") from None
+                raise ValueError(
+                    f"variant parameter {key.strip()!r} must be a number, got {value!r}"
+                ) from None
     spec = get_attention(name.strip())
     spec.resolve_params(params)  # validates the names
     return spec.name, params

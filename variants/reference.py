@@ -29,18 +29,23 @@ def naive_attention(
     v: torch.Tensor,
     *,
     mask: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
     scale: float | None = None,
     alpha: float = 0.0,
     beta: float | None = None,
 ) -> torch.Tensor:
-    """softmax(q k^T * scale) @ (alpha * softmax^T(v) + beta * v), in float64.
+    """softmax(q k^T * scale + bias) @ (alpha * softmax^T(v) + beta * v), in float64.
 
-    alpha=0, beta=None gives standard attention; alpha=1 gives pure softmax_v.
+    alpha=0, beta=None gives standard attention; alpha=1 gives pure softmax_v. ``bias`` is
+    broadcast to (B, H, Nq, Nk) and added to the scores only; ``mask`` alone decides which
+    tokens take part in softmax^T(v).
     """
     q, k, v = q.double(), k.double(), v.double()
     if scale is None:
         scale = q.shape[-1] ** -0.5
     logits = (q @ k.transpose(-2, -1)) * scale  # (B, H, Nq, Nk)
+    if bias is not None:
+        logits = logits + bias.double()
     if mask is not None:
         logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
     weights = torch.softmax(logits, dim=-1)

@@ -1,4 +1,4 @@
-"""Standard scaled dot-product attention: softmax(Q K^T * scale) V."""
+"""Standard scaled dot-product attention: softmax(Q K^T * scale + bias) V."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ def softmax(
     v: torch.Tensor,
     *,
     mask: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
     dropout_p: float = 0.0,
     scale: float | None = None,
 ) -> torch.Tensor:
     """Standard attention, softmax(QK^T * scale) V (the baseline)."""
     return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=sdpa_mask(mask), dropout_p=dropout_p, scale=scale
+        q, k, v, attn_mask=sdpa_mask(mask, bias), dropout_p=dropout_p, scale=scale
     )

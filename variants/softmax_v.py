@@ -3,7 +3,7 @@
 softmax^T(V) normalises every feature (column) of V over the tokens, so each feature
 becomes a distribution over positions. Both variants compute
 
-    V' = alpha * softmax^T(V) + beta * V,    out = softmax(Q K^T * scale) V'
+    V' = alpha * softmax^T(V) + beta * V,    out = softmax(Q K^T * scale + bias) V'
 
 with the attention product done by ``scaled_dot_product_attention``:
 
@@ -12,6 +12,19 @@ with the attention product done by ``scaled_dot_product_attention``:
 - ``alpha_remix``: beta is free (default 1 - alpha), so the published grids
   V + softmax^T(V) (alpha=1, beta=1), V - softmax^T(V) (alpha=-1, beta=1) and
   10 * softmax^T(V) (alpha=10, beta=0) are expressible.
+
+softmax^T(V) runs over the tokens that ``mask`` keeps; ``bias`` only shifts the scores.
+
+Low precision (bf16/fp16 tensors, or any autocast region, where SDPA itself runs in bf16):
+softmax^T(V) entries are about 1/N, so alpha * softmax^T(V) sits far below bf16's resolution
+next to V and a blended V' would lose it (measured: 380% error in that term at N=64,
+alpha=0.01). There the product is split by linearity instead,
+
+    out = beta * (S V) + (alpha / N) * (S (N softmax^T(V))),    S = softmax(Q K^T * scale + bias)
+
+with ``[V, N softmax^T(V)]`` (both O(1)) attended in ONE SDPA call, so that both halves see the
+same dropout mask, and the two halves combined in float32. Under autocast the float32 sum is
+returned (as autocast's softmax does); a plain bf16/fp16 model gets it cast back.
 """
 
 from __future__ import annotations
@@ -22,7 +35,9 @@ import torch.nn.functional as F
 from variants._base import masked_token_softmax, sdpa_mask
 from variants._registry import register_attention
 
-__all__ = ["softmax_v", "alpha_remix", "remix_values"]
+__all__ = ["softmax_v", "alpha_remix", "remix_values", "remix_attention"]
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def remix_values(
@@ -32,9 +47,9 @@ def remix_values(
     beta: torch.Tensor | float | None,
 ) -> torch.Tensor:
     """V' = alpha * softmax^T(V) + beta * V on (B, H, N, D); beta None means 1 - alpha."""
-    # Softmax in float32 at least: under bf16 autocast a column softmax over many tokens
-    # loses most of its mass to rounding.
-    work = v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
+    # Softmax in float32 at least: under bf16 a column softmax over many tokens loses most of
+    # its mass to rounding.
+    work = v.float() if v.dtype in _LOW_PRECISION else v
     soft = masked_token_softmax(work, mask)
     if beta is None:
         # V + alpha * (softmax^T(V) - V) in one fused kernel; alpha = 0 returns V exactly
@@ -45,6 +60,55 @@ def remix_values(
     return out.to(v.dtype)
 
 
+def remix_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    dropout_p: float,
+    scale: float | None,
+    alpha: torch.Tensor | float,
+    beta: torch.Tensor | float | None,
+) -> torch.Tensor:
+    """softmax(Q K^T * scale + bias) (alpha * softmax^T(V) + beta * V); beta None = 1 - alpha.
+
+    float32/float64 outside autocast: one SDPA call on the blended V' (exact; alpha = 0 with
+    beta None is bitwise standard attention). Low precision: the split product described in
+    the module docstring.
+    """
+    attn_mask = sdpa_mask(mask, bias)
+    autocast = torch.is_autocast_enabled(v.device.type)
+    if not autocast and v.dtype not in _LOW_PRECISION:
+        v_new = remix_values(v, mask, alpha, beta)
+        return F.scaled_dot_product_attention(
+            q, k, v_new, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale
+        )
+
+    n, d, dv = v.shape[-2], q.shape[-1], v.shape[-1]
+    soft = masked_token_softmax(v, mask, dtype=torch.float32)  # (B, H, N, Dv), columns sum to 1
+    both = torch.cat([v, (soft * n).to(v.dtype)], dim=-1)  # (B, H, N, 2Dv), all O(1)
+    if scale is None:
+        scale = d**-0.5
+    if d == dv:
+        # The fused SDPA kernels need one head dim for q, k and v (otherwise SDPA falls back
+        # to its unfused math path, 4-6x slower on CPU): zero-pad q and k to 2D, which leaves
+        # q . k unchanged; the scale is explicit, so the padding does not alter it either.
+        q = F.pad(q, (0, d))  # (B, H, Nq, 2D)
+        k = F.pad(k, (0, d))  # (B, H, Nk, 2D)
+    out = F.scaled_dot_product_attention(
+        q, k, both, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale
+    )  # (B, H, Nq, 2Dv)
+    plain, remixed = out.split(dv, dim=-1)  # S V, S (N softmax^T(V)), each (B, H, Nq, Dv)
+    if beta is None:
+        beta = 1.0 - alpha
+    # In float32 (alpha, beta are float32 buffers or Python floats); alpha = 0, beta = 1
+    # gives S V exactly.
+    result = plain.float() * beta + remixed.float() * (alpha / n)  # (B, H, Nq, Dv)
+    return result if autocast else result.to(v.dtype)
+
+
 @register_attention("softmax_v", params={"alpha": 1.0})
 def softmax_v(
     q: torch.Tensor,
@@ -52,14 +116,14 @@ def softmax_v(
     v: torch.Tensor,
     *,
     mask: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
     dropout_p: float = 0.0,
     scale: float | None = None,
     alpha: torch.Tensor | float = 1.0,
 ) -> torch.Tensor:
     """softmax(QK^T) softmax^T(V); with alpha: V' = alpha*softmax^T(V) + (1-alpha)*V."""
-    v_new = remix_values(v, mask, alpha, None)
-    return F.scaled_dot_product_attention(
-        q, k, v_new, attn_mask=sdpa_mask(mask), dropout_p=dropout_p, scale=scale
+    return remix_attention(
+        q, k, v, mask=mask, bias=bias, dropout_p=dropout_p, scale=scale, alpha=alpha, beta=None
     )
 
 
@@ -70,13 +134,13 @@ def alpha_remix(
     v: torch.Tensor,
     *,
     mask: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
     dropout_p: float = 0.0,
     scale: float | None = None,
     alpha: torch.Tensor | float = 0.5,
     beta: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     """V' = alpha*softmax^T(V) + beta*V, beta = 1-alpha unless given."""
-    v_new = remix_values(v, mask, alpha, beta)
-    return F.scaled_dot_product_attention(
-        q, k, v_new, attn_mask=sdpa_mask(mask), dropout_p=dropout_p, scale=scale
+    return remix_attention(
+        q, k, v, mask=mask, bias=bias, dropout_p=dropout_p, scale=scale, alpha=alpha, beta=beta
     )

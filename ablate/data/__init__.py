@@ -13,7 +13,7 @@ Data flow: ``load_data(cfg)`` -> ``DataBundle`` -> ``iterate_batches(split, ...)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -116,16 +116,30 @@ def dataset_task(name: str) -> str:
     )
 
 
-def load_data(cfg: "RunConfig", *, img_size: int | None = None, in_chans: int | None = None) -> DataBundle:
-    """Load the data set named by ``cfg.dataset`` (lazy imports keep `import ablate` light)."""
+def load_data(
+    cfg: "RunConfig",
+    *,
+    img_size: int | None = None,
+    in_chans: int | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+) -> DataBundle:
+    """Load the data set named by ``cfg.dataset`` (lazy imports keep `import ablate` light).
+
+    Args:
+        cfg: the run configuration (``val_split`` already resolved, never ``auto``).
+        img_size / in_chans: what the model and its initial weights expect (images).
+        preprocessing: a model library's own input pipeline (timm / Hugging Face models:
+            normalisation constants, tokenizer); None for ablate's own models.
+    """
     task = dataset_task(cfg.dataset)
+    extra = {"preprocessing": preprocessing} if preprocessing else {}
     if task == "image":
         from ablate.data.images import load_image_data
 
-        return load_image_data(cfg, img_size=img_size, in_chans=in_chans)
+        return load_image_data(cfg, img_size=img_size, in_chans=in_chans, **extra)
     from ablate.data.text import load_text_data
 
-    return load_text_data(cfg)
+    return load_text_data(cfg, **extra)
 
 
 def iterate_batches(

@@ -1,27 +1,31 @@
 """Batched image transforms: normalisation, random crop/flip, RandAugment, MixUp/CutMix.
 
 Everything here works on whole uint8 batches ``(B, C, H, W)`` on whatever device the
-batch lives on (the airbench approach: data stays on the device, no DataLoader workers).
+batch lives on (the airbench approach: data stays on the device, no DataLoader workers),
+and never waits for the device: random choices are drawn on the CPU and copied over with
+non-blocking copies from pinned memory (:func:`ablate.data.policies.to_device`), and
+nothing reads a device value back, so a CUDA step queues its augmentation like any kernel.
 
 Pipeline of :class:`ImageTrainTransform` (each stage optional, chosen by an
 :class:`AugmentPlan`)::
 
-    uint8 batch -> random crop (zero padding, per-sample offsets, vectorised)
-                -> horizontal flip (per-sample coin, vectorised)
-                -> RandAugment / AutoAugment (torchvision v2, one call per image)
+    uint8 batch -> random crop (zero padding, per-sample offsets) and horizontal flip
+                   (per-sample coin), both as one gather
+                -> RandAugment / AutoAugment (per-sample draws, each op applied once to
+                   the sub-batch that drew it: ablate.data.policies)
                 -> float32, normalised with the data set's mean/std
                 -> MixUp or CutMix, one picked at random per batch (torchvision v2)
 
 Reproducibility: every random choice comes from a private CPU ``torch.Generator`` seeded
 from ``cfg.seed`` (through :func:`derive_seed`, so it is decorrelated from other
-generators seeded from the same number). Crop offsets and flip coins are drawn from it
-directly (on the CPU, then moved to the batch's device, so the same seed gives the same
-augmentation on every device). torchvision's v2 policy and MixUp/CutMix transforms draw
-from torch's *global* CPU RNG; for those we draw one 63-bit seed per batch from our
-generator and run them inside ``torch.random.fork_rng(devices=[])`` after
-``torch.manual_seed(that_seed)``. The global RNG state is restored afterwards, so turning
-augmentation on or off never shifts the random stream the training loop uses for
-initialisation or dropout. Same ``seed`` + same input batches -> identical outputs.
+generators seeded from the same number), so the same seed gives the same choices on every
+device. torchvision's v2 MixUp/CutMix draw from torch's *global* CPU RNG; for those we draw
+one 63-bit seed per batch from our generator and run them inside
+``torch.random.fork_rng(devices=[])`` after ``torch.manual_seed(that_seed)``. The global RNG
+state is restored afterwards, so turning augmentation on or off never shifts the random
+stream the training loop uses for initialisation or dropout. Same ``seed`` + same input
+batches -> identical outputs; ``state_dict`` / ``load_state_dict`` carry the generator
+across a resume.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ablate.config import AUGMENT_CHOICES
+from ablate.data.policies import to_device
 from ablate.exceptions import ConfigError
 
 __all__ = [
@@ -45,6 +50,7 @@ __all__ = [
     "channel_stats",
     "random_crop",
     "random_hflip",
+    "random_crop_flip",
     "ImageEvalTransform",
     "ImageTrainTransform",
 ]
@@ -226,36 +232,60 @@ def channel_stats(
     return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)
 
 
+def random_crop_flip(
+    x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator, p: float = 0.5
+) -> torch.Tensor:
+    """Random crop with zero padding, then a random horizontal flip, in one ``gather``.
+
+    Each sample is translated by its own offset in [-padding, padding]^2 (zero fill) and,
+    when ``flip``, mirrored with probability ``p``: the same draws, in the same order, and
+    the same result as :func:`random_crop` followed by :func:`random_hflip`, as one gather
+    over the padded image plane (a flip only reverses the column index). The draws come
+    from ``generator`` (CPU); only they are copied to ``x.device``, without a sync.
+
+    Args:
+        x: (B, C, H, W) batch, any dtype.
+        padding: pixels of zero padding on each side (max shift); 0 = no crop.
+        flip: mirror with probability ``p`` per sample.
+        generator: CPU generator supplying offsets and coins.
+        p: flip probability.
+    """
+    b, c, h, w = x.shape
+    padding = max(0, int(padding))
+    if b == 0 or (padding == 0 and not flip):
+        return x
+    dev = x.device
+    if padding:
+        offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator)
+        offsets = to_device(offsets, dev)  # (2, B): row and column shift
+    else:
+        offsets = torch.zeros(2, b, dtype=torch.int64, device=dev)
+    cols = torch.arange(w, device=dev).expand(b, w)  # (B, W)
+    if flip:
+        mirrored = to_device(torch.rand(b, generator=generator) < p, dev)  # (B,)
+        cols = torch.where(mirrored[:, None], w - 1 - cols, cols)
+    rows = offsets[0, :, None] + torch.arange(h, device=dev)  # (B, H)
+    cols = offsets[1, :, None] + cols  # (B, W)
+    index = rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]  # (B, H, W) in the plane
+    padded = torch.nn.functional.pad(x, (padding,) * 4) if padding else x  # (B, C, H+2p, W+2p)
+    flat = padded.reshape(b, c, -1)  # (B, C, (H+2p)(W+2p))
+    return flat.gather(2, index.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
+
+
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
     """Zero-pad by ``padding`` and crop back to (H, W) at an independent offset per sample.
-
-    Vectorised with two ``gather`` calls; offsets come from ``generator`` (CPU) and are
-    moved to ``x.device``.
 
     Args:
         x: (B, C, H, W) batch, any dtype.
         padding: pixels of zero padding on each side (max shift).
         generator: CPU generator supplying the offsets.
     """
-    if padding <= 0 or x.shape[0] == 0:
-        return x
-    b, c, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))  # (B, C, H+2p, W+2p)
-    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator).to(x.device)
-    rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (B, H)
-    cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # (B, W)
-    padded = padded.gather(
-        2, rows[:, None, :, None].expand(b, c, h, w + 2 * padding)
-    )  # (B, C, H, W+2p)
-    return padded.gather(3, cols[:, None, None, :].expand(b, c, h, w))  # (B, C, H, W)
+    return random_crop_flip(x, padding, False, generator)
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
     """Mirror each sample left-right with probability ``p`` (independent coin per sample)."""
-    if x.shape[0] == 0:
-        return x
-    flip = (torch.rand(x.shape[0], generator=generator) < p).to(x.device)
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return random_crop_flip(x, 0, True, generator, p)
 
 
 class ImageEvalTransform:
@@ -269,8 +299,21 @@ class ImageEvalTransform:
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         if len(mean) != len(std):
             raise ValueError(f"mean and std differ in length: {len(mean)} vs {len(std)}")
+        if not all(s > 0 for s in std):
+            raise ValueError(f"std must be positive, got {tuple(std)}")
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        # (C, 1, 1) float32 per device, copied once: F.normalize would build them from the
+        # Python lists on every call, a blocking host-to-device copy on CUDA.
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _device_stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._stats:
+            self._stats[device] = tuple(  # type: ignore[assignment]
+                to_device(torch.tensor(v, dtype=torch.float32).view(-1, 1, 1), device)
+                for v in (self.mean, self.std)
+            )
+        return self._stats[device]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         from torchvision.transforms.v2 import functional as F
@@ -279,8 +322,9 @@ class ImageEvalTransform:
             raise TypeError(f"image batches must be uint8 (B, C, H, W), got {x.dtype}")
         if x.ndim != 4 or x.shape[1] != len(self.mean):
             raise ValueError(f"expected a (B, {len(self.mean)}, H, W) batch, got {tuple(x.shape)}")
+        mean, std = self._device_stats(x.device)
         x = F.to_dtype(x, torch.float32, scale=True)  # [0, 255] -> [0, 1]
-        return F.normalize(x, list(self.mean), list(self.std))
+        return x.sub_(mean).div_(std)  # the arithmetic of F.normalize
 
     def __repr__(self) -> str:
         return f"ImageEvalTransform(mean={self.mean}, std={self.std})"
@@ -310,17 +354,19 @@ class ImageTrainTransform:
     ) -> None:
         from torchvision.transforms import v2
 
+        from ablate.data.policies import BatchedAutoAugment, BatchedRandAugment
+
         self.plan = plan
         self.num_classes = int(num_classes)
         self.normalize = ImageEvalTransform(mean, std)
         self.generator = torch.Generator().manual_seed(int(seed))
-        self._policy: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._policy: BatchedRandAugment | BatchedAutoAugment | None = None
         if plan.policy == "randaugment":
-            self._policy = v2.RandAugment(
+            self._policy = BatchedRandAugment(
                 num_ops=_RANDAUGMENT_OPS, magnitude=_RANDAUGMENT_MAGNITUDE
             )
         elif plan.policy == "autoaugment":
-            self._policy = v2.AutoAugment(v2.AutoAugmentPolicy[plan.autoaugment_policy])
+            self._policy = BatchedAutoAugment(plan.autoaugment_policy)
         elif plan.policy is not None:
             raise ValueError(f"unknown augmentation policy {plan.policy!r}")
         mixers = []
@@ -337,26 +383,22 @@ class ImageTrainTransform:
         if x.dtype != torch.uint8:
             raise TypeError(f"image batches must be uint8 (B, C, H, W), got {x.dtype}")
         plan = self.plan
-        x = random_crop(x, plan.crop_padding, self.generator)
-        if plan.flip:
-            x = random_hflip(x, self.generator)
-        if self._policy is None and self._mix is None:
-            return self.normalize(x), y
-        # torchvision's v2 transforms use the global CPU RNG: seed it from our generator
+        x = random_crop_flip(x, plan.crop_padding, plan.flip, self.generator)
+        if self._policy is not None:
+            # Independent ops per image, each op run once on the sub-batch that drew it.
+            x = self._policy(x, self.generator)
+        out = self.normalize(x)
+        if self._mix is None:
+            return out, y
+        # torchvision's MixUp/CutMix use the global CPU RNG: seed it from our generator
         # inside a fork so the caller's global stream is left exactly as it was.
         batch_seed = int(torch.randint(0, 2**63 - 1, (1,), generator=self.generator))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(batch_seed)
-            if self._policy is not None and x.shape[0] > 0:
-                # One call per image: v2 applied to a whole batch would pick the same ops
-                # for every image, which is not RandAugment.
-                x = torch.stack([self._policy(img) for img in x])
-            out = self.normalize(x)
-            if self._mix is not None:
-                if out.shape[0] > 0:
-                    out, y = self._mix(out, y)
-                else:  # keep the soft-label shape contract for an empty batch
-                    y = torch.zeros(0, self.num_classes, device=out.device)
+            if out.shape[0] > 0:
+                out, y = self._mix(out, y)
+            else:  # keep the soft-label shape contract for an empty batch
+                y = torch.zeros(0, self.num_classes, device=out.device)
         return out, y
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -16,6 +16,18 @@ and ``cfg.seed`` only varies initialisation, batch order and augmentation.
   ``PATH/test``) are used as given, and missing ones are held out from train like above;
   a plain ``PATH/<class>/<image>`` folder is split like digits.
 
+Where validation comes from (``cfg.val_split``, resolved by the caller; "auto" is read as
+"train"):
+- "train": as above, held out of the training split.
+- "test_half": validation and test are two fixed halves of the official test split
+  (stratified, :data:`SPLIT_SEED`), and training uses the whole training split. This is
+  the leak-free choice when the initial weights were trained on all training images (the
+  official CIFAR checkpoints were): a hold-out from train would be images they have seen.
+  Only data sets with an official test split have it (not digits, nor a folder without
+  ``test/``; nor a folder with its own ``val/``, which would go unused).
+``bundle.info`` records the choice (``val_split``, ``val_source``, ``test_source`` and the
+split sizes) for the run's params.
+
 Resolution. ``img_size`` (the model's) is applied once at load time with antialiased
 resizing; folder images are resized so the shorter side is ``img_size`` and then
 centre-cropped to a square (keeps the aspect ratio). ``img_size=None`` keeps the native
@@ -29,7 +41,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
@@ -106,19 +118,28 @@ class _Raw:
 # ----------------------------------------------------------------------------- public
 
 
-def load_image_data(cfg: "RunConfig", *, img_size: int | None, in_chans: int | None) -> DataBundle:
+def load_image_data(
+    cfg: "RunConfig",
+    *,
+    img_size: int | None,
+    in_chans: int | None,
+    preprocessing: Mapping[str, Any] | None = None,
+) -> DataBundle:
     """Load ``cfg.dataset`` as uint8 splits at ``img_size`` with ``in_chans`` channels.
 
     Args:
         cfg: run configuration (dataset, data_dir, download, val/test fractions,
-            augment / mixup / cutmix, seed).
+            val_split (already resolved from "auto"), augment / mixup / cutmix, seed).
         img_size: square side the model expects; None keeps the native resolution.
         in_chans: channels the model expects (1 or 3); None keeps the data set's own.
+        preprocessing: a timm: / hf: model's own pipeline; its mean / std replace the
+            data set's normalisation (the constants the pretrained weights expect).
 
     Raises:
         DataError: files missing (with where they are expected and ``--download``), a
             download failing, or a folder that is not an ImageFolder layout.
-        ConfigError: an invalid img_size / in_chans / test_fraction.
+        ConfigError: an invalid img_size / in_chans / test_fraction, or val_split
+            "test_half" for a data set without an official test split.
     """
     if img_size is not None and (
         isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1
@@ -127,6 +148,7 @@ def load_image_data(cfg: "RunConfig", *, img_size: int | None, in_chans: int | N
     if in_chans not in (None, 1, 3):
         raise ConfigError(f"in_chans: image models take 1 or 3 channels, got {in_chans!r}")
     name = cfg.dataset
+    val_split = _check_val_split(cfg)
     if name == "digits":
         raw = _read_digits()
     elif name.startswith("folder:"):
@@ -139,7 +161,10 @@ def load_image_data(cfg: "RunConfig", *, img_size: int | None, in_chans: int | N
             f"choose one of {', '.join(NATIVE_CHANNELS)} or folder:PATH"
         )
 
-    train, val, test, stratified = _hold_out(raw, cfg)
+    if val_split == "test_half":
+        train, val, test, stratified, sources = _test_halves(raw, name)
+    else:
+        train, val, test, stratified, sources = _hold_out(raw, cfg)
     native_chans = int(train.x.shape[1])
     native_size = int(train.x.shape[-1])
     target_chans = native_chans if in_chans is None else in_chans
@@ -156,7 +181,13 @@ def load_image_data(cfg: "RunConfig", *, img_size: int | None, in_chans: int | N
     # Normalisation: the literature's constants when the stored channels are the data set's
     # own (repeated for grey -> RGB); otherwise measured on the training split.
     kind = "folder" if name.startswith("folder:") else name
-    if kind in DATASET_STATS and target_chans == native_chans:
+    from ablate.data.preprocessing import library_normalisation
+
+    library = library_normalisation(preprocessing, target_chans)
+    if library is not None:
+        mean, std = library
+        stats_source = "model"
+    elif kind in DATASET_STATS and target_chans == native_chans:
         mean, std = DATASET_STATS[kind]
         stats_source = "published"
     elif kind in DATASET_STATS and native_chans == 1:
@@ -179,6 +210,9 @@ def load_image_data(cfg: "RunConfig", *, img_size: int | None, in_chans: int | N
         "test_size": len(test),
         "split_seed": SPLIT_SEED,
         "split_stratified": stratified,
+        "val_split": val_split,
+        "val_source": sources[0],
+        "test_source": sources[1],
         "native_img_size": native_size,
         "native_in_chans": native_chans,
         "augment": plan.describe(),
@@ -380,10 +414,50 @@ def _decode_one(file: str, img_size: int | None, path: str) -> torch.Tensor:
 # ------------------------------------------------------------------ splits and tensors
 
 
-def _hold_out(raw: _Raw, cfg: "RunConfig") -> tuple[Split, Split, Split, bool]:
-    """Fill in missing test / val splits from train with fixed-seed stratified hold-outs."""
+_Splits = tuple[Split, Split, Split, bool, tuple[str, str]]
+
+
+def _check_val_split(cfg: "RunConfig") -> str:
+    """The val_split to use ("auto" unresolved reads as "train"); errors before any decoding."""
+    from ablate.config import VAL_SPLIT_CHOICES
+
+    choice = cfg.val_split
+    if choice not in VAL_SPLIT_CHOICES:
+        raise ConfigError(
+            f"val_split: {choice!r} is not valid; choose one of {', '.join(VAL_SPLIT_CHOICES)}"
+        )
+    if choice != "test_half":
+        return "train"
+    name = cfg.dataset
+    if name == "digits":
+        raise ConfigError(
+            "val_split: 'test_half' needs an official test split and digits has none (its "
+            "test set is held out of the same 1,797 images); the valid choice is 'train'"
+        )
+    if name.startswith("folder:"):
+        root = Path(name[len("folder:") :]).expanduser()
+        if not (root / "test").is_dir():
+            raise ConfigError(
+                f"val_split: 'test_half' needs an official test split and {name} has no "
+                "test/ folder; the valid choice is 'train' (or add PATH/train and PATH/test)"
+            )
+        if any((root / d).is_dir() for d in _VAL_DIR_NAMES):
+            raise ConfigError(
+                f"val_split: 'test_half' would leave the validation folder of {name} unused; "
+                "the valid choice is 'train' (it uses that folder for validation)"
+            )
+    return "test_half"
+
+
+def _hold_out(raw: _Raw, cfg: "RunConfig") -> _Splits:
+    """Fill in missing test / val splits from train with fixed-seed stratified hold-outs.
+
+    Returns (train, val, test, stratified, (val_source, test_source)).
+    """
     train, stratified = raw.train, True
     test = raw.test
+    folder = cfg.dataset.startswith("folder:")
+    test_source = "folder test/" if folder else "official test split"
     if test is None:
         if not 0.0 < cfg.test_fraction < 1.0:
             raise ConfigError(
@@ -392,14 +466,35 @@ def _hold_out(raw: _Raw, cfg: "RunConfig") -> tuple[Split, Split, Split, bool]:
             )
         train, test, ok = _split(train, cfg.test_fraction, cfg.dataset, "test")
         stratified &= ok
+        test_source = f"holdout of all images ({cfg.test_fraction:g}, seed {SPLIT_SEED})"
     val = raw.val
+    val_source = "folder validation split"
     if val is None:
         train, val, ok = _split(train, cfg.val_fraction, cfg.dataset, "validation")
         stratified &= ok
-    return train, val, test, stratified
+        val_source = f"train holdout ({cfg.val_fraction:g}, seed {SPLIT_SEED})"
+    return train, val, test, stratified, (val_source, test_source)
 
 
-def _split(data: Split, fraction: float, name: str, what: str) -> tuple[Split, Split, bool]:
+def _test_halves(raw: _Raw, name: str) -> _Splits:
+    """val_split="test_half": the whole training split; the test split halved, stratified.
+
+    Half A (validation) and half B (test) depend only on :data:`SPLIT_SEED`, never on the
+    run's seed, so every run of a comparison validates and tests on the same images.
+    """
+    if raw.test is None or raw.val is not None:  # _check_val_split rules these out first
+        raise ConfigError(f"val_split: 'test_half' is not available for {name}")
+    test, val, stratified = _split(raw.test, 0.5, name, "validation", pool="test")
+    sources = (
+        f"official test split, stratified half A (seed {SPLIT_SEED})",
+        f"official test split, stratified half B (seed {SPLIT_SEED})",
+    )
+    return raw.train, val, test, stratified, sources
+
+
+def _split(
+    data: Split, fraction: float, name: str, what: str, *, pool: str = "training"
+) -> tuple[Split, Split, bool]:
     """Hold out ``fraction`` of ``data``, stratified by label, with :data:`SPLIT_SEED`.
 
     Falls back (with a warning) to an unstratified split when some class is too small to
@@ -423,7 +518,7 @@ def _split(data: Split, fraction: float, name: str, what: str) -> tuple[Split, S
             keep, held = train_test_split(index, test_size=fraction, random_state=SPLIT_SEED)
         except ValueError:
             raise DataError(
-                f"{name}: {n} training images are too few to hold out {fraction:g} for {what}"
+                f"{name}: {n} {pool} images are too few to hold out {fraction:g} for {what}"
             ) from None
         warnings.warn(
             f"{name}: some class has too few images to stratify the {what} split; "

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torchvision.ops import stochastic_depth
 
 import variants
+from ablate.exceptions import ConfigError
 
 __all__ = [
     "VariantAttention",
@@ -37,13 +38,26 @@ class VariantAttention(nn.Module):
     Args:
         variant: registry name (see ``ablate variants``).
         params: overrides of the variant's parameter defaults, e.g. ``{"beta": 1.0}``.
+        needs_bias: this site will pass an additive score bias (relative position bias,
+            additive attention mask); refuse, at construction, a variant that cannot take one.
     """
 
-    def __init__(self, variant: str = "softmax", params: Mapping[str, float] | None = None):
+    def __init__(
+        self,
+        variant: str = "softmax",
+        params: Mapping[str, float] | None = None,
+        *,
+        needs_bias: bool = False,
+    ):
         super().__init__()
         spec = variants.get_attention(variant)
         self.variant = spec.name
         self.fn = spec.fn
+        # Read once from the signature at registration: variants written before the contract
+        # had ``bias`` still run wherever no bias is passed.
+        self.accepts_bias = spec.accepts_bias
+        if needs_bias and not self.accepts_bias:
+            raise ConfigError(self._no_bias_message())
         self._none_params: dict[str, None] = {}
         for key, value in spec.resolve_params(params).items():
             if value is None:
@@ -53,17 +67,40 @@ class VariantAttention(nn.Module):
                 self.register_buffer(key, torch.tensor(float(value)), persistent=False)
         self.param_names = tuple(spec.params)
 
+    def _no_bias_message(self) -> str:
+        return (
+            f"attention variant {self.variant!r} cannot take an additive score bias, which this "
+            "model needs (relative position bias or additive attention mask); its function "
+            "must accept bias= (fn(q, k, v, *, mask=None, bias=None, dropout_p=0.0, "
+            "scale=None, **params), see variants/_base.py)"
+        )
+
     def forward(
         self,
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
         mask: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
         dropout_p: float = 0.0,
         scale: float | None = None,
     ) -> torch.Tensor:
-        params = {name: getattr(self, name) for name in self.param_names if name not in self._none_params}
-        return self.fn(q, k, v, mask=mask, dropout_p=dropout_p, scale=scale, **params, **self._none_params)
+        """(B, H, Nq, D), (B, H, Nk, D), (B, H, Nk, Dv) -> (B, H, Nq, Dv).
+
+        Args:
+            mask: key-padding mask (B, Nk), True = real token.
+            bias: additive score bias broadcastable to (B, H, Nq, Nk); passed to the variant
+                only when given, so old-contract variants without ``bias`` keep working.
+            dropout_p: attention-weight dropout (0.0 in eval).
+            scale: multiplier of q @ k^T (None: D ** -0.5).
+        """
+        params = {n: getattr(self, n) for n in self.param_names if n not in self._none_params}
+        params.update(self._none_params)
+        if bias is None:
+            return self.fn(q, k, v, mask=mask, dropout_p=dropout_p, scale=scale, **params)
+        if not self.accepts_bias:
+            raise ConfigError(self._no_bias_message())
+        return self.fn(q, k, v, mask=mask, bias=bias, dropout_p=dropout_p, scale=scale, **params)
 
     @torch.no_grad()
     def set_params(self, **values: float) -> None:
@@ -78,12 +115,16 @@ class VariantAttention(nn.Module):
                 del self._none_params[key]
                 buf = torch.tensor(float(value))
                 ref = next((b for b in self.buffers()), None)
-                self.register_buffer(key, buf.to(ref.device) if ref is not None else buf, persistent=False)
+                buf = buf.to(ref.device) if ref is not None else buf
+                self.register_buffer(key, buf, persistent=False)
             else:
                 getattr(self, key).fill_(float(value))
 
     def extra_repr(self) -> str:
-        vals = {n: (None if n in self._none_params else round(getattr(self, n).item(), 6)) for n in self.param_names}
+        vals = {
+            n: (None if n in self._none_params else round(getattr(self, n).item(), 6))
+            for n in self.param_names
+        }
         return f"variant={self.variant!r}" + (f", params={vals}" if vals else "")
 
 
@@ -282,7 +323,8 @@ class TransformerClassifier(nn.Module):
             )
         if positional_embedding not in ("learnable", "sine", "none"):
             raise ValueError(
-                f"positional_embedding must be learnable, sine or none; got {positional_embedding!r}"
+                "positional_embedding must be learnable, sine or none; got "
+                f"{positional_embedding!r}"
             )
         self.seq_pool = seq_pool
         self.apply_to = apply_to
@@ -291,7 +333,11 @@ class TransformerClassifier(nn.Module):
         in_pool = apply_to in ("seqpool", "both")
 
         def core(use_variant: bool) -> VariantAttention:
-            return VariantAttention(variant, variant_params) if use_variant else VariantAttention("softmax")
+            return (
+                VariantAttention(variant, variant_params)
+                if use_variant
+                else VariantAttention("softmax")
+            )
 
         if not seq_pool:
             self.class_emb = nn.Parameter(torch.zeros(1, 1, dim))
@@ -299,7 +345,9 @@ class TransformerClassifier(nn.Module):
             self.positional_emb = nn.Parameter(torch.zeros(1, n_tokens, dim))
             nn.init.trunc_normal_(self.positional_emb, std=0.2)
         elif positional_embedding == "sine":
-            self.positional_emb = nn.Parameter(sinusoidal_embedding(n_tokens, dim), requires_grad=False)
+            self.positional_emb = nn.Parameter(
+                sinusoidal_embedding(n_tokens, dim), requires_grad=False
+            )
         else:
             self.positional_emb = None
         self.dropout = nn.Dropout(dropout)
@@ -310,8 +358,14 @@ class TransformerClassifier(nn.Module):
         self.blocks = nn.ModuleList(
             [
                 EncoderLayer(
-                    dim, num_heads, mlp_hidden, dropout, attention_dropout, rates[i],
-                    norm_placement, core(in_layers),
+                    dim,
+                    num_heads,
+                    mlp_hidden,
+                    dropout,
+                    attention_dropout,
+                    rates[i],
+                    norm_placement,
+                    core(in_layers),
                 )
                 for i in range(num_layers)
             ]
@@ -376,7 +430,9 @@ class CompactTransformer(nn.Module):
     checkpoints); ``name`` the registry name it was created from.
     """
 
-    def __init__(self, tokenizer: nn.Module, classifier: TransformerClassifier, *, name: str, arch: dict):
+    def __init__(
+        self, tokenizer: nn.Module, classifier: TransformerClassifier, *, name: str, arch: dict
+    ):
         super().__init__()
         self.tokenizer = tokenizer
         self.classifier = classifier

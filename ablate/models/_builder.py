@@ -87,6 +87,4 @@ def register_image_model(arch: dict, doc: str) -> None:
     def builder(**kwargs):
         return build_image_model(**{**arch, **kwargs})
 
-    builder.__doc__ = doc
-    builder.defaults = arch  # read by `ablate models` and the training loop (img_size)
-    register_model(arch["name"], builder)
+    register_model(arch["name"], builder, task="image", defaults=arch, doc=doc)

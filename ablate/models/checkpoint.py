@@ -19,7 +19,6 @@ Two kinds of files:
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ __all__ = [
     "read_state_dict",
     "resize_positional_embedding",
     "save_checkpoint",
+    "checkpoint_payload",
 ]
 
 CHECKPOINT_FORMAT = "ablate-checkpoint-v1"
@@ -382,25 +382,20 @@ def _check_serialisable(obj: Any, where: str) -> None:
     )
 
 
-def save_checkpoint(
-    path: str | Path,
+def checkpoint_payload(
     model: CompactTransformer,
     *,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
     extra: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write our training checkpoint atomically (a crash never leaves a half-written file).
+) -> dict[str, Any]:
+    """Our checkpoint format as a dict: ``format``, ``name``, ``arch``, ``model`` and more.
 
     Args:
-        path: destination file; parent folders are created.
         model: the model (a torch.compile / DataParallel wrapper is unwrapped).
         optimizer / scheduler: saved through their ``state_dict()`` when given.
         extra: more entries (epoch, step, metrics, config, RNG states, ...); only tensors,
             dicts, lists, tuples, str, int, float, bool and None.
-
-    Returns:
-        The path written.
     """
     model = _unwrap(model)
     extra = dict(extra or {})
@@ -410,7 +405,13 @@ def save_checkpoint(
             f"extra checkpoint entries may not be named {', '.join(clash)} "
             f"(reserved: {', '.join(_RESERVED)})"
         )
-    arch = dict(getattr(model, "arch", {}))
+    # Plain values only: a text model's arch may hold its initial embedding matrix, which
+    # the state dict already carries.
+    arch = {
+        k: v
+        for k, v in dict(getattr(model, "arch", {})).items()
+        if not isinstance(v, torch.Tensor)
+    }
     # A schedule may have moved alpha & co. since construction: rebuild with current values.
     if hasattr(model, "variant_params"):
         saved = dict(arch.get("variant_params") or {})
@@ -436,17 +437,26 @@ def save_checkpoint(
     payload.update(extra)
     for key, value in payload.items():
         _check_serialisable(value, repr(key))
+    return payload
 
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+
+def save_checkpoint(
+    path: str | Path,
+    model: CompactTransformer,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write :func:`checkpoint_payload` atomically (a crash never leaves a half-written file).
+
+    Returns:
+        The path written.
+    """
+    from ablate.checkpointer import atomic_torch_save
+
+    payload = checkpoint_payload(model, optimizer=optimizer, scheduler=scheduler, extra=extra)
+    return atomic_torch_save(payload, Path(path).expanduser())
 
 
 def _validate_checkpoint(obj: Any, where: str) -> dict[str, Any]:

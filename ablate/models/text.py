@@ -314,13 +314,16 @@ def build_text_model(
     if unknown:
         raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}")
     if family not in TEXT_FAMILIES:
-        raise ConfigError(f"text model family must be one of {', '.join(TEXT_FAMILIES)}; got {family!r}")
+        raise ConfigError(
+            f"text model family must be one of {', '.join(TEXT_FAMILIES)}; got {family!r}"
+        )
     matrix = None
     if embedding_matrix is not None:
         matrix = torch.as_tensor(embedding_matrix, dtype=torch.float32)
         if matrix.dim() != 2:
             raise ConfigError(
-                f"{name}: embedding_matrix must be 2-D (vocab_size, word_dim); got shape {tuple(matrix.shape)}"
+                f"{name}: embedding_matrix must be 2-D (vocab_size, word_dim); "
+                f"got shape {tuple(matrix.shape)}"
             )
         if vocab_size is None:
             vocab_size = int(matrix.shape[0])
@@ -332,7 +335,9 @@ def build_text_model(
                 f"vocab_size={vocab_size}, word_dim={word_dim}"
             )
     if vocab_size is None or word_dim is None:
-        raise ConfigError(f"{name}: a text model needs vocab_size and word_dim, or an embedding_matrix")
+        raise ConfigError(
+            f"{name}: a text model needs vocab_size and word_dim, or an embedding_matrix"
+        )
     for arg, value, low in (
         ("vocab_size", vocab_size, 1),
         ("word_dim", word_dim, 1),
@@ -342,17 +347,37 @@ def build_text_model(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{name}: {arg} must be an integer >= {low}; got {value!r}")
-    if isinstance(pad_index, bool) or not isinstance(pad_index, int) or not 0 <= pad_index < vocab_size:
-        raise ConfigError(f"{name}: pad_index must be an integer in [0, {vocab_size}); got {pad_index!r}")
+    if (
+        isinstance(pad_index, bool)
+        or not isinstance(pad_index, int)
+        or not 0 <= pad_index < vocab_size
+    ):
+        raise ConfigError(
+            f"{name}: pad_index must be an integer in [0, {vocab_size}); got {pad_index!r}"
+        )
     variant, variant_params = split_variant(variant, variant_params)
     # Everything that rebuilds the model; the word vectors come from the state dict.
     arch = dict(
-        name=name, family=family, num_layers=num_layers, num_heads=num_heads, dim=dim,
-        mlp_ratio=mlp_ratio, num_classes=num_classes, vocab_size=vocab_size, word_dim=word_dim,
-        max_len=max_len, pad_index=pad_index, kernel_size=kernel_size,
-        freeze_embeddings=freeze_embeddings, positional_embedding=positional_embedding,
-        norm_placement=norm_placement, dropout=dropout, attention_dropout=attention_dropout,
-        stochastic_depth=stochastic_depth, variant=variant, variant_params=dict(variant_params),
+        name=name,
+        family=family,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        dim=dim,
+        mlp_ratio=mlp_ratio,
+        num_classes=num_classes,
+        vocab_size=vocab_size,
+        word_dim=word_dim,
+        max_len=max_len,
+        pad_index=pad_index,
+        kernel_size=kernel_size,
+        freeze_embeddings=freeze_embeddings,
+        positional_embedding=positional_embedding,
+        norm_placement=norm_placement,
+        dropout=dropout,
+        attention_dropout=attention_dropout,
+        stochastic_depth=stochastic_depth,
+        variant=variant,
+        variant_params=dict(variant_params),
         apply_to=apply_to,
     )
 
@@ -396,8 +421,9 @@ def _register(family: str, layers: int) -> None:
     def builder(**kwargs: Any) -> TextCompactTransformer:
         return build_text_model(**{**defaults, **kwargs})
 
-    builder.__doc__ = f"{name}: text {family.upper()} with {layers} layers, {_FAMILY_DOC[family]}."
-    register_model(name, builder)
+    doc = f"text {family.upper()} with {layers} layers, {_FAMILY_DOC[family]}."
+    shown = dict(defaults, seq_pool=family != "vit_lite", max_len=64, positional_embedding="sine")
+    register_model(name, builder, task="text", defaults=shown, doc=doc)
 
 
 for _family in TEXT_FAMILIES:

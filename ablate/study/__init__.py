@@ -1,17 +1,20 @@
 """`ablate study FILE`: an ablation declared in a study file, scheduled by Optuna.
 
-Every trial is one ``train`` call and one MLflow run, nested under the study's parent run.
-Grid cells (e.g. variant x apply_to x seed) each finish exactly once, also with several
+Every trial is one ``run_trial`` call and one MLflow run, nested under the study's parent
+run. Grid cells (e.g. variant x apply_to x seed) each finish exactly once, also with several
 worker processes (``--workers N``) or machines (``--storage postgresql://...``, every
 machine runs the same command), and when workers crash: a killed trial is marked failed
-and its cell runs again. Search spaces are sampled with TPE or random search, optionally
-pruned (median / hyperband) on the validation curve.
+and retried, resuming its MLflow run from its last checkpoint. Search spaces are sampled
+with TPE or random search, optionally pruned (median / hyperband) on the validation curve.
 
 Modules: :mod:`~ablate.study.spec` (study files), :mod:`~ablate.study.storage` (Optuna
-storage, study lock, heartbeats), :mod:`~ablate.study.runner` (workers and trials),
-:mod:`~ablate.study.report` (dry run, progress, summary), :mod:`~ablate.study.state`
-(reading trial states). This module stays import-light: optuna, mlflow, torch and pydantic
-load only when a command runs.
+storage, study lock, heartbeats), :mod:`~ablate.study.parent` (study and parent run),
+:mod:`~ablate.study.worker` (claiming and running trials), :mod:`~ablate.study.recovery`
+(dead workers, retries), :mod:`~ablate.study.supervisor` (the command: devices, worker
+processes, signals), :mod:`~ablate.study.report` (dry run, progress, summary),
+:mod:`~ablate.study.state` (reading trial states), :mod:`~ablate.study.common` (settings).
+This module stays import-light: optuna, mlflow, torch and pydantic load only when a
+command runs.
 """
 
 from __future__ import annotations
@@ -28,10 +31,14 @@ def __getattr__(name: str) -> Any:
         from ablate.study import spec
 
         return getattr(spec, name)
-    if name in ("run_study", "StudyOutcome"):
-        from ablate.study import runner
+    if name == "run_study":
+        from ablate.study.supervisor import run_study
 
-        return getattr(runner, name)
+        return run_study
+    if name == "StudyOutcome":
+        from ablate.study.common import StudyOutcome
+
+        return StudyOutcome
     raise AttributeError(f"module 'ablate.study' has no attribute {name!r}")
 
 
@@ -56,10 +63,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
-        help="worker processes on this machine (default: 1); other machines join by running the "
-        "same command with the same --storage",
+        help="worker processes on this machine (default: --workers-per-device per device, "
+        "i.e. 1 without GPUs); other machines join by running the same command with the same "
+        "--storage",
+    )
+    parser.add_argument(
+        "--devices",
+        default=None,
+        metavar="LIST",
+        help="devices the workers take round-robin, e.g. cuda:0,cuda:1 (default: every visible "
+        "GPU; without GPUs the study file's device)",
+    )
+    parser.add_argument(
+        "--workers-per-device",
+        type=int,
+        default=1,
+        metavar="K",
+        help="trials sharing each device at once when --workers is not given (default: 1)",
     )
     parser.add_argument(
         "--storage",
@@ -88,12 +110,16 @@ def command(args: argparse.Namespace) -> int:
     """Validate the study file, then dry-run it or run it; 0 = done, 1 = cells failed for good."""
     from ablate.exceptions import AblateError, ConfigError
     from ablate.study.report import format_plan
-    from ablate.study.runner import run_study
     from ablate.study.spec import load_study
     from ablate.study.storage import resolve_storage_url
+    from ablate.study.supervisor import run_study
     from ablate.tracking import resolve_tracking_uri
 
-    for flag, value, low in (("--trials", args.trials, 1), ("--workers", args.workers, 1)):
+    for flag, value, low in (
+        ("--trials", args.trials, 1),
+        ("--workers", args.workers, 1),
+        ("--workers-per-device", args.workers_per_device, 1),
+    ):
         if value is not None and value < low:
             raise ConfigError(f"{flag}: must be >= {low}, got {value}")
     if args.timeout is not None and args.timeout <= 0:
@@ -113,7 +139,7 @@ def command(args: argparse.Namespace) -> int:
                 tracking_uri=tracking_uri,
                 max_trials=args.trials,
                 timeout=args.timeout if args.timeout is not None else plan.spec.timeout,
-                workers=args.workers,
+                workers=args.workers or args.workers_per_device,
             )
         )
         return 0
@@ -122,6 +148,8 @@ def command(args: argparse.Namespace) -> int:
         storage=storage,
         tracking_uri=tracking_uri,
         workers=args.workers,
+        devices=args.devices,
+        workers_per_device=args.workers_per_device,
         max_trials=args.trials,
         timeout=args.timeout,
         quiet=args.quiet,

@@ -11,14 +11,12 @@ from __future__ import annotations
 import math
 import statistics
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ablate.study import state as st
+from ablate.study.common import RunSettings, StudyOutcome
 from ablate.study.spec import StudyPlan
 from ablate.study.storage import display_url, open_storage
-
-if TYPE_CHECKING:
-    from ablate.study.runner import RunSettings, StudyOutcome
 
 __all__ = ["format_plan", "Progress", "summarize", "summary_rows", "format_table"]
 
@@ -147,7 +145,7 @@ class Progress:
                 self._bar.write(self._line(t))
         self._bar.n = st.finished_count(self.plan, trials)
         running = [t for t in trials if t.state == TrialState.RUNNING]
-        epochs = self.plan.base.get("epochs", 30)
+        epochs = self.plan.base.get("epochs", _default("epochs"))
         parts = []
         for t in running[:4]:
             total = st.trial_params(self.plan, t).get("epochs", epochs)
@@ -297,8 +295,6 @@ def summarize(
 ) -> "StudyOutcome":
     """Read the study's final state, log the summary to the parent run, set its status."""
     from optuna.trial import TrialState
-
-    from ablate.study.runner import StudyOutcome
 
     storage = open_storage(settings.storage_url)
     try:

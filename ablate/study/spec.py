@@ -434,7 +434,14 @@ def _check_names(cfg: RunConfig, where: str) -> None:
         variants.parse_variant(cfg.variant)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
-    if cfg.model not in list_models(include_aliases=True):
+    if ":" in cfg.model:  # timm:NAME / hf:NAME_OR_DIR: the model source resolves it
+        from ablate.models._registry import model_entry
+
+        try:
+            model_entry(cfg.model)
+        except ValueError as err:  # ConfigError included
+            raise ConfigError(f"{where}: {err}") from None
+    elif cfg.model not in list_models(include_aliases=True):
         import difflib
 
         close = difflib.get_close_matches(cfg.model, list_models(include_aliases=True), n=3)

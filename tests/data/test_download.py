@@ -44,7 +44,9 @@ def server(tmp_path):
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.timeout = 5
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", root

@@ -40,7 +40,9 @@ def test_packaged_glove_loads_offline_with_real_semantics():
     assert len(wv) == 400_000 and wv.dim == 50
     assert wv.vectors.dtype == np.float32
     assert wv.words[:3] == ["the", ",", "."]
-    king, queen, carrot = (np.asarray(wv.vectors[wv.index[w]]) for w in ("king", "queen", "carrot"))
+    king, queen, carrot = (
+        np.asarray(wv.vectors[wv.index[w]]) for w in ("king", "queen", "carrot")
+    )
     assert _cos(king, queen) > 0.7 > _cos(king, carrot)
     # The PTB-style tokens our tokenizer emits are in the 6B vocabulary.
     for token in ("n't", "'s", "u.s.", "mr.", "1,000", "well-known", "..."):

@@ -494,3 +494,91 @@ def test_bundle_transforms_reproduce_from_cfg_seed():
     nxt = a.train_transform(x, y)[0]
     a.train_transform.load_state_dict(state)
     assert torch.equal(a.train_transform(x, y)[0], nxt)
+
+
+# ------------------------------------------------------------------ validation source
+
+
+def _mnist_dir(tmp_path: Path, n_train: int = 80, n_test: int = 41) -> tuple[Path, tuple]:
+    files, arrays = _mnist_files(n_train, n_test)
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for fname, data in files.items():
+        (raw / fname).write_bytes(data)
+    return tmp_path, arrays
+
+
+def test_val_split_train_holds_out_of_train_and_records_provenance(tmp_path):
+    root, _ = _mnist_dir(tmp_path)
+    for choice in ("train", "auto"):  # "auto" reaches the loader resolved; unresolved = train
+        b = load_data(
+            RunConfig(dataset="mnist", data_dir=str(root), val_fraction=0.25, val_split=choice),
+            img_size=None,
+            in_chans=None,
+        )
+        assert (len(b.train), len(b.val), len(b.test)) == (60, 20, 41)
+        assert b.info["val_split"] == "train"
+        assert b.info["val_source"] == f"train holdout (0.25, seed {SPLIT_SEED})"
+        assert b.info["test_source"] == "official test split"
+    digits = load_data(RunConfig(), img_size=8, in_chans=None)
+    assert digits.info["test_source"] == f"holdout of all images (0.2, seed {SPLIT_SEED})"
+
+
+def test_val_split_test_half_halves_the_official_test_split(tmp_path):
+    root, ((xtr, ytr), (xte, yte)) = _mnist_dir(tmp_path)
+    runs = [
+        load_data(
+            RunConfig(dataset="mnist", data_dir=str(root), val_split="test_half", seed=seed),
+            img_size=None,
+            in_chans=None,
+        )
+        for seed in (0, 9)
+    ]
+    b = runs[0]
+    # Training uses every official training image, in order; nothing is held out of it.
+    assert torch.equal(b.train.x, xtr.unsqueeze(1)) and torch.equal(b.train.y, ytr)
+    # Validation + test are exactly the 41 official test images, disjoint, about half each.
+    assert (len(b.val), len(b.test)) in ((21, 20), (20, 21))
+    together = _rows(torch.cat([b.val.x, b.test.x]), torch.cat([b.val.y, b.test.y]))
+    expected = _rows(xte.unsqueeze(1), yte)
+    assert torch.equal(together[0], expected[0]) and torch.equal(together[1], expected[1])
+    # Stratified: every class splits as evenly as its count allows (41 images: 4 or 5 each).
+    per_class = torch.bincount(yte, minlength=10)
+    diff = torch.bincount(b.val.y, minlength=10) - torch.bincount(b.test.y, minlength=10)
+    assert bool((diff.abs() <= per_class % 2).all()) and b.info["split_stratified"] is True
+    # Fixed: independent of the run's seed.
+    for name in ("train", "val", "test"):
+        assert torch.equal(getattr(b, name).x, getattr(runs[1], name).x)
+    assert b.info["val_split"] == "test_half"
+    assert b.info["val_source"] == f"official test split, stratified half A (seed {SPLIT_SEED})"
+    assert b.info["test_source"] == f"official test split, stratified half B (seed {SPLIT_SEED})"
+    assert (b.info["train_size"], b.info["val_size"] + b.info["test_size"]) == (80, 41)
+
+
+def test_val_split_test_half_needs_an_official_test_split(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_data(RunConfig(val_split="test_half"), img_size=8, in_chans=None)
+    message = str(err.value)
+    assert "\n" not in message and "digits has none" in message
+    assert "'test_half'" in message and "valid choice is 'train'" in message
+
+    _write_pngs(tmp_path / "plain", {"cat": 4, "dog": 4})
+    with pytest.raises(ConfigError, match="test_half.*no test/ folder.*'train'"):
+        load_data(
+            RunConfig(dataset=f"folder:{tmp_path / 'plain'}", val_split="test_half"),
+            img_size=8,
+            in_chans=None,
+        )
+    split = tmp_path / "split"
+    _write_pngs(split / "train", {"cat": 4, "dog": 4})
+    _write_pngs(split / "test", {"cat": 4, "dog": 4})
+    b = load_data(
+        RunConfig(dataset=f"folder:{split}", val_split="test_half"), img_size=8, in_chans=None
+    )
+    assert (len(b.train), len(b.val), len(b.test)) == (8, 4, 4)
+    assert torch.equal(torch.bincount(b.val.y), torch.tensor([2, 2]))
+    _write_pngs(split / "val", {"cat": 1, "dog": 1})
+    with pytest.raises(ConfigError, match="validation folder .* unused"):
+        load_data(
+            RunConfig(dataset=f"folder:{split}", val_split="test_half"), img_size=8, in_chans=None
+        )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -22,18 +21,20 @@ from ablate.models.checkpoint import (
     save_checkpoint,
 )
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
-if not (REFERENCE / "cct_keys.json").is_file():  # checkout outside /work: fall back
-    REFERENCE = Path("/work/shared/reference")
-KEYS = json.loads((REFERENCE / "cct_keys.json").read_text())
 OFFICIAL = ["cct_7_3x1_32", "cct_2_3x2_32", "cvt_7_4_32", "vit_7_4_32"]
 PE = "classifier.positional_emb"
 
 
-def official_state_dict(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """What an official checkpoint holds: the reference keys, in order, with random values."""
-    g = torch.Generator().manual_seed(seed)
-    return {key: torch.randn(*shape, generator=g) * 0.05 for key, shape in KEYS[name]}
+@pytest.fixture
+def official_state_dict(cct_keys):
+    """``official_state_dict(name, seed=0)``: what an official checkpoint holds, the
+    reference keys in order with random values."""
+
+    def make(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        return {key: torch.randn(*shape, generator=g) * 0.05 for key, shape in cct_keys[name]}
+
+    return make
 
 
 def images(batch: int = 2, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -51,26 +52,26 @@ def assert_one_line(err: BaseException) -> str:
 
 
 @pytest.mark.parametrize("name", OFFICIAL)
-def test_state_dict_keys_and_shapes_in_order(name):
+def test_state_dict_keys_and_shapes_in_order(name, cct_keys):
     ours = [(k, list(v.shape)) for k, v in create_model(name).state_dict().items()]
-    assert ours == [(k, list(s)) for k, s in KEYS[name]]
+    assert ours == [(k, list(s)) for k, s in cct_keys[name]]
 
 
 @pytest.mark.parametrize("name", OFFICIAL)
-def test_official_state_dict_loads_strictly(name):
+def test_official_state_dict_loads_strictly(name, official_state_dict, cct_keys):
     model = create_model(name)
     sd = official_state_dict(name)
     model.load_state_dict(sd, strict=True)  # plain torch agrees
     model = create_model(name)
     report = load_pretrained(model, sd)
     assert isinstance(report, LoadReport)
-    assert report.loaded == tuple(k for k, _ in KEYS[name])
+    assert report.loaded == tuple(k for k, _ in cct_keys[name])
     assert not report.resized and not report.head_replaced and not report.missing
     for key, value in model.state_dict().items():
         assert torch.equal(value, sd[key]), key
 
 
-def test_official_pth_file_and_wrapped_keys(tmp_path):
+def test_official_pth_file_and_wrapped_keys(tmp_path, official_state_dict):
     sd = official_state_dict("cct_2_3x2_32", seed=1)
     plain = tmp_path / "cct_2_3x2_32_cifar10.pth"
     torch.save(sd, plain)
@@ -91,7 +92,7 @@ def test_official_pth_file_and_wrapped_keys(tmp_path):
     assert set(read_state_dict(odd)) == set(odd)
 
 
-def test_bad_key_sets_are_refused_naming_every_key():
+def test_bad_key_sets_are_refused_naming_every_key(official_state_dict):
     sd = official_state_dict("cct_2_3x2_32")
     del sd["classifier.norm.weight"]
     del sd["classifier.blocks.1.linear2.bias"]
@@ -120,7 +121,7 @@ def test_bad_key_sets_are_refused_naming_every_key():
     assert isinstance(info.value, AblateError)
 
 
-def test_non_strict_tolerates_missing_and_unexpected_but_never_wrong_shapes():
+def test_non_strict_tolerates_missing_and_unexpected_but_never_wrong_shapes(official_state_dict):
     sd = official_state_dict("cvt_7_4_32")
     del sd["classifier.norm.bias"]
     sd["classifier.unused"] = torch.ones(2)
@@ -142,7 +143,7 @@ def test_non_strict_tolerates_missing_and_unexpected_but_never_wrong_shapes():
 
 
 @pytest.mark.parametrize("name", OFFICIAL)
-def test_other_class_count_gets_a_new_head(name):
+def test_other_class_count_gets_a_new_head(name, official_state_dict):
     sd = official_state_dict(name)
     model = create_model(name, num_classes=100)
     fresh_head = model.classifier.fc.weight.detach().clone()
@@ -157,7 +158,7 @@ def test_other_class_count_gets_a_new_head(name):
     assert model.eval()(images(1)).shape == (1, 100)
 
 
-def test_64px_input_interpolates_the_positional_embedding():
+def test_64px_input_interpolates_the_positional_embedding(official_state_dict):
     sd = official_state_dict("cct_7_3x1_32")
     # A table that is linear over the 16 x 16 token grid: 2-D bilinear interpolation must
     # reproduce it in the interior, which a 1-D interpolation over the flattened tokens,
@@ -182,7 +183,7 @@ def test_64px_input_interpolates_the_positional_embedding():
     assert out.shape == (1, 10) and torch.isfinite(out).all()
 
 
-def test_vit_class_token_row_is_kept_apart():
+def test_vit_class_token_row_is_kept_apart(official_state_dict):
     sd = official_state_dict("vit_7_4_32")
     model = create_model("vit_7_4_32", img_size=64)  # 8 x 8 -> 16 x 16 patches
     report = load_pretrained(model, sd)
@@ -219,7 +220,7 @@ def test_sine_tables_are_regenerated_not_interpolated():
     assert not model.classifier.positional_emb.requires_grad
 
 
-def test_learned_values_into_a_fixed_sine_table_are_reported():
+def test_learned_values_into_a_fixed_sine_table_are_reported(official_state_dict):
     # Official *_sine CCT checkpoints hold a learned table (the official bug).
     model = create_model("cct_7_3x1_32_sine")
     sd = official_state_dict("cct_7_3x1_32")
@@ -229,7 +230,7 @@ def test_learned_values_into_a_fixed_sine_table_are_reported():
     assert "fixed" in report.summary()
 
 
-def test_embedding_dim_mismatch_is_an_error_not_a_resize():
+def test_embedding_dim_mismatch_is_an_error_not_a_resize(official_state_dict):
     sd = official_state_dict("cct_2_3x2_32")
     with pytest.raises(
         CheckpointError,
@@ -238,7 +239,7 @@ def test_embedding_dim_mismatch_is_an_error_not_a_resize():
         load_pretrained(create_model("cct_7_3x1_32"), sd)
 
 
-def test_none_embedding_refuses_a_checkpoint_with_one():
+def test_none_embedding_refuses_a_checkpoint_with_one(official_state_dict):
     with pytest.raises(CheckpointError, match="unexpected keys: classifier.positional_emb"):
         load_pretrained(
             create_model("cct_2_3x2_32", positional_embedding="none"),
@@ -372,7 +373,7 @@ def test_save_refuses_what_weights_only_cannot_reload(tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_load_checkpoint_refuses_an_official_state_dict(tmp_path):
+def test_load_checkpoint_refuses_an_official_state_dict(tmp_path, official_state_dict):
     path = tmp_path / "official.pth"
     torch.save(official_state_dict("cct_2_3x2_32"), path)
     with pytest.raises(CheckpointError, match="not an ablate checkpoint.*load_pretrained") as info:
@@ -384,7 +385,7 @@ def test_load_checkpoint_refuses_an_official_state_dict(tmp_path):
         )
 
 
-def test_parameter_count_unchanged_by_loading():
+def test_parameter_count_unchanged_by_loading(official_state_dict):
     model = create_model("cct_7_3x1_32", img_size=64, num_classes=100)
     load_pretrained(model, official_state_dict("cct_7_3x1_32"))
     pe_rows = 32 * 32

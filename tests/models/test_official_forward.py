@@ -1,7 +1,7 @@
 """Our forward pass against an independent float64 re-statement of the official one.
 
 ``official_forward`` below is written from the description in
-``shared/reference/README.md`` and the sizes in ``cct_model_table.json`` only (it uses
+``tests/fixtures/reference/README.md`` and the sizes in ``cct_model_table.json`` only (it uses
 none of our modules): conv tokenizer, ``x = x + attn(pre_norm(x)); x = norm1(x);
 x = x + mlp(x)``, final norm, ``softmax(attention_pool(x), dim=1)^T @ x`` (or the class
 token), fc; attention as explicit ``softmax(q k^T * d^-0.5) v``. It runs on a state dict
@@ -10,9 +10,7 @@ with the official keys, as an official checkpoint would provide.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,11 +19,6 @@ import torch.nn.functional as F
 from ablate.models import create_model
 from ablate.models.checkpoint import load_pretrained
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
-if not (REFERENCE / "cct_keys.json").is_file():  # checkout outside /work: fall back
-    REFERENCE = Path("/work/shared/reference")
-KEYS = json.loads((REFERENCE / "cct_keys.json").read_text())
-TABLE = {row["name"]: row for row in json.loads((REFERENCE / "cct_model_table.json").read_text())}
 LN_EPS = 1e-5  # torch.nn.LayerNorm default, used by the official code
 
 # (model to build, official key list it loads, official table row)
@@ -39,12 +32,12 @@ CASES = [
 ]
 
 
-def random_official_state_dict(keys_of: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Official keys and shapes with values at trained-network scales (so every part of
-    the network, norms and biases included, visibly affects the logits)."""
+def random_official_state_dict(keys: list, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Official ``[key, shape]`` pairs with values at trained-network scales (so every part
+    of the network, norms and biases included, visibly affects the logits)."""
     g = torch.Generator().manual_seed(seed)
     sd = {}
-    for key, shape in KEYS[keys_of]:
+    for key, shape in keys:
         randn = torch.randn(*shape, generator=g)
         if key.endswith(("norm.weight", "norm1.weight")):
             value = 1.0 + 0.2 * randn
@@ -142,9 +135,9 @@ def assert_relative_close(ours: torch.Tensor, ref: torch.Tensor, rel: float) -> 
 
 
 @pytest.mark.parametrize(("name", "keys_of"), CASES)
-def test_matches_official_forward(name, keys_of):
-    row = dict(TABLE[keys_of], name=keys_of)
-    sd = random_official_state_dict(keys_of)
+def test_matches_official_forward(name, keys_of, cct_keys, cct_model_table):
+    row = dict(cct_model_table[keys_of], name=keys_of)
+    sd = random_official_state_dict(cct_keys[keys_of])
     x = images()
     ref = official_forward(sd, x, row)
     assert ref.abs().max() > 0.1 and ref.std() > 0.05  # a non-degenerate test
@@ -160,9 +153,9 @@ def test_matches_official_forward(name, keys_of):
     torch.testing.assert_close(ours64, ref, rtol=1e-10, atol=1e-10)
 
 
-def test_pre_norm_differs_and_matches_standard_pre_norm():
-    row = dict(TABLE["cct_2_3x2_32"], name="cct_2_3x2_32")
-    sd = random_official_state_dict("cct_2_3x2_32", seed=2)
+def test_pre_norm_differs_and_matches_standard_pre_norm(cct_keys, cct_model_table):
+    row = dict(cct_model_table["cct_2_3x2_32"], name="cct_2_3x2_32")
+    sd = random_official_state_dict(cct_keys["cct_2_3x2_32"], seed=2)
     x = images(seed=3)
     model = create_model("cct_2_3x2_32", norm_placement="pre")
     load_pretrained(model, sd)

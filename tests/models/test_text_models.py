@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,9 @@ from ablate.models._blocks import sinusoidal_embedding
 from ablate.models._registry import model_entry
 from ablate.models.text import TextCompactTransformer
 
-REFERENCE = Path("/work/shared/reference")
-TEXT_MODELS = list_models("text_*")
+# The conv-tokenizer text models; text_transformer_* have their own tests
+# (tests/models/test_text_transformer.py).
+TEXT_MODELS = [n for n in list_models("text_*") if not n.startswith("text_transformer")]
 VARIANTS = ["softmax", "softmax_v", "alpha_remix:alpha=0.5", "alpha_remix:alpha=1,beta=1"]
 VOCAB, WORD_DIM, PAD, CLASSES = 40, 12, 0, 3
 
@@ -51,9 +51,9 @@ def pad_to(ids: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(ids, (0, width - ids.shape[1]), value=PAD)
 
 
-def official_rows() -> dict[str, dict]:
-    rows = json.loads((REFERENCE / "cct_model_table.json").read_text())
-    return {r["name"].split("(")[0]: r for r in rows if r["name"].startswith("text_")}
+def official_rows(table: dict[str, dict]) -> dict[str, dict]:
+    """The text rows of the official table (the ``cct_model_table`` fixture), by bare name."""
+    return {n.split("(")[0]: r for n, r in table.items() if n.startswith("text_")}
 
 
 def official_name(name: str) -> str:
@@ -120,7 +120,9 @@ def _invariance_checks(model: TextCompactTransformer) -> None:
             # Garbage ids in one sample's padding region, excluded by an explicit mask.
             ids64 = pad_to(ids, 64)
             noisy = ids64.clone()
-            noisy[1, 7:] = torch.randint(1, VOCAB, (57,), generator=torch.Generator().manual_seed(5))
+            noisy[1, 7:] = torch.randint(
+                1, VOCAB, (57,), generator=torch.Generator().manual_seed(5)
+            )
             torch.testing.assert_close(model(noisy, ids64 != PAD), ref, atol=1e-5, rtol=0)
             # A drifted padding row of the (trainable) embedding table: explicit zeroing.
             weight = model.embedder.embeddings.weight
@@ -178,9 +180,9 @@ def test_padding_invariance_kernels_and_positional(name, kernel_size, positional
 
 
 @pytest.mark.parametrize("name", TEXT_MODELS)
-def test_full_length_input(name):
+def test_full_length_input(name, cct_model_table):
     model = make(name).eval()
-    official = official_rows()[official_name(name)]
+    official = official_rows(cct_model_table)[official_name(name)]
     tokens = model.tokenizer.sequence_length(64)
     extra = 0 if model.classifier.seq_pool else 1
     rows = official["pe_shape"][1] - surplus_rows(name)
@@ -197,7 +199,9 @@ def test_full_length_input(name):
 
 def test_any_length_and_word_dim():
     torch.manual_seed(0)
-    model = create_model("text_cct_4", vocab_size=30, word_dim=7, max_len=100, num_classes=2).eval()
+    model = create_model(
+        "text_cct_4", vocab_size=30, word_dim=7, max_len=100, num_classes=2
+    ).eval()
     ids = torch.randint(1, 30, (2, 100))
     with torch.no_grad():
         assert model(ids).shape == (2, 2)
@@ -205,7 +209,9 @@ def test_any_length_and_word_dim():
         assert torch.isfinite(model(torch.zeros(2, 5, dtype=torch.int64))).all()
 
 
-def _brute_force_token_mask(mask: list[bool], n_conv: int, k: int, s: int, p: int, pool: bool) -> list[bool]:
+def _brute_force_token_mask(
+    mask: list[bool], n_conv: int, k: int, s: int, p: int, pool: bool
+) -> list[bool]:
     length = len(mask)
     conv = []
     for i in range(n_conv):
@@ -214,7 +220,10 @@ def _brute_force_token_mask(mask: list[bool], n_conv: int, k: int, s: int, p: in
     if not pool:
         return conv
     n_tokens = (n_conv - 1) // 2 + 1
-    return [any(conv[i] for i in range(max(0, 2 * t - 1), min(n_conv, 2 * t + 2))) for t in range(n_tokens)]
+    return [
+        any(conv[i] for i in range(max(0, 2 * t - 1), min(n_conv, 2 * t + 2)))
+        for t in range(n_tokens)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -238,7 +247,9 @@ def test_token_mask_matches_receptive_fields(name, kernel_size):
         x = torch.randn(mask.shape[0], length, WORD_DIM)
         tokens, _ = tok(x, mask)
         n_tokens = tokens.shape[1]
-        n_conv = tok.conv_layers[0](torch.zeros(1, 1, tok.padded_length(length), WORD_DIM)).shape[2]
+        n_conv = tok.conv_layers[0](torch.zeros(1, 1, tok.padded_length(length), WORD_DIM)).shape[
+            2
+        ]
         # Every conv window that touches a word exists, so no real word is cut off.
         last_window = (length - 1 + p) // s
         assert n_conv >= last_window + 1
@@ -266,13 +277,13 @@ def test_tokens_outside_the_mask_only_see_padding():
 # -- official sizes, keys and parameter counts ------------------------------------------
 
 
-def test_official_keys_and_embedding_params():
+def test_official_keys_and_embedding_params(cct_keys, cct_model_table):
     torch.manual_seed(0)
     model = create_model("text_cct_2", num_classes=4, vocab_size=100_000, word_dim=300)
-    official = dict(json.loads((REFERENCE / "cct_keys.json").read_text())["text_cct_2"])
+    official = dict(cct_keys["text_cct_2"])
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
     assert ours == official  # names and shapes; 34 sine rows, all used by a 64-word input
-    row = official_rows()["text_cct_2"]
+    row = official_rows(cct_model_table)["text_cct_2"]
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert model.embedder.embeddings.weight.numel() == 30_000_000
@@ -282,8 +293,8 @@ def test_official_keys_and_embedding_params():
 
 
 @pytest.mark.parametrize("name", TEXT_MODELS)
-def test_official_sizes_and_parameter_counts(name):
-    row = official_rows()[official_name(name)]
+def test_official_sizes_and_parameter_counts(name, cct_model_table):
+    row = official_rows(cct_model_table)[official_name(name)]
     model = create_model(name, num_classes=4, vocab_size=1000, word_dim=300)
     blocks = model.classifier.blocks
     assert len(blocks) == row["num_layers"]
@@ -310,9 +321,9 @@ def _official_state(name: str, pe_rows: int, dim: int = 128) -> dict[str, torch.
     return state
 
 
-def test_official_state_dict_loads_strictly():
+def test_official_state_dict_loads_strictly(cct_keys):
     # text_cct_2: exactly the official keys (vocab aside), loads as is.
-    official = dict(json.loads((REFERENCE / "cct_keys.json").read_text())["text_cct_2"])
+    official = dict(cct_keys["text_cct_2"])
     state = _official_state("text_cct_2", official["classifier.positional_emb"][1])
     assert {k: list(v.shape) for k, v in state.items() if not k.startswith("embedder")} == {
         k: v for k, v in official.items() if not k.startswith("embedder")
@@ -362,10 +373,15 @@ def test_frozen_embeddings_get_no_gradient(name):
 
 
 def test_arch_rebuilds_the_model_without_the_matrix():
-    model = make("text_cct_4", variant="alpha_remix:alpha=1,beta=1", apply_to="both", kernel_size=2).eval()
+    model = make(
+        "text_cct_4", variant="alpha_remix:alpha=1,beta=1", apply_to="both", kernel_size=2
+    ).eval()
     arch = model.arch
     json.dumps(arch)  # plain data only: no tensors, no word vectors
-    assert arch["variant"] == "alpha_remix" and arch["variant_params"] == {"alpha": 1.0, "beta": 1.0}
+    assert arch["variant"] == "alpha_remix" and arch["variant_params"] == {
+        "alpha": 1.0,
+        "beta": 1.0,
+    }
     assert "embedding_matrix" not in arch
     rebuilt = model_entry(arch["name"])(**arch).eval()
     rebuilt.load_state_dict(model.state_dict(), strict=True)

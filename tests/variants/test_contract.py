@@ -39,10 +39,19 @@ GARBAGE = 1.0e4  # exp(1e4) overflows: a pad that leaks into any softmax ruins t
 
 
 def call(
-    name: str, params: dict, q, k, v, mask=None, dropout_p: float = 0.0, tensors: bool = True
+    name: str,
+    params: dict,
+    q,
+    k,
+    v,
+    mask=None,
+    dropout_p: float = 0.0,
+    tensors: bool = True,
+    bias=None,
 ):
     """Call a variant the way a model's attention site does: resolved parameters as 0-d
-    tensors (float32 buffers, float64 for float64 inputs), derived ones (beta) as None."""
+    tensors (float32 buffers, float64 for float64 inputs), derived ones (beta) as None; the
+    bias only when there is one (as VariantAttention does)."""
     spec = variants.get_attention(name)
     resolved = spec.resolve_params(params)
     pdtype = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -50,6 +59,8 @@ def call(
         key: (None if val is None else torch.tensor(val, dtype=pdtype) if tensors else val)
         for key, val in resolved.items()
     }
+    if bias is not None:
+        kwargs["bias"] = bias
     return spec.fn(q, k, v, mask=mask, dropout_p=dropout_p, **kwargs)
 
 
@@ -112,6 +123,113 @@ def test_variant_matches_float64_oracle(name, params, alpha, beta, shape, masked
             rtol=1e-4,
             atol=2e-5,
         )
+
+
+BIAS_KINDS = ["rel_pos", "full", "hf_keys", "hf_causal", "2d"]
+HF_MIN = torch.finfo(torch.float32).min  # what Hugging Face puts in extended attention masks
+
+
+def make_bias(kind: str, shape, mask, seed: int = 1):
+    """A float64 score bias of one of the shapes models pass, and the same bias with garbage
+    (+GARBAGE: a pad that leaked would take all the weight) at padded keys.
+
+    rel_pos (1, H, Nq, Nk) a relative position bias (Swin); full (B, H, Nq, Nk) windowed
+    ones; hf_keys (B, 1, 1, Nk) an extended additive mask hiding some real keys; hf_causal
+    (B, 1, Nq, Nk) a causal additive mask with -inf; 2d (Nq, Nk).
+    """
+    B, H, Nq, Nk, _, _ = shape
+    g = torch.Generator().manual_seed(seed)
+    if kind == "rel_pos":
+        bias = 2 * torch.randn(1, H, Nq, Nk, generator=g, dtype=torch.float64)
+    elif kind == "full":
+        bias = 2 * torch.randn(B, H, Nq, Nk, generator=g, dtype=torch.float64)
+    elif kind == "hf_keys":
+        hidden = torch.rand(B, 1, 1, Nk, generator=g) < 0.3
+        hidden[..., 0] = False  # key 0 (always real) stays visible to every query
+        bias = torch.zeros(B, 1, 1, Nk, dtype=torch.float64).masked_fill(hidden, HF_MIN)
+    elif kind == "hf_causal":
+        i = torch.arange(Nq)[:, None] + (Nk - Nq)  # last query sees every key
+        allowed = torch.arange(Nk)[None, :] <= i  # (Nq, Nk)
+        bias = torch.zeros(B, 1, Nq, Nk, dtype=torch.float64)
+        bias = bias.masked_fill(~allowed, float("-inf"))
+    elif kind == "2d":
+        bias = torch.randn(Nq, Nk, generator=g, dtype=torch.float64)
+    else:
+        raise AssertionError(kind)
+    if mask is None:
+        return bias, bias
+    pad = ~mask[:, None, None, :]  # (B, 1, 1, Nk)
+    return bias, torch.where(pad, GARBAGE, bias)  # broadcast to (B, ., Nq, Nk)
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
+@pytest.mark.parametrize("bias_kind", BIAS_KINDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize(("name", "params", "alpha", "beta"), CONFIGS, ids=CONFIG_IDS)
+def test_variant_with_bias_matches_float64_oracle(
+    name, params, alpha, beta, shape, bias_kind, masked
+):
+    clean, mask, (q, k, v) = make_inputs(shape, torch.float64, masked)
+    bias, bias_bad = make_bias(bias_kind, shape, mask)
+    ref = naive_attention(*clean, mask=mask, bias=bias, alpha=alpha, beta=beta)
+    assert torch.isfinite(ref).all()
+    out64 = call(name, params, q, k, v, mask, bias=bias_bad)
+    assert out64.shape == ref.shape
+    torch.testing.assert_close(
+        real_query_rows(out64, mask, shape[2]),
+        real_query_rows(ref, mask, shape[2]),
+        rtol=1e-9,
+        atol=1e-10,
+    )
+    _, _, (q32, k32, v32) = make_inputs(shape, torch.float32, masked)
+    out32 = call(name, params, q32, k32, v32, mask, bias=bias_bad.float())
+    assert out32.dtype == torch.float32
+    torch.testing.assert_close(
+        real_query_rows(out32.double(), mask, shape[2]),
+        real_query_rows(ref, mask, shape[2]),
+        rtol=1e-4,
+        atol=2e-5,
+    )
+
+
+def test_bias_never_decides_which_tokens_are_real():
+    # Hiding key j with a -inf bias and padding it with the mask are the same thing for the
+    # scores, so for standard attention; but softmax^T(V) is normalised over the tokens the
+    # MASK keeps: with the bias alone token j still takes part in it.
+    shape = (2, 2, 6, 6, 4, 4)
+    (q, k, v), _, _ = make_inputs(shape, torch.float64, masked=False, seed=7)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[:, 4] = False
+    hide = torch.zeros(2, 1, 1, 6, dtype=torch.float64).masked_fill(~mask[:, None, None], -1e30)
+    torch.testing.assert_close(
+        call("softmax", {}, q, k, v, bias=hide), call("softmax", {}, q, k, v, mask=mask)
+    )
+    by_bias = call("softmax_v", {}, q, k, v, bias=hide)
+    by_mask = call("softmax_v", {}, q, k, v, mask=mask)
+    torch.testing.assert_close(by_bias, naive_attention(q, k, v, bias=hide, alpha=1.0))
+    torch.testing.assert_close(by_mask, naive_attention(q, k, v, mask=mask, alpha=1.0))
+    assert not torch.allclose(by_bias, by_mask, atol=1e-3)
+
+
+@pytest.mark.parametrize(("name", "params", "alpha", "beta"), CONFIGS, ids=CONFIG_IDS)
+def test_bias_gradient_matches_oracle(name, params, alpha, beta):
+    # A learnable relative position bias (Swin) must get its gradient: (B, H, N, N) so that
+    # every padded key's entries belong to one sequence and must get exactly zero.
+    shape = (2, 2, 6, 6, 4, 4)
+    clean, mask, (q, k, v) = make_inputs(shape, torch.float64, masked=True, seed=8)
+    bias_clean, bias_bad = make_bias("full", shape, mask, seed=3)
+    ours = bias_bad.clone().requires_grad_(True)
+    ref = bias_clean.clone().requires_grad_(True)
+    g = torch.Generator().manual_seed(2)
+    weights = torch.randn(2, 2, 6, 4, dtype=torch.float64, generator=g)
+    weights = weights * mask[:, None, :, None]  # real query rows only
+    (call(name, params, q, k, v, mask, bias=ours) * weights).sum().backward()
+    oracle = naive_attention(*clean, mask=mask, bias=ref, alpha=alpha, beta=beta)
+    (oracle * weights).sum().backward()
+    pad = ~mask[:, None, None, :].expand_as(ours)  # (B, H, Nq, Nk)
+    assert ours.grad is not None and ours.grad[~pad].abs().sum() > 0
+    assert (ours.grad[pad] == 0).all(), "padded keys' bias received gradient"
+    torch.testing.assert_close(ours.grad[~pad], ref.grad[~pad], rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize(("name", "params", "alpha", "beta"), CONFIGS, ids=CONFIG_IDS)
@@ -204,3 +322,91 @@ def test_oracle_itself_is_standard_attention():
     torch.testing.assert_close(
         naive_attention(q, k, v, alpha=1.0)[0, 0], (w / w.sum(1, keepdim=True)) @ col
     )
+
+
+# -- low precision: the softmax^T(V) term survives bf16 -----------------------------------
+def _term_error(name, params, alpha, beta, n, mask=None, bias=None, seed=0):
+    """Relative error of alpha * S softmax^T(V), S = softmax(QK^T + bias), computed under CPU
+    bf16 autocast (the same arithmetic as CUDA autocast), against float64 on the same
+    bf16-rounded inputs. The term is read off the variant as out(alpha) - beta * out(alpha=0):
+    softmax^T(V) entries are ~alpha/N, far below bf16 resolution next to beta * V."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(2, 2, n, 16, generator=g).bfloat16() for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = call(name, params, q, k, v, mask, bias=bias)
+        base = call(name, {**params, "alpha": 0.0}, q, k, v, mask, bias=bias)
+    b = 1.0 - alpha if beta is None else beta
+    term = out.double() - b * base.double()
+    q64, k64, v64 = q.double(), k.double(), v.double()
+    ref = alpha * naive_attention(q64, k64, v64, mask=mask, bias=bias, alpha=1.0)
+    term, ref = real_query_rows(term, mask, n), real_query_rows(ref, mask, n)
+    return ((term - ref).norm() / ref.norm()).item()
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.1, 1.0])
+@pytest.mark.parametrize("n", [16, 64, 256, 1024])
+def test_autocast_bf16_keeps_the_softmax_v_term(n, alpha):
+    # Before the split product (V' blended, then cast to bf16) this error was 380% at N=64,
+    # alpha=0.01 and 1660% at N=1024.
+    err = _term_error("softmax_v", {"alpha": alpha}, alpha, None, n)
+    assert err <= 0.05, f"N={n} alpha={alpha}: softmax^T(V) term off by {100 * err:.1f}%"
+
+
+def test_autocast_bf16_keeps_the_alpha_remix_term_with_mask_and_bias():
+    n = 256
+    g = torch.Generator().manual_seed(11)
+    mask = torch.rand(2, n, generator=g) < 0.7
+    mask[:, 0] = True
+    bias = torch.randn(1, 2, n, n, generator=g)  # float32 relative position bias
+    err = _term_error(
+        "alpha_remix", {"alpha": 0.01, "beta": 1.0}, 0.01, 1.0, n, mask=mask, bias=bias
+    )
+    assert err <= 0.05, f"alpha_remix term off by {100 * err:.1f}%"
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
+def test_autocast_softmax_v_alpha0_is_standard_attention(masked):
+    _, mask, (q, k, v) = make_inputs((2, 4, 32, 32, 8, 8), torch.bfloat16, masked, seed=12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        base = call("softmax", {}, q, k, v, mask)
+        out = call("softmax_v", {"alpha": 0.0}, q, k, v, mask)
+    assert out.dtype == torch.float32  # autocast's convention for precision-sensitive ops
+    rows = real_query_rows(out, mask, 32)
+    torch.testing.assert_close(  # bf16's own tolerance: bitwise equal on the CPUs tried
+        rows, real_query_rows(base.float(), mask, 32), rtol=1.6e-2, atol=1e-5
+    )
+
+
+def test_autocast_split_product_uses_one_dropout_mask():
+    # With V = 1 both halves [V, N softmax^T(V)] are all ones, so S_drop V and
+    # S_drop (N softmax^T(V)) are equal exactly when they were dropped with the same mask;
+    # then alpha=1, beta=-1/N gives exactly 0 (independent masks would not).
+    n = 32
+    g = torch.Generator().manual_seed(13)
+    q, k = (torch.randn(2, 2, n, 8, generator=g).bfloat16() for _ in range(2))
+    v = torch.ones(2, 2, n, 8, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        zero = call("alpha_remix", {"alpha": 1.0, "beta": -1.0 / n}, q, k, v, dropout_p=0.5)
+        dropped = call("alpha_remix", {"alpha": 1.0, "beta": 0.0}, q, k, v, dropout_p=0.5)
+    assert torch.equal(zero, torch.zeros_like(zero))
+    # ... and dropout did run (without it every row of S V would sum to 1, i.e. 1/N here).
+    assert not torch.allclose(dropped, torch.full_like(dropped, 1.0 / n))
+
+
+def test_autocast_model_forward_and_backward():
+    # The float32 result flows into the next autocast Linear; the pooling site (apply_to
+    # "both") gets float32 values under autocast, which SDPA would run in bf16 too.
+    from ablate.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("cct_2_3x2_32", variant="softmax_v:alpha=0.1", apply_to="both")
+    x = torch.randn(2, 3, 32, 32)
+    ref = model.eval()(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x).float().logsumexp(-1).mean()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

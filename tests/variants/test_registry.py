@@ -1,4 +1,4 @@
-"""The attention-variant registry: decorator, lookup, listing, parsing, user files, entry points."""
+"""The variant registry: decorator, lookup, listing, parsing, user files, entry points, bias."""
 
 from __future__ import annotations
 
@@ -231,3 +231,78 @@ def test_entry_point_variant_is_found_by_name(tmp_path, monkeypatch):
         assert torch.isfinite(model(torch.randn(1, 3, 32, 32))).all()
     finally:
         sys.modules.pop(DIST_MODULE, None)
+
+
+# -- the additive score bias and variants written for the older contract ------------------
+README_VALUE_TANH = '''
+import torch.nn.functional as F
+from variants import register_attention
+
+@register_attention("value_tanh", params={"alpha": 1.0})
+def value_tanh(q, k, v, *, mask=None, dropout_p=0.0, scale=None, alpha=1.0):
+    """softmax(QK^T) tanh(alpha V)."""
+    attn_mask = None if mask is None else mask[:, None, None, :]
+    return F.scaled_dot_product_attention(q, k, (alpha * v).tanh(), attn_mask=attn_mask,
+                                          dropout_p=dropout_p, scale=scale)
+'''
+
+
+def test_builtins_accept_bias_and_signature_decides_it():
+    for name in ("softmax", "softmax_v", "alpha_remix"):
+        assert variants.get_attention(name).accepts_bias, name
+
+    @variants.register_attention("test_kw_bias")
+    def kw_bias(q, k, v, *, mask=None, bias=None, dropout_p=0.0, scale=None):
+        return v
+
+    @variants.register_attention("test_var_kw")
+    def var_kw(q, k, v, *, mask=None, dropout_p=0.0, scale=None, **opts):
+        return v  # a bias would vanish into **opts: must not count as accepting one
+
+    assert variants.get_attention("test_kw_bias").accepts_bias
+    assert not variants.get_attention("test_var_kw").accepts_bias
+
+
+def test_old_contract_variant_runs_without_bias_and_refuses_one(tmp_path):
+    from ablate.exceptions import ConfigError
+    from ablate.models._blocks import VariantAttention
+
+    path = tmp_path / "my_variants.py"
+    path.write_text(README_VALUE_TANH)
+    assert variants.load_variant_file(path) == ["value_tanh"]
+    spec = variants.get_attention("value_tanh")
+    assert not spec.accepts_bias  # recorded once, at registration
+    assert spec.source == f"file {path}"  # load_variant_file's re-labelling keeps the flag
+
+    site = VariantAttention("value_tanh", {"alpha": 0.5})
+    q, k, v = qkv(3)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    expected = naive_attention(q, k, (0.5 * v).tanh(), mask=mask)
+    keep = mask[:, None, :, None].expand_as(expected)
+    assert_float32_close(site(q, k, v, mask=mask)[keep], expected[keep])
+    assert_float32_close(site(q, k, v, mask=mask, bias=None)[keep], expected[keep])
+
+    bias = torch.zeros(1, 2, 5, 5)
+    with pytest.raises(ConfigError, match=r"'value_tanh'.*must accept bias=") as info:
+        site(q, k, v, mask=mask, bias=bias)
+    assert "\n" not in str(info.value)
+    # A model that knows it passes a bias finds out when it is built, not at the first step.
+    with pytest.raises(ConfigError, match=r"'value_tanh'.*must accept bias="):
+        VariantAttention("value_tanh", needs_bias=True)
+
+
+def test_variant_attention_passes_bias_to_new_contract_variants():
+    from ablate.models._blocks import VariantAttention
+
+    q, k, v = qkv(4)
+    bias = torch.randn(1, 2, 5, 5, generator=torch.Generator().manual_seed(5))
+    mask = torch.tensor([[True] * 5, [True, True, True, True, False]])
+    site = VariantAttention("softmax_v", {"alpha": 0.5}, needs_bias=True)
+    out = site(q, k, v, mask=mask, bias=bias, scale=0.3)
+    ref = naive_attention(q, k, v, mask=mask, bias=bias, scale=0.3, alpha=0.5)
+    keep = mask[:, None, :, None].expand_as(ref)
+    assert_float32_close(out[keep], ref[keep])
+    # Without the bias it is a different (and still correct) result: the bias was used.
+    plain = naive_attention(q, k, v, mask=mask, scale=0.3, alpha=0.5)
+    assert_float32_close(site(q, k, v, mask=mask, scale=0.3)[keep], plain[keep])
+    assert not torch.allclose(out[keep].double(), plain[keep], atol=1e-3)

@@ -1,0 +1,139 @@
+"""Creating (or re-opening) a study and its MLflow parent run, once, under the study lock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ablate.exceptions import AblateError, ConfigError
+from ablate.study.common import PARENT_ATTR, RunSettings, quiet_optuna
+from ablate.study.spec import StudyPlan
+from ablate.study.storage import StudyLock, display_url, open_storage
+
+__all__ = ["prepare_study"]
+
+# Study user attributes that must not change between commands joining the same study.
+_FIXED_STUDY_ATTRS = ("metric", "objective")
+# Base keys that may differ between commands and machines without changing results.
+_RUN_LOCAL_KEYS = frozenset(
+    {"device", "quiet", "data_dir", "download", "checkpoint_dir", "tracking_uri"}
+)
+
+
+def prepare_study(plan: StudyPlan, settings: RunSettings) -> str:
+    """Create or load the study and its MLflow parent run; returns the parent run id.
+
+    Runs under the study lock, so concurrent commands (other machines, or a second command
+    on this one) create the study, its tables and its parent run exactly once.
+    """
+    import optuna
+
+    quiet_optuna()
+    lock = StudyLock(settings.storage_url, plan.name)
+    try:
+        with lock:
+            storage = open_storage(settings.storage_url)
+            study = optuna.create_study(
+                study_name=plan.name,
+                storage=storage,
+                direction=plan.direction,
+                load_if_exists=True,
+            )
+            if study.direction.name.lower() != plan.direction:
+                raise ConfigError(
+                    f"{plan.path}: direction: study {plan.name!r} in "
+                    f"{display_url(settings.storage_url)} was created to "
+                    f"{study.direction.name.lower()}; use a new study name to change it"
+                )
+            attrs = study.user_attrs
+            wanted = {"metric": plan.metric, "objective": plan.spec.objective}
+            for key in _FIXED_STUDY_ATTRS:
+                if key in attrs and attrs[key] != wanted[key]:
+                    raise ConfigError(
+                        f"{plan.path}: {key}: study {plan.name!r} in "
+                        f"{display_url(settings.storage_url)} "
+                        f"was created with {key} {attrs[key]!r}; use a new study name to change it"
+                    )
+            for key, value in wanted.items():
+                if key not in attrs:
+                    study.set_user_attr(key, value)
+            _check_base_unchanged(study, plan, settings)
+            parent = _ensure_parent_run(study, plan, settings)
+    finally:
+        lock.close()
+    return parent
+
+
+def _check_base_unchanged(study: Any, plan: StudyPlan, settings: RunSettings) -> None:
+    """A resumed study must train what it trained before, or its cells would mix configs."""
+    base = {k: v for k, v in plan.base.items() if k not in _RUN_LOCAL_KEYS}
+    stored = study.user_attrs.get("base")
+    if stored is None:
+        study.set_user_attr("base", base)
+        return
+    changed = sorted(k for k in set(stored) | set(base) if stored.get(k) != base.get(k))
+    if changed:
+        diffs = ", ".join(f"{k} {stored.get(k)!r} -> {base.get(k)!r}" for k in changed)
+        raise ConfigError(
+            f"{plan.path}: base: study {plan.name!r} in {display_url(settings.storage_url)} was "
+            f"run with other values ({diffs}); finished cells would not be rerun, so use a new "
+            "study name"
+        )
+
+
+def _ensure_parent_run(study: Any, plan: StudyPlan, settings: RunSettings) -> str:
+    from mlflow import MlflowClient
+
+    from ablate.tracking import Tracker
+
+    client = MlflowClient(settings.tracking_uri)
+    run_id = study.user_attrs.get(PARENT_ATTR)
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+        except Exception:
+            run = None
+        if run is None or run.info.lifecycle_stage == "deleted":
+            where = study.user_attrs.get("mlflow_tracking_uri", "another tracking store")
+            raise AblateError(
+                f"study {plan.name!r} logs to MLflow parent run {run_id}, which "
+                f"{settings.tracking_uri} "
+                f"does not have (the study was started with --tracking-uri {where}); use that "
+                "--tracking-uri, or a new study name"
+            )
+        if run.info.status != "RUNNING":
+            client.update_run(run_id, status="RUNNING")  # resumed
+        return run_id
+    tags = {
+        "study": plan.name,
+        "role": "study",
+        "optuna.study_name": plan.name,
+        "optuna.storage": display_url(settings.storage_url),
+        "optuna.sampler": plan.sampler,
+        "optuna.pruner": plan.spec.pruner.type,
+        "optuna.metric": plan.metric,
+        "optuna.direction": plan.direction,
+    }
+    if plan.spec.description:
+        tags["mlflow.note.content"] = plan.spec.description
+    tracker = Tracker.start(settings.tracking_uri, plan.experiment, run_name=plan.name, tags=tags)
+    study.set_user_attr(PARENT_ATTR, tracker.run_id)
+    study.set_user_attr("mlflow_tracking_uri", settings.tracking_uri)
+    study.set_user_attr("mlflow_experiment", plan.experiment)
+    params = {
+        "study_file": plan.path,
+        "sampler": plan.sampler,
+        "pruner": plan.spec.pruner.type,
+        "metric": plan.metric,
+        "direction": plan.direction,
+        "objective": plan.spec.objective,
+        "total_trials": plan.total_trials,
+        "max_retries": plan.spec.max_retries,
+        **{f"grid.{k}": ", ".join(map(str, v)) for k, v in plan.grid.items()},
+        **{f"search_space.{k}": p.describe() for k, p in plan.search_space.items()},
+        **{f"base.{k}": v for k, v in plan.base.items()},
+    }
+    tracker.log_params(params)
+    if plan.text:
+        tracker.log_text(plan.text, "study.yaml")
+    return tracker.run_id
+

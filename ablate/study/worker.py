@@ -1,0 +1,516 @@
+"""A study worker: claim a trial under the study lock, run it, tell Optuna how it ended.
+
+Data flow per worker (one process; ``--workers N`` starts N of them, other machines run
+the same command against the same server storage)::
+
+    loop:  with StudyLock:  reap dead trials -> choose a cell / new trial -> claim it
+           heartbeat thread -> resolve(trial config) -> run_trial(..., on_epoch=report + prune)
+           -> tell(value | PRUNED | FAIL)
+
+Why not ``study.optimize`` with ``GridSampler``: with several workers (and failed
+trials) those can run a grid cell twice or skip it. Here every grid cell is a WAITING trial
+created only under the study lock, and only when the cell has no COMPLETE, PRUNED,
+RUNNING or WAITING trial, so each cell finishes exactly once. A trial whose worker died is
+failed and retried (:mod:`ablate.study.recovery`); the retry resumes the dead trial's MLflow
+run from its last checkpoint, so epochs already trained are not trained again.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import signal
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ablate.exceptions import AblateError, Pruned, TrainingDiverged
+from ablate.study import state as st
+from ablate.study.common import PARENT_ATTR, RunSettings, one_line, quiet_optuna
+from ablate.study.recovery import DeadTrialHandler
+from ablate.study.spec import StudyPlan
+from ablate.study.storage import (
+    Heartbeat,
+    StudyLock,
+    display_url,
+    is_dead,
+    open_storage,
+    process_identity,
+)
+
+__all__ = ["run_worker", "worker_process", "make_sampler", "make_pruner", "suggest"]
+
+
+def make_sampler(plan: StudyPlan, worker_index: int = 0) -> Any:
+    """TPE / random for search spaces; grid cells are enqueued with fixed parameters."""
+    import optuna
+
+    # Different seeds per worker, or parallel workers would propose the same points.
+    seed = None if plan.spec.seed is None else plan.spec.seed + worker_index
+    if plan.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(plan: StudyPlan) -> Any:
+    import optuna
+
+    spec = plan.spec.pruner
+    if spec.type == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=5 if spec.n_startup_trials is None else spec.n_startup_trials,
+            n_warmup_steps=spec.n_warmup_steps or 0,
+            interval_steps=spec.interval_steps or 1,
+        )
+    if spec.type == "hyperband":
+        epochs = plan.base.get("epochs")
+        varies = "epochs" in plan.grid or "epochs" in plan.search_space
+        max_resource: Any = spec.max_resource or ("auto" if varies or epochs is None else epochs)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=spec.min_resource or 1,
+            max_resource=max_resource,
+            reduction_factor=spec.reduction_factor or 3,
+        )
+    return optuna.pruners.NopPruner()
+
+
+class _Claim:
+    DONE = "done"
+    WAIT = "wait"
+    LIMIT = "limit"
+
+
+class _Worker:
+    """One worker process's view of the study (storage, study, lock, MLflow parent)."""
+
+    def __init__(self, plan: StudyPlan, settings: RunSettings, index: int):
+        import optuna
+
+        quiet_optuna()
+        self.plan = plan
+        self.settings = settings
+        self.index = index
+        self.on_dead = DeadTrialHandler(plan, settings.tracking_uri, settings.grace_period)
+        self.storage = open_storage(
+            settings.storage_url,
+            heartbeat_interval=settings.heartbeat_interval,
+            grace_period=settings.grace_period,
+            on_dead_trial=self.on_dead,
+        )
+        try:
+            self.study = optuna.load_study(
+                study_name=plan.name,
+                storage=self.storage,
+                sampler=make_sampler(plan, index),
+                pruner=make_pruner(plan),
+            )
+        except KeyError:
+            raise AblateError(
+                f"study {plan.name!r} does not exist in {display_url(settings.storage_url)}"
+            ) from None
+        self.study_id = self.storage.get_study_id_from_name(plan.name)
+        self.parent_run_id = self.storage.get_study_user_attrs(self.study_id).get(PARENT_ATTR)
+        self.lock = StudyLock(settings.storage_url, plan.name)
+        self.identity = process_identity()
+        # round-robin over --devices; None: the study file's own `device`
+        self.device = settings.devices[index % len(settings.devices)] if settings.devices else None
+
+    def close(self) -> None:
+        self.lock.close()
+        try:
+            self.storage.engine.dispose()
+        except Exception:
+            pass
+
+    def _trial_id(self, trial: Any) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+
+    # -- under the lock ------------------------------------------------------------------
+    def reap(self) -> None:
+        """Fail RUNNING trials whose worker is gone (this machine) or silent (anywhere)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        for trial in self.storage.get_all_trials(
+            self.study_id, deepcopy=False, states=(TrialState.RUNNING,)
+        ):
+            worker = trial.system_attrs.get(st.WORKER_ATTR)
+            if not is_dead(worker):
+                continue
+            trial_id = self._trial_id(trial)
+            try:
+                if not self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            failed = copy.deepcopy(self.storage.get_trial(trial_id))
+            self.on_dead(
+                self.study,
+                failed,
+                reason=f"its worker process (pid {worker.get('pid')} on {worker.get('host')}) "
+                "is gone",
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optuna.storages.fail_stale_trials(self.study)
+
+    def claim(self) -> int | str:
+        """Choose and claim the next trial; or DONE / WAIT (others still running) / LIMIT."""
+        from optuna.trial import TrialState, create_trial
+
+        self.reap()
+        trials = self.storage.get_all_trials(self.study_id, deepcopy=False)
+        limit = self.settings.max_trials
+        if limit is not None:
+            mine = sum(
+                1
+                for t in trials
+                if t.state != TrialState.WAITING
+                and t.system_attrs.get(st.INVOCATION_ATTR) == self.settings.invocation
+            )
+            if mine >= limit:
+                return _Claim.LIMIT
+        trial_id: int | None = None
+        if self.plan.is_grid:
+            cells = st.cell_states(self.plan, trials)
+            for cell in self.plan.cells:
+                state = cells[cell.key]
+                if state.done or state.running:
+                    continue
+                if state.waiting:
+                    trial_id = self._trial_id(state.waiting[0])
+                    break
+                if state.attempts_failed >= 1 + self.plan.spec.max_retries:
+                    continue  # given up on this cell
+                template = create_trial(
+                    state=TrialState.WAITING,
+                    system_attrs={"fixed_params": dict(cell.params)},
+                    user_attrs={st.CELL_ATTR: cell.key},
+                )
+                trial_id = self.storage.create_new_trial(self.study_id, template_trial=template)
+                break
+            running = any(c.running for c in cells.values())
+        else:
+            waiting = [t for t in trials if t.state == TrialState.WAITING]
+            n_trials = self.plan.spec.n_trials
+            if waiting:
+                trial_id = self._trial_id(waiting[0])
+            elif n_trials is None or st.sampled_used(trials) < n_trials:
+                trial_id = self.storage.create_new_trial(
+                    self.study_id, template_trial=create_trial(state=TrialState.WAITING)
+                )
+            running = any(t.state == TrialState.RUNNING for t in trials)
+        if trial_id is None:
+            return _Claim.WAIT if running else _Claim.DONE
+        # Who runs it, and a first heartbeat, before it becomes RUNNING: a trial is never
+        # RUNNING without a way to tell that its worker died.
+        self.storage.set_trial_system_attr(trial_id, st.WORKER_ATTR, self.identity)
+        self.storage.set_trial_system_attr(trial_id, st.INVOCATION_ATTR, self.settings.invocation)
+        self.storage.record_heartbeat(trial_id)
+        if not self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+            return _Claim.WAIT  # cannot happen under the lock; look again
+        return trial_id
+
+    # -- outside the lock ----------------------------------------------------------------
+    def run(self) -> int:
+        """Claim and run trials until the study is done, the limit or the deadline is hit."""
+        ran = 0
+        while True:
+            deadline = self.settings.deadline
+            if deadline is not None and time.time() >= deadline:
+                break
+            with self.lock:
+                claim = self.claim()
+            if claim in (_Claim.DONE, _Claim.LIMIT):
+                break
+            if claim == _Claim.WAIT:  # other workers' trials are running; they may die
+                pause = self.settings.poll_interval
+                if deadline is not None:
+                    pause = min(pause, max(0.0, deadline - time.time()))
+                time.sleep(pause)
+                continue
+            self.run_trial(int(claim))
+            ran += 1
+        return ran
+
+    def run_trial(self, trial_id: int) -> str:
+        """Train one claimed trial and tell Optuna how it ended; returns the state name."""
+        import optuna
+        from optuna.trial import TrialState
+
+        # The study object reads through Optuna's per-process trial cache, which learns
+        # about trials created through the plain storage (the claim) only when it syncs.
+        self.study.get_trials(deepcopy=False)
+        trial = optuna.Trial(self.study, trial_id)
+        run: dict[str, Any] = {"trial_id": trial_id}
+        with Heartbeat(self.storage, trial_id, self.settings.heartbeat_interval):
+            try:
+                value = self._objective(trial, run)
+            except optuna.TrialPruned:
+                return self._tell(trial, run, state=TrialState.PRUNED)
+            except KeyboardInterrupt:
+                self._fail(trial, run, "interrupted", "interrupted by the user", status="KILLED")
+                raise
+            except TrainingDiverged as err:
+                self._fail(trial, run, "error", str(err))
+                return "FAIL"
+            except AblateError as err:
+                self._fail(trial, run, "setup", str(err))
+                raise
+            except Exception as err:
+                self._fail(trial, run, "error", f"{type(err).__name__}: {err}")
+                raise
+        return self._tell(trial, run, values=value)
+
+    def _objective(self, trial: Any, run: dict[str, Any]) -> float:
+        import optuna
+
+        from ablate.resolve import resolve
+        from ablate.trial import run_trial
+
+        params = suggest(trial, self.plan)
+        overrides: dict[str, Any] = dict(
+            experiment=self.plan.experiment, tracking_uri=self.settings.tracking_uri, quiet=True
+        )
+        if self.device is not None:
+            overrides["device"] = self.device
+        cfg = self.plan.trial_config(params, **overrides)
+        resolved = resolve(cfg)  # bad input fails here, before any MLflow run exists
+        frozen = self.storage.get_trial(run["trial_id"])
+        resume = self._resumable_run(frozen, cfg)
+        tags = {**self._tags(trial, frozen, params), **resolved.tags}
+
+        def opened(tracker: Any) -> None:
+            run["tracker"] = tracker
+            trial.set_user_attr(st.RUN_ATTR, tracker.run_id)
+            if resume:  # the run continues under this trial: its tags follow
+                tracker.client.delete_tag(tracker.run_id, "failure_reason")
+                tracker.set_tags({**tags, "trial_state": "RUNNING"})
+
+        follow = _FollowMetric(trial, self.plan)
+        try:
+            run_trial(
+                resolved,
+                on_epoch=follow,
+                parent_run_id=self.parent_run_id,
+                extra_tags=tags,
+                run_name=_run_name(self.plan, trial.number, params),
+                resume_run_id=resume,
+                on_run_open=opened,
+            )
+        except Pruned as err:
+            raise optuna.TrialPruned(str(err)) from err
+        value = follow.value()
+        if value is None:
+            raise TrainingDiverged(f"no finite {self.plan.metric} was reported after epoch 0")
+        return value
+
+    def _resumable_run(self, frozen: Any, cfg: Any) -> str | None:
+        """The MLflow run of the dead trial this one retries, when it left a checkpoint."""
+        if not frozen.system_attrs.get("retry_history"):
+            return None
+        run_id = frozen.user_attrs.get(st.RUN_ATTR)  # copied from the failed trial
+        if not run_id:
+            return None
+        folder = Path(cfg.checkpoint_dir) / run_id
+        if any((folder / name).is_file() for name in ("last.pt", "last.prev.pt")):
+            return run_id
+        try:  # another machine's trial: its checkpoint is an artifact of the run
+            from mlflow import MlflowClient
+
+            found = MlflowClient(self.settings.tracking_uri).list_artifacts(run_id, "checkpoints")
+        except Exception:
+            return None
+        return run_id if any(f.path.endswith("/last.pt") for f in found) else None
+
+    def _tags(self, trial: Any, frozen: Any, params: dict[str, Any]) -> dict[str, Any]:
+        tags: dict[str, Any] = {
+            "study": self.plan.name,
+            "role": "trial",
+            "optuna.study_name": self.plan.name,
+            "optuna.trial_number": trial.number,
+        }
+        tags.update({f"optuna.param.{k}": v for k, v in params.items()})
+        history = frozen.system_attrs.get("retry_history") or []
+        if history:
+            tags["optuna.retry_of"] = history[-1]
+        cell = frozen.user_attrs.get(st.CELL_ATTR)
+        if cell is not None:
+            tags["optuna.cell"] = cell
+            # 1 for the cell's first run; more after failed runs of the same cell
+            earlier = [
+                t
+                for t in self.storage.get_all_trials(self.study_id, deepcopy=False)
+                if t.user_attrs.get(st.CELL_ATTR) == cell
+                and t.number < trial.number
+                and t.state.is_finished()
+            ]
+            tags["optuna.attempt"] = len(earlier) + 1
+        return tags
+
+    def _tell(self, trial: Any, run: dict[str, Any], **kwargs: Any) -> str:
+        import optuna
+        from optuna.trial import TrialState
+
+        wanted = kwargs.get("state", TrialState.COMPLETE)
+        try:
+            frozen = self.study.tell(trial, skip_if_finished=True, **kwargs)
+            told = frozen.state
+        except optuna.exceptions.UpdateFinishedTrialError:
+            told = TrialState.FAIL
+        tracker = run.get("tracker")
+        if told != wanted:
+            # Another worker failed this trial meanwhile (its heartbeat came too late): its
+            # cell runs again, so this run must not count in comparisons.
+            if tracker is not None:
+                try:
+                    tracker.set_tags(
+                        {
+                            "trial_state": "FAIL",
+                            "failure_reason": "the trial was failed by another worker "
+                            "(heartbeat lost) and runs again",
+                        }
+                    )
+                    tracker.client.set_terminated(tracker.run_id, status="FAILED")
+                except Exception:
+                    pass
+            return "FAIL"
+        if tracker is not None and wanted == TrialState.COMPLETE:
+            tracker.set_tags({"trial_state": "COMPLETE"})
+            value = float(kwargs["values"])
+            tracker.log_metrics({"objective": value}, step=0)
+            if self.parent_run_id:
+                try:
+                    tracker.client.log_metric(
+                        self.parent_run_id, "objective", value, step=trial.number
+                    )
+                except Exception:
+                    pass  # the parent's history chart only
+        return told.name
+
+    def _fail(
+        self, trial: Any, run: dict[str, Any], kind: str, message: str, status: str = "FAILED"
+    ) -> None:
+        import optuna
+        from optuna.trial import TrialState
+
+        try:
+            self.storage.set_trial_system_attr(run["trial_id"], st.FAIL_KIND_ATTR, kind)
+            self.storage.set_trial_user_attr(run["trial_id"], st.ERROR_ATTR, one_line(message))
+            self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+        tracker = run.get("tracker")
+        if tracker is None:
+            return
+        try:
+            if tracker.client.get_run(tracker.run_id).info.status == "RUNNING":
+                # ``run_trial`` ends its run itself; a run still RUNNING here was never
+                # owned (it failed while opening): close it with the reason.
+                tracker.end(status, one_line(message, 5000))
+            tracker.set_tags({"trial_state": "FAIL"})
+        except Exception:
+            pass
+
+
+class _FollowMetric:
+    """``on_epoch``: report the study metric to Optuna each epoch and ask the pruner.
+
+    Epoch 0 (before training) is reported, so the curve starts where training starts, but
+    it neither counts as the trial's best value nor triggers pruning.
+    """
+
+    def __init__(self, trial: Any, plan: StudyPlan):
+        self.trial = trial
+        self.metric = plan.metric
+        self.maximize = plan.direction == "maximize"
+        self.mode = plan.spec.objective
+        self.values: list[float] = []
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
+        value = metrics.get(self.metric)
+        if value is None or not math.isfinite(float(value)):
+            return
+        self.trial.report(float(value), epoch)
+        if epoch == 0:
+            return
+        self.values.append(float(value))
+        if self.trial.should_prune():
+            raise Pruned(f"pruned at epoch {epoch} ({self.metric} {value:.4g})")
+
+    def value(self) -> float | None:
+        if not self.values:
+            return None
+        if self.mode == "final":
+            return self.values[-1]
+        return max(self.values) if self.maximize else min(self.values)
+
+
+def suggest(trial: Any, plan: StudyPlan) -> dict[str, Any]:
+    """The trial's parameters: its grid cell (fixed when enqueued) and sampled values."""
+    params: dict[str, Any] = {}
+    for key, values in plan.grid.items():
+        params[key] = trial.suggest_categorical(key, values)
+    for key, spec in plan.search_space.items():
+        if spec.type == "categorical":
+            params[key] = trial.suggest_categorical(key, spec.choices)
+        elif spec.type == "int":
+            params[key] = trial.suggest_int(
+                key, int(spec.low), int(spec.high), step=int(spec.step or 1)
+            )
+        else:
+            params[key] = trial.suggest_float(
+                key, spec.low, spec.high, step=spec.step, log=spec.type == "log_float"
+            )
+    return params
+
+
+def _run_name(plan: StudyPlan, number: int, params: dict[str, Any]) -> str:
+    def short(value: Any) -> str:
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    name = f"{plan.name}#{number} " + " ".join(f"{k}={short(v)}" for k, v in params.items())
+    return name.strip()[:250]
+
+
+def run_worker(plan: StudyPlan, settings: RunSettings, index: int = 0) -> int:
+    """Run trials of an already prepared study in this process; returns how many."""
+    worker = _Worker(plan, settings, index)
+    try:
+        return worker.run()
+    finally:
+        worker.close()
+
+
+def worker_process(plan: StudyPlan, settings: RunSettings, index: int, queue: Any) -> None:
+    """Entry point of a spawned worker process: reports (index, status, trials, message)."""
+
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        # First SIGINT (Ctrl-C reaches the whole process group) or SIGTERM (from the main
+        # process): stop like Ctrl-C. Later ones are ignored so that the running trial is
+        # still told FAIL(interrupted) and its MLflow run closed.
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if settings.threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    try:
+        queue.put((index, "ok", run_worker(plan, settings, index), ""))
+    except KeyboardInterrupt:
+        queue.put((index, "interrupted", 0, "interrupted"))
+    except AblateError as err:
+        queue.put((index, "error", 0, str(err)))
+    except BaseException as err:
+        traceback.print_exc()
+        queue.put((index, "crash", 0, f"{type(err).__name__}: {one_line(err, 300)}"))

@@ -1,0 +1,252 @@
+"""`ablate compare` end to end on a real SQLite MLflow store (see conftest.py).
+
+Expected numbers are recomputed from the arrays the fixture logged, with numpy and scipy,
+independently of ablate.compare's code paths.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ablate import compare
+from ablate.exceptions import AblateError, ConfigError, DataError
+
+
+def _row(result, group):
+    table = result.table
+    return table[table["group"] == group].iloc[0]
+
+
+def _by_seed(runs, variant, key):
+    return np.array(
+        [r[key] for r in sorted(runs, key=lambda r: r["seed"]) if r["variant"] == variant]
+    )
+
+
+@pytest.fixture(scope="module")
+def main(store):
+    """The default comparison of experiment 'ablate' (no files)."""
+    return compare.compare_runs(experiment="ablate", tracking_uri=store["uri"], out_dir=None)
+
+
+def test_default_end_point_is_the_final_models_test_number(store, main):
+    runs = store["runs"]["ablate"]
+    # only the variant varies (alpha_schedule follows it; device and data_dir are run-local)
+    assert main.group_by == ("variant",) and main.following == ("alpha_schedule",)
+    assert main.endpoint_source == "test"
+    assert main.metric == "test_acc" and main.checkpoint == "final"
+    assert list(main.table["group"]) == ["softmax", "softmax_v", "alpha_remix"]  # ranked
+    for variant in ("softmax", "softmax_v", "alpha_remix"):
+        final = _by_seed(runs, variant, "test_acc")
+        best = _by_seed(runs, variant, "best_test_acc")
+        row = _row(main, variant)
+        assert row["n"] == 4
+        assert row["final_mean"] == pytest.approx(final.mean(), abs=1e-12)
+        low, high = stats.t.interval(0.95, 3, loc=final.mean(), scale=stats.sem(final))
+        assert (row["final_ci_low"], row["final_ci_high"]) == pytest.approx((low, min(high, 1)))
+        assert row["best_mean"] == pytest.approx(best.mean(), abs=1e-12)
+        assert row["final_epochs"] == "6"
+        assert row["final_alphas"] == ("" if variant == "softmax" else "1")
+        epochs = [r["best_epoch"] for r in runs if r["variant"] == variant]
+        assert row["best_epochs"] == (
+            f"{min(epochs)}" if min(epochs) == max(epochs) else f"{min(epochs)}-{max(epochs)}"
+        )
+        auc = [r["val_acc"][1:].mean() for r in runs if r["variant"] == variant]
+        assert row["auc_mean"] == pytest.approx(np.mean(auc))
+
+
+def test_paired_tests_holm_and_curve_comparison(store, main):
+    runs = store["runs"]["ablate"]
+    base = _by_seed(runs, "softmax", "test_acc")
+    raw = []
+    for variant in ("softmax_v", "alpha_remix"):
+        values = _by_seed(runs, variant, "test_acc")
+        ref = stats.ttest_rel(values, base)
+        row = _row(main, variant)
+        assert row["test"] == "paired t" and row["n_pairs"] == 4
+        assert row["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+        assert (row["diff_ci_low"], row["diff_ci_high"]) == pytest.approx(
+            tuple(ref.confidence_interval(0.95))
+        )
+        raw.append(ref.pvalue)
+        curve = np.array([r["val_acc"][1:].mean() for r in runs if r["variant"] == variant])
+        base_curve = np.array([r["val_acc"][1:].mean() for r in runs if r["variant"] == "softmax"])
+        assert row["auc_diff"] == pytest.approx(curve.mean() - base_curve.mean())
+        assert row["auc_p_value"] == pytest.approx(stats.ttest_rel(curve, base_curve).pvalue)
+    assert list(main.table["p_holm"].iloc[1:]) == pytest.approx(compare.holm(raw))
+    # softmax_v is 0.05 better with a shared seed offset: the paired test sees it clearly
+    assert _row(main, "softmax_v")["significant"]
+    assert math.isnan(_row(main, "softmax")["p_value"])
+    # differences from the baseline per epoch, paired by seed
+    diffs = main.diffs[main.diffs["group"] == "softmax_v"].set_index("step")
+    assert list(diffs.index) == list(range(7)) and set(diffs["test"]) == {"paired t"}
+    a = np.array(
+        [
+            r["val_acc"][3]
+            for r in sorted(runs, key=lambda r: r["seed"])
+            if r["variant"] == "softmax_v"
+        ]
+    )
+    b = np.array(
+        [
+            r["val_acc"][3]
+            for r in sorted(runs, key=lambda r: r["seed"])
+            if r["variant"] == "softmax"
+        ]
+    )
+    ref = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert (diffs.loc[3, "ci_low"], diffs.loc[3, "ci_high"]) == pytest.approx(tuple(ref))
+
+
+def test_checkpoint_best_and_explicit_metrics(store):
+    runs = store["runs"]["ablate"]
+    best = compare.compare_runs(
+        experiment="ablate", checkpoint="best", tracking_uri=store["uri"], out_dir=None, n_boot=0
+    )
+    base = _by_seed(runs, "softmax", "best_test_acc")
+    other = _by_seed(runs, "softmax_v", "best_test_acc")
+    assert _row(best, "softmax_v")["diff"] == pytest.approx(other.mean() - base.mean())
+    assert _row(best, "softmax_v")["p_value"] == pytest.approx(stats.ttest_rel(other, base).pvalue)
+    same = compare.compare_runs(
+        experiment="ablate", metric="best_test_acc", tracking_uri=store["uri"], out_dir=None,
+        n_boot=0,
+    )  # fmt: skip
+    assert same.checkpoint == "best" and same.table["diff"].equals(best.table["diff"])
+    val = compare.compare_runs(
+        experiment="ablate", metric="val_loss", tracking_uri=store["uri"], out_dir=None, n_boot=0
+    )
+    assert val.mode == "min" and val.endpoint_source == "val" and val.spec.bounds is None
+    losses = [2.5 * (1 - r["val_acc"][-1]) for r in runs if r["variant"] == "softmax_v"]
+    assert _row(val, "softmax_v")["final_mean"] == pytest.approx(np.mean(losses))
+    assert list(val.table["group"]) == ["softmax", "softmax_v", "alpha_remix"]
+
+
+def test_old_runs_are_compared_on_validation(store):
+    runs = store["runs"]["old"]
+    result = compare.compare_runs(experiment="old", tracking_uri=store["uri"], out_dir=None)
+    assert result.endpoint_source == "val" and result.metric == "val_acc"
+    final = [r["val_acc"][-1] for r in runs if r["variant"] == "softmax_v"]
+    assert _row(result, "softmax_v")["final_mean"] == pytest.approx(np.mean(final))
+    assert any("logged before test numbers on the final weights" in n for n in result.notes)
+    # their test_acc is the best-validation checkpoint's: available as --checkpoint best
+    best = compare.compare_runs(
+        experiment="old", checkpoint="best", tracking_uri=store["uri"], out_dir=None
+    )
+    assert best.endpoint_source == "test"
+    old_test = [r["test_acc"] for r in runs if r["variant"] == "softmax_v"]
+    assert _row(best, "softmax_v")["best_mean"] == pytest.approx(np.mean(old_test))
+    with pytest.raises(ConfigError, match="--checkpoint best"):
+        compare.compare_runs(
+            experiment="old", metric="test_acc", tracking_uri=store["uri"], out_dir=None
+        )
+
+
+def test_running_failed_and_pruned_runs(store):
+    result = compare.compare_runs(
+        experiment="mixed", filter_string="tags.dataset = 'digits'", tracking_uri=store["uri"],
+        out_dir=None, n_boot=0,
+    )  # fmt: skip
+    # one run has no test numbers yet: everything is compared on validation
+    assert result.endpoint_source == "val"
+    assert any("every run is compared on val_acc" in n for n in result.notes)
+    assert _row(result, "softmax")["n_running"] == 1
+    runs = result.per_run.set_index("run_name")
+    assert (
+        runs.loc["softmax-s2", "last_epoch"] == 4 and runs.loc["softmax-s2", "status"] == "RUNNING"
+    )
+    assert len(result.per_run) == 6
+    assert any("1 FAILED" in n and "1 pruned" in n for n in result.notes)
+    soft = result.curves.query("metric == 'val_acc' and group == 'softmax'")
+    assert list(soft["n"]) == [3, 3, 3, 3, 3, 2, 2]
+    assert any("softmax n=3->2 at epoch 5" in n for n in result.notes)
+
+    pruned = compare.compare_runs(
+        experiment="mixed", filter_string="tags.dataset = 'digits'", include_pruned=True,
+        tracking_uri=store["uri"], out_dir=None, n_boot=0,
+    )  # fmt: skip
+    row = _row(pruned, "softmax_v")
+    assert row["n"] == 4 and row["test"] == "Welch t"  # seed 8 has no softmax partner
+    values = [r["val_acc"][-1] for r in store["runs"]["mixed"] if r["variant"] == "softmax_v"]
+    values.append(store["pruned"]["val_acc"][-1])
+    assert row["final_mean"] == pytest.approx(np.mean(values))
+    assert any("pruned run(s) included" in n for n in pruned.notes)
+
+
+def test_pooling_different_configs_is_refused(store):
+    with pytest.raises(ConfigError) as info:
+        compare.compare_runs(
+            experiment="lrs", group_by="variant", tracking_uri=store["uri"], out_dir=None
+        )
+    message = str(info.value)
+    assert "\n" not in message
+    for part in ("lr (0.0005, 0.001)", "epochs (6, 8)", "--pool-over epochs,lr", "'softmax'"):
+        assert part in message
+    # default grouping: by epochs (the first varying key); lr follows it and adds no split
+    split = compare.compare_runs(experiment="lrs", tracking_uri=store["uri"], out_dir=None)
+    assert split.group_by == ("epochs",) and split.following == ("lr",)
+    assert set(split.table["group"]) == {"6", "8"}
+    assert "grouped by epochs (lr varies with them)" in compare.format_report(split)
+    pooled = compare.compare_runs(
+        experiment="lrs", group_by="variant", pool_over="lr,epochs", tracking_uri=store["uri"],
+        out_dir=None,
+    )  # fmt: skip
+    assert list(pooled.table["group"]) == ["softmax"] and _row(pooled, "softmax")["n"] == 6
+    assert pooled.pool_over == ("lr", "epochs")
+
+
+def test_study_writes_files_and_logs_them_to_its_parent(store, tmp_path):
+    out = tmp_path / "study"
+    result = compare.compare_runs(study="sweep", tracking_uri=store["uri"], out_dir=out)
+    assert result.parent_run_id == store["parent_id"]
+    assert _row(result, "softmax_v")["n"] == 3  # across two experiments, pruned one left out
+    assert _row(result, "softmax_v")["test"] == "paired t"
+    names = {p.name for p in result.files}
+    assert {
+        "summary_test_acc.csv", "summary_test_acc.md", "runs_test_acc.csv", "curves.csv",
+        "diff_curves.csv", "curve_val_acc.png", "curve_val_loss.png", "curve_train_loss.png",
+        "curve_alpha.png", "diff_val_acc.png", "final_best_test_acc.png",
+    } <= names  # fmt: skip
+    logged = {f.path for f in store["client"].list_artifacts(store["parent_id"], "compare")}
+    assert {f"compare/{n}" for n in names} <= logged  # other tests log to it too
+    assert len(result.logged_artifacts) == len(names)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        ({"experiment": "nope"}, ConfigError, ["unknown experiment 'nope'", "ablate", "studies"]),
+        ({"study": "nope"}, ConfigError, ["unknown study 'nope'", "sweep"]),
+        ({"metric": "val_top5_acc"}, ConfigError, ["'val_top5_acc'", "val_acc", "train_loss"]),
+        ({"filter_string": "tags.dataset = 'imagenet'"}, DataError, ["no runs", "imagenet"]),
+        ({"filter_string": "tags.dataset == 'digits'"}, ConfigError, ["--filter", "comparator"]),
+        ({"metric": "lr"}, ConfigError, ["--mode max or --mode min"]),
+        ({"group_by": "varaint"}, ConfigError, ["'varaint'", "variant", "apply_to"]),
+        ({"pool_over": "lrr"}, ConfigError, ["--pool-over", "'lrr'"]),
+        ({"group_by": "variant", "pool_over": "variant"}, ConfigError, ["both group by"]),
+        ({"pairing": "maybe"}, ConfigError, ["auto, paired, welch"]),
+        ({"target": "soon"}, ConfigError, ["--target", "auto or none"]),
+        ({"metric": "best_test_acc", "checkpoint": "final"}, ConfigError, ["best-validation"]),
+    ],
+)
+def test_errors_are_one_line(store, kwargs, error, words):
+    kwargs = {"experiment": "ablate", **kwargs} if "study" not in kwargs else kwargs
+    with pytest.raises(error) as info:
+        compare.compare_runs(tracking_uri=store["uri"], out_dir=None, **kwargs)
+    message = str(info.value)
+    assert isinstance(info.value, AblateError) and "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_missing_store_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(DataError, match="no MLflow store"):
+        compare.compare_runs(out_dir=None)
+    assert not (tmp_path / "mlflow.db").exists()
+    with pytest.raises(DataError, match="cannot open MLflow store foo://bar"):
+        compare.compare_runs(tracking_uri="foo://bar", out_dir=None)

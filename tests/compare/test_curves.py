@@ -1,0 +1,80 @@
+"""Learning curves: aligned by epoch, AUC over epochs 1..E, differences from the baseline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from ablate.compare.curves import (
+    aggregate_curves,
+    auc,
+    default_target,
+    diff_curves,
+    epochs_to_target,
+)
+from ablate.compare.select import RunRecord
+
+
+def _run(group: str, seed: str, values) -> RunRecord:
+    series = pd.Series(np.asarray(values, float), index=pd.RangeIndex(len(values), name="step"))
+    return RunRecord(
+        run_id=f"{group}-{seed}", name=f"{group}-{seed}", experiment_id="1",
+        status="FINISHED", pruned=False, tags={"seed": seed}, params={}, latest={},
+        histories={"val_acc": series}, group=group,
+    )  # fmt: skip
+
+
+RNG = np.random.default_rng(0)
+BASE = {s: np.clip(0.5 + 0.1 * np.arange(5) + RNG.normal(0, 0.02, 5), 0, 1) for s in "012"}
+RUNS = [_run("softmax", s, v) for s, v in BASE.items()] + [
+    _run("softmax_v", s, np.clip(v + 0.05 + RNG.normal(0, 0.01, 5), 0, 1)) for s, v in BASE.items()
+]
+
+
+def test_auc_and_epochs_to_target():
+    s = pd.Series([0.1, 0.5, 0.7, 0.9])
+    assert auc(s) == pytest.approx(0.7)  # mean of epochs 1..3
+    assert math.isnan(auc(s.iloc[:1]))
+    assert epochs_to_target(s, 0.7, "max") == 2.0
+    assert math.isnan(epochs_to_target(s, 0.95, "max"))
+    assert epochs_to_target(1 - s, 0.35, "min") == 2.0
+
+
+def test_aggregate_curves_aligned_and_bounded():
+    runs = [*RUNS, _run("short", "0", [0.9, 0.99]), _run("short", "1", [0.95, 0.999, 1.0])]
+    curves = aggregate_curves(runs, ["val_acc"], ["softmax", "short"], bounds={"val_acc": (0, 1)})
+    soft = curves[curves["group"] == "softmax"].set_index("step")
+    at3 = np.array([v[3] for v in BASE.values()])
+    assert soft.loc[3, "mean"] == pytest.approx(at3.mean())
+    ref = stats.t.interval(0.95, 2, loc=at3.mean(), scale=stats.sem(at3))
+    assert (soft.loc[3, "ci_low"], soft.loc[3, "ci_high"]) == pytest.approx(ref)
+    short = curves[curves["group"] == "short"].set_index("step")
+    assert list(short["n"]) == [2, 2, 1]  # the second run reached epoch 2 alone
+    assert short.loc[1, "ci_high"] == 1.0  # clipped: an accuracy interval stays <= 1
+    assert math.isnan(short.loc[2, "ci_low"])
+
+
+def test_diff_curves_paired_by_seed_else_welch():
+    diffs = diff_curves(RUNS, "val_acc", ["softmax", "softmax_v"], "softmax", bounds=(0, 1))
+    assert set(diffs["group"]) == {"softmax_v"} and set(diffs["test"]) == {"paired t"}
+    row = diffs.set_index("step").loc[2]
+    a = np.array([r.histories["val_acc"][2] for r in RUNS if r.group == "softmax_v"])
+    b = np.array([r.histories["val_acc"][2] for r in RUNS if r.group == "softmax"])
+    ref = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert row["diff"] == pytest.approx((a - b).mean())
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(tuple(ref))
+    # other seeds in the variant: Welch's interval
+    other = [*RUNS[:3], *(_run("softmax_v", f"9{s}", BASE[s] + 0.05) for s in "012")]
+    diffs = diff_curves(other, "val_acc", ["softmax", "softmax_v"], "softmax")
+    assert set(diffs["test"]) == {"Welch t"}
+    assert diff_curves(RUNS, "val_acc", ["softmax"], None).empty
+
+
+def test_default_target_is_the_worst_groups_final_level():
+    worst = np.mean([v[-1] for v in BASE.values()])
+    assert default_target(RUNS, "val_acc", "max") == pytest.approx(worst)
+    assert default_target(RUNS, "val_loss", "max") is None
