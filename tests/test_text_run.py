@@ -51,6 +51,10 @@ def test_text_cct_trains_on_csv_and_beats_majority(workdir):
             "both",
             "--alpha-schedule",
             "linear",
+            # half-way to softmax^T(V): at alpha 1 in both attention and pooling this toy task
+            # does not learn in 8 epochs, and test_acc is the final model's (issue 10)
+            "--alpha-end",
+            "0.5",
             "--max-len",
             "32",
             "--epochs",

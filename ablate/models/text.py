@@ -270,6 +270,33 @@ def _tokenizer_geometry(family: str, kernel_size: int) -> tuple[int, int, int, b
     return kernel_size, kernel_size, 0, False, False  # CVT / ViT-Lite: patches of k words
 
 
+def word_table(
+    name: str, vocab_size: int | None, word_dim: int | None, embedding_matrix: Any
+) -> tuple[torch.Tensor | None, int, int]:
+    """(matrix, vocab_size, word_dim): sizes taken from the initial word vectors when omitted,
+    and checked against them when given."""
+    matrix = None
+    if embedding_matrix is not None:
+        matrix = torch.as_tensor(embedding_matrix, dtype=torch.float32)
+        if matrix.dim() != 2:
+            raise ConfigError(
+                f"{name}: embedding_matrix must be 2-D (vocab_size, word_dim); "
+                f"got shape {tuple(matrix.shape)}"
+            )
+        vocab_size = int(matrix.shape[0]) if vocab_size is None else vocab_size
+        word_dim = int(matrix.shape[1]) if word_dim is None else word_dim
+        if tuple(matrix.shape) != (vocab_size, word_dim):
+            raise ConfigError(
+                f"{name}: embedding_matrix has shape {tuple(matrix.shape)} but "
+                f"vocab_size={vocab_size}, word_dim={word_dim}"
+            )
+    if vocab_size is None or word_dim is None:
+        raise ConfigError(
+            f"{name}: a text model needs vocab_size and word_dim, or an embedding_matrix"
+        )
+    return matrix, vocab_size, word_dim
+
+
 def build_text_model(
     *,
     name: str,
@@ -317,27 +344,7 @@ def build_text_model(
         raise ConfigError(
             f"text model family must be one of {', '.join(TEXT_FAMILIES)}; got {family!r}"
         )
-    matrix = None
-    if embedding_matrix is not None:
-        matrix = torch.as_tensor(embedding_matrix, dtype=torch.float32)
-        if matrix.dim() != 2:
-            raise ConfigError(
-                f"{name}: embedding_matrix must be 2-D (vocab_size, word_dim); "
-                f"got shape {tuple(matrix.shape)}"
-            )
-        if vocab_size is None:
-            vocab_size = int(matrix.shape[0])
-        if word_dim is None:
-            word_dim = int(matrix.shape[1])
-        if tuple(matrix.shape) != (vocab_size, word_dim):
-            raise ConfigError(
-                f"{name}: embedding_matrix has shape {tuple(matrix.shape)} but "
-                f"vocab_size={vocab_size}, word_dim={word_dim}"
-            )
-    if vocab_size is None or word_dim is None:
-        raise ConfigError(
-            f"{name}: a text model needs vocab_size and word_dim, or an embedding_matrix"
-        )
+    matrix, vocab_size, word_dim = word_table(name, vocab_size, word_dim, embedding_matrix)
     for arg, value, low in (
         ("vocab_size", vocab_size, 1),
         ("word_dim", word_dim, 1),

@@ -31,7 +31,7 @@ from ablate.exceptions import ConfigError
 from ablate.models._blocks import TransformerClassifier
 from ablate.models._builder import split_variant
 from ablate.models._registry import register_model
-from ablate.models.text import TextCompactTransformer, WordEmbedder
+from ablate.models.text import TextCompactTransformer, WordEmbedder, word_table
 
 __all__ = ["WordTokens", "build_text_transformer", "TEXT_TRANSFORMER_SIZES"]
 
@@ -99,18 +99,7 @@ def build_text_transformer(
             f"{name}: apply_to={apply_to!r} needs sequence pooling, but this model uses a class "
             "token; use apply_to='attention'"
         )
-    matrix = None
-    if embedding_matrix is not None:
-        matrix = torch.as_tensor(embedding_matrix, dtype=torch.float32)
-        vocab_size = int(matrix.shape[0]) if vocab_size is None else vocab_size
-        word_dim = int(matrix.shape[1]) if word_dim is None else word_dim
-    if vocab_size is None or word_dim is None:
-        raise ConfigError(f"{name}: needs vocab_size and word_dim, or an embedding_matrix")
-    if matrix is not None and tuple(matrix.shape) != (vocab_size, word_dim):
-        raise ConfigError(
-            f"{name}: embedding_matrix has shape {tuple(matrix.shape)} but "
-            f"vocab_size={vocab_size}, word_dim={word_dim}"
-        )
+    matrix, vocab_size, word_dim = word_table(name, vocab_size, word_dim, embedding_matrix)
     if word_dim % num_heads:
         raise ConfigError(
             f"{name}: its {num_heads} heads must divide the word-vector width, got "
