@@ -181,6 +181,14 @@ class _BatchedPolicy:
         self._tables: dict[tuple[int, int], _Tables] = {}
         self._kernels: dict[tuple[str, int, int], torch.Tensor] = {}
 
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> uint8 (B, C, H, W), on ``x``'s device."""
+        if x.shape[0] == 0:
+            return x
+        for ids in self.draw(x.shape[0], x.shape[-2], x.shape[-1], generator):
+            x = apply_actions(x, ids, self)
+        return x
+
     def _actions(self, height: int, width: int) -> list[Action]:
         raise NotImplementedError
 
@@ -305,14 +313,6 @@ class BatchedRandAugment(_BatchedPolicy):
             rounds.append(lookup[op, negative])
         return rounds
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """uint8 (B, C, H, W) -> uint8 (B, C, H, W), on ``x``'s device."""
-        if x.shape[0] == 0:
-            return x
-        for ids in self.draw(x.shape[0], x.shape[-2], x.shape[-1], generator):
-            x = apply_actions(x, ids, self)
-        return x
-
 
 class BatchedAutoAugment(_BatchedPolicy):
     """AutoAugment with torchvision's learned policies, an independent draw per image.
@@ -374,11 +374,3 @@ class BatchedAutoAugment(_BatchedPolicy):
             negative = (torch.rand(batch, generator=generator) <= 0.5).long()
             rounds.append(torch.where(applied, lookup[which, step, negative], identity))
         return rounds
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """uint8 (B, C, H, W) -> uint8 (B, C, H, W), on ``x``'s device."""
-        if x.shape[0] == 0:
-            return x
-        for ids in self.draw(x.shape[0], x.shape[-2], x.shape[-1], generator):
-            x = apply_actions(x, ids, self)
-        return x
