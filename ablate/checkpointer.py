@@ -15,7 +15,13 @@ previous file intact. The previous ``last.pt`` is kept as ``last.prev.pt``: when
 falls back to it instead of starting over.
 
 Both files use the checkpoint format of :mod:`ablate.models.checkpoint` (``format``,
-``name``, ``arch``, ``model`` plus entries of their own), read with ``weights_only=True``.
+``name``, ``arch``, ``model`` plus entries of their own). Every checkpoint file ablate
+reads (ours, official ``.pth`` weights, ``--init-from`` sources) goes through
+:func:`read_checkpoint` (CPU, ``weights_only=True``), which either raises a one-line
+:class:`~ablate.exceptions.CheckpointError` or, for resume, answers None.
+
+File names: ``last.pt``, ``last.prev.pt``, ``best.pt`` and ``model.pt`` (the exported final
+model) in the run's folder, logged to MLflow under the run's ``checkpoints/`` artifacts.
 """
 
 from __future__ import annotations
@@ -23,17 +29,29 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import torch
 
 from ablate.exceptions import CheckpointError
 
-__all__ = ["Checkpointer", "atomic_torch_save", "LAST", "BEST", "PREVIOUS"]
+__all__ = [
+    "Checkpointer",
+    "atomic_torch_save",
+    "read_checkpoint",
+    "read_state",
+    "LAST",
+    "BEST",
+    "PREVIOUS",
+    "EXPORTED",
+    "ARTIFACT_DIR",
+]
 
-LAST = "last.pt"
-BEST = "best.pt"
-PREVIOUS = "last.prev.pt"
+LAST = "last.pt"  # resumable state of the newest finished epoch
+BEST = "best.pt"  # weights of the best-validation epoch
+PREVIOUS = "last.prev.pt"  # the last.pt before the newest one (fallback when that is cut short)
+EXPORTED = "model.pt"  # final weights, LoRA adapters merged (ablate.finetune.export_model)
+ARTIFACT_DIR = "checkpoints"  # MLflow artifact folder holding the files above
 
 
 def atomic_torch_save(payload: Mapping[str, Any], path: str | Path) -> Path:
@@ -124,10 +142,43 @@ class Checkpointer:
         return state
 
 
-def read_state(path: str | Path) -> dict[str, Any] | None:
-    """A checkpoint file as a dict (CPU, weights_only=True), or None when unreadable."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - truncated files raise EOFError, RuntimeError, ...
+def read_checkpoint(
+    path: str | Path, *, unreadable: Literal["raise", "none"] = "raise"
+) -> Any:
+    """Load a checkpoint file on the CPU with ``weights_only=True`` (no pickled code runs).
+
+    Args:
+        path: the file (``~`` is expanded).
+        unreadable: what a missing, truncated or foreign file gives: ``raise`` a one-line
+            :class:`~ablate.exceptions.CheckpointError` naming the file, or ``none`` (resume,
+            which then falls back to an older file).
+
+    Returns:
+        Whatever the file holds (ours: a dict with ``model``; official: a state dict).
+    """
+    if unreadable not in ("raise", "none"):
+        raise ValueError(f"unreadable: {unreadable!r} is not valid; choose raise or none")
+    p = Path(path).expanduser()
+    problem = (
+        None if p.is_file()
+        else f"checkpoint file {p} does not exist" if not p.exists()
+        else f"checkpoint path {p} is not a file"
+    )
+    if problem is None:
+        try:
+            return torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - truncated files raise EOFError, RuntimeError, ...
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            problem = (
+                f"cannot read checkpoint {p} with torch.load(weights_only=True): "
+                f"{type(err).__name__}: {first}"
+            )
+    if unreadable == "none":
         return None
+    raise CheckpointError(problem)
+
+
+def read_state(path: str | Path) -> dict[str, Any] | None:
+    """A training state (a checkpoint dict with ``model``), or None when unreadable."""
+    state = read_checkpoint(path, unreadable="none")
     return state if isinstance(state, dict) and "model" in state else None

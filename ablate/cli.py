@@ -12,11 +12,13 @@ whatever was already logged to MLflow stays there.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
-import json
+import os
 import sys
 from typing import Any, Callable, Sequence
 
+from ablate.cli_options import add_output, add_tracking_uri, print_rows
 from ablate.config import RunConfig, config_fields, config_from_mapping, load_yaml
 from ablate.exceptions import AblateError
 
@@ -37,6 +39,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     hints = {f.name: f.type for f in config_fields()}
     for f in config_fields():
         group = groups[f.metadata.get("group", "run")]
+        if f.name == "tracking_uri":  # shared with other commands
+            add_tracking_uri(group, default=argparse.SUPPRESS)
+            continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default
         help_text = f.metadata["help"]
@@ -99,8 +104,11 @@ def _run_command(args: argparse.Namespace, base: dict[str, Any] | None = None) -
             f"best-validation weights (epoch {result.best_epoch}, val_acc "
             f"{result.best_val_acc:.4f}): test_acc {b.get('acc', float('nan')):.4f}"
         )
+        from ablate.ui import url_of_run
+
         uri = resolve_tracking_uri(cfg.tracking_uri)
-        print(f"see the curves with: ablate ui --tracking-uri {uri}")
+        print(f"see the curves with: ablate ui --tracking-uri {uri}, then open")
+        print(f"  {url_of_run(uri, result.run_id)}")
     return 0
 
 
@@ -150,68 +158,12 @@ def _finetune_command(args: argparse.Namespace) -> int:
     return _run_command(args, base)
 
 
-def _ui_command(args: argparse.Namespace) -> int:
-    import subprocess
-
-    from ablate.tracking import resolve_tracking_uri
-
-    uri = resolve_tracking_uri(args.tracking_uri)
-    url = f"http://{args.host}:{args.port}"
-    print(f"MLflow UI for {uri} at {url}  (Ctrl-C to stop)", flush=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
-
-
-def _add_ui_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
-    )
-    parser.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to bind (default: 127.0.0.1, this machine only)",
-    )
-    parser.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
-
-
 def _add_list_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default="*", help="fnmatch filter, e.g. 'cct_7*'")
-    parser.add_argument(
-        "--output", choices=("table", "json"), default="table", help="output format"
-    )
+    add_output(parser)
     parser.add_argument(
         "--variant-file", default=None, help="also load variants from this Python file"
     )
-
-
-def _print_rows(rows: list[dict[str, Any]], output: str) -> None:
-    if output == "json":
-        print(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        print("(none)")
-        return
-    cols = list(rows[0])
-    width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-    print("  ".join(c.ljust(width[c]) for c in cols))
-    for r in rows:
-        print("  ".join(str(r[c]).ljust(width[c]) for c in cols))
 
 
 def _variants_command(args: argparse.Namespace) -> int:
@@ -228,7 +180,7 @@ def _variants_command(args: argparse.Namespace) -> int:
         }
         for s in variants.list_attention(args.pattern)
     ]
-    _print_rows(rows, args.output)
+    print_rows(rows, args.output)
     return 0
 
 
@@ -252,7 +204,7 @@ def _models_command(args: argparse.Namespace) -> int:
                 "classes": d.get("num_classes", "-"),
             }
         )
-    _print_rows(rows, args.output)
+    print_rows(rows, args.output)
     return 0
 
 
@@ -276,9 +228,20 @@ _COMMANDS: dict[str, tuple[str, Any, Any]] = {
         None,
     ),
     "ui": (
-        "start the MLflow UI on the same store (bound to 127.0.0.1)",
-        _add_ui_arguments,
-        _ui_command,
+        "start the MLflow UI on the same store (bound to 127.0.0.1) and print the URL of "
+        "the newest experiment in the model-training view",
+        "ablate.ui",
+        None,
+    ),
+    "export": (
+        "write a logged or registered model (models:/...) as a plain checkpoint file",
+        lambda p: importlib.import_module("ablate.ui").add_export_arguments(p),
+        lambda a: importlib.import_module("ablate.ui").export_command(a),
+    ),
+    "dashboard": (
+        "start optuna-dashboard on a study's storage (bound to 127.0.0.1)",
+        lambda p: importlib.import_module("ablate.ui").add_dashboard_arguments(p),
+        lambda a: importlib.import_module("ablate.ui").dashboard_command(a),
     ),
     "variants": ("list the registered attention variants", _add_list_arguments, _variants_command),
     "models": ("list the registered backbones", _add_list_arguments, _models_command),
@@ -320,17 +283,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the command's own parser, with its usage hint
+        command = _subparser(parser, args.command)
+        command.error(_unrecognized(command, extra))
     handler: Callable[[argparse.Namespace], int] = args._handler
     try:
-        return int(handler(args) or 0)
+        status = int(handler(args) or 0)
+        sys.stdout.flush()  # a closed pipe (`ablate ... | head`) surfaces here, not at exit
+        return status
+    except BrokenPipeError:
+        # The reader went away: stop quietly, as `ls | head` does (128 + SIGPIPE).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except (AblateError, ValueError, FileNotFoundError) as err:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"ablate {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"ablate {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C, or ablate.exceptions.Stopped (SIGTERM, ...)
+        print(f"ablate {args.command}: {err or 'interrupted'}", file=sys.stderr)
+        return getattr(err, "exit_code", 130)  # 128 + the signal's number
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extra: list[str]) -> str:
+    """``unrecognized arguments: --epochz (did you mean --epochs?)``: the unknown flags (the
+    values after them are not news), else the stray values."""
+    flags = [a for a in extra if a.startswith("-") and len(a) > 1]
+    message = f"unrecognized arguments: {' '.join(flags or extra)}"
+    known = [o for o in parser._option_string_actions if o.startswith("--")]
+    guesses = [
+        close[0]
+        for flag in flags
+        if (close := difflib.get_close_matches(flag.partition("=")[0], known, n=1))
+    ]
+    if guesses:
+        message += f" (did you mean {', '.join(guesses)}?)"
+    return message
 
 
 if __name__ == "__main__":  # pragma: no cover

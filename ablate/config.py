@@ -184,6 +184,10 @@ class RunConfig:
         choices=BEST_FROM_CHOICES,
         group="alpha",
     )
+    # a learned alpha (variant ...:alpha=learned) trains in its own AdamW group, no decay
+    alpha_lr: float | None = _f(
+        None, "learning rate of a learned alpha (alpha=learned); default: --lr", group="alpha"
+    )
     alpha_hold: bool = _f(
         True,
         "after annealing keep alpha at the end value; --no-alpha-hold repeats the schedule",
@@ -208,6 +212,12 @@ class RunConfig:
     experiment: str = _f("ablate", "MLflow experiment name")
     run_name: str | None = _f(None, "MLflow run name (default: generated from the config)")
     checkpoint_dir: str = _f("./checkpoints", "where last/best checkpoints are written")
+    # every epoch's last.pt stays local; MLflow gets it every K epochs, at the end, on a stop
+    checkpoint_upload_every: int = _f(
+        30, "upload the resume checkpoint to MLflow every K epochs and at the end (0: end only)"
+    )
+    system_metrics: bool = _f(True, "log CPU / memory / GPU use as system/* metrics")
+    system_metrics_interval: float = _f(10.0, "seconds between system-metrics samples")
     quiet: bool = _f(False, "no progress bars")
 
     def __post_init__(self) -> None:

@@ -9,7 +9,12 @@ __all__ = [
     "CheckpointError",
     "TrainingDiverged",
     "Pruned",
+    "Stopped",
+    "STOP_REASONS",
 ]
+
+# Why a run was stopped from outside (its MLflow run's ``stop_reason`` tag).
+STOP_REASONS = ("preempted", "time_limit", "user")
 
 
 class AblateError(Exception):
@@ -34,3 +39,28 @@ class TrainingDiverged(AblateError):
 
 class Pruned(Exception):
     """Raised by an epoch hook to stop a trial early; its run ends KILLED, trial_state PRUNED."""
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal (SIGTERM, SIGINT, a time-limit warning) ended a run between steps.
+
+    A ``KeyboardInterrupt``, so code that cleans up after Ctrl-C cleans up after it too.
+    The run ends KILLED with ``stop_reason`` set to :attr:`reason`; a study trial is handed
+    over so that the next worker resumes it (:mod:`ablate.stopping`).
+
+    Args:
+        reason: one of :data:`STOP_REASONS`.
+        signal_name: the signal that asked for the stop, e.g. ``SIGTERM``.
+    """
+
+    def __init__(self, reason: str, signal_name: str):
+        super().__init__(f"stopped by {signal_name} ({reason})")
+        self.reason = reason
+        self.signal_name = signal_name
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by this signal: 128 + its number."""
+        import signal
+
+        return 128 + int(getattr(signal, self.signal_name, signal.SIGINT))

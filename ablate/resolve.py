@@ -1,12 +1,16 @@
 """Resolve once: turn a :class:`RunConfig`'s strings into the objects a trial runs with.
 
-``resolve(cfg)`` is the only place that parses the variant string, looks up the model,
-classifies the data set, loads the initial weights (a ``runs:/`` source is downloaded
-once, here), decides where validation data comes from, picks the device and builds the
-run's tags. Everything after it (:mod:`ablate.trial`, :mod:`ablate.train`) receives the
-:class:`ResolvedRun` and never re-reads a string. Every error it raises is a one-line
-:class:`~ablate.exceptions.ConfigError` / ``CheckpointError`` before any MLflow run exists,
-so bad input never leaves a half-logged run behind.
+Two steps. :func:`check` is cheap (no weights, no device, no data): it parses the variant
+into a :class:`~variants.VariantSpec`, builds the :class:`~ablate.schedules.AlphaSchedule`,
+looks up the model's :class:`~ablate.models._registry.ModelEntry` and classifies the data
+set; study files are validated with it. :func:`resolve` runs ``check`` and then loads the
+initial weights (a ``runs:/`` source is downloaded once, here), decides where validation
+data comes from, picks the device and builds the run's tags.
+
+Everything after it (:mod:`ablate.trial`, :mod:`ablate.train`, the model builders) receives
+the :class:`ResolvedRun` and its objects and never re-reads a string. Every error it raises
+is a one-line :class:`~ablate.exceptions.ConfigError` / ``CheckpointError`` before any
+MLflow run exists, so bad input never leaves a half-logged run behind.
 
 Validation without leakage: when the initial weights were trained on the whole training
 split of the data set being fine-tuned on (official CIFAR checkpoints; our checkpoints
@@ -17,7 +21,7 @@ test split); an explicit ``val_split="train"`` is refused, naming the option.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
@@ -28,8 +32,10 @@ from ablate.exceptions import ConfigError
 if TYPE_CHECKING:
     from ablate.finetune import SourceWeights
     from ablate.models._registry import ModelEntry
+    from ablate.schedules import AlphaSchedule
+    from variants import VariantSpec
 
-__all__ = ["ResolvedRun", "resolve", "resolve_device", "RUN_TAG_KEYS"]
+__all__ = ["CheckedConfig", "ResolvedRun", "check", "resolve", "resolve_device", "RUN_TAG_KEYS"]
 
 # Config fields copied into tags, so runs can be filtered and grouped without params.
 RUN_TAG_KEYS = ("variant", "apply_to", "model", "dataset", "alpha_schedule", "seed")
@@ -39,14 +45,34 @@ _OFFICIAL_TRAINING_SETS = ("cifar10", "cifar100")
 
 
 @dataclass(frozen=True)
+class CheckedConfig:
+    """What :func:`check` looked up: every name of a configuration, nothing loaded.
+
+    Attributes:
+        variant: the parsed variant (name and parameter values).
+        model: the registry entry of ``cfg.model`` (``model.external`` for timm:/hf:).
+        task: ``image`` or ``text``, from the data set.
+        alpha_schedule: the schedule object (window maybe in epochs), None without one.
+    """
+
+    variant: "VariantSpec"
+    model: "ModelEntry"
+    task: str
+    alpha_schedule: "AlphaSchedule | None"
+
+
+@dataclass(frozen=True)
 class ResolvedRun:
     """A configuration with every name looked up and every choice made.
 
     Attributes:
         cfg: the configuration, with ``val_split`` resolved (never ``auto``).
-        variant / variant_params: the registered variant and its parsed parameters.
+        variant_spec: the parsed variant every model builder receives (``variant`` /
+            ``variant_params`` read its name and values).
         model: the registry entry of ``cfg.model``.
-        task: ``image`` or ``text``.
+        task: ``image`` or ``text`` (classified once; the data loader takes it).
+        alpha_schedule: the schedule object the training loop calls every step (None:
+            the variant's own value); its window is sized to the data by the loop.
         img_size: input resolution for image data (None for text).
         in_chans: image channels the initial weights expect (None: the data set's own).
         init: the initial weights, read once (None without ``--init-from``).
@@ -58,10 +84,10 @@ class ResolvedRun:
     """
 
     cfg: RunConfig
-    variant: str
-    variant_params: Mapping[str, float]
+    variant_spec: "VariantSpec"
     model: "ModelEntry"
     task: str
+    alpha_schedule: "AlphaSchedule | None"
     img_size: int | None
     in_chans: int | None
     init: "SourceWeights | None"
@@ -70,6 +96,16 @@ class ResolvedRun:
     amp: bool
     split_provenance: str
     tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def variant(self) -> str:
+        """The registered variant's name (``cfg.variant`` keeps the text form)."""
+        return self.variant_spec.name
+
+    @property
+    def variant_params(self) -> Mapping[str, float]:
+        """The parameter values the variant string gave (defaults not included)."""
+        return self.variant_spec.params
 
     @property
     def preprocessing(self) -> Mapping[str, Any] | None:
@@ -103,22 +139,94 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _variant(cfg: RunConfig) -> tuple[str, dict[str, float], tuple[str, ...]]:
+def check(cfg: RunConfig, *, combinations: bool = True, download: bool = False) -> CheckedConfig:
+    """Look up every name in ``cfg``: variant (after loading ``variant_file``), alpha
+    schedule, model, data set. Cheap: no weights, no device, no data.
+
+    Args:
+        combinations: also check that the names fit together (a schedule needs an
+            ``alpha`` parameter, the model's task is the data's); False checks each name
+            alone (a study's partial configurations).
+        download: a model source may fetch what describes the model (a Hugging Face config).
+
+    Raises:
+        ConfigError: one line naming the problem and the valid choices.
+    """
+    from ablate.data import dataset_task
+    from ablate.models._registry import model_entry
+
+    variant = _variant(cfg)
+    schedule = _alpha_schedule(cfg)
+    if combinations and schedule is not None:
+        _check_schedule_fits(cfg, variant)
+    try:
+        entry = model_entry(cfg.model, download=download)
+    except ValueError as err:  # ConfigError included
+        raise ConfigError(str(err)) from None
+    task = dataset_task(cfg.dataset)
+    if combinations:
+        if cfg.task != "auto" and cfg.task != task:
+            raise ConfigError(
+                f"task {cfg.task!r} does not match data set {cfg.dataset!r} ({task})"
+            )
+        if entry.task != task:
+            raise ConfigError(
+                f"model {cfg.model!r} is a {entry.task} model but data set {cfg.dataset!r} is "
+                f"{task} data; pick a {task} model (see `ablate models`)"
+            )
+    return CheckedConfig(variant=variant, model=entry, task=task, alpha_schedule=schedule)
+
+
+def _variant(cfg: RunConfig) -> "VariantSpec":
     import variants
 
     try:
         if cfg.variant_file:
-            variants.load_variant_file(cfg.variant_file)
-        name, params = variants.parse_variant(cfg.variant)
+            load_variant_file_once(cfg.variant_file)
+        return variants.VariantSpec.parse(cfg.variant)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return name, params, tuple(variants.get_attention(name).params)
 
 
-def _check_schedule(cfg: RunConfig, variant: str, param_names: tuple[str, ...]) -> None:
-    if cfg.alpha_schedule == "none":
+# variant file (resolved path) -> modification time when it was loaded
+_loaded_variant_files: dict[str, int] = {}
+
+
+def load_variant_file_once(path: str) -> None:
+    """Import a ``--variant-file`` unless this version of it is registered already (a study
+    checks many configurations naming the same file; re-importing re-registers each one)."""
+    import os
+
+    import variants
+
+    key = os.path.realpath(path)
+    mtime = os.stat(key).st_mtime_ns if os.path.isfile(key) else -1
+    if _loaded_variant_files.get(key) == mtime:
         return
-    from ablate.schedules import list_schedules
+    variants.load_variant_file(path)
+    _loaded_variant_files[key] = mtime
+
+
+def _check_schedule_fits(cfg: RunConfig, variant: "VariantSpec") -> None:
+    from ablate.learned_alpha import check_no_schedule
+
+    check_no_schedule(variant.learned, cfg.alpha_schedule, cfg.variant)
+    param_names = tuple(variant.entry.params)
+    if "alpha" not in param_names:
+        has = ", ".join(param_names) if param_names else "no parameters"
+        raise ConfigError(
+            f"alpha_schedule {cfg.alpha_schedule!r} needs a variant with an 'alpha' parameter, "
+            f"but {variant.name!r} has {has}; "
+            "use softmax_v or alpha_remix, or --alpha-schedule none"
+        )
+
+
+def _alpha_schedule(cfg: RunConfig) -> "AlphaSchedule | None":
+    """The run's schedule; its window ends with the last optimizer step of the run, of
+    epoch ``alpha_epochs``, or after ``alpha_steps`` steps."""
+    if cfg.alpha_schedule == "none":
+        return None
+    from ablate.schedules import AlphaSchedule, list_schedules
 
     valid = list_schedules()
     if cfg.alpha_schedule not in valid:
@@ -126,12 +234,19 @@ def _check_schedule(cfg: RunConfig, variant: str, param_names: tuple[str, ...]) 
             f"alpha_schedule: {cfg.alpha_schedule!r} is not valid; choose one of "
             f"none, {', '.join(valid)}"
         )
-    if "alpha" not in param_names:
-        raise ConfigError(
-            f"alpha_schedule {cfg.alpha_schedule!r} needs a variant with an 'alpha' parameter, "
-            f"but {variant!r} has {', '.join(param_names) if param_names else 'no parameters'}; "
-            "use softmax_v or alpha_remix, or --alpha-schedule none"
+    epochs = cfg.alpha_epochs if cfg.alpha_epochs is not None else cfg.epochs
+    try:
+        return AlphaSchedule(
+            cfg.alpha_schedule,
+            cfg.alpha_start,
+            cfg.alpha_end,
+            steps=cfg.alpha_steps,
+            levels=cfg.alpha_levels,
+            hold=cfg.alpha_hold,
+            epochs=None if cfg.alpha_steps is not None else epochs,
         )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _val_split(cfg: RunConfig, init: "SourceWeights | None") -> tuple[str, str]:
@@ -167,23 +282,7 @@ def _source_saw_training_split(cfg: RunConfig, init: "SourceWeights | None") -> 
 
 def resolve(cfg: RunConfig) -> ResolvedRun:
     """Look everything up once; raises one-line ConfigError / CheckpointError on bad input."""
-    from ablate.data import dataset_task, preferred_img_size
-    from ablate.models._registry import model_entry
-
-    variant, variant_params, param_names = _variant(cfg)
-    _check_schedule(cfg, variant, param_names)
-    try:
-        entry = model_entry(cfg.model, download=cfg.download)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    task = dataset_task(cfg.dataset)
-    if cfg.task != "auto" and cfg.task != task:
-        raise ConfigError(f"task {cfg.task!r} does not match data set {cfg.dataset!r} ({task})")
-    if entry.task != task:
-        raise ConfigError(
-            f"model {cfg.model!r} is a {entry.task} model but data set {cfg.dataset!r} is "
-            f"{task} data; pick a {task} model (see `ablate models`)"
-        )
+    checked = check(cfg, download=cfg.download)
     finetuning = bool(
         cfg.init_from or cfg.freeze != "none" or cfg.lora_rank or cfg.layer_decay != 1.0
     )
@@ -194,19 +293,7 @@ def resolve(cfg: RunConfig) -> ResolvedRun:
         init = load_source(cfg.init_from, cfg.tracking_uri)
     val_split, leak_reason = _val_split(cfg, init)
     cfg = cfg.replace(val_split=val_split) if val_split != cfg.val_split else cfg
-    preprocessing = entry.extras.get("preprocessing") or {}
-    img_size = None
-    if task == "image":
-        img_size = (
-            cfg.img_size
-            or preprocessing.get("img_size")
-            or preferred_img_size(cfg.dataset)
-            or entry.img_size
-        )
-    in_chans = None
-    if task == "image":
-        in_chans = init.in_chans if init is not None else None
-        in_chans = in_chans or preprocessing.get("in_chans")
+    img_size, in_chans = _image_input(cfg, checked, init)
     device = resolve_device(cfg.device)
     split = "validation: held out of the training split (fixed seed)"
     if val_split == "test_half":
@@ -215,10 +302,10 @@ def resolve(cfg: RunConfig) -> ResolvedRun:
             split += f" ({leak_reason})"
     resolved = ResolvedRun(
         cfg=cfg,
-        variant=variant,
-        variant_params=variant_params,
-        model=entry,
-        task=task,
+        variant_spec=checked.variant,
+        model=checked.model,
+        task=checked.task,
+        alpha_schedule=checked.alpha_schedule,
         img_size=img_size,
         in_chans=in_chans,
         init=init,
@@ -230,9 +317,28 @@ def resolve(cfg: RunConfig) -> ResolvedRun:
     return _with_tags(resolved)
 
 
-def _with_tags(run: ResolvedRun) -> ResolvedRun:
-    from dataclasses import replace
+def _image_input(
+    cfg: RunConfig, checked: CheckedConfig, init: "SourceWeights | None"
+) -> tuple[int | None, int | None]:
+    """(img_size, in_chans) for image data: the user's, the library's, the data set's or
+    the model's size; the initial weights' or the library's channels. (None, None) for text."""
+    if checked.task != "image":
+        return None, None
+    from ablate.data import preferred_img_size
 
+    entry = checked.model
+    preprocessing = entry.extras.get("preprocessing") or {}
+    img_size = (
+        cfg.img_size
+        or preprocessing.get("img_size")
+        or preferred_img_size(cfg.dataset)
+        or entry.img_size
+    )
+    in_chans = init.in_chans if init is not None else None
+    return img_size, in_chans or preprocessing.get("in_chans")
+
+
+def _with_tags(run: ResolvedRun) -> ResolvedRun:
     cfg = run.cfg
     tags = {key: str(getattr(cfg, key)) for key in RUN_TAG_KEYS}
     tags.update(

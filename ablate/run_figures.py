@@ -45,9 +45,9 @@ def confusion_matrix_figure(
     return fig
 
 
-def learning_curve_figure(tracker: Any, title: str):
+def learning_curve_figure(tracker: Any, title: str, alpha_keys: Sequence[str] = ()):
     """The run's curves per epoch: validation loss, the training objective, accuracy, and
-    alpha when the run has one.
+    alpha when the run has one (a fixed or scheduled ``alpha``, or learned ones).
 
     ``train_loss`` is the training objective (label-smoothed, on MixUp/CutMix targets), not
     a loss comparable with ``val_loss``, so it gets its own panel and label; ``train_acc``
@@ -56,9 +56,11 @@ def learning_curve_figure(tracker: Any, title: str):
     Args:
         tracker: anything with ``metric_history(key) -> [(step, value), ...]`` (a Tracker).
         title: figure title.
+        alpha_keys: the run's learned-alpha metrics (``alpha/layer0``, ...; see
+            :func:`ablate.learned_alpha.alpha_metric_keys`), drawn in one panel.
     """
     plt = _plt()
-    keys = ("val_loss", "train_loss", "train_acc", "val_acc", "alpha")
+    keys = ("val_loss", "train_loss", "train_acc", "val_acc", "alpha", *alpha_keys)
     hist = {k: tracker.metric_history(k) for k in keys}
     labels = {"train_loss": TRAIN_OBJECTIVE_LABEL, "train_acc": "train_acc (augmented batches)"}
     panels = [
@@ -68,6 +70,8 @@ def learning_curve_figure(tracker: Any, title: str):
     ]
     if hist["alpha"]:
         panels.append(("alpha", ("alpha",)))
+    if any(hist[k] for k in alpha_keys):
+        panels.append(("learned alpha", tuple(alpha_keys)))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), dpi=110)
     for ax, (label, panel_keys) in zip(np.atleast_1d(axes), panels):
         for key in panel_keys:
@@ -84,7 +88,8 @@ def learning_curve_figure(tracker: Any, title: str):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         if ax.lines:
-            ax.legend(fontsize=8)
+            many = len(ax.lines) > 8  # per-head alphas: a compact two-column legend
+            ax.legend(fontsize=6 if many else 8, ncol=2 if many else 1)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -31,7 +31,7 @@ import fnmatch
 import importlib.metadata
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 __all__ = [
@@ -132,34 +132,64 @@ def _step(p: float, levels: int) -> float:
 class AlphaSchedule:
     """``schedule(step) -> alpha`` before optimizer step ``step`` (see the module docstring).
 
+    Built once per run (by :func:`ablate.resolve.resolve`), before the data is loaded: a
+    window given in epochs (``epochs``) becomes steps with :meth:`sized` once the number of
+    optimizer steps per epoch is known. The shape function is looked up once, here.
+
     Args:
         kind: a registered schedule name (``list_schedules()``).
         start: alpha at step 0 (ignored by ``constant``).
         end: alpha at step ``steps - 1`` and, with ``hold``, after it.
-        steps: length of the annealing window in optimizer steps (>= 1).
+        steps: length of the annealing window in optimizer steps (>= 1); None when the
+            window is given in ``epochs``.
         levels: number of equal jumps of the ``step`` schedule (>= 1).
         hold: keep ``end`` after the window; False repeats the window (sawtooth).
+        epochs: the window in epochs (``steps`` None): ``sized(n)`` makes it
+            ``max(1, round(epochs * n))`` steps.
     """
 
     kind: str
     start: float
     end: float
-    steps: int
+    steps: int | None
     levels: int = 4
     hold: bool = True
+    epochs: float | None = None
+    shape: ScheduleShape = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        get_schedule(self.kind)  # unknown names raise, listing the valid ones
-        if self.steps < 1:
+        # unknown names raise, listing the valid ones
+        object.__setattr__(self, "shape", get_schedule(self.kind))
+        if self.steps is None and self.epochs is None:
+            raise ValueError("alpha schedule needs a window: steps or epochs")
+        if self.steps is not None and self.steps < 1:
             raise ValueError(f"alpha schedule needs at least 1 step, got {self.steps}")
         if self.levels < 1:
             raise ValueError(f"alpha_levels must be >= 1, got {self.levels}")
 
+    def sized(self, steps_per_epoch: int) -> "AlphaSchedule":
+        """This schedule with its window in optimizer steps (itself when already in steps)."""
+        if self.steps is not None:
+            return self
+        steps = max(1, round(self.epochs * steps_per_epoch))  # type: ignore[operator]
+        return replace(self, steps=steps, epochs=None)
+
     def __call__(self, step: int) -> float:
+        if self.steps is None:
+            raise ValueError("this alpha schedule's window is in epochs; call sized() first")
         step = max(step, 0)
         if not self.hold:
             step %= self.steps
         p = 1.0 if self.steps == 1 else min(step / (self.steps - 1), 1.0)
-        f = SCHEDULES[self.kind](p, self.levels)
+        f = self.shape(p, self.levels)
         # Interpolated this way both ends are exact: f = 0 gives start, f = 1 gives end.
         return self.start * (1.0 - f) + self.end * f
+
+    # The shape is a function (maybe from a user's file): pickle the name, look it up again.
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "shape"}
+
+    def __setstate__(self, state: dict) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "shape", get_schedule(self.kind))

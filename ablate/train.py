@@ -6,8 +6,9 @@ knows how to save and restore all of it; :func:`fit` runs its epochs and hands e
 epoch's metric row to a hook. Tracking, checkpoint files, test evaluation and pruning are
 the trial runner's business (:mod:`ablate.trial`), so this file reads top to bottom.
 
-``train(cfg)`` is the public entry point kept from the first release: it resolves the
-configuration and runs one trial (:func:`ablate.trial.run_trial`).
+The alpha schedule arrives as an object (built once by :func:`ablate.resolve.resolve`);
+the loop only sizes its window to the data and calls it before every optimizer step.
+``train(cfg)``, the public entry point, lives in :mod:`ablate.api`.
 """
 
 from __future__ import annotations
@@ -24,34 +25,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ablate.exceptions import Pruned, TrainingDiverged
+from ablate.learned_alpha import alpha_metrics, split_alpha_group
 
 if TYPE_CHECKING:
     from ablate.config import RunConfig
     from ablate.data import DataBundle, Split
     from ablate.schedules import AlphaSchedule
-    from ablate.trial import RunResult
 
 __all__ = [
-    "train",
     "Loop",
     "fit",
     "evaluate",
     "seed_everything",
-    "alpha_schedule",
     "Pruned",
     "EpochHook",
 ]
 
 # fit's hook: called after every epoch's validation with (epoch, metric row).
 EpochHook = Callable[[int, dict], None]
-
-
-def train(cfg: "RunConfig", **kwargs: Any) -> "RunResult":
-    """Resolve ``cfg`` and run it as one trial; see :func:`ablate.trial.run_trial`."""
-    from ablate.resolve import resolve
-    from ablate.trial import run_trial
-
-    return run_trial(resolve(cfg), **kwargs)
 
 
 def seed_everything(seed: int) -> None:
@@ -95,24 +86,6 @@ def _lr_scheduler(opt: torch.optim.Optimizer, cfg: "RunConfig", warmup: int, tot
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, rest) / rest))
 
     return SequentialLR(opt, [warm, LambdaLR(opt, cosine)], milestones=[warmup])
-
-
-def alpha_schedule(cfg: "RunConfig", steps_per_epoch: int) -> "AlphaSchedule | None":
-    """The run's alpha schedule; its window ends with the last optimizer step of the run,
-    of epoch ``alpha_epochs``, or after ``alpha_steps`` steps."""
-    from ablate.schedules import AlphaSchedule
-
-    if cfg.alpha_schedule == "none":
-        return None
-    if cfg.alpha_steps is not None:
-        steps = cfg.alpha_steps
-    elif cfg.alpha_epochs is not None:
-        steps = max(1, round(cfg.alpha_epochs * steps_per_epoch))
-    else:
-        steps = cfg.epochs * steps_per_epoch
-    return AlphaSchedule(
-        cfg.alpha_schedule, cfg.alpha_start, cfg.alpha_end, steps, cfg.alpha_levels, cfg.alpha_hold
-    )
 
 
 # -- evaluation ----------------------------------------------------------------------------
@@ -184,12 +157,21 @@ class Loop:
         device: torch.device,
         amp: bool,
         lr_scale: Callable[[str], float] | None = None,
+        schedule: "AlphaSchedule | None" = None,
     ) -> "Loop":
+        """The loop for ``model`` on ``bundle``.
+
+        Args:
+            lr_scale: per-parameter-name learning-rate multiplier (layer decay).
+            schedule: the run's alpha schedule (``ResolvedRun.alpha_schedule``); a window
+                in epochs is sized here to this data's steps per epoch. None: alpha stays.
+        """
         steps_per_epoch = math.ceil(len(bundle.train) / cfg.batch_size)
         total_steps = cfg.epochs * steps_per_epoch
-        opt = torch.optim.AdamW(
-            _param_groups(model, cfg.weight_decay, cfg.effective_lr, lr_scale), lr=cfg.effective_lr
-        )
+        groups = _param_groups(model, cfg.weight_decay, cfg.effective_lr, lr_scale)
+        # a learned alpha (alpha=learned): its own group, --alpha-lr, no weight decay
+        groups = split_alpha_group(groups, model, cfg.effective_lr, cfg.alpha_lr)
+        opt = torch.optim.AdamW(groups, lr=cfg.effective_lr)
         warmup = min(round(cfg.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
         ema = None
         if cfg.ema > 0:
@@ -208,7 +190,7 @@ class Loop:
             sched=_lr_scheduler(opt, cfg, warmup, total_steps),
             ema=ema,
             gen=torch.Generator().manual_seed(cfg.seed),
-            schedule=alpha_schedule(cfg, steps_per_epoch),
+            schedule=schedule.sized(steps_per_epoch) if schedule is not None else None,
             steps_per_epoch=steps_per_epoch,
             forward_model=torch.compile(model) if cfg.compile else model,
         )
@@ -356,11 +338,12 @@ def fit(loop: Loop, start_epoch: int, on_epoch: EpochHook, progress: Any = None)
         row.update(loop.validate())
         if alpha is not None:
             row["alpha"] = alpha
+        row.update(alpha_metrics(loop.model))  # learned alphas: alpha/layer{i}[/head{j}]
         on_epoch(0, row)
         start_epoch = 1
     for epoch in range(start_epoch, loop.cfg.epochs + 1):
         row = loop.train_epoch(epoch)
-        row = {**loop.validate(), **row}
+        row = {**loop.validate(), **row, **alpha_metrics(loop.model)}
         on_epoch(epoch, row)
         if progress is not None:
             progress.update(1)

@@ -30,18 +30,25 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 import torch.nn as nn
 
-from ablate.checkpointer import Checkpointer, read_state
+from ablate.checkpointer import ARTIFACT_DIR, EXPORTED, LAST, Checkpointer, read_state
 from ablate.exceptions import AblateError, ConfigError
 from ablate.train import EpochHook, Loop, evaluate, fit, seed_everything
 
 if TYPE_CHECKING:
     from ablate.data import DataBundle
+    from ablate.models._contract import BuilderKwargs
     from ablate.resolve import ResolvedRun
     from ablate.tracking import Tracker
 
 __all__ = ["RunResult", "run_trial", "build_model", "load_data_for", "default_run_name"]
 
 _TEST_KEYS = ("loss", "acc", "precision", "recall", "f1")
+# Settings of this machine, not of the experiment: tags ``local.<key>``, never params
+# (``device`` stays a param: CPU and GPU numbers differ).
+_LOCAL_KEYS = (
+    "quiet", "data_dir", "download", "checkpoint_dir", "tracking_uri",
+    "checkpoint_upload_every", "system_metrics", "system_metrics_interval",
+)
 
 
 @dataclass
@@ -62,23 +69,26 @@ def load_data_for(run: "ResolvedRun") -> "DataBundle":
     from ablate.data import load_data
 
     return load_data(
-        run.cfg, img_size=run.img_size, in_chans=run.in_chans, preprocessing=run.preprocessing
+        run.cfg,
+        task=run.task,
+        img_size=run.img_size,
+        in_chans=run.in_chans,
+        preprocessing=run.preprocessing,
     )
 
 
 def build_model(run: "ResolvedRun", bundle: "DataBundle") -> nn.Module:
     """The backbone for ``run`` sized to the data in ``bundle`` (weights not loaded yet)."""
     cfg = run.cfg
-    kwargs: dict[str, Any] = dict(
+    kwargs: BuilderKwargs = dict(
         num_classes=bundle.num_classes,
-        variant=cfg.variant,
+        variant=run.variant_spec,
         apply_to=cfg.apply_to,
         dropout=cfg.dropout,
         attention_dropout=cfg.attention_dropout,
         stochastic_depth=cfg.stochastic_depth,
     )
-    external = ":" in cfg.model  # timm:/hf: models take the library's own architecture
-    if external:
+    if run.model.external:  # timm:/hf: models take the library's own architecture
         kwargs.update(pretrained=cfg.pretrained, download=cfg.download)
     else:
         kwargs.update(
@@ -97,7 +107,7 @@ def build_model(run: "ResolvedRun", bundle: "DataBundle") -> nn.Module:
     else:
         kwargs.update(img_size=bundle.img_size, in_chans=bundle.in_chans)
     try:
-        return run.model.build(**{k: v for k, v in kwargs.items() if v is not None})
+        return run.model(**{k: v for k, v in kwargs.items() if v is not None})
     except (ValueError, TypeError) as err:
         raise ConfigError(f"model {cfg.model!r}: {err}") from None
 
@@ -153,7 +163,7 @@ def run_trial(
     model.to(run.device)
     for split in ("train", "val", "test"):
         setattr(bundle, split, getattr(bundle, split).to(run.device))
-    loop = Loop.create(cfg, model, bundle, run.device, run.amp, lr_scale)
+    loop = Loop.create(cfg, model, bundle, run.device, run.amp, lr_scale, run.alpha_schedule)
 
     # Everything above can fail on bad input before any run exists; from here on the run is
     # owned and always ended with a status.
@@ -171,10 +181,21 @@ def run_trial(
     if on_run_open is not None:
         on_run_open(tracker)
     hint = f"ablate run --resume {tracker.run_id}" if parent_run_id is None else None
-    with owned_run(tracker, resume_hint=hint):
-        return _Trial(run, bundle, loop, tracker, init_info, on_epoch).run(
-            resume=bool(resume_run_id)
-        )
+    from ablate.run_context import system_metrics
+    from ablate.stopping import StopSignals
+
+    # SIGTERM / SIGINT / SIGUSR1: the run ends KILLED with its stop_reason (a study worker
+    # already handles them: then this is a no-op)
+    with StopSignals(), owned_run(tracker, resume_hint=hint), system_metrics(
+        tracker.run_id, tracker.tracking_uri, enabled=cfg.system_metrics,
+        interval=cfg.system_metrics_interval,
+    ):
+        trial = _Trial(run, bundle, loop, tracker, init_info, on_epoch)
+        try:
+            return trial.run(resume=bool(resume_run_id))
+        except BaseException as err:
+            trial.upload_on_stop(err)  # a stop signal / error: the newest epoch reaches MLflow
+            raise
 
 
 class _Trial:
@@ -201,19 +222,23 @@ class _Trial:
         self.best = {"val_acc": -1.0, "epoch": 0}
         self.any_at_end = False  # some epoch was validated at the schedule's end value
         self.logged_epochs: set[int] = set()  # epochs already in the run's history (resume)
+        from ablate.checkpoint_uploads import CheckpointUploads
+
+        self.uploads = CheckpointUploads(tracker, self.ckpt, self.cfg.checkpoint_upload_every)
+        self.datasets: dict[str, Any] = {}  # split -> (name, digest) of its MLflow data set
+        self.best_model: nn.Module | None = None  # set when the best weights are tested
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, resume: bool) -> RunResult:
-        start = self._resume() if resume else self._start()
-        progress = None
-        if not self.cfg.quiet:
-            from tqdm.auto import tqdm
+        from ablate.progress import epoch_progress
+        from ablate.stopping import deferred
 
-            progress = tqdm(
-                total=self.cfg.epochs, initial=max(start - 1, 0), unit="epoch", dynamic_ncols=True
-            )
+        start = self._resume() if resume else self._start()
+        # a bar in a terminal, one plain line per epoch in a log file
+        progress = None if self.cfg.quiet else epoch_progress(self.cfg.epochs, max(start - 1, 0))
         try:
-            fit(self.loop, start, self._after_epoch, progress)
+            # a stop signal abandons the current step, never an epoch's checkpoint + logging
+            fit(self.loop, start, deferred(self._after_epoch), progress)
         finally:
             if progress is not None:
                 progress.close()
@@ -222,8 +247,14 @@ class _Trial:
     def _start(self) -> int:
         import yaml
 
+        from ablate.mlflow_assets import log_datasets
+
         cfg, model = self.cfg, self.loop.model
-        params = cfg.to_dict()
+        params = {k: v for k, v in cfg.to_dict().items() if k not in _LOCAL_KEYS}
+        self.tracker.set_tags({f"local.{k}": getattr(cfg, k) for k in _LOCAL_KEYS})
+        self.datasets = log_datasets(self.tracker, self.bundle)
+        if cfg.variant_file:
+            self.tracker.log_artifact(cfg.variant_file, "code")
         params["amp"] = self.resolved.amp  # what really ran: autocast exists only on CUDA
         params.update({f"data.{k}": v for k, v in self.bundle.info.items()})
         params.update({f"init.{k}": v for k, v in self.init_info.items()})
@@ -240,6 +271,9 @@ class _Trial:
         if state is None:
             state = self._download_last()
         self.loop.restore(state)
+        from ablate.mlflow_assets import log_datasets
+
+        self.datasets = log_datasets(self.tracker, self.bundle, log=False)
         self.best = dict(state["best"])
         self.any_at_end = bool(state.get("any_at_end", False))
         self.history = [dict(row) for row in state.get("history", [])]
@@ -253,10 +287,12 @@ class _Trial:
     def _download_last(self) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="ablate-resume-") as tmp:
             try:
-                path = self.tracker.download_artifact("checkpoints/last.pt", tmp)
+                path = self.tracker.download_artifact(f"{ARTIFACT_DIR}/{LAST}", tmp)
             except Exception:
                 path = None
             state = read_state(path) if path is not None else None
+            if state is not None:
+                self.uploads.restore_best(tmp)  # for the final test and the "best" model
         if state is None:
             raise AblateError(
                 f"run {self.tracker.run_id} has no readable last checkpoint to resume from "
@@ -287,7 +323,7 @@ class _Trial:
         if epoch not in self.logged_epochs:
             self.tracker.log_metrics(row, step=epoch)
         if epoch > 0:
-            self.tracker.log_artifact(self.ckpt.last_path, "checkpoints")
+            self.uploads.after_epoch(epoch)  # every K epochs, in the background
         if self.on_epoch is not None:
             self.on_epoch(epoch, row)
 
@@ -340,11 +376,13 @@ class _Trial:
             "variant_params": dict(getattr(model, "variant_params", dict)()),
         }
         self.ckpt.save_best(checkpoint_payload(model, extra=extra))
-        self.tracker.log_artifact(self.ckpt.best_path, "checkpoints")
 
     # -- the end -------------------------------------------------------------------------
     def _finish(self) -> RunResult:
+        from ablate.mlflow_assets import log_trial_models
+
         cfg, loop = self.cfg, self.loop
+        self.uploads.submit()  # the final last.pt / best.pt, while the test split runs
         batch = cfg.batch_size * 2
         final_model = loop.eval_model()
         final_alpha = self.history[-1].get("alpha")  # the exact value, not the f32 buffer
@@ -355,7 +393,7 @@ class _Trial:
         metrics["test_epoch"] = cfg.epochs
         if final_alpha is not None:
             metrics["test_alpha"] = final_alpha
-        best_test = dict(test)
+        best_test, self.best_model = dict(test), final_model
         if self.best["epoch"] != cfg.epochs:
             best_test = self._test_best(batch)
         metrics.update({f"best_test_{k}": best_test[k] for k in _TEST_KEYS})
@@ -363,7 +401,12 @@ class _Trial:
         best_alpha = self.history[self.best["epoch"]].get("alpha")
         if best_alpha is not None:
             metrics["best_test_alpha"] = best_alpha
-        self.tracker.log_metrics(metrics, step=cfg.epochs)
+        self.model_ids = log_trial_models(
+            self.tracker, config=cfg.to_dict(), datasets=self.datasets, metrics=metrics,
+            epochs=cfg.epochs,
+            final=(final_model, final_alpha, self.history[-1].get("val_acc")),
+            best=(self.best_model, self.best["epoch"], best_alpha, self.best["val_acc"]),
+        )
         self.tracker.set_tags(
             {
                 "best_selection": "epochs at the schedule's end value"
@@ -375,8 +418,9 @@ class _Trial:
         if self.resolved.finetuning:
             from ablate.finetune import export_model
 
-            path = export_model(final_model, self.ckpt.folder / "model.pt", cfg)
-            self.tracker.log_artifact(path, "checkpoints")
+            path = export_model(final_model, self.ckpt.folder / EXPORTED, cfg)
+            self.tracker.log_artifact(path, ARTIFACT_DIR)
+        self.uploads.close()
         return RunResult(
             self.tracker.run_id,
             "FINISHED",
@@ -400,7 +444,12 @@ class _Trial:
         metrics, _ = evaluate(
             model, self.bundle.test, self.bundle, batch, self.loop.device, self.loop.amp
         )
+        self.best_model = model  # logged as the run's "best" model
         return metrics
+
+    def upload_on_stop(self, err: BaseException | None = None) -> None:
+        """The hook a stop signal calls: the newest checkpoint reaches the artifact store."""
+        self.uploads.on_stop(err)
 
     def _tag_sdpa_backend(self) -> None:
         """Which SDPA kernel the training step really runs (a variant may force math)."""
@@ -425,8 +474,12 @@ class _Trial:
         fig = confusion_matrix_figure(true, pred, self.bundle.class_names, title=title)
         self.tracker.log_figure(fig, "figures/confusion_matrix.png")
         plt.close(fig)
+        from ablate.learned_alpha import alpha_metric_keys
+
         fig = learning_curve_figure(
-            self.tracker, title=f"{cfg.model} / {cfg.variant} ({cfg.dataset}, seed {cfg.seed})"
+            self.tracker,
+            title=f"{cfg.model} / {cfg.variant} ({cfg.dataset}, seed {cfg.seed})",
+            alpha_keys=alpha_metric_keys(self.loop.model),
         )
         self.tracker.log_figure(fig, "figures/learning_curves.png")
         plt.close(fig)

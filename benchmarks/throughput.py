@@ -19,7 +19,8 @@ step times measured in the same round.
 
 Targets (printed as PASS / MISS at the end):
 
-- ``softmax_v`` and ``alpha_remix`` within 5% of ``softmax`` (training and inference);
+- ``softmax_v`` and ``alpha_remix`` within 5% of ``softmax`` (training and inference); every
+  other variant's overhead (extra step time vs softmax, same pairing) is printed as INFO;
 - on 2 CPU threads, cct_7_3x1_32 training at least 1.2x faster with ``softmax`` (SDPA)
   than with ``explicit``.
 """
@@ -52,6 +53,14 @@ __all__ = ["Result", "benchmark", "explicit_attention", "main"]
 
 EXPLICIT = "explicit"
 TOLERANCE = 0.05  # softmax_v / alpha_remix within 5% of softmax
+# measured by default next to the targets: the related variants and a learned alpha
+RELATED = (
+    "softmax_v_scaled",
+    "laser",
+    "laser_remix",
+    "value_rmsnorm",
+    "softmax_v:alpha=learned,alpha_shape=head",
+)
 SDPA_SPEEDUP = 1.2  # softmax (SDPA) vs explicit, cct_7_3x1_32 training on 2 CPU threads
 
 
@@ -293,6 +302,8 @@ def check_targets(results: list[Result], args: argparse.Namespace) -> list[tuple
     base = {r.model: r for r in results if r.variant == "softmax"}
     for r in results:
         b = base.get(r.model)
+        if b is not None and r.variant not in ("softmax", "softmax_v", "alpha_remix", EXPLICIT):
+            checks += _overheads(r, b)
         if b is None or r.variant not in ("softmax_v", "alpha_remix"):
             continue
         for kind in ("train", "infer", "train_compiled", "infer_compiled"):
@@ -335,6 +346,24 @@ def check_targets(results: list[Result], args: argparse.Namespace) -> list[tuple
     return checks
 
 
+def _overheads(r: Result, base: Result) -> list[tuple[str, str]]:
+    """INFO lines: extra step time of ``r`` vs softmax, per measured kind."""
+    lines = []
+    for kind in ("train", "infer", "train_compiled", "infer_compiled"):
+        ratio = relative_speed(r, kind, base)
+        if ratio is not None:
+            lines.append(("INFO", f"{r.model} {r.variant} {kind}: {100 / ratio - 100:+.1f}% time"))
+    return lines
+
+
+def _load() -> str:
+    """The 1/5/15-minute load averages (other processes on a shared machine)."""
+    try:
+        return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "load average unknown"
+
+
 def _machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -350,6 +379,22 @@ def _machine() -> str:
     return "; ".join(parts)
 
 
+def split_variants(text: str) -> list[str]:
+    """``softmax,alpha_remix:alpha=1,beta=1,laser`` -> three variants: an item with ``=`` and
+    no ``:`` (or inside ``[...]``) continues the previous variant's parameters."""
+    out: list[str] = []
+    depth = 0
+    for item in text.split(","):
+        item = item.strip()
+        continues = out and (depth > 0 or ("=" in item and ":" not in item))
+        depth += item.count("[") - item.count("]")
+        if continues:
+            out[-1] += "," + item
+        elif item:
+            out.append(item)
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -361,8 +406,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--variants",
-        default=f"softmax,softmax_v,alpha_remix,{EXPLICIT}",
-        help="comma-separated variants; 'explicit' is the non-fused baseline "
+        default=f"softmax,softmax_v,alpha_remix,{','.join(RELATED)},{EXPLICIT}",
+        help="comma-separated variants (with their parameters, e.g. alpha_remix:alpha=1,beta=1); "
+        "'explicit' is the non-fused baseline "
         "(default: %(default)s)",
     )
     parser.add_argument(
@@ -421,7 +467,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    args.variants = split_variants(args.variants)
     for flag, value, low in (
         ("--batch-size", args.batch_size, 1),
         ("--steps", args.steps, 1),
@@ -453,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    print(f"machine: {_machine()}")
+    print(f"machine: {_machine()}; at start: {_load()}")
     print(
         f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
         f"batch {args.batch_size}, {args.warmup} warm-up + {args.steps} timed steps "
@@ -469,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = check_targets(results, args)
     for status, text in checks:
         print(f"{status}  {text}")
-    print(f"\n(total {time.perf_counter() - t0:.0f}s)")
+    print(f"\n(total {time.perf_counter() - t0:.0f}s; at the end: {_load()})")
     if args.json is not None:
         args.json.write_text(
             json.dumps(

@@ -10,9 +10,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def study_cli(workdir: Path, *args: str, threads: int | None = None) -> subprocess.Popen:
+def study_cli(
+    workdir: Path, *args: str, threads: int | None = None, new_session: bool = False
+) -> subprocess.Popen:
     """`ablate study ARGS` in ``workdir``; ``threads`` pins OMP_NUM_THREADS (several commands
-    sharing this machine's cores, as if they ran on separate machines)."""
+    sharing this machine's cores, as if they ran on separate machines); ``new_session``
+    starts it in its own process group, which a test can signal as a scheduler would."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -26,4 +29,5 @@ def study_cli(workdir: Path, *args: str, threads: int | None = None) -> subproce
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=new_session,
     )

@@ -45,6 +45,52 @@ def test_unknown_choice_is_a_one_line_usage_error_with_a_hint(capsys):
     assert err[1] == "hint: run 'ablate run --help' for usage"
 
 
+def test_a_mistyped_flag_is_reported_by_its_command_with_a_suggestion(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--epochz", "3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "ablate run: error: unrecognized arguments: --epochz (did you mean --epochs?)",
+        "hint: run 'ablate run --help' for usage",
+    ]
+    with pytest.raises(SystemExit):
+        main(["variants", "soft*", "extra"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "ablate variants: error: unrecognized arguments: extra"
+
+
+def test_shared_options_have_one_meaning_in_every_command():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    with_output, with_uri = [], []
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if "--output" in action.option_strings:
+                with_output.append(name)
+                assert tuple(action.choices) == ("table", "json"), name
+            if "--tracking-uri" in action.option_strings:
+                with_uri.append(name)
+                assert action.help.startswith("MLflow tracking URI (default: "), name
+                assert action.help.endswith("$MLFLOW_TRACKING_URI, sqlite:///mlflow.db)"), name
+    assert {"variants", "models"} <= set(with_output)
+    assert {"run", "finetune", "study", "compare", "ui"} <= set(with_uri)
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """`ablate models | head -1`: the reader goes away; no BrokenPipeError traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ablate", "models"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    proc.stdout.close()  # before the command prints anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141  # 128 + SIGPIPE, as `ls | head` ends
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 def test_python_dash_m_ablate_is_the_command():
     out = subprocess.run(
         [sys.executable, "-m", "ablate", "variants"],

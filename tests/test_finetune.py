@@ -61,7 +61,7 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def source_run(store):
     """A small softmax model trained on digits; its best.pt is what fine-tuning starts from."""
-    from ablate.train import train
+    from ablate.api import train
 
     result = train(RunConfig(epochs=2, run_name="source", **FAST))
     assert result.status == "FINISHED"
@@ -82,7 +82,7 @@ def client(store):
 def test_finetune_from_a_run_starts_at_the_source_accuracy_and_anneals_alpha(
     store, source_run, client
 ):
-    from ablate.train import train
+    from ablate.api import train
 
     rid = source_run.run_id
     epochs, alpha_epochs = 2, 1
@@ -275,7 +275,7 @@ def test_official_weights_finetune_on_digits_with_lora_and_resume(
 ):
     """Tiny end to end at the default digits size: RGB weights -> 3-channel digits, LoRA
     (+ layer decay), interrupted after epoch 1 and resumed, merged weights exported."""
-    from ablate.train import train
+    from ablate.api import train
 
     official = _official_state_dict(cct_keys["cct_2_3x2_32"], seed=3)
     path = tmp_path / "cct_2_3x2_32.pth"

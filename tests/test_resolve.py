@@ -71,3 +71,121 @@ def test_our_checkpoint_records_its_split(tmp_path):
     )
     assert resolve(RunConfig(dataset="cifar10", init_from=str(holdout))).cfg.val_split == "train"
     assert resolve(RunConfig(dataset="cifar10", init_from=str(whole))).cfg.val_split == "test_half"
+
+
+# -- VariantSpec: the one parsed form of --variant ---------------------------------------------
+def test_variant_spec_parses_once_and_prints_back():
+    from variants import VariantSpec
+
+    spec = VariantSpec.parse(" alpha_remix : alpha = 1 , beta=0.5 ")
+    assert spec == VariantSpec("alpha_remix", {"alpha": 1.0, "beta": 0.5})
+    assert str(spec) == "alpha_remix:alpha=1,beta=0.5" and VariantSpec.parse(str(spec)) == spec
+    assert str(VariantSpec()) == "softmax" and VariantSpec().params == {}
+    assert spec.resolved_params()["beta"] == 0.5
+    assert VariantSpec.parse("softmax_v").resolved_params() == {"alpha": 1.0}  # the default
+    merged = VariantSpec.coerce("alpha_remix:alpha=1", {"beta": 2})
+    assert merged.params == {"alpha": 1.0, "beta": 2.0}
+    assert VariantSpec.coerce(spec) is spec
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("sofmax", "unknown attention variant 'sofmax'; valid variants: "),
+        ("softmax_v:gamma=2", "variant 'softmax_v' has no parameter 'gamma'; its parameters"),
+        ("softmax_v:alpha", "variant parameters must look like key=value"),
+        ("softmax_v:alpha=high", "variant parameter 'alpha' must be a number"),
+    ],
+)
+def test_variant_spec_refuses_what_does_not_exist(text, message):
+    from variants import VariantSpec
+
+    with pytest.raises(ValueError, match=message):
+        VariantSpec.parse(text)
+
+
+# -- check(cfg): every name, nothing loaded ----------------------------------------------------
+def test_resolve_carries_objects_not_strings():
+    from ablate.schedules import AlphaSchedule
+    from variants import VariantSpec
+
+    run = resolve(RunConfig(variant="softmax_v:alpha=0", alpha_schedule="cosine", epochs=4))
+    assert run.variant_spec == VariantSpec("softmax_v", {"alpha": 0.0})
+    assert not run.model.external and run.task == "image"
+    schedule = run.alpha_schedule
+    assert isinstance(schedule, AlphaSchedule) and schedule.kind == "cosine"
+    assert schedule.steps is None and schedule.epochs == 4  # sized to the data by the loop
+    assert schedule.sized(10).steps == 40 and schedule.sized(10)(39) == 1.0
+    steps = resolve(RunConfig(variant="softmax_v", alpha_schedule="linear", alpha_steps=7))
+    assert steps.alpha_schedule.steps == 7 and steps.alpha_schedule.sized(10).steps == 7
+    assert resolve(RunConfig()).alpha_schedule is None
+
+
+def test_check_finds_every_name_without_weights_device_or_data(tmp_path):
+    from ablate.resolve import check
+
+    # neither the device nor the initial weights are looked at
+    missing = tmp_path / "no-such-weights.pt"
+    checked = check(RunConfig(device="cuda", init_from=str(missing), variant="softmax_v"))
+    assert checked.variant.name == "softmax_v" and checked.model.name == RunConfig().model
+    assert checked.task == "image" and checked.alpha_schedule is None
+    with pytest.raises(ConfigError, match="unknown model 'cct_9'"):
+        check(RunConfig(model="cct_9"))
+    with pytest.raises(ConfigError, match="unknown dataset 'mnits'"):
+        check(RunConfig(dataset="mnits"))
+    with pytest.raises(ConfigError, match="unknown attention variant 'sofmax'"):
+        check(RunConfig(variant="sofmax"))
+
+
+def test_check_of_names_alone_leaves_combinations_to_the_whole_config():
+    from ablate.resolve import check
+
+    text_model_on_images = RunConfig(model="text_cct_2")
+    assert check(text_model_on_images, combinations=False).model.task == "text"
+    with pytest.raises(ConfigError, match="is a text model but data set 'digits'"):
+        check(text_model_on_images)
+    no_alpha = RunConfig(alpha_schedule="linear")
+    assert check(no_alpha, combinations=False).alpha_schedule.kind == "linear"
+    with pytest.raises(ConfigError, match="needs a variant with an 'alpha' parameter"):
+        check(no_alpha)
+
+
+def test_the_data_set_is_classified_once_per_trial(workdir, monkeypatch):
+    import ablate.data
+    from ablate.trial import load_data_for
+
+    calls = []
+    classify = ablate.data.dataset_task
+
+    def counted(name: str) -> str:
+        calls.append(name)
+        return classify(name)
+
+    monkeypatch.setattr(ablate.data, "dataset_task", counted)
+    run = resolve(RunConfig(img_size=8))
+    bundle = load_data_for(run)
+    assert calls == ["digits"] and bundle.task == "image"
+
+
+def test_a_variant_file_is_imported_once_per_version(tmp_path, monkeypatch):
+    import warnings
+
+    import variants._registry
+    from ablate.resolve import check
+
+    # what this test registers disappears after it
+    monkeypatch.setattr(variants._registry, "_REGISTRY", dict(variants._registry._REGISTRY))
+
+    path = tmp_path / "my_variants.py"
+    path.write_text(
+        "import torch.nn.functional as F\n"
+        "from variants import register_attention\n\n"
+        "@register_attention('test_once_gain', params={'gain': 1.0})\n"
+        "def gain(q, k, v, *, mask=None, bias=None, dropout_p=0.0, scale=None, gain=1.0):\n"
+        "    return F.scaled_dot_product_attention(q, k, v * gain, scale=scale)\n"
+    )
+    cfg = RunConfig(variant_file=str(path), variant="test_once_gain:gain=2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second import would warn "re-registered"
+        for _ in range(3):  # e.g. a study checking every grid cell
+            assert check(cfg).variant.params == {"gain": 2.0}

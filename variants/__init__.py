@@ -13,11 +13,17 @@ with ``ablate run --variant-file my_variants.py``.
 """
 
 # Importing the built-in modules registers them.
+from variants import laser as _laser  # noqa: F401
+from variants import laser_remix as _laser_remix  # noqa: F401
 from variants import softmax as _softmax  # noqa: F401
 from variants import softmax_v as _softmax_v  # noqa: F401
+from variants import softmax_v_scaled as _softmax_v_scaled  # noqa: F401
+from variants import value_rmsnorm as _value_rmsnorm  # noqa: F401
 from variants._base import AttentionFn, masked_token_softmax, sdpa_mask
+from variants._learned import LearnedAlpha
 from variants._registry import (
     ENTRY_POINT_GROUP,
+    AttentionEntry,
     VariantSpec,
     get_attention,
     list_attention,
@@ -28,6 +34,8 @@ from variants._registry import (
 
 __all__ = [
     "AttentionFn",
+    "LearnedAlpha",
+    "AttentionEntry",
     "VariantSpec",
     "register_attention",
     "get_attention",

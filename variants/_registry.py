@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from variants._base import AttentionFn
+from variants._learned import LearnedAlpha, split_learned
 
 __all__ = [
+    "AttentionEntry",
     "VariantSpec",
     "register_attention",
     "get_attention",
@@ -28,7 +30,7 @@ ENTRY_POINT_GROUP = "ablate.variants"
 
 
 @dataclass(frozen=True)
-class VariantSpec:
+class AttentionEntry:
     """A registered attention function and what the harness needs to know about it.
 
     ``accepts_bias`` is read once from the function's signature: True when it declares a
@@ -61,7 +63,7 @@ class VariantSpec:
         return {**self.params, **{k: float(v) for k, v in overrides.items()}}
 
 
-_REGISTRY: dict[str, VariantSpec] = {}
+_REGISTRY: dict[str, AttentionEntry] = {}
 _entry_points_loaded = False
 
 
@@ -92,7 +94,7 @@ def register_attention(
                 f"now {source})",
                 stacklevel=2,
             )
-        _REGISTRY[key] = VariantSpec(key, fn, line, dict(params or {}), source)
+        _REGISTRY[key] = AttentionEntry(key, fn, line, dict(params or {}), source)
         return fn
 
     return decorator
@@ -136,7 +138,7 @@ def _load_entry_points() -> None:
             register_attention(ep.name, params=params, _source=f"entry point {ep.value}")(obj)
 
 
-def get_attention(name: str) -> VariantSpec:
+def get_attention(name: str) -> AttentionEntry:
     """Look up a variant by name; unknown names raise ValueError listing the valid ones."""
     if name not in _REGISTRY:
         _load_entry_points()
@@ -147,7 +149,7 @@ def get_attention(name: str) -> VariantSpec:
         raise ValueError(f"unknown attention variant {name!r}; valid variants: {valid}") from None
 
 
-def list_attention(pattern: str = "*") -> list[VariantSpec]:
+def list_attention(pattern: str = "*") -> list[AttentionEntry]:
     """All registered variants whose name matches the fnmatch ``pattern``, sorted by name."""
     _load_entry_points()
     return [_REGISTRY[n] for n in sorted(_REGISTRY) if fnmatch.fnmatch(n, pattern)]
@@ -172,12 +174,12 @@ def load_variant_file(path: str | Path) -> list[str]:
     added = sorted(set(_REGISTRY) - before)
     for name in added:
         s = _REGISTRY[name]
-        _REGISTRY[name] = VariantSpec(s.name, s.fn, s.description, s.params, f"file {path}")
+        _REGISTRY[name] = AttentionEntry(s.name, s.fn, s.description, s.params, f"file {path}")
     return added
 
 
-def parse_variant(text: str) -> tuple[str, dict[str, float]]:
-    """Parse ``name`` or ``name:key=value,key=value`` (e.g. ``alpha_remix:alpha=1,beta=1``)."""
+def _parse_params(text: str) -> tuple[str, dict[str, float]]:
+    """``name:key=value,...`` -> (name, {key: value}); only the syntax, no lookup."""
     name, _, rest = text.partition(":")
     params: dict[str, float] = {}
     if rest.strip():
@@ -193,6 +195,79 @@ def parse_variant(text: str) -> tuple[str, dict[str, float]]:
                 raise ValueError(
                     f"variant parameter {key.strip()!r} must be a number, got {value!r}"
                 ) from None
-    spec = get_attention(name.strip())
-    spec.resolve_params(params)  # validates the names
-    return spec.name, params
+    return name.strip(), params
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, float]]:
+    """Parse ``name`` or ``name:key=value,key=value`` (e.g. ``alpha_remix:alpha=1,beta=1``)."""
+    spec = VariantSpec.parse(text)
+    return spec.name, dict(spec.params)
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """What a model runs: a registered variant's name and the parameter values given to it.
+
+    The one parsed form of ``--variant``: ``VariantSpec.parse("alpha_remix:beta=1")`` is
+    ``VariantSpec("alpha_remix", {"beta": 1.0})``. Model builders receive this object and
+    never see the string. Construction checks the name and the parameter names against the
+    registry, so a spec that exists is valid.
+
+    Attributes:
+        name: the registered name (``ablate variants``).
+        params: overrides of the variant's defaults, e.g. ``{"beta": 1.0}`` (floats).
+        learned: ``alpha=learned``: alpha is a trainable parameter, not a value in
+            ``params`` (see :mod:`variants._learned`); None otherwise.
+    """
+
+    name: str = "softmax"
+    params: Mapping[str, float] = field(default_factory=dict)
+    learned: LearnedAlpha | None = None
+
+    def __post_init__(self) -> None:
+        entry = get_attention(self.name)  # unknown names raise, listing the valid ones
+        params = {str(k): float(v) for k, v in dict(self.params).items()}
+        entry.resolve_params(params)  # unknown parameter names raise, listing the valid ones
+        if self.learned is not None and ("alpha" not in entry.params or "alpha" in params):
+            raise ValueError(
+                f"variant {entry.name!r}: alpha=learned needs a variant with an 'alpha' "
+                "parameter and no fixed alpha next to it; variants with alpha: "
+                + ", ".join(e.name for e in list_attention() if "alpha" in e.params)
+            )
+        object.__setattr__(self, "name", entry.name)
+        object.__setattr__(self, "params", params)
+
+    @classmethod
+    def parse(cls, text: str) -> "VariantSpec":
+        """``name`` or ``name:key=value,key=value``; errors name the bad part."""
+        fixed, learned = split_learned(text)
+        name, params = _parse_params(fixed)
+        return cls(name, params, learned)
+
+    @classmethod
+    def coerce(
+        cls, variant: "str | VariantSpec | None", params: Mapping[str, float] | None = None
+    ) -> "VariantSpec":
+        """A spec from a spec or the text form, with ``params`` merged over its own."""
+        spec = variant if isinstance(variant, VariantSpec) else cls.parse(variant or "softmax")
+        return spec.with_params(params) if params else spec
+
+    @property
+    def entry(self) -> AttentionEntry:
+        """The registered function, its defaults and its source."""
+        return get_attention(self.name)
+
+    def with_params(self, params: Mapping[str, float]) -> "VariantSpec":
+        """The same variant with ``params`` merged over this spec's own."""
+        return VariantSpec(self.name, {**self.params, **dict(params)}, self.learned)
+
+    def resolved_params(self) -> dict[str, float | None]:
+        """Every parameter of the variant: its defaults merged with this spec's values."""
+        return self.entry.resolve_params(self.params)
+
+    def __str__(self) -> str:
+        """The text form, ``name`` or ``name:key=value,...``."""
+        items = [f"{k}={v:g}" for k, v in self.params.items()]
+        if self.learned is not None:
+            items.append(str(self.learned))
+        return f"{self.name}:" + ",".join(items) if items else self.name

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["naive_attention", "naive_token_softmax"]
+__all__ = [
+    "naive_attention",
+    "naive_token_softmax",
+    "naive_weights",
+    "naive_laser",
+    "naive_laser_remix",
+    "naive_value_rmsnorm",
+    "naive_softmax_v_scaled",
+    "ORACLES",
+]
 
 
 def naive_token_softmax(v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -21,6 +30,26 @@ def naive_token_softmax(v: torch.Tensor, mask: torch.Tensor | None) -> torch.Ten
         v = v.masked_fill(~mask[:, None, :, None], float("-inf"))
     e = torch.exp(v - v.amax(dim=-2, keepdim=True))  # max-shift cancels in the ratio
     return e / e.sum(dim=-2, keepdim=True)
+
+
+def naive_weights(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """softmax(q k^T * scale + bias) in float64, padded keys at weight 0: (B, H, Nq, Nk)."""
+    q, k = q.double(), k.double()
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    logits = (q @ k.transpose(-2, -1)) * scale  # (B, H, Nq, Nk)
+    if bias is not None:
+        logits = logits + bias.double()
+    if mask is not None:
+        logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
+    return torch.softmax(logits, dim=-1)
 
 
 def naive_attention(
@@ -40,15 +69,73 @@ def naive_attention(
     broadcast to (B, H, Nq, Nk) and added to the scores only; ``mask`` alone decides which
     tokens take part in softmax^T(v).
     """
-    q, k, v = q.double(), k.double(), v.double()
-    if scale is None:
-        scale = q.shape[-1] ** -0.5
-    logits = (q @ k.transpose(-2, -1)) * scale  # (B, H, Nq, Nk)
-    if bias is not None:
-        logits = logits + bias.double()
-    if mask is not None:
-        logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
-    weights = torch.softmax(logits, dim=-1)
+    weights = naive_weights(q, k, mask=mask, bias=bias, scale=scale)
+    v = v.double()
     b = 1.0 - alpha if beta is None else beta
     v_new = alpha * naive_token_softmax(v, mask) + b * v if alpha != 0.0 else b * v
     return weights @ v_new
+
+
+def naive_laser(q, k, v, *, mask=None, bias=None, scale=None) -> torch.Tensor:
+    """log(softmax(q k^T) @ exp(v)) in float64, the formula as written (no max shift: the
+    oracle gets clean O(1)-to-O(100) values, which float64's exp holds up to ~700)."""
+    weights = naive_weights(q, k, mask=mask, bias=bias, scale=scale)
+    v = v.double()
+    if mask is not None:  # pads carry weight 0; make them harmless inside exp too
+        v = v.masked_fill(~mask[:, None, :, None], 0.0)
+    return torch.log(weights @ torch.exp(v))
+
+
+def naive_laser_remix(q, k, v, *, mask=None, bias=None, scale=None, alpha=0.5) -> torch.Tensor:
+    """(1 - alpha) * standard attention + alpha * LASER, in float64."""
+    plain = naive_attention(q, k, v, mask=mask, bias=bias, scale=scale)
+    return (1.0 - alpha) * plain + alpha * naive_laser(
+        q, k, v, mask=mask, bias=bias, scale=scale
+    )
+
+
+def naive_value_rmsnorm(q, k, v, *, mask=None, bias=None, scale=None) -> torch.Tensor:
+    """softmax(q k^T) @ (v / sqrt(mean over the head dim of v^2)), in float64."""
+    v = v.double()
+    rms = v.pow(2).mean(dim=-1, keepdim=True).sqrt()  # (B, H, N, 1)
+    return naive_attention(q, k, v / rms, mask=mask, bias=bias, scale=scale)
+
+
+def naive_softmax_v_scaled(
+    q, k, v, *, mask=None, bias=None, scale=None, alpha=1.0
+) -> torch.Tensor:
+    """softmax(q k^T) @ (alpha * N * softmax^T(v) + (1 - alpha) * v), N = real tokens of
+    each sequence, in float64."""
+    weights = naive_weights(q, k, mask=mask, bias=bias, scale=scale)
+    v = v.double()
+    if mask is None:
+        n = torch.full((v.shape[0],), float(v.shape[-2]), dtype=torch.float64)
+    else:
+        n = mask.double().sum(dim=-1)
+    scaled = n[:, None, None, None] * naive_token_softmax(v, mask)
+    return weights @ (alpha * scaled + (1.0 - alpha) * v)
+
+
+def _oracle_softmax(q, k, v, *, mask=None, bias=None, scale=None):
+    return naive_attention(q, k, v, mask=mask, bias=bias, scale=scale)
+
+
+def _oracle_softmax_v(q, k, v, *, mask=None, bias=None, scale=None, alpha=1.0):
+    return naive_attention(q, k, v, mask=mask, bias=bias, scale=scale, alpha=alpha)
+
+
+def _oracle_alpha_remix(q, k, v, *, mask=None, bias=None, scale=None, alpha=0.5, beta=None):
+    return naive_attention(q, k, v, mask=mask, bias=bias, scale=scale, alpha=alpha, beta=beta)
+
+
+# Built-in variant name -> its float64 oracle, called with the variant's resolved
+# parameters as Python floats (None for a derived one).
+ORACLES = {
+    "softmax": _oracle_softmax,
+    "softmax_v": _oracle_softmax_v,
+    "alpha_remix": _oracle_alpha_remix,
+    "softmax_v_scaled": naive_softmax_v_scaled,
+    "laser": naive_laser,
+    "laser_remix": naive_laser_remix,
+    "value_rmsnorm": naive_value_rmsnorm,
+}

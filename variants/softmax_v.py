@@ -33,9 +33,10 @@ import torch
 import torch.nn.functional as F
 
 from variants._base import masked_token_softmax, sdpa_mask
+from variants._fused import remix_values_fused
 from variants._registry import register_attention
 
-__all__ = ["softmax_v", "alpha_remix", "remix_values", "remix_attention"]
+__all__ = ["softmax_v", "alpha_remix", "remix_values", "remix_attention", "real_tokens"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -45,19 +46,20 @@ def remix_values(
     mask: torch.Tensor | None,
     alpha: torch.Tensor | float,
     beta: torch.Tensor | float | None,
+    scaled: bool = False,
 ) -> torch.Tensor:
-    """V' = alpha * softmax^T(V) + beta * V on (B, H, N, D); beta None means 1 - alpha."""
+    """V' = alpha * softmax^T(V) + beta * V on (B, H, N, D); beta None means 1 - alpha.
+
+    ``scaled``: N * softmax^T(V) instead, N the number of real tokens of each sequence.
+    """
     # Softmax in float32 at least: under bf16 a column softmax over many tokens loses most of
     # its mass to rounding.
     work = v.float() if v.dtype in _LOW_PRECISION else v
-    soft = masked_token_softmax(work, mask)
-    if beta is None:
-        # V + alpha * (softmax^T(V) - V) in one fused kernel; alpha = 0 returns V exactly
-        # and alpha = 1 returns softmax^T(V) exactly.
-        out = torch.lerp(work, soft, alpha)
-    else:
-        out = alpha * soft + beta * work
-    return out.to(v.dtype)
+    # One autograd node with a two-kernel backward (variants/_fused.py). With beta None the
+    # forward is lerp(V, softmax^T(V), alpha): alpha = 0 returns V exactly and alpha = 1
+    # returns softmax^T(V) exactly.
+    count = real_tokens(v, mask) if scaled else None
+    return remix_values_fused(work, mask, alpha, beta, count).to(v.dtype)
 
 
 def remix_attention(
@@ -71,8 +73,11 @@ def remix_attention(
     scale: float | None,
     alpha: torch.Tensor | float,
     beta: torch.Tensor | float | None,
+    scaled: bool = False,
 ) -> torch.Tensor:
     """softmax(Q K^T * scale + bias) (alpha * softmax^T(V) + beta * V); beta None = 1 - alpha.
+
+    ``scaled``: N * softmax^T(V) in place of softmax^T(V), N = real tokens per sequence.
 
     float32/float64 outside autocast: one SDPA call on the blended V' (exact; alpha = 0 with
     beta None is bitwise standard attention). Low precision: the split product described in
@@ -81,7 +86,7 @@ def remix_attention(
     attn_mask = sdpa_mask(mask, bias)
     autocast = torch.is_autocast_enabled(v.device.type)
     if not autocast and v.dtype not in _LOW_PRECISION:
-        v_new = remix_values(v, mask, alpha, beta)
+        v_new = remix_values(v, mask, alpha, beta, scaled)
         return F.scaled_dot_product_attention(
             q, k, v_new, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale
         )
@@ -105,8 +110,16 @@ def remix_attention(
         beta = 1.0 - alpha
     # In float32 (alpha, beta are float32 buffers or Python floats); alpha = 0, beta = 1
     # gives S V exactly.
-    result = plain.float() * beta + remixed.float() * (alpha / n)  # (B, H, Nq, Dv)
+    term = alpha * real_tokens(v, mask) / n if scaled else alpha / n
+    result = plain.float() * beta + remixed.float() * term  # (B, H, Nq, Dv)
     return result if autocast else result.to(v.dtype)
+
+
+def real_tokens(v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | int:
+    """N, the number of real tokens: (B, 1, 1, 1) float32 under a mask, else an int."""
+    if mask is None:
+        return v.shape[-2]
+    return mask.sum(dim=-1, dtype=torch.float32)[:, None, None, None]
 
 
 @register_attention("softmax_v", params={"alpha": 1.0})

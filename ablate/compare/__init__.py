@@ -2,9 +2,13 @@
 
 Modules by concern: :mod:`.select` (MLflow run selection), :mod:`.grouping` (which runs may
 be pooled), :mod:`.endpoints` (the number per run and the model it came from),
-:mod:`.stats` (statistics on plain numbers), :mod:`.curves` (per-epoch aggregation and
-curve metrics), :mod:`.summary` (the per-group table), :mod:`.render` (tables and figures),
-:mod:`.core` (the comparison end to end) and :mod:`.cli` (the subcommand).
+:mod:`.units` (one unit per seed; runs lost per group), :mod:`.stats` (tests on plain
+numbers), :mod:`.intervals` (binomial, P(better), bootstrap, simultaneous bands),
+:mod:`.power`, :mod:`.curves` (per-epoch aggregation and curve metrics), :mod:`.summary`
+(the per-group table, one Holm family), :mod:`.dose` (``--x``: end point against a number),
+:mod:`.notes`, :mod:`.render` and :mod:`.fmt` (text), :mod:`.files` (CSV, Markdown,
+figures), :mod:`.result` (:class:`ComparisonResult`), :mod:`.core` (the comparison end to
+end) and :mod:`.cli` (the subcommand).
 
 Everything heavy (mlflow, pandas, scipy, matplotlib) is imported inside functions, so
 importing this package stays light.
@@ -13,7 +17,7 @@ importing this package stays light.
 from __future__ import annotations
 
 from ablate.compare.cli import add_arguments, command
-from ablate.compare.core import ComparisonResult, compare_runs
+from ablate.compare.core import compare_runs
 from ablate.compare.curves import (
     CURVE_METRICS,
     aggregate_curves,
@@ -22,9 +26,18 @@ from ablate.compare.curves import (
     diff_curves,
     epochs_to_target,
 )
+from ablate.compare.dose import trend
 from ablate.compare.endpoints import MetricSpec, infer_mode, parse_metric, per_run_frame
 from ablate.compare.grouping import RUN_LOCAL_KEYS, assign_groups, check_pooling
-from ablate.compare.render import format_report, format_table
+from ablate.compare.intervals import (
+    bca_diff_ci,
+    binomial_interval,
+    paired_prob_improvement,
+    prob_improvement,
+    sup_t_critical,
+)
+from ablate.compare.render import format_report, format_table, to_json
+from ablate.compare.result import ComparisonResult
 from ablate.compare.select import (
     DEFAULT_EXPERIMENT,
     RunRecord,
@@ -35,18 +48,19 @@ from ablate.compare.select import (
 from ablate.compare.stats import (
     CONFIDENCE,
     Comparison,
-    bca_diff_ci,
     compare_groups,
     compare_to_baseline,
     holm,
+    holm_family,
     min_detectable_diff,
     paired_test,
-    prob_improvement,
     seeds_needed,
+    sign_test,
     t_interval,
     welch_test,
 )
 from ablate.compare.summary import DEFAULT_BASELINE, summarize
+from ablate.compare.units import collapse_repeats, lost_counts
 from ablate.tracking import DEFAULT_TRACKING_URI
 
 __all__ = [
@@ -66,6 +80,15 @@ __all__ = [
     "assign_groups",
     "auc",
     "bca_diff_ci",
+    "binomial_interval",
+    "collapse_repeats",
+    "holm_family",
+    "lost_counts",
+    "paired_prob_improvement",
+    "sign_test",
+    "sup_t_critical",
+    "to_json",
+    "trend",
     "check_pooling",
     "command",
     "compare_groups",

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from ablate.compare.core import compare_runs
+from ablate.cli_options import add_tracking_uri
+from ablate.compare.core import FORMATS, compare_runs
 from ablate.compare.endpoints import BASE_METRICS, CHECKPOINTS
 from ablate.compare.grouping import RUN_LOCAL_KEYS
-from ablate.compare.render import format_report
+from ablate.compare.intervals import BOOTSTRAP_MIN_N
+from ablate.compare.render import format_report, to_json
 from ablate.compare.select import DEFAULT_EXPERIMENT
-from ablate.compare.stats import BOOTSTRAP_MIN_N, PAIRING_CHOICES
+from ablate.compare.stats import PAIRING_CHOICES
 from ablate.compare.summary import DEFAULT_BASELINE
+from ablate.compare.units import REPEATS
 
 __all__ = ["add_arguments", "command"]
 
@@ -84,24 +87,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--target",
         metavar="VALUE",
         default="auto",
-        help="report the epochs runs needed to reach this validation value; auto: the worst "
-        "group's mean final value (every group reaches it on average); none: off "
-        "(default: auto)",
+        help="report the epochs (>= 1) runs needed to reach this validation value; auto: the "
+        "worst group's mean value at the last common epoch, rounded down (every group reaches "
+        "it on average); none: off (default: auto)",
+    )
+    parser.add_argument(
+        "--x",
+        metavar="PARAM",
+        default=None,
+        help="dose-response: tabulate and plot the end point against this numeric variant "
+        "parameter (tag variant.PARAM) or config key, e.g. alpha: one row per level, the "
+        "difference from --baseline-x and a trend test (slope, seeds as blocks)",
+    )
+    parser.add_argument(
+        "--baseline-x",
+        metavar="VALUE",
+        default=None,
+        help="with --x: the level the others are compared with (default: the lowest)",
     )
     parser.add_argument(
         "--out",
-        "--output",
         dest="out",
         metavar="DIR",
         default="./compare",
-        help="directory for figures (PNG) and tables (CSV, Markdown) (default: ./compare)",
+        help="directory for figures and tables (CSV, Markdown) (default: ./compare)",
     )
     parser.add_argument(
-        "--tracking-uri",
-        metavar="URI",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="what is printed: aligned tables, or JSON (as in the other commands) "
+        "(default: table)",
     )
+    parser.add_argument(
+        "--format",
+        metavar="LIST",
+        default="png",
+        help=f"figure formats, comma-separated from {', '.join(FORMATS)}; PNG is written "
+        "at 300 dpi (default: png)",
+    )
+    add_tracking_uri(parser)
     parser.add_argument(
         "--mode",
         choices=("max", "min"),
@@ -112,16 +137,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--include-pruned",
         action="store_true",
-        help="also compare pruned study trials (their last value is at the pruned epoch)",
+        help="partial look: also include pruned study trials; every end point is then the "
+        "validation value at the last epoch every run reached (labelled)",
+    )
+    parser.add_argument(
+        "--include-running",
+        action="store_true",
+        help="partial look: also include RUNNING runs (left out and counted by default); "
+        "every end point is then the validation value at the last epoch every run "
+        "reached (labelled)",
+    )
+    parser.add_argument(
+        "--repeats",
+        choices=REPEATS,
+        default="mean",
+        help="a seed run more than once in a group is one unit: the mean of its runs, or "
+        "its latest run (default: mean)",
     )
     parser.add_argument(
         "--bootstrap",
         type=int,
         metavar="N",
         default=10_000,
-        help="bootstrap resamples for P(better) and, from "
-        f"{BOOTSTRAP_MIN_N} runs per group, the BCa interval of the difference; 0: none "
-        "(default: 10000)",
+        help=f"BCa bootstrap resamples for the interval of the difference, shown for "
+        f"unpaired groups from {BOOTSTRAP_MIN_N} seeds each, where it covers its 95%%; "
+        "0: none (default: 10000)",
     )
     parser.add_argument(
         "--bootstrap-seed",
@@ -133,7 +173,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-plots",
         action="store_true",
-        help="write the tables only, no PNG figures",
+        help="write the tables only, no figures",
     )
 
 
@@ -141,10 +181,11 @@ def command(args: argparse.Namespace) -> int:
     """Compare groups of runs: end points, learning curves and differences with 95% CIs.
 
     Reads runs from MLflow, groups them (refusing to pool runs whose configs differ in more
-    than the seed), prints the end point per group and which model it came from, the
-    difference from the baseline with a paired or Welch t-test (Holm-corrected), P(better),
-    the minimal detectable difference, and the area under the validation curve; writes
-    figures and tables to --out.
+    than the seed), prints the end point per group, which model it came from and how many
+    runs each group lost, the difference from the baseline with a paired or Welch t-test
+    (one Holm family with the curve comparisons), P(better), the minimal detectable
+    difference, and the area under the validation curve over the epochs every run has;
+    with --x, the end point against a numeric parameter; writes figures and tables to --out.
     """
     result = compare_runs(
         experiment=args.experiment,
@@ -161,9 +202,14 @@ def command(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         mode=args.mode,
         include_pruned=args.include_pruned,
+        include_running=args.include_running,
+        repeats=args.repeats,
+        x=args.x,
+        baseline_x=args.baseline_x,
         n_boot=args.bootstrap,
         seed=args.bootstrap_seed,
         plots=not args.no_plots,
+        formats=args.format,
     )
-    print(format_report(result))
+    print(to_json(result) if args.output == "json" else format_report(result))
     return 0

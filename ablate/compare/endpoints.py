@@ -39,6 +39,7 @@ __all__ = [
     "best_val_epoch",
     "run_endpoint",
     "per_run_frame",
+    "PER_RUN_COLUMNS",
 ]
 
 BASE_METRICS = ("acc", "loss", "f1", "precision", "recall")
@@ -270,9 +271,14 @@ def _last(run: RunRecord, key: str) -> Endpoint:
     return Endpoint(float(history.iloc[-1]), epoch, _alpha_at(run, epoch))
 
 
-def run_endpoint(run: RunRecord, spec: MetricSpec, source: str, checkpoint: str) -> Endpoint:
+def run_endpoint(
+    run: RunRecord, spec: MetricSpec, source: str, checkpoint: str, at_epoch: int | None = None
+) -> Endpoint:
     """The run's value for ``spec`` from ``source`` (see :func:`resolve_source`) on the
-    ``final`` weights or the ``best``-validation checkpoint; NaN value when it has none."""
+    ``final`` weights or the ``best``-validation checkpoint; NaN value when it has none.
+    With ``at_epoch`` (a partial look at unfinished runs): the curve at that epoch."""
+    if at_epoch is not None:
+        return _at(run, spec.curve, float(at_epoch))
     latest = run.latest
     if source == "test":
         base = spec.base
@@ -293,55 +299,66 @@ def run_endpoint(run: RunRecord, spec: MetricSpec, source: str, checkpoint: str)
     return _at(run, key, best_val_epoch(run, spec))
 
 
+def _alpha_range(run: RunRecord, last: int | None) -> tuple[float, float]:
+    """Lowest and highest alpha over epochs 1..last (NaN without an alpha curve)."""
+    history = run.histories.get("alpha")
+    if history is None:
+        return math.nan, math.nan
+    part = history[history.index >= 1]
+    if last is not None:
+        part = part[part.index <= last]
+    if part.empty:
+        return math.nan, math.nan
+    return float(part.min()), float(part.max())
+
+
+PER_RUN_COLUMNS = [
+    "group", "run_id", "run_name", "status", "pruned", "seed", "start_time", "final",
+    "final_epoch", "final_alpha", "best", "best_epoch", "best_alpha", "last_epoch", "auc",
+    "auc_alpha_low", "auc_alpha_high", "epochs_to_target",
+]  # fmt: skip
+
+
 def per_run_frame(
     runs: Sequence[RunRecord],
     spec: MetricSpec,
     source: str,
     target: float | None = None,
+    *,
+    auc_epochs: int | None = None,
+    at_epoch: int | None = None,
 ) -> "pd.DataFrame":
     """One row per run with a value for the chosen checkpoint.
 
-    Columns: group, run_id, run_name, status, pruned, seed, final, final_epoch, final_alpha
-    (final weights), best, best_epoch, best_alpha (best-validation checkpoint), last_epoch
-    and auc (of the validation curve, epochs 1..last) and epochs_to_target.
+    Columns (:data:`PER_RUN_COLUMNS`): group, run_id, run_name, status, pruned, seed,
+    start_time, final, final_epoch, final_alpha (final weights), best, best_epoch,
+    best_alpha (best-validation checkpoint), last_epoch; auc (of the validation curve over
+    epochs 1..``auc_epochs``, default 1..last) with the alpha range those epochs cover;
+    epochs_to_target (first epoch >= 1 reaching it, within the same epochs; inf if never).
+    ``at_epoch``: every end point is the curve at that epoch (partial look).
     """
     import pandas as pd
 
     rows = []
     for run in runs:
-        final = run_endpoint(run, spec, source, "final")
-        best = run_endpoint(run, spec, source, "best")
+        final = run_endpoint(run, spec, source, "final", at_epoch)
+        best = run_endpoint(run, spec, source, "best") if at_epoch is None else final
         tested = final if spec.checkpoint == "final" else best
         if not math.isfinite(tested.value):
             continue
         curve = run.histories.get(spec.curve)
         has_curve = curve is not None and not curve.empty
+        reaches = has_curve and (auc_epochs is None or int(curve.index[-1]) >= auc_epochs)
+        alpha_low, alpha_high = _alpha_range(run, auc_epochs)
         rows.append(
-            {
-                "group": run.group,
-                "run_id": run.run_id,
-                "run_name": run.name,
-                "status": run.status,
-                "pruned": run.pruned,
-                "seed": run.seed,
-                "final": final.value,
-                "final_epoch": final.epoch,
-                "final_alpha": final.alpha,
-                "best": best.value,
-                "best_epoch": best.epoch,
-                "best_alpha": best.alpha,
-                "last_epoch": int(curve.index[-1]) if has_curve else math.nan,
-                "auc": auc(curve) if has_curve else math.nan,
-                "epochs_to_target": (
-                    epochs_to_target(curve, target, spec.mode)
-                    if has_curve and target is not None
-                    else math.nan
-                ),
-            }
-        )
-    columns = [
-        "group", "run_id", "run_name", "status", "pruned", "seed", "final", "final_epoch",
-        "final_alpha", "best", "best_epoch", "best_alpha", "last_epoch", "auc",
-        "epochs_to_target",
-    ]  # fmt: skip
-    return pd.DataFrame(rows, columns=columns)
+            [
+                run.group, run.run_id, run.name, run.status, run.pruned, run.seed,
+                run.start_time, final.value, final.epoch, final.alpha, best.value, best.epoch,
+                best.alpha, int(curve.index[-1]) if has_curve else math.nan,
+                auc(curve, auc_epochs) if reaches else math.nan, alpha_low, alpha_high,
+                epochs_to_target(curve, target, spec.mode, auc_epochs)
+                if reaches and target is not None
+                else math.nan,
+            ]
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=PER_RUN_COLUMNS)

@@ -1,44 +1,31 @@
-"""Rendering `ablate compare` results: aligned text and Markdown tables, CSVs and figures.
+"""Rendering `ablate compare` results as text: aligned or Markdown tables, and JSON.
 
-Three tables, one concern each: the end point per group (and which model it came from),
-the differences from the baseline with their tests, and the learning curves (area under
-the validation curve, epochs to a target). The CSV has every column of all three.
+Three tables, one concern each: the end point per group (which model it came from, and
+how many runs the group lost), the differences from the baseline with their tests, and the
+learning curves (area under the validation curve over the epochs every run has, with the
+alpha those epochs cover; epochs to a target). Every cell says what it is: a pointwise or
+exact interval, a paired or unpaired P(better), an undefined interval when there is no
+spread. Files and figures are written by :mod:`ablate.compare.files`.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ablate import plots as plotting
-from ablate.compare.grouping import MISSING_VALUE, lookup
+from ablate.compare.fmt import UNDEFINED
+from ablate.compare.fmt import interval as _interval
+from ablate.compare.fmt import num as _num
+from ablate.compare.fmt import p_text as _p
+from ablate.compare.notes import DATA_KEYS
 
 if TYPE_CHECKING:
-    from ablate.compare.core import ComparisonResult
+    from ablate.compare.result import ComparisonResult
 
-__all__ = ["format_table", "format_report", "heading", "write_outputs"]
+__all__ = ["format_table", "format_report", "heading", "data_line", "to_json", "render"]
 
 _CHECKPOINT_NAMES = {"final": "final weights", "best": "best-val checkpoint"}
-
-
-def _num(x: Any, signed: bool = False) -> str:
-    if x is None or not math.isfinite(x):
-        return "nan"
-    digits = 4 if abs(x) < 100 else 1
-    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
-
-
-def _p(p: float) -> str:
-    if not math.isfinite(p):
-        return "nan"
-    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
-
-
-def _interval(low: float, high: float, signed: bool = False) -> str:
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return "-"
-    return f"[{_num(low, signed)}, {_num(high, signed)}]"
 
 
 def _mean_std(rec: dict, prefix: str) -> str:
@@ -46,6 +33,16 @@ def _mean_std(rec: dict, prefix: str) -> str:
         return "-"
     spread = " ± n<2" if rec["n"] < 2 else f" ± {_num(rec[f'{prefix}_std'])}"
     return _num(rec[f"{prefix}_mean"]) + spread
+
+
+def _group_ci(rec: dict, prefix: str) -> str:
+    method = rec[f"{prefix}_ci_method"]
+    if method == "n<2":
+        return "n<2"
+    if method == "no spread":
+        return UNDEFINED
+    text = _interval(rec[f"{prefix}_ci_low"], rec[f"{prefix}_ci_high"])
+    return text if method == "t" else f"{text} {method}"
 
 
 def _origin(rec: dict, which: str) -> str:
@@ -58,6 +55,18 @@ def _origin(rec: dict, which: str) -> str:
     return text
 
 
+def _count(rec: dict, result: "ComparisonResult") -> str:
+    """``n (failed/pruned)``, plus RUNNING runs left out and repeated seeds."""
+    text = f"{rec['n']} ({rec['failed']}/{rec['pruned']})"
+    if rec["running"]:
+        text += f" +{rec['running']} running"
+    if rec["n_running"]:
+        text += f" incl. {rec['n_running']} running"
+    if rec["repeated"]:
+        text += f", {rec['n_runs']} runs ({result.repeats})"
+    return text
+
+
 def _seeds(x: float) -> str:
     if not math.isfinite(x):
         return ">1000" if x == math.inf else "-"
@@ -65,33 +74,56 @@ def _seeds(x: float) -> str:
 
 
 def _endpoint_table(result: "ComparisonResult") -> tuple[str, list[str], list[list[str]]]:
-    m, tested = result.metric, result.checkpoint
+    m, tested = result.metric_label, result.checkpoint
     other = "best" if tested == "final" else "final"
-    title = (
-        f"end point: {m} of the {_CHECKPOINT_NAMES[tested]} "
-        f"({'higher' if result.mode == 'max' else 'lower'} is better)"
-    )
-    other_name = "best-val ckpt" if other == "best" else "final weights"
-    header = ["group", "n", f"{m} (mean ± std)", "95% CI", "from", f"{other_name} (mean ± std)"]
+    better = "higher" if result.mode == "max" else "lower"
+    if result.at_epoch is not None:
+        title = (
+            f"end point: {m} (partial look: the last epoch every run reached; "
+            f"{better} is better)"
+        )
+    else:
+        title = f"end point: {m} of the {_CHECKPOINT_NAMES[tested]} ({better} is better)"
+    if result.following:
+        title += f"; groups also differ in {', '.join(result.following)}"
+    header = ["group", "n (failed/pruned)", f"{result.metric} (mean ± std)", "95% CI", "from"]
+    if result.at_epoch is None:
+        header.append(("best-val ckpt" if other == "best" else "final weights") + " (mean ± std)")
     rows = []
     for rec in result.table.to_dict("records"):
-        n_text = f"{rec['n']}" + (f" ({rec['n_running']} running)" if rec["n_running"] else "")
-        ci = (
-            "n<2" if rec["n"] < 2 else _interval(rec[f"{tested}_ci_low"], rec[f"{tested}_ci_high"])
-        )
-        rows.append(
-            [
-                rec["group"], n_text, _mean_std(rec, tested), ci, _origin(rec, tested),
-                _mean_std(rec, other),
-            ]
-        )  # fmt: skip
+        row = [rec["group"], _count(rec, result), _mean_std(rec, tested), _group_ci(rec, tested),
+               _origin(rec, tested)]  # fmt: skip
+        if result.at_epoch is None:
+            row.append(_mean_std(rec, other))
+        rows.append(row)
     return title, header, rows
+
+
+def _p_better(rec: dict, prefix: str = "") -> str:
+    value = rec[f"{prefix}p_improve"]
+    if not math.isfinite(value):
+        return "-"
+    if math.isfinite(rec[f"{prefix}p_improve_low"]):
+        low, high = rec[f"{prefix}p_improve_low"], rec[f"{prefix}p_improve_high"]
+        return f"{value:.2f} [{low:.2f}, {high:.2f}] paired"
+    return f"{value:.2f} unpaired"
+
+
+def _delta_ci(rec: dict, prefix: str = "") -> str:
+    if rec[f"{prefix}test"].startswith("sign"):
+        return UNDEFINED
+    return _interval(rec[f"{prefix}diff_ci_low"], rec[f"{prefix}diff_ci_high"], True)
+
+
+def _test_name(rec: dict, prefix: str = "") -> str:
+    n_pairs = rec[f"{prefix}n_pairs"]
+    return rec[f"{prefix}test"] + (f" ({n_pairs} pairs)" if n_pairs else "")
 
 
 def _baseline_table(result: "ComparisonResult") -> tuple[str, list[str], list[list[str]]]:
     table = result.table
     boot = bool(table["boot_ci_low"].notna().any())
-    title = f"difference from {result.baseline} ({result.metric}, {result.checkpoint})"
+    title = f"difference from {result.baseline} ({result.metric_label}, {result.checkpoint})"
     header = ["group", "Δ", "Δ 95% CI", "test", "p", "p (Holm)"]
     header += ["Δ 95% CI (BCa)"] if boot else []
     header += ["P(better) [95% CI]", "MDE (80%)", "seeds for Δ"]
@@ -101,54 +133,67 @@ def _baseline_table(result: "ComparisonResult") -> tuple[str, list[str], list[li
             rows.append([rec["group"], "baseline"] + [""] * (len(header) - 2))
             continue
         holm = _p(rec["p_holm"]) + (" *" if rec["significant"] else "")
-        row = [
-            rec["group"], _num(rec["diff"], True),
-            _interval(rec["diff_ci_low"], rec["diff_ci_high"], True),
-            rec["test"] + (f" ({rec['n_pairs']} pairs)" if rec["n_pairs"] else ""),
-            _p(rec["p_value"]), holm,
-        ]  # fmt: skip
+        row = [rec["group"], _num(rec["diff"], True), _delta_ci(rec), _test_name(rec),
+               _p(rec["p_value"]), holm]  # fmt: skip
         if boot:
             row.append(_interval(rec["boot_ci_low"], rec["boot_ci_high"], True))
-        p_imp = "-" if not math.isfinite(rec["p_improve"]) else f"{rec['p_improve']:.2f}"
-        if math.isfinite(rec["p_improve_low"]):
-            p_imp += f" [{rec['p_improve_low']:.2f}, {rec['p_improve_high']:.2f}]"
-        row += [p_imp, _num(rec["mde"]), _seeds(rec["seeds_needed"])]
+        row += [_p_better(rec), _num(rec["mde"]) if math.isfinite(rec["mde"]) else "-",
+                _seeds(rec["seeds_needed"])]  # fmt: skip
         rows.append(row)
     return title, header, rows
+
+
+def _alpha_cell(rec: dict) -> str:
+    low, high = rec["auc_alpha_low"], rec["auc_alpha_high"]
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "-"
+    return f"{low:.3g}" if abs(high - low) < 1e-9 else f"{low:.3g}-{high:.3g}"
+
+
+def _target_cell(rec: dict) -> str:
+    n, reached = rec["n"], rec["n_reached"]
+    if not math.isfinite(rec["epochs_to_target"]):
+        return f"median not reached ({reached}/{n})"
+    return f"{rec['epochs_to_target']:g} ({reached}/{n})"
+
+
+def _curve_title(result: "ComparisonResult") -> str:
+    curve, last = result.spec.curve, result.auc_epochs
+    title = f"learning curve: {curve}; AUC = mean {curve} over epochs 1-{last}"
+    lengths = {int(e) for e in result.per_run["last_epoch"].dropna()}
+    if len(lengths) > 1:
+        title += (
+            f" (common to all runs; runs reach {min(lengths)}-{max(lengths)}, later epochs "
+            "not compared)"
+        )
+    return title
 
 
 def _curve_table(result: "ComparisonResult") -> tuple[str, list[str], list[list[str]]]:
-    curve = result.spec.curve
-    title = f"learning curve: {curve}"
-    header = ["group", "AUC: mean over epochs 1..E", "E"]
-    compared = result.baseline is not None and "auc_diff" in result.table.columns
-    header += ["Δ AUC [95% CI]", "p (Holm)"] if compared else []
+    header = ["group", "epochs logged", "α over these epochs", "AUC (mean ± std)"]
+    compared = result.baseline is not None and result.table["auc_p_value"].notna().any()
+    header += ["Δ AUC [95% CI]", "test", "p (Holm)"] if compared else []
     if result.target is not None:
         how = " (auto)" if result.target_auto else ""
-        header.append(f"epochs to {result.target:.4g}{how} (reached)")
+        header.append(f"epochs to {result.target:g}{how}: median (reached)")
     rows = []
     for rec in result.table.to_dict("records"):
-        row = [rec["group"], _mean_std(rec, "auc"), rec["auc_last_epochs"] or "-"]
-        if compared:
-            if rec["group"] == result.baseline:
-                row += ["baseline", ""]
-            else:
-                delta = _num(rec["auc_diff"], True)
-                delta += " " + _interval(rec["auc_diff_ci_low"], rec["auc_diff_ci_high"], True)
-                holm = _p(rec["auc_p_holm"]) + (" *" if rec["auc_significant"] else "")
-                row += [delta, holm]
+        row = [rec["group"], rec["auc_last_epochs"] or "-", _alpha_cell(rec),
+               _mean_std(rec, "auc")]  # fmt: skip
+        if compared and rec["group"] == result.baseline:
+            row += ["baseline", "", ""]
+        elif compared:
+            delta = _num(rec["auc_diff"], True) + " " + _delta_ci(rec, "auc_")
+            holm = _p(rec["auc_p_holm"]) + (" *" if rec["auc_significant"] else "")
+            row += [delta, _test_name(rec, "auc_"), holm]
         if result.target is not None:
-            n, reached = rec["n"], rec["n_reached"]
-            row.append(
-                f"never (0/{n})"
-                if reached == 0
-                else f"{rec['epochs_to_target']:.1f} ({reached}/{n})"
-            )
+            row.append(_target_cell(rec))
         rows.append(row)
-    return title, header, rows
+    return _curve_title(result), header, rows
 
 
-def _render(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
+def render(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
+    """Aligned plain-text columns, or a Markdown table."""
     if markdown:
 
         def esc(cell: str) -> str:
@@ -170,17 +215,25 @@ def _render(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool
     return "\n".join(out)
 
 
-def format_table(result: "ComparisonResult", markdown: bool = False) -> str:
-    """Render the tables: aligned plain text, or Markdown with ``markdown=True``."""
+def _parts(result: "ComparisonResult") -> list[tuple[str, list[str], list[list[str]]]]:
+    if result.dose is not None:
+        from ablate.compare.dose import dose_table
+
+        return [dose_table(result)]
     parts = [_endpoint_table(result)]
     if result.baseline is not None:
         parts.append(_baseline_table(result))
     if result.table["auc_mean"].notna().any() or result.target is not None:
         parts.append(_curve_table(result))
+    return parts
+
+
+def format_table(result: "ComparisonResult", markdown: bool = False) -> str:
+    """Render the tables: aligned plain text, or Markdown with ``markdown=True``."""
     blocks = []
-    for title, header, rows in parts:
+    for title, header, rows in _parts(result):
         caption = f"**{title}**" if markdown else f"{title}:"
-        blocks.append(caption + "\n\n" + _render(header, rows, markdown))
+        blocks.append(caption + "\n\n" + render(header, rows, markdown))
     return "\n\n".join(blocks)
 
 
@@ -191,17 +244,34 @@ def heading(result: "ComparisonResult") -> str:
     pooled = ",".join(["seed", *result.pool_over])
     verb = "varies" if len(result.following) == 1 else "vary"
     follow = f" ({', '.join(result.following)} {verb} with them)" if result.following else ""
+    seeds = f" ({int(result.table['n'].sum())} seeds)" if result.table["repeated"].any() else ""
     return (
-        f"{result.source}: {len(result.per_run)} runs in {groups} group(s), grouped by "
+        f"{result.source}: {len(result.per_run)} runs{seeds} in {groups} group(s), grouped by "
         f"{by}{follow}, pooled over {pooled}"
     )
 
 
+def data_line(result: "ComparisonResult") -> str:
+    """One line: what every number was measured on (dataset, split, set sizes, checkpoint)."""
+    data = result.data
+    parts = []
+    for key, label in DATA_KEYS.items():
+        values = data.get(key)
+        if values:
+            shown = values[0] if len(values) == 1 else "varies: " + "/".join(values)
+            parts.append(f"{label} {shown}")
+    where = "test set" if result.endpoint_source == "test" else "validation set"
+    if result.at_epoch is not None:
+        model = f"epoch {result.at_epoch} of every run (partial look)"
+    else:
+        model = _CHECKPOINT_NAMES[result.checkpoint]
+    measured = ", ".join(parts) if parts else "data not logged"
+    return f"measured on: {measured}; end point on the {where}, {model}"
+
+
 def format_report(result: "ComparisonResult") -> str:
-    """What the command prints: heading, tables, notes (significance marks), files."""
-    parts = [heading(result), "", format_table(result)]
-    if result.baseline is not None and result.table["significant"].any():
-        parts += ["", "* significant after Holm's correction (family-wise level 0.05)"]
+    """What the command prints: heading, data, tables, notes (significance marks), files."""
+    parts = [heading(result), data_line(result), "", format_table(result)]
     if result.notes:
         parts.append("")
         parts += [f"note: {note}" for note in result.notes]
@@ -216,97 +286,31 @@ def format_report(result: "ComparisonResult") -> str:
     return "\n".join(parts)
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if hasattr(value, "item"):
+        return _plain(value.item())
+    return value
 
 
-def _group_value(result: "ComparisonResult", group: str, key: str) -> str:
-    for run in result.runs:
-        if run.group == group:
-            return lookup(key, run.tags, run.params) or MISSING_VALUE
-    return MISSING_VALUE
-
-
-def write_outputs(
-    result: "ComparisonResult", out: Path, order: Sequence[str], plots: bool
-) -> list[Path]:
-    """Tables (CSV + Markdown), per-run, curve and difference CSVs, and the figures."""
-    out.mkdir(parents=True, exist_ok=True)
-    m = _safe(result.metric)
-    files: list[Path] = []
-
-    table = result.table.copy()
-    keys = [*result.group_by, *result.following]
-    for i, key in enumerate(keys):
-        # one column per group-by (and following) key next to the label, for spreadsheets
-        table.insert(1 + i, key, [_group_value(result, g, key) for g in table["group"]])
-    table.insert(1 + len(keys), "metric", result.metric)
-    table.insert(2 + len(keys), "checkpoint", result.checkpoint)
-    path = out / f"summary_{m}.csv"
-    table.to_csv(path, index=False)
-    files.append(path)
-
-    path = out / f"summary_{m}.md"
-    md = [f"# Comparison: {result.metric}", "", heading(result), "", result.to_markdown()]
-    if result.notes:
-        md += [""] + [f"- {note}" for note in result.notes]
-    path.write_text("\n".join(md) + "\n", encoding="utf-8")
-    files.append(path)
-
-    for name, frame in (
-        (f"runs_{m}.csv", result.per_run),
-        ("curves.csv", result.curves),
-        ("diff_curves.csv", result.diffs),
-    ):
-        path = out / name
-        frame.to_csv(path, index=False)
-        files.append(path)
-
-    if plots:
-        files += _figures(result, out, order)
-    return files
-
-
-def _figures(result: "ComparisonResult", out: Path, order: Sequence[str]) -> list[Path]:
-    files = []
-    # colours follow sorted labels, so a group keeps its colour across comparisons
-    colors = plotting.group_colors(sorted(order))
-    curve = result.spec.curve
-    for metric in result.curves["metric"].unique():
-        path = out / f"curve_{_safe(metric)}.png"
-        plotting.plot_learning_curves(
-            result.curves[result.curves["metric"] == metric],
-            metric,
-            path,
-            colors=colors,
-            order=order,
-            title=f"{plotting.axis_label(metric)}: mean and 95% CI across seeds ({result.source})",
-            target=result.target if metric == curve else None,
-        )
-        files.append(path)
-    if not result.diffs.empty:
-        path = out / f"diff_{_safe(curve)}.png"
-        plotting.plot_differences(
-            result.diffs,
-            curve,
-            path,
-            colors=colors,
-            order=[g for g in order if g != result.baseline],
-            baseline=result.baseline,
-            title=f"{curve} minus {result.baseline} per epoch, 95% CI ({result.source})",
-        )
-        files.append(path)
-    path = out / f"final_best_{_safe(result.metric)}.png"
-    plotting.plot_final_best(
-        result.per_run,
-        result.table,
-        result.metric,
-        path,
-        colors=colors,
-        order=order,
-        baseline=result.baseline,
-        xlabel=",".join(result.group_by) or "all runs",
-        title=f"{result.metric} per run ({result.source})",
-    )
-    files.append(path)
-    return files
+def to_json(result: "ComparisonResult") -> str:
+    """``--output json``: heading, data, the group table (numbers), the rendered tables, notes."""
+    tables = [
+        {"title": title, "header": header, "rows": rows} for title, header, rows in _parts(result)
+    ]
+    groups = [{k: _plain(v) for k, v in rec.items()} for rec in result.table.to_dict("records")]
+    payload = {
+        "heading": heading(result),
+        "measured_on": data_line(result),
+        "metric": result.metric_label,
+        "checkpoint": result.checkpoint,
+        "baseline": result.baseline,
+        "groups": groups,
+        "tables": tables,
+        "notes": result.notes,
+        "files": [str(p) for p in result.files],
+    }
+    if result.dose is not None:
+        payload["dose"] = result.dose.to_dict()
+    return json.dumps(payload, indent=2, default=str)

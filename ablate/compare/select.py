@@ -1,8 +1,9 @@
 """Selecting the runs `ablate compare` reads from MLflow: one :class:`RunRecord` per run.
 
 An experiment or a study (its trial runs across experiments), narrowed by an MLflow
-``--filter``; study parent runs, failed and killed runs are left out (pruned trials too,
-unless asked for) and counted. For each kept run: tags, params, the latest value of every
+``--filter``; study parent runs, failed and killed runs are left out (pruned trials and
+RUNNING runs too, unless asked for) and kept aside so the table counts them per group.
+For each kept run: tags, params, the latest value of every
 metric (the end-of-training numbers are logged once) and the full per-epoch history
 (step = epoch) of the metrics asked for.
 """
@@ -58,6 +59,7 @@ class RunRecord:
     histories: dict[str, "pd.Series"] = field(default_factory=dict)
     group: str = ""
     group_values: dict[str, str] = field(default_factory=dict)
+    start_time: int = 0  # ms since the epoch: the latest of repeated runs is the newest
 
     @property
     def metric_keys(self) -> frozenset[str]:
@@ -76,6 +78,9 @@ class Selection:
     source: str  # human-readable: "experiment 'ablate'" / "study 'lr-sweep'"
     runs: list[RunRecord]
     excluded: dict[str, int]  # reason -> count
+    # FAILED, KILLED, pruned and (by default) RUNNING runs: not compared, but counted per
+    # group (a variant that diverges more often is a result), without their histories
+    lost: list[RunRecord] = field(default_factory=list)
     parent_run_id: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -238,6 +243,7 @@ def select_runs(
     metrics: Iterable[str] = (),
     tracking_uri: str | None = None,
     include_pruned: bool = False,
+    include_running: bool = False,
     client: "MlflowClient | None" = None,
 ) -> Selection:
     """Find the trial runs to compare and read their metrics.
@@ -249,6 +255,7 @@ def select_runs(
         metrics: metric keys whose full per-epoch histories are read (when a run has them).
         tracking_uri: MLflow tracking URI (see :func:`resolve_tracking_uri`).
         include_pruned: also keep pruned trials (``trial_state=PRUNED``).
+        include_running: also keep RUNNING runs (partial curves); counted otherwise.
         client: an existing client (tracking_uri is then ignored).
     """
     if experiment is not None and study is not None:
@@ -276,8 +283,60 @@ def select_runs(
     if not raw:
         _raise_empty(client, experiment_ids, study, filter_string, source)
 
+    kept, lost, excluded = _sort_out(raw, include_pruned, include_running)
+    if not kept:
+        what = ", ".join(f"{n} {reason}" for reason, n in excluded.items())
+        way_out = ""
+        if any(r.info.status == "RUNNING" for r in lost) and not include_running:
+            way_out = "; wait for them to finish or look at partial curves with --include-running"
+        raise DataError(
+            f"no usable runs in {source}: all {len(raw)} matching runs are left out "
+            f"({what}){way_out}"
+        )
+
+    wanted = list(dict.fromkeys(metrics))
+    records: list[RunRecord] = []
+    for run in kept:
+        record = _record(run)
+        for key in wanted:
+            if key in record.latest:
+                record.histories[key] = _history(client, record.run_id, key)
+        records.append(record)
+
+    selection = Selection(
+        source=source, runs=records, excluded=excluded, lost=[_record(r) for r in lost]
+    )
+    if filter_string:
+        selection.source = f"{source} with filter {filter_string!r}"
+    if study is not None:
+        selection.parent_run_id, note = _study_parent(client, study, raw, experiment_ids)
+        if note:
+            selection.notes.append(note)
+    return selection
+
+
+def _record(run: "Run") -> RunRecord:
+    tags = dict(run.data.tags)
+    return RunRecord(
+        run_id=run.info.run_id,
+        name=run.info.run_name or run.info.run_id[:8],
+        experiment_id=run.info.experiment_id,
+        status=run.info.status,
+        pruned=tags.get("trial_state") == "PRUNED",
+        tags=tags,
+        params=dict(run.data.params),
+        latest={k: float(v) for k, v in run.data.metrics.items()},
+        start_time=int(run.info.start_time or 0),
+    )
+
+
+def _sort_out(
+    raw: list["Run"], include_pruned: bool, include_running: bool
+) -> tuple[list["Run"], list["Run"], dict[str, int]]:
+    """(compared runs, lost runs counted per group, excluded reason -> count)."""
     excluded: dict[str, int] = {}
     kept: list[Run] = []
+    lost: list[Run] = []
     for run in raw:
         tags = run.data.tags
         status = run.info.status
@@ -286,45 +345,18 @@ def select_runs(
             reason = "study parent run"  # holds the study summary, not a learning curve
         elif pruned and not include_pruned:
             reason = "pruned (add them with --include-pruned)"
+            lost.append(run)
+        elif status == "RUNNING" and not pruned and not include_running:
+            reason = "RUNNING (add their partial curves with --include-running)"
+            lost.append(run)
         elif pruned or status in ("FINISHED", "RUNNING"):
             kept.append(run)
             continue
         else:
             reason = status  # FAILED, KILLED (interrupted), SCHEDULED
+            lost.append(run)
         excluded[reason] = excluded.get(reason, 0) + 1
-    if not kept:
-        what = ", ".join(f"{n} {reason}" for reason, n in excluded.items())
-        raise DataError(
-            f"no usable runs in {source}: all {len(raw)} matching runs are left out ({what})"
-        )
-
-    wanted = list(dict.fromkeys(metrics))
-    records: list[RunRecord] = []
-    for run in kept:
-        tags = dict(run.data.tags)
-        record = RunRecord(
-            run_id=run.info.run_id,
-            name=run.info.run_name or run.info.run_id[:8],
-            experiment_id=run.info.experiment_id,
-            status=run.info.status,
-            pruned=tags.get("trial_state") == "PRUNED",
-            tags=tags,
-            params=dict(run.data.params),
-            latest={k: float(v) for k, v in run.data.metrics.items()},
-        )
-        for key in wanted:
-            if key in record.latest:
-                record.histories[key] = _history(client, record.run_id, key)
-        records.append(record)
-
-    selection = Selection(source=source, runs=records, excluded=excluded)
-    if filter_string:
-        selection.source = f"{source} with filter {filter_string!r}"
-    if study is not None:
-        selection.parent_run_id, note = _study_parent(client, study, raw, experiment_ids)
-        if note:
-            selection.notes.append(note)
-    return selection
+    return kept, lost, excluded
 
 
 def _study_parent(

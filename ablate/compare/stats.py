@@ -6,33 +6,40 @@ groups with the same seed are therefore *paired*, and the per-seed difference re
 seed's share of the noise. :func:`compare_to_baseline` uses a paired t-test when the two
 groups have exactly the same seeds and Welch's t-test otherwise, and says which.
 
-Choices, and the simulations in ``tests/compare/test_stats.py`` that back them:
+Choices (simulated in ``benchmarks/compare_null.py`` and ``benchmarks/compare_coverage.py``):
 
 * Intervals on a mean and on a difference are t-intervals (exact under normal noise, the
   right width at 3-5 seeds). A metric bounded to [0, 1] (accuracy, F1, ...) gets its
   interval clipped to [0, 1], its difference to [-1, 1]: the true value lies inside the
   bounds, so clipping never lowers coverage and never reports an impossible accuracy.
-* Several variants tested against one baseline form one family; Holm's step-down keeps
-  the chance of any false "significant" at or below the level (0.05).
-* The BCa bootstrap (``scipy.stats.bootstrap``) is reported only from
-  :data:`BOOTSTRAP_MIN_N` runs per group (:data:`BOOTSTRAP_MIN_PAIRS` pairs): below that it
-  under-covers badly (about 77% for a nominal 95% at 3 vs 3).
-* The probability of improvement P(variant better than baseline) is the Mann-Whitney
-  estimate over all run pairs (Agarwal et al., 2021, "Deep RL at the edge of the
-  statistical precipice"), with a percentile bootstrap interval.
+* Per-seed differences that are all equal (accuracies on a small test set tie) have no
+  spread, so no t-test: the exact sign test is used (it can still say "every seed moved the
+  same way", at p = 2 / 2^n) and the interval is reported as undefined, never zero-width.
+* Every comparison of one invocation (end points and curves) forms one family; Holm's
+  step-down (:func:`holm_family`) keeps the chance of any false "significant" at or below
+  the level (0.05).
 * The minimal detectable difference is the true difference the test used would detect with
   80% power at the seeds at hand, from the noncentral t distribution, at the level Holm
   demands of a lone real effect (0.05 / number of comparisons).
+* Bootstrap and P(better) intervals live in :mod:`ablate.compare.intervals`.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
+from ablate.compare.intervals import (
+    BOOTSTRAP_MIN_N,
+    BOOTSTRAP_MIN_PAIRS,
+    CONFIDENCE,
+    _clip,
+    _diff_bounds,
+    bca_diff_ci,
+    paired_prob_improvement,
+    prob_improvement,
+)
 from ablate.compare.power import LEVEL, POWER, min_detectable_diff, seeds_needed
 from ablate.exceptions import ConfigError
 
@@ -50,20 +57,17 @@ __all__ = [
     "t_interval",
     "welch_test",
     "paired_test",
+    "sign_test",
     "holm",
-    "bca_diff_ci",
-    "prob_improvement",
+    "holm_family",
     "compare_to_baseline",
     "compare_groups",
+    "family_size",
 ]
 
-CONFIDENCE = 0.95
-# Below these sizes the BCa bootstrap covers far less than its nominal 95% (simulated in
-# tests/compare/test_stats.py: 3 vs 3 about 77%, 10 vs 10 about 93%; paired: 5 pairs about
-# 80%, 20 pairs about 93%), so only the exact t-interval is reported there.
-BOOTSTRAP_MIN_N = 10
-BOOTSTRAP_MIN_PAIRS = 20
 PAIRING_CHOICES = ("auto", "paired", "welch")
+# |difference| below this is a floating-point zero (0.97 - 0.97 need not be exactly 0)
+ZERO_DIFF = 1e-9
 
 
 @dataclass
@@ -100,17 +104,6 @@ def _array(values: Sequence[float]) -> "np.ndarray":
     import numpy as np
 
     return np.asarray(values, dtype=float)
-
-
-def _clip(low: float, high: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
-    if bounds is None or not (math.isfinite(low) and math.isfinite(high)):
-        return low, high
-    return max(low, bounds[0]), min(high, bounds[1])
-
-
-def _diff_bounds(bounds: tuple[float, float] | None) -> tuple[float, float] | None:
-    """A difference of two values in [lo, hi] lies in [lo - hi, hi - lo]."""
-    return None if bounds is None else (bounds[0] - bounds[1], bounds[1] - bounds[0])
 
 
 def t_interval(
@@ -203,6 +196,17 @@ def paired_test(
     return diff, p, low, high
 
 
+def sign_test(diffs: Sequence[float]) -> float:
+    """Exact two-sided sign test of per-seed differences (zeros dropped); 1 without any."""
+    from scipy import stats
+
+    d = _array(diffs)
+    d = d[abs(d) > ZERO_DIFF]
+    if d.size == 0:
+        return 1.0
+    return float(stats.binomtest(int((d > 0).sum()), int(d.size)).pvalue)
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm step-down adjusted p-values (NaN entries stay NaN and are not counted).
 
@@ -217,131 +221,6 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p))  # step-down stays monotone
         adjusted[i] = running
     return adjusted
-
-
-# --------------------------------------------------------------------------------------
-# bootstrap
-# --------------------------------------------------------------------------------------
-def _rng_kwarg(seed: int) -> dict:
-    """scipy >= 1.15 takes ``rng``; older versions only ``random_state``."""
-    from scipy import stats
-
-    params = inspect.signature(stats.bootstrap).parameters
-    return {"rng": seed} if "rng" in params else {"random_state": seed}
-
-
-def _mean_diff(a: "np.ndarray", b: "np.ndarray", axis: int = -1) -> "np.ndarray":
-    return a.mean(axis=axis) - b.mean(axis=axis)
-
-
-def bca_diff_ci(
-    a: Sequence[float],
-    b: Sequence[float],
-    *,
-    paired: bool = False,
-    n_boot: int = 10_000,
-    seed: int = 0,
-    confidence: float = CONFIDENCE,
-    bounds: tuple[float, float] | None = None,
-) -> tuple[float, float]:
-    """BCa bootstrap interval of mean(a) - mean(b) (of the mean of a - b when paired).
-
-    NaN below :data:`BOOTSTRAP_MIN_N` runs per group (:data:`BOOTSTRAP_MIN_PAIRS` pairs),
-    where its coverage is poor, and when the data are degenerate (no spread).
-
-    Args:
-        a, b: one value per run; with ``paired`` equal length, ``a[i]`` paired to ``b[i]``.
-        paired: resample seeds (pairs) instead of each group independently.
-        n_boot: resamples; seed: generator seed (fixed: the same table every time).
-        confidence: two-sided coverage.
-        bounds: range of one value (the difference is clipped to the matching range).
-    """
-    from scipy import stats
-
-    a, b = _array(a), _array(b)
-    if n_boot < 1:
-        raise ConfigError(f"--bootstrap: must be >= 1 resamples, got {n_boot}")
-    if paired:
-        if a.size < BOOTSTRAP_MIN_PAIRS:
-            return math.nan, math.nan
-        data: tuple = (a - b,)
-
-        def statistic(d, axis=-1):
-            return d.mean(axis=axis)
-    else:
-        if min(a.size, b.size) < BOOTSTRAP_MIN_N:
-            return math.nan, math.nan
-        data, statistic = (a, b), _mean_diff
-    if float(data[0].std()) == 0.0 and (paired or float(b.std()) == 0.0):
-        return math.nan, math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # degenerate resamples: reported as NaN below
-        result = stats.bootstrap(
-            data,
-            statistic,
-            n_resamples=n_boot,
-            confidence_level=confidence,
-            method="BCa",
-            vectorized=True,
-            **_rng_kwarg(seed),
-        )
-    low, high = (float(v) for v in result.confidence_interval)
-    return _clip(low, high, _diff_bounds(bounds))
-
-
-def prob_improvement(
-    a: Sequence[float],
-    b: Sequence[float],
-    *,
-    mode: str = "max",
-    n_boot: int = 10_000,
-    seed: int = 0,
-    confidence: float = CONFIDENCE,
-) -> tuple[float, float, float]:
-    """P(a run of ``a`` beats a run of ``b``), ties counting one half, with a bootstrap CI.
-
-    The Mann-Whitney estimate over all ``len(a) * len(b)`` run pairs; 0.5 means no
-    tendency either way. The interval is a percentile bootstrap resampling each group
-    (with 3-5 runs per group it moves in coarse steps; read it as a rough range).
-
-    Args:
-        a, b: one value per run of the variant and of the baseline.
-        mode: ``max`` (higher is better) or ``min``.
-        n_boot: resamples (0: point estimate only); seed: generator seed.
-        confidence: two-sided coverage.
-
-    Returns:
-        ``(p, ci_low, ci_high)``.
-    """
-    import numpy as np
-    from scipy import stats
-
-    a, b = _array(a), _array(b)
-    if a.size == 0 or b.size == 0:
-        return math.nan, math.nan, math.nan
-    if mode == "min":
-        a, b = -a, -b
-
-    def statistic(x, y, axis=-1):
-        x, y = np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1)
-        wins = (x[..., :, None] > y[..., None, :]).mean(axis=(-1, -2))
-        ties = (x[..., :, None] == y[..., None, :]).mean(axis=(-1, -2))
-        return wins + 0.5 * ties
-
-    p = float(statistic(a, b))
-    if n_boot < 1 or a.size < 2 or b.size < 2:
-        return p, math.nan, math.nan
-    result = stats.bootstrap(
-        (a, b),
-        statistic,
-        n_resamples=n_boot,
-        confidence_level=confidence,
-        method="percentile",
-        vectorized=True,
-        **_rng_kwarg(seed),
-    )
-    low, high = (float(v) for v in result.confidence_interval)
-    return p, low, high
 
 
 # --------------------------------------------------------------------------------------
@@ -360,6 +239,62 @@ def _pairs(
     return [list(seeds).index(s) for s in common], [where[s] for s in common]
 
 
+def _paired(
+    a: "np.ndarray", b: "np.ndarray", level: float | None, confidence: float
+) -> tuple[Comparison, float, float]:
+    """Paired comparison of matched runs; (comparison, se, df). No spread: sign test."""
+    d = a - b
+    diff = float(d.mean())
+    d_std = float(d.std(ddof=1))
+    if d_std <= ZERO_DIFF * max(1.0, abs(diff)):
+        comparison = Comparison(
+            diff, math.nan, math.nan, "sign (no spread)", int(d.size), sign_test(d),
+            reason="per-seed differences all equal: no spread, interval undefined",
+        )  # fmt: skip
+        return comparison, math.nan, math.nan
+    _, p, low, high = paired_test(a, b, confidence)
+    se, df = d_std / math.sqrt(d.size), float(d.size - 1)
+    comparison = Comparison(diff, low, high, "paired t", int(d.size), p)
+    comparison.seeds_needed = (_needed if level else _skip)(diff, lambda: seeds_needed(
+        diff, 0.0, 0.0, paired_std=d_std, level=level))  # fmt: skip
+    return comparison, se, df
+
+
+def _welch(
+    a: "np.ndarray", b: "np.ndarray", level: float | None, confidence: float
+) -> tuple[Comparison, float, float]:
+    """Welch comparison of independent runs; (comparison, se, df)."""
+    diff = float(a.mean() - b.mean())
+    if a.size < 2 or b.size < 2:
+        smaller = min(a.size, b.size)
+        comparison = Comparison(
+            diff, math.nan, math.nan, f"none (n={smaller})", 0, math.nan,
+            reason=f"a group has n={smaller}: no test",
+        )  # fmt: skip
+        return comparison, math.nan, math.nan
+    se, df = _welch_se_df(a, b)
+    if se == 0.0:
+        comparison = Comparison(
+            diff, math.nan, math.nan, "none (no spread)", 0, math.nan,
+            reason="no spread in either group: test and interval undefined",
+        )  # fmt: skip
+        return comparison, math.nan, math.nan
+    _, p, low, high = welch_test(a, b, confidence)
+    comparison = Comparison(diff, low, high, "Welch t", 0, p)
+    comparison.seeds_needed = (_needed if level else _skip)(diff, lambda: seeds_needed(
+        diff, float(a.std(ddof=1)), float(b.std(ddof=1)), level=level))  # fmt: skip
+    return comparison, se, df
+
+
+def _needed(diff: float, compute) -> float:
+    """Seeds needed for the observed difference; NaN for a (floating-point) zero."""
+    return math.nan if abs(diff) <= ZERO_DIFF else compute()
+
+
+def _skip(diff: float, compute) -> float:
+    return math.nan
+
+
 def compare_to_baseline(
     values: Sequence[float],
     seeds: Sequence[object],
@@ -369,25 +304,27 @@ def compare_to_baseline(
     mode: str = "max",
     pairing: str = "auto",
     bounds: tuple[float, float] | None = None,
-    n_boot: int = 10_000,
+    n_boot: int = 0,
     seed: int = 0,
     confidence: float = CONFIDENCE,
-    level: float = LEVEL,
+    level: float | None = LEVEL,
 ) -> Comparison:
-    """Difference of one group from the baseline: interval, test, bootstrap, P(better), MDE.
+    """Difference of one group from the baseline: interval, test, P(better), MDE.
 
     Args:
-        values, seeds: the group's runs (one value and one seed each; None = unknown seed).
-        base_values, base_seeds: the baseline's runs.
+        values, seeds: the group's units (one value and one seed each; None = unknown).
+        base_values, base_seeds: the baseline's units.
         mode: ``max`` / ``min``: which direction counts as an improvement.
-        pairing: ``auto`` (paired t-test when both groups have exactly the same seeds, each
-            once; Welch otherwise), ``paired`` (the runs whose seeds match; needs >= 2
-            pairs) or ``welch``.
+        pairing: ``auto`` (paired when both groups have exactly the same seeds, each once;
+            Welch otherwise), ``paired`` (the units whose seeds match; needs >= 2 pairs) or
+            ``welch``.
         bounds: range of one value (e.g. (0, 1)); intervals are clipped to it.
-        n_boot: bootstrap resamples (0 skips the bootstraps); seed: their generator seed.
+        n_boot: BCa resamples (0: none; computed only from the sizes where it covers).
+        seed: the bootstrap's generator seed.
         confidence: interval coverage.
-        level: significance level the MDE is computed for (the caller passes the level a
-            lone true effect must reach after the multiple-comparison correction).
+        level: the level the MDE is computed for (the caller passes the level a lone true
+            effect must reach after the multiple-comparison correction); None skips the MDE
+            and seeds needed (a first pass that only counts the tests).
     """
     if pairing not in PAIRING_CHOICES:
         raise ConfigError(
@@ -399,61 +336,43 @@ def compare_to_baseline(
     matched = _pairs(list(seeds), list(base_seeds))
     same_seeds = matched is not None and len(matched[0]) == a.size == b.size
     use_paired = pairing == "paired" or (pairing == "auto" and same_seeds and a.size >= 2)
-    reason = ""
+    if use_paired and (matched is None or len(matched[0]) < 2):
+        n = 0 if matched is None else len(matched[0])
+        return Comparison(
+            float(a.mean() - b.mean()), math.nan, math.nan, "none", n, math.nan,
+            reason=f"{n} seed(s) shared with the baseline; a paired test needs 2",
+        )  # fmt: skip
     if use_paired:
-        if matched is None or len(matched[0]) < 2:
-            n = 0 if matched is None else len(matched[0])
-            return Comparison(
-                diff=float(a.mean() - b.mean()),
-                ci_low=math.nan,
-                ci_high=math.nan,
-                test="paired t",
-                n_pairs=n,
-                p_value=math.nan,
-                reason=f"{n} seed(s) shared with the baseline; a paired test needs 2",
-            )
-        ia, ib = matched
-        a_used, b_used = a[ia], b[ib]
-        diff, p, low, high = paired_test(a_used, b_used, confidence)
-        d_std = float((a_used - b_used).std(ddof=1))
-        se, df = d_std / math.sqrt(a_used.size), float(a_used.size - 1)
-        test, n_pairs = "paired t", a_used.size
-        needed = seeds_needed(diff, 0.0, 0.0, paired_std=d_std, level=level)
-    else:
-        a_used, b_used = a, b
-        diff, p, low, high = welch_test(a, b, confidence)
-        test, n_pairs = "Welch t", 0
-        if a.size < 2 or b.size < 2:
-            se, df, needed = math.nan, math.nan, math.nan
-            reason = "a group has fewer than 2 runs"
-        else:
-            se, df = _welch_se_df(a, b)
-            needed = seeds_needed(diff, float(a.std(ddof=1)), float(b.std(ddof=1)), level=level)
-    boot = (math.nan, math.nan)
-    if n_boot >= 1:
-        boot = bca_diff_ci(
-            a_used, b_used, paired=use_paired, n_boot=n_boot, seed=seed, bounds=bounds
+        a, b = a[matched[0]], b[matched[1]]
+        out, se, df = _paired(a, b, level, confidence)
+        out.p_improve, out.p_improve_low, out.p_improve_high = paired_prob_improvement(
+            a - b, mode=mode, confidence=confidence
         )
-    if math.isfinite(se) and se == 0.0:
-        reason = reason or "no spread in either group"
-    low, high = _clip(low, high, _diff_bounds(bounds))
-    p_imp = prob_improvement(a, b, mode=mode, n_boot=n_boot, seed=seed, confidence=confidence)
-    return Comparison(
-        diff=diff,
-        ci_low=low,
-        ci_high=high,
-        test=test,
-        n_pairs=int(n_pairs),
-        p_value=p,
-        boot_low=boot[0],
-        boot_high=boot[1],
-        p_improve=p_imp[0],
-        p_improve_low=p_imp[1],
-        p_improve_high=p_imp[2],
-        mde=min_detectable_diff(se, df, level) if math.isfinite(se) else math.nan,
-        seeds_needed=needed,
-        reason=reason,
-    )
+    else:
+        out, se, df = _welch(a, b, level, confidence)
+        out.p_improve = prob_improvement(a, b, mode=mode)
+    out.ci_low, out.ci_high = _clip(out.ci_low, out.ci_high, _diff_bounds(bounds))
+    if n_boot >= 1:
+        out.boot_low, out.boot_high = bca_diff_ci(
+            a, b, paired=use_paired, n_boot=n_boot, seed=seed, bounds=bounds
+        )
+    if level and math.isfinite(se):
+        out.mde = min_detectable_diff(se, df, level)
+    return out
+
+
+def holm_family(comparisons: Sequence[Comparison], level: float = LEVEL) -> None:
+    """Holm over every comparison given (one family), setting ``p_holm`` and
+    ``significant`` in place; comparisons without a p-value are not counted."""
+    adjusted = holm([c.p_value for c in comparisons])
+    for c, p_adj in zip(comparisons, adjusted):
+        c.p_holm = p_adj
+        c.significant = bool(math.isfinite(p_adj) and p_adj < level)
+
+
+def family_size(n_groups: int, n_tables: int) -> int:
+    """Comparisons in one invocation's family: every non-baseline group per table."""
+    return max((n_groups - 1) * n_tables, 1)
 
 
 def compare_groups(
@@ -461,12 +380,16 @@ def compare_groups(
     baseline: str,
     *,
     level: float = LEVEL,
+    holm_correct: bool = True,
+    mde_level: float | None | bool = None,
     **kwargs: object,
 ) -> dict[str, Comparison]:
     """Every group against ``baseline``, Holm-corrected as one family.
 
     ``significant`` is set where the Holm-adjusted p < ``level``. The MDE is computed at
-    ``level / m`` for m comparisons: the level Holm requires of a lone true effect.
+    ``mde_level`` (default ``level / m`` for m comparisons: the level Holm requires of a
+    lone true effect; ``False``: not computed). ``holm_correct=False`` leaves the
+    correction to the caller, who pools several tables into one family (:func:`holm_family`).
 
     Args:
         groups: group -> (values, seeds); must contain ``baseline``.
@@ -478,15 +401,14 @@ def compare_groups(
         raise ConfigError(f"baseline {baseline!r} is not one of: {', '.join(groups)}")
     base_values, base_seeds = groups[baseline]
     others = [g for g in groups if g != baseline]
-    m = max(len(others), 1)
+    at = mde_level if mde_level is not None else level / max(len(others), 1)
+    at = None if at is False else at
     out = {
         g: compare_to_baseline(
-            groups[g][0], groups[g][1], base_values, base_seeds, level=level / m, **kwargs
+            groups[g][0], groups[g][1], base_values, base_seeds, level=at, **kwargs
         )
         for g in others
     }
-    adjusted = holm([out[g].p_value for g in others])
-    for g, p_adj in zip(others, adjusted):
-        out[g].p_holm = p_adj
-        out[g].significant = bool(math.isfinite(p_adj) and p_adj < level)
+    if holm_correct:
+        holm_family([out[g] for g in others], level)
     return out

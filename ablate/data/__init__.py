@@ -12,10 +12,11 @@ Data flow: ``load_data(cfg)`` -> ``DataBundle`` -> ``iterate_batches(split, ...)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import torch
+
+from ablate.data.bundle import DataBundle, Split
 
 if TYPE_CHECKING:
     from ablate.config import RunConfig
@@ -36,59 +37,6 @@ __all__ = [
 IMAGE_DATASETS = ("digits", "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn")
 TEXT_DATASETS = ("ag_news", "trec", "sst2", "imdb", "dbpedia", "yelp_polarity")
 TEXT_PREFIXES = ("csv:", "tsv:", "jsonl:")
-
-
-@dataclass
-class Split:
-    """One split held entirely in memory: ``x`` (N, ...) and integer labels ``y`` (N,)."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
-
-    def to(self, device: torch.device | str) -> "Split":
-        return Split(self.x.to(device), self.y.to(device))
-
-
-def _identity_train(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return x, y
-
-
-def _identity_eval(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-@dataclass
-class DataBundle:
-    """A loaded data set with everything the model and the loop need to consume it.
-
-    ``train_transform(x, y)`` maps a raw training batch to model input and a target, which
-    is either int64 labels (B,) or soft labels (B, num_classes) after MixUp/CutMix.
-    ``eval_transform(x)`` maps a raw batch to model input deterministically.
-    """
-
-    name: str
-    task: str  # "image" | "text"
-    train: Split
-    val: Split
-    test: Split
-    num_classes: int
-    class_names: list[str]
-    # images
-    in_chans: int | None = None
-    img_size: int | None = None
-    # text
-    vocab: list[str] | None = None  # index -> token; vocab[pad_index] is the padding token
-    embedding_matrix: torch.Tensor | None = None  # (V, D) float32 initial word vectors
-    pad_index: int = 0
-    # per-batch transforms, applied on the training device
-    train_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = (
-        field(default=_identity_train)
-    )
-    eval_transform: Callable[[torch.Tensor], torch.Tensor] = field(default=_identity_eval)
-    info: dict = field(default_factory=dict)  # free-form facts logged as params (source, sizes)
 
 
 # Resolution used when --img-size is not given and the data set's native size makes the
@@ -119,6 +67,7 @@ def dataset_task(name: str) -> str:
 def load_data(
     cfg: "RunConfig",
     *,
+    task: str | None = None,
     img_size: int | None = None,
     in_chans: int | None = None,
     preprocessing: Mapping[str, Any] | None = None,
@@ -127,11 +76,12 @@ def load_data(
 
     Args:
         cfg: the run configuration (``val_split`` already resolved, never ``auto``).
+        task: ``image`` / ``text`` when already known (``ResolvedRun.task``).
         img_size / in_chans: what the model and its initial weights expect (images).
         preprocessing: a model library's own input pipeline (timm / Hugging Face models:
             normalisation constants, tokenizer); None for ablate's own models.
     """
-    task = dataset_task(cfg.dataset)
+    task = task or dataset_task(cfg.dataset)
     extra = {"preprocessing": preprocessing} if preprocessing else {}
     if task == "image":
         from ablate.data.images import load_image_data

@@ -6,6 +6,11 @@ tampered download never looks like a cached file. Where a source publishes no ch
 the SHA-256 of the first download is pinned in a ``DEST.sha256`` sidecar that every later
 call verifies. ``extract_archive`` unpacks zip and tar(.gz/.bz2/.xz) archives after
 checking that no member would land outside the target directory.
+
+Several processes (study workers, array tasks on one node or on a shared file system) may
+prepare the same data at once. :func:`prepare_lock` serialises them with a ``filelock``
+lock file next to the target: the first process downloads or extracts, the others wait and
+then find the verified file (or the extraction marker) and reuse it.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ import hashlib
 import http.client
 import os
 import stat
+import sys
 import tarfile
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 from ablate.exceptions import DataError
 
@@ -30,12 +38,48 @@ __all__ = [
     "file_digest",
     "extract_archive",
     "is_extracted",
+    "prepare_lock",
     "PIN_SUFFIX",
 ]
 
 PIN_SUFFIX = ".sha256"  # sidecar holding the SHA-256 pinned on first download
 _CHUNK = 1 << 20
 _USER_AGENT = "ablate/0.1 (Python urllib)"
+
+
+@contextmanager
+def prepare_lock(target: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold ``TARGET.lock`` while ``target`` is prepared; other processes wait for it.
+
+    Whoever holds the lock checks again whether the work is done (a verified file, an
+    extraction marker, a cache) before doing it, so the second process reuses the first
+    one's result. The lock dies with its process: a killed download never blocks the next.
+
+    Args:
+        target: the file or folder being prepared; the lock file is ``target`` + ``.lock``.
+        what: what is prepared, for the one line printed while waiting.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(f"{os.fspath(target)}.lock")
+    lock = FileLock(path, is_singleton=True)  # re-entrant within this process
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(
+            f"ablate: waiting for another process to finish {what} (lock {path})",
+            file=sys.stderr,
+            flush=True,
+        )
+        lock.acquire()
+    except OSError:  # a read-only data folder: nothing can be written there, nothing races
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _one_line(err: BaseException) -> str:
@@ -118,8 +162,15 @@ def download(
         timeout: socket timeout in seconds.
     """
     dest = Path(dest)
+    with prepare_lock(dest, f"downloading {dest.name}"):
+        return _download(url, dest, _expected(sha256, md5), progress, timeout)
+
+
+def _download(
+    url: str, dest: Path, expected: tuple[str, str] | None, progress: bool, timeout: float
+) -> Path:
+    """:func:`download` under its lock: reuse a verified ``dest`` or fetch it."""
     pin = Path(str(dest) + PIN_SUFFIX)
-    expected = _expected(sha256, md5)
     pin_after = False
     if expected is None:
         if pin.is_file():
@@ -136,15 +187,30 @@ def download(
         dest.unlink()  # a stale or corrupt copy: fetch it again
     dest.parent.mkdir(parents=True, exist_ok=True)
     algorithm = expected[0] if expected else "sha256"
-    hasher = hashlib.new(algorithm)
     tmp = dest.with_name(f"{dest.name}.part-{os.getpid()}")
+    actual = _fetch(url, tmp, algorithm, progress, timeout)
+    if expected is not None and actual != expected[1]:
+        tmp.unlink(missing_ok=True)
+        raise DataError(
+            f"checksum mismatch for {url}: {algorithm} {actual}, expected {expected[1]}; "
+            "the file was removed"
+        )
+    os.replace(tmp, dest)
+    if pin_after:
+        pin.write_text(f"{actual}  {dest.name}\n")
+    return dest
+
+
+def _fetch(url: str, tmp: Path, algorithm: str, progress: bool, timeout: float) -> str:
+    """Stream ``url`` into ``tmp``; return its hex digest (``tmp`` is removed on errors)."""
+    hasher = hashlib.new(algorithm)
     received = 0
     try:
         request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
         with urllib.request.urlopen(request, timeout=timeout) as response, open(tmp, "wb") as out:
             total = response.headers.get("Content-Length")
             total = int(total) if total and total.isdigit() else None
-            bar = _progress_bar(progress, total, dest.name)
+            bar = _progress_bar(progress, total, tmp.name.split(".part-")[0])
             try:
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
                     out.write(chunk)
@@ -172,17 +238,7 @@ def download(
         # timeouts, refused or dropped connections, full disks, malformed URLs
         tmp.unlink(missing_ok=True)
         raise DataError(f"could not download {url}: {_one_line(err)}") from None
-    actual = hasher.hexdigest()
-    if expected is not None and actual != expected[1]:
-        tmp.unlink(missing_ok=True)
-        raise DataError(
-            f"checksum mismatch for {url}: {algorithm} {actual}, expected {expected[1]}; "
-            "the file was removed"
-        )
-    os.replace(tmp, dest)
-    if pin_after:
-        pin.write_text(f"{actual}  {dest.name}\n")
-    return dest
+    return hasher.hexdigest()
 
 
 def _progress_bar(enabled: bool, total: int | None, name: str):
@@ -190,7 +246,16 @@ def _progress_bar(enabled: bool, total: int | None, name: str):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, leave=False)
+    # disable=None: no carriage-return bar in log files (stderr not a terminal)
+    return tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=name,
+        leave=False,
+        disable=None,
+    )
 
 
 def _check_member(name: str, root: Path, archive: Path) -> Path:
@@ -223,6 +288,14 @@ def extract_archive(
     root = root.resolve()
     if not force and is_extracted(archive, root):
         return root
+    with prepare_lock(archive, f"extracting {archive.name}"):  # next to the archive
+        if not force and is_extracted(archive, root):  # done by whoever held the lock
+            return root
+        _extract(archive, root)
+    return root
+
+
+def _extract(archive: Path, root: Path) -> None:
     if zipfile.is_zipfile(archive):
         _extract_zip(archive, root)
     elif tarfile.is_tarfile(archive):
@@ -230,7 +303,6 @@ def extract_archive(
     else:
         raise DataError(f"{archive}: not a zip or tar archive")
     _marker(archive, root).write_text(_stamp(archive) + "\n")
-    return root
 
 
 def _marker(archive: Path, root: Path) -> Path:

@@ -10,7 +10,8 @@ Two sources are supported:
   plain or inside a ``.zip`` (``glove.6B.zip:glove.6B.300d.txt`` picks a member when the
   archive holds several). The file is parsed once with pandas' C reader and cached next to
   it as ``PATH.ablate-cache.npy`` + ``PATH.ablate-cache.words``; later loads memory-map the
-  cache as long as it is newer than the source. Tokens that contain spaces (glove.840B has a
+  cache as long as it is newer than the source (one process parses while others wait on a
+  lock file, then read its cache). Tokens that contain spaces (glove.840B has a
   few, e.g. ``". . ."``) are handled: the vector is always the last D fields of the line.
 
 ``build_embedding_matrix`` then keeps only the rows of one data set's vocabulary, so a
@@ -33,6 +34,7 @@ from typing import BinaryIO, Sequence
 import numpy as np
 import torch
 
+from ablate.data.download import prepare_lock
 from ablate.exceptions import DataError
 
 __all__ = [
@@ -283,10 +285,26 @@ def _load_text(archive: Path, member: str | None) -> WordVectors:
     name = archive.name if member is None else f"{archive.name}:{member}"
     source_mtime = archive.stat().st_mtime
     bases = _cache_bases(archive, member)
+    cached = _first_cache(bases, source_mtime, name)
+    if cached is not None:
+        return cached
+    # Workers starting together: one parses and writes the cache, the others wait for it.
+    with prepare_lock(bases[-1], f"caching {name}"):
+        cached = _first_cache(bases, source_mtime, name)
+        return cached if cached is not None else _parse_and_cache(archive, member, name, bases)
+
+
+def _first_cache(bases: list[Path], source_mtime: float, name: str) -> WordVectors | None:
     for base in bases:
         cached = _read_cache(base, source_mtime, name)
         if cached is not None:
             return cached
+    return None
+
+
+def _parse_and_cache(
+    archive: Path, member: str | None, name: str, bases: list[Path]
+) -> WordVectors:
     if archive.suffix.lower() == ".zip":
         words, vectors = _parse_zip(archive, member)
     else:

@@ -20,6 +20,8 @@ from torchvision.ops import stochastic_depth
 
 import variants
 from ablate.exceptions import ConfigError
+from ablate.learned_alpha import AlphaParameter
+from ablate.models._contract import VariantSitesMixin
 
 __all__ = [
     "VariantAttention",
@@ -40,6 +42,9 @@ class VariantAttention(nn.Module):
         params: overrides of the variant's parameter defaults, e.g. ``{"beta": 1.0}``.
         needs_bias: this site will pass an additive score bias (relative position bias,
             additive attention mask); refuse, at construction, a variant that cannot take one.
+        learned / heads: ``alpha=learned``: alpha is a trainable
+            :class:`~ablate.learned_alpha.AlphaParameter` (per layer, or per head of the
+            site's ``heads``) instead of a buffer, and is not among ``param_names``.
     """
 
     def __init__(
@@ -48,6 +53,8 @@ class VariantAttention(nn.Module):
         params: Mapping[str, float] | None = None,
         *,
         needs_bias: bool = False,
+        learned: "variants.LearnedAlpha | None" = None,
+        heads: int | None = None,
     ):
         super().__init__()
         spec = variants.get_attention(variant)
@@ -59,13 +66,18 @@ class VariantAttention(nn.Module):
         if needs_bias and not self.accepts_bias:
             raise ConfigError(self._no_bias_message())
         self._none_params: dict[str, None] = {}
-        for key, value in spec.resolve_params(params).items():
+        resolved = spec.resolve_params(params)
+        self.learned_alpha = None
+        if learned is not None:
+            resolved.pop("alpha")
+            self.learned_alpha = AlphaParameter(learned, heads, f"a {variant!r} site")
+        for key, value in resolved.items():
             if value is None:
                 # A derived parameter (beta = 1 - alpha): a constant None, fixed at construction.
                 self._none_params[key] = None
             else:
                 self.register_buffer(key, torch.tensor(float(value)), persistent=False)
-        self.param_names = tuple(spec.params)
+        self.param_names = tuple(n for n in spec.params if n in resolved)
 
     def _no_bias_message(self) -> str:
         return (
@@ -96,6 +108,8 @@ class VariantAttention(nn.Module):
         """
         params = {n: getattr(self, n) for n in self.param_names if n not in self._none_params}
         params.update(self._none_params)
+        if self.learned_alpha is not None:
+            params["alpha"] = self.learned_alpha()  # () or (H, 1, 1)
         if bias is None:
             return self.fn(q, k, v, mask=mask, dropout_p=dropout_p, scale=scale, **params)
         if not self.accepts_bias:
@@ -279,6 +293,20 @@ def sinusoidal_embedding(n_positions: int, dim: int) -> torch.Tensor:
     return pe.float().unsqueeze(0)
 
 
+def _positional_embedding(kind: str, n_tokens: int, dim: int) -> nn.Parameter | None:
+    """(1, n_tokens, dim): ``learnable`` (trunc-normal std 0.2), ``sine`` (fixed, a
+    non-trainable parameter like the official code) or ``none`` (None)."""
+    if kind == "learnable":
+        table = nn.Parameter(torch.zeros(1, n_tokens, dim))
+        nn.init.trunc_normal_(table, std=0.2)
+        return table
+    if kind == "sine":
+        return nn.Parameter(sinusoidal_embedding(n_tokens, dim), requires_grad=False)
+    if kind == "none":
+        return None
+    raise ValueError(f"positional_embedding must be learnable, sine or none; got {kind!r}")
+
+
 class TransformerClassifier(nn.Module):
     """Positional embedding, encoder blocks, final norm, sequence pooling (or class token), fc.
 
@@ -288,7 +316,8 @@ class TransformerClassifier(nn.Module):
             as a non-trainable parameter like the official code) or ``none``.
         seq_pool: attention pooling over tokens (CCT/CVT); False = zero-initialised class
             token (ViT-Lite).
-        variant / variant_params / apply_to: which attention function runs where.
+        variant / apply_to: which attention function runs where (a parsed
+            :class:`~variants.VariantSpec`; other sites run plain softmax).
         variable_length: accept fewer tokens than ``seq_len`` (text); images must match.
     """
 
@@ -307,8 +336,7 @@ class TransformerClassifier(nn.Module):
         attention_dropout: float = 0.1,
         stochastic_depth: float = 0.1,
         norm_placement: str = "cct",
-        variant: str = "softmax",
-        variant_params: Mapping[str, float] | None = None,
+        variant: variants.VariantSpec = variants.VariantSpec(),
         apply_to: str = "attention",
         variable_length: bool = False,
     ):
@@ -321,39 +349,28 @@ class TransformerClassifier(nn.Module):
                 f"apply_to={apply_to!r} needs sequence pooling, but this model uses a class "
                 "token (ViT-Lite); use apply_to='attention'"
             )
-        if positional_embedding not in ("learnable", "sine", "none"):
-            raise ValueError(
-                "positional_embedding must be learnable, sine or none; got "
-                f"{positional_embedding!r}"
-            )
         self.seq_pool = seq_pool
         self.apply_to = apply_to
         n_tokens = seq_len + (0 if seq_pool else 1)
         in_layers = apply_to in ("attention", "both")
         in_pool = apply_to in ("seqpool", "both")
 
-        def core(use_variant: bool) -> VariantAttention:
+        def core(use_variant: bool, heads: int) -> VariantAttention:
             return (
-                VariantAttention(variant, variant_params)
+                VariantAttention(
+                    variant.name, variant.params, learned=variant.learned, heads=heads
+                )
                 if use_variant
                 else VariantAttention("softmax")
             )
 
         if not seq_pool:
             self.class_emb = nn.Parameter(torch.zeros(1, 1, dim))
-        if positional_embedding == "learnable":
-            self.positional_emb = nn.Parameter(torch.zeros(1, n_tokens, dim))
-            nn.init.trunc_normal_(self.positional_emb, std=0.2)
-        elif positional_embedding == "sine":
-            self.positional_emb = nn.Parameter(
-                sinusoidal_embedding(n_tokens, dim), requires_grad=False
-            )
-        else:
-            self.positional_emb = None
+        self.positional_emb = _positional_embedding(positional_embedding, n_tokens, dim)
         self.dropout = nn.Dropout(dropout)
         if seq_pool:
             self.attention_pool = nn.Linear(dim, 1)
-            self.pool_core = core(in_pool)
+            self.pool_core = core(in_pool, 1)
         rates = torch.linspace(0, stochastic_depth, num_layers).tolist()
         self.blocks = nn.ModuleList(
             [
@@ -365,7 +382,7 @@ class TransformerClassifier(nn.Module):
                     attention_dropout,
                     rates[i],
                     norm_placement,
-                    core(in_layers),
+                    core(in_layers, num_heads),
                 )
                 for i in range(num_layers)
             ]
@@ -423,7 +440,7 @@ class TransformerClassifier(nn.Module):
         return [m for m in self.modules() if isinstance(m, VariantAttention)]
 
 
-class CompactTransformer(nn.Module):
+class CompactTransformer(VariantSitesMixin, nn.Module):
     """Tokenizer + transformer classifier, with the variant's parameters settable in place.
 
     ``arch`` holds the keyword arguments that rebuild this exact model (saved in our
@@ -442,25 +459,5 @@ class CompactTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.tokenizer(x))
 
-    @property
-    def variant(self) -> str:
-        return self.arch.get("variant", "softmax")
-
-    def _variant_sites(self) -> list[VariantAttention]:
-        return [s for s in self.classifier.attention_sites() if s.variant == self.variant]
-
-    def variant_param_names(self) -> tuple[str, ...]:
-        sites = self._variant_sites()
-        return sites[0].param_names if sites else ()
-
-    def set_variant_params(self, **values: float) -> None:
-        """Set e.g. ``alpha`` on every site that runs the model's variant (in place)."""
-        for site in self._variant_sites():
-            site.set_params(**values)
-
-    def variant_params(self) -> dict[str, float | None]:
-        sites = self._variant_sites()
-        if not sites:
-            return {}
-        s = sites[0]
-        return {n: (None if n in s._none_params else float(getattr(s, n))) for n in s.param_names}
+    def attention_sites(self) -> list[VariantAttention]:
+        return self.classifier.attention_sites()

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
-import variants
 from ablate.models._blocks import CompactTransformer, ConvTokenizer, TransformerClassifier
+from ablate.models._contract import variant_arch
+from variants import VariantSpec
 
-__all__ = ["build_image_model", "split_variant", "register_image_model", "PATCH_TOKENIZER"]
-
-
-def split_variant(variant: str, variant_params: Mapping[str, float] | None) -> tuple[str, dict]:
-    """``"alpha_remix:alpha=1,beta=1"`` -> ("alpha_remix", {...}) merged with explicit params."""
-    name, parsed = variants.parse_variant(variant)
-    return name, {**parsed, **dict(variant_params or {})}
+__all__ = ["build_image_model", "register_image_model", "PATCH_TOKENIZER"]
 
 
 def build_image_model(
@@ -39,15 +34,15 @@ def build_image_model(
     dropout: float = 0.0,
     attention_dropout: float = 0.1,
     stochastic_depth: float = 0.1,
-    variant: str = "softmax",
-    variant_params: Mapping[str, float] | None = None,
+    variant: VariantSpec = VariantSpec(),
     apply_to: str = "attention",
     **unknown: Any,
 ) -> CompactTransformer:
     if unknown:
         raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}")
-    variant, variant_params = split_variant(variant, variant_params)
     arch = {k: v for k, v in locals().items() if k not in ("unknown",)}
+    # plain data in arch (what checkpoints store): the variant's name and its values
+    arch.update(variant_arch(variant))
     tokenizer = ConvTokenizer(
         in_chans, dim, n_conv_layers, kernel, stride, padding,
         bias=conv_bias, activation=conv_activation, max_pool=conv_max_pool,
@@ -66,10 +61,8 @@ def build_image_model(
         stochastic_depth=stochastic_depth,
         norm_placement=norm_placement,
         variant=variant,
-        variant_params=variant_params,
         apply_to=apply_to,
     )
-    arch["variant_params"] = dict(variant_params)
     return CompactTransformer(tokenizer, classifier, name=name, arch=arch)
 
 

@@ -4,7 +4,8 @@ A model from another library keeps its own modules and weights; ablate adds one
 :class:`~ablate.models._blocks.VariantAttention` site inside every self-attention module (a
 submodule whose parameters are non-persistent buffers, so the library's state-dict keys do
 not change) and wraps the whole in :class:`ExternalModel`, which gives it the contract the
-training loop relies on, the same as :class:`~ablate.models._blocks.CompactTransformer`:
+training loop relies on (:class:`~ablate.models._contract.BackboneModel`), the same as
+:class:`~ablate.models._blocks.CompactTransformer`:
 
 - ``forward(x) -> logits``; ``.name`` (the registry name, e.g. ``timm:vit_tiny_patch16_224``)
   and ``.arch`` (plain keyword arguments that rebuild the model with ``create_model``);
@@ -25,7 +26,9 @@ import torch
 import torch.nn as nn
 
 from ablate.exceptions import ConfigError
-from ablate.models._blocks import CompactTransformer, VariantAttention
+from ablate.models._blocks import VariantAttention
+from ablate.models._contract import VariantSitesMixin
+from variants import VariantSpec
 
 __all__ = ["ExternalModel", "require", "plain_arch", "check_apply_to", "make_site"]
 
@@ -54,11 +57,11 @@ def check_apply_to(apply_to: str, name: str) -> None:
         )
 
 
-def make_site(
-    variant: str, params: Mapping[str, float] | None, *, needs_bias: bool
-) -> VariantAttention:
+def make_site(variant: VariantSpec, *, needs_bias: bool) -> VariantAttention:
     """One attention site; ``needs_bias`` refuses, now, a variant that cannot take a bias."""
-    return VariantAttention(variant, params, needs_bias=needs_bias)
+    return VariantAttention(
+        variant.name, variant.params, needs_bias=needs_bias, learned=variant.learned
+    )
 
 
 def plain_arch(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,7 +79,7 @@ def plain_arch(values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in values.items() if plain(v)}
 
 
-class ExternalModel(nn.Module):
+class ExternalModel(VariantSitesMixin, nn.Module):
     """A library's classifier with variant sites, under ablate's uniform model contract.
 
     Args:
@@ -115,17 +118,9 @@ class ExternalModel(nn.Module):
         """Images (B, C, H, W), normalised -> logits (B, num_classes)."""
         return self.model(x)
 
-    # -- the variant contract (the same code as CompactTransformer's) -----------------
-    variant = CompactTransformer.variant
-    variant_param_names = CompactTransformer.variant_param_names
-    set_variant_params = CompactTransformer.set_variant_params
-    variant_params = CompactTransformer.variant_params
-
+    # -- the variant contract (VariantSitesMixin, shared with CompactTransformer) ------
     def attention_sites(self) -> list[VariantAttention]:
         return [m for m in self.modules() if isinstance(m, VariantAttention)]
-
-    def _variant_sites(self) -> list[VariantAttention]:
-        return [s for s in self.attention_sites() if s.variant == self.variant]
 
     # -- stages for freezing, layer decay and LoRA --------------------------------------
     def _stage_map(self) -> dict[str, int]:

@@ -9,8 +9,15 @@ Names from other libraries are resolved by prefix: ``timm:NAME`` or ``hf:NAME_OR
 go to the resolver a module registered with :func:`register_model_source`.
 
 Every entry carries what the rest of ablate needs to know *before* building the model
-(its task, its default architecture, e.g. the native ``img_size`` that sizes the data),
-so nothing downstream reads side channels off the builder.
+(its task, its default architecture, e.g. the native ``img_size`` that sizes the data,
+whether it comes from another library), so nothing downstream reads side channels off the
+builder or the name.
+
+Builders receive the keyword arguments of :class:`~ablate.models._contract.BuilderKwargs`,
+with the variant as a parsed :class:`~variants.VariantSpec`. Calling an entry
+(``entry(**kwargs)``, which :func:`create_model` does) is the one place where a variant
+given as text (``variant="alpha_remix:beta=1"``, ``variant_params={...}``, as users and
+saved ``arch`` dicts give it) becomes a ``VariantSpec``.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import fnmatch
 import importlib
 import pkgutil
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 import torch.nn as nn
@@ -52,6 +59,9 @@ class ModelEntry:
             ``ablate models``; ``img_size`` sizes the data when the user gives none.
         doc: one line for listings.
         extras: facts a model source wants to pass on (e.g. a library's preprocessing).
+        external: the model comes from another library (``timm:`` / ``hf:``): it takes the
+            library's own architecture, ``pretrained`` and ``download``, and none of
+            ablate's architecture options (positional embedding, norm placement).
     """
 
     name: str
@@ -60,6 +70,7 @@ class ModelEntry:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     doc: str = ""
     extras: Mapping[str, Any] = field(default_factory=dict)
+    external: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -69,7 +80,11 @@ class ModelEntry:
             )
 
     def __call__(self, **kwargs: Any) -> nn.Module:
-        return self.build(**kwargs)
+        """Build the model; ``variant`` may be a VariantSpec or its text form (with
+        ``variant_params`` merged over it)."""
+        from ablate.models._contract import variant_from_kwargs
+
+        return self.build(**variant_from_kwargs(kwargs))
 
     @property
     def img_size(self) -> int | None:
@@ -165,7 +180,8 @@ def model_entry(name: str, *, download: bool = False) -> ModelEntry:
                 f"unknown model source {prefix!r} in {name!r}; valid prefixes: "
                 f"{', '.join(f'{p}:' for p in sorted(_SOURCES)) or 'none'}"
             )
-        return _SOURCES[prefix](rest, download=True) if download else _SOURCES[prefix](rest)
+        entry = _SOURCES[prefix](rest, download=True) if download else _SOURCES[prefix](rest)
+        return entry if entry.external else replace(entry, external=True)
     key = _ALIASES.get(name, name)
     if key not in _MODELS:
         import difflib
@@ -184,11 +200,12 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model. Keyword arguments that are None are dropped, so unset CLI
     flags never override a model's own defaults.
 
-    Common kwargs: num_classes, img_size, in_chans, variant (``name`` or
-    ``name:key=value,...``), variant_params, apply_to, positional_embedding, norm_placement,
-    dropout, attention_dropout, stochastic_depth.
+    Common kwargs (:class:`~ablate.models._contract.BuilderKwargs`): num_classes, img_size,
+    in_chans, variant (a VariantSpec, ``name`` or ``name:key=value,...``), variant_params,
+    apply_to, positional_embedding, norm_placement, dropout, attention_dropout,
+    stochastic_depth.
     """
-    return model_entry(name).build(**{k: v for k, v in kwargs.items() if v is not None})
+    return model_entry(name)(**{k: v for k, v in kwargs.items() if v is not None})
 
 
 def list_models(pattern: str = "*", *, include_aliases: bool = False) -> list[str]:

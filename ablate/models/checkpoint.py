@@ -1,35 +1,36 @@
-"""Loading official Compact-Transformers weights, and our own training checkpoints.
+"""Our own training checkpoints: the format, writing it, and rebuilding a model from it.
 
-Two kinds of files:
+A checkpoint (:func:`save_checkpoint`) is ``{"format", "model": state_dict, "arch": kwargs,
+"name": registry name, "optimizer"?, "scheduler"?, ...extra}``, containing only tensors,
+dicts, lists, tuples, str, int, float, bool and None, so that it always reloads with
+``torch.load(..., weights_only=True)`` (no pickled code is ever executed on load).
+:func:`model_from_checkpoint` rebuilds the model from ``arch`` and loads the weights.
 
-- **Official / foreign weights** (``.pth`` holding a plain state dict, as published by the
-  Compact-Transformers authors): :func:`load_pretrained` copies them into a model built by
-  :func:`~ablate.models.create_model`. It adapts exactly two things, and says so in its
-  :class:`LoadReport`: a positional embedding whose token count differs (other image size
-  or sequence length) is interpolated, and a classifier head whose class count differs is
-  left freshly initialised. Anything else that does not fit (missing, unexpected or
-  mis-shaped keys) is refused with one message naming every offending key.
-- **Our checkpoints** (:func:`save_checkpoint`): ``{"model": state_dict, "arch": kwargs,
-  "name": registry name, "optimizer"?, "scheduler"?, ...extra}``, containing only tensors,
-  dicts, lists, tuples, str, int, float, bool and None, so that they always reload with
-  ``torch.load(..., weights_only=True)`` (no pickled code is ever executed on load).
-  :func:`model_from_checkpoint` rebuilds the model from ``arch`` and loads the weights.
+Official / foreign weights (plain state dicts) and :func:`load_pretrained`, which both kinds
+load through, live in :mod:`ablate.models.pretrained`; their names are re-exported here.
+Files are read by :func:`ablate.checkpointer.read_checkpoint` and written atomically by
+:func:`ablate.checkpointer.atomic_torch_save`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from ablate.checkpointer import atomic_torch_save, read_checkpoint
 from ablate.exceptions import CheckpointError
-from ablate.models._blocks import CompactTransformer, ConvTokenizer, sinusoidal_embedding
+from ablate.models._blocks import CompactTransformer
+from ablate.models.pretrained import (
+    LoadReport,
+    extract_state_dict,
+    load_pretrained,
+    read_state_dict,
+    resize_positional_embedding,
+    unwrap_model,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -44,319 +45,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "ablate-checkpoint-v1"
-_PE_KEY = "classifier.positional_emb"
-_FC_KEYS = ("classifier.fc.weight", "classifier.fc.bias")
-# Prefixes added by wrappers: DataParallel / DistributedDataParallel and torch.compile.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _RESERVED = ("format", "name", "arch", "model", "optimizer", "scheduler")
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    """What :func:`load_pretrained` did.
-
-    Attributes:
-        source: the file (or ``<state dict>``) the weights came from.
-        loaded: keys whose values were copied into the model (resized ones included).
-        resized: key -> (checkpoint shape, model shape) for interpolated embeddings.
-        head_replaced: the class count differed, so ``classifier.fc`` kept its fresh init.
-        head_classes: (checkpoint classes, model classes) when the head was replaced.
-        missing / unexpected: keys tolerated because ``strict=False`` (empty when strict).
-        notes: anything else worth telling the user, one line each.
-    """
-
-    source: str
-    loaded: tuple[str, ...]
-    resized: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
-    head_replaced: bool = False
-    head_classes: tuple[int, int] | None = None
-    missing: tuple[str, ...] = ()
-    unexpected: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-
-    def summary(self) -> str:
-        """One line for logs, e.g. ``loaded 104 tensors from x.pth; resized ...``."""
-        parts = [f"loaded {len(self.loaded)} tensors from {self.source}"]
-        for key, (old, new) in self.resized.items():
-            parts.append(f"resized {key} {list(old)} -> {list(new)}")
-        if self.head_replaced and self.head_classes is not None:
-            parts.append(
-                f"new classifier head ({self.head_classes[0]} -> {self.head_classes[1]} classes)"
-            )
-        if self.missing:
-            parts.append(f"left at init (missing): {', '.join(self.missing)}")
-        if self.unexpected:
-            parts.append(f"ignored (unexpected): {', '.join(self.unexpected)}")
-        parts.extend(self.notes)
-        return "; ".join(parts)
-
-
-# ---------------------------------------------------------------------------------------
-# reading
-
-
-def _describe(source: Any) -> str:
-    return str(source) if isinstance(source, (str, Path)) else "<state dict>"
-
-
-def _torch_load(path: str | Path) -> Any:
-    """torch.load on CPU with weights_only=True; every failure becomes a CheckpointError."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise CheckpointError(f"checkpoint file {p} does not exist")
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint path {p} is not a file")
-    try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch.load raises many types (Unpickling, Runtime, EOF)
-        first = (str(err).strip().splitlines() or [""])[0][:200]
-        raise CheckpointError(
-            f"cannot read checkpoint {p} with torch.load(weights_only=True): "
-            f"{type(err).__name__}: {first}"
-        ) from None
-
-
-def _strip_wrapper_prefixes(sd: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop ``module.`` / ``_orig_mod.`` when *every* key carries it (a wrapped model)."""
-    out = dict(sd)
-    changed = True
-    while changed and out:
-        changed = False
-        for prefix in _WRAPPER_PREFIXES:
-            if all(k.startswith(prefix) for k in out):
-                out = {k[len(prefix) :]: v for k, v in out.items()}
-                changed = True
-    return out
-
-
-def _extract_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
-    """A loaded object -> flat state dict: plain state dicts as they are, ``obj["model"]``
-    for our checkpoints, ``obj["state_dict"]`` for timm-style training checkpoints."""
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(
-            f"{where} holds a {type(obj).__name__}, not a state dict or an ablate checkpoint"
-        )
-    for wrapper_key in ("model", "state_dict"):
-        if isinstance(obj.get(wrapper_key), Mapping):
-            obj = obj[wrapper_key]
-            break
-    bad = [
-        str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)
-    ]
-    if bad:
-        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise CheckpointError(
-            f"{where} is not a state dict: entries that are not tensors: {shown}"
-        )
-    if not obj:
-        raise CheckpointError(f"{where} holds an empty state dict")
-    return _strip_wrapper_prefixes(obj)
-
-
-def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Read a state dict from an official ``.pth``/``.pt`` file, our checkpoint, or a mapping.
-
-    Args:
-        source: a file path, a state dict, or a checkpoint dict with a ``"model"`` (ours)
-            or ``"state_dict"`` entry. A ``module.`` / ``_orig_mod.`` prefix on every key
-            (DataParallel, torch.compile) is removed.
-
-    Raises:
-        CheckpointError: the file is missing, unreadable with ``weights_only=True``, or
-            holds something that is not a state dict (the message names the file).
-    """
-    if isinstance(source, Mapping):
-        return _extract_state_dict(source, "<state dict>")
-    return _extract_state_dict(_torch_load(source), f"checkpoint {source}")
-
-
-# ---------------------------------------------------------------------------------------
-# positional embedding resizing
-
-
-def resize_positional_embedding(
-    pe: torch.Tensor, new_rows: int, *, n_prefix: int = 0, grid: bool = True
-) -> torch.Tensor:
-    """Interpolate a (1, rows, dim) positional table to ``new_rows`` rows.
-
-    Args:
-        pe: the table, (1, n_prefix + n_tokens, dim).
-        new_rows: rows wanted, prefix rows included.
-        n_prefix: leading rows that are not positions (ViT-Lite's class-token row); kept
-            as they are.
-        grid: treat the token rows as a square image grid (row-major, as the conv tokenizer
-            flattens it) and interpolate bilinearly in 2-D; otherwise, or when either token
-            count is not a perfect square, interpolate linearly along the sequence.
-    """
-    if pe.dim() != 3 or pe.shape[0] != 1:
-        raise ValueError(
-            f"positional embedding must have shape (1, rows, dim), got {tuple(pe.shape)}"
-        )
-    old_tokens, new_tokens = pe.shape[1] - n_prefix, new_rows - n_prefix
-    if old_tokens < 1 or new_tokens < 1:
-        raise ValueError(
-            f"cannot resize a positional embedding of {pe.shape[1]} rows to {new_rows}"
-        )
-    dtype = pe.dtype
-    prefix, tokens = pe[:, :n_prefix], pe[:, n_prefix:].float()  # (1, N, C)
-    g_old, g_new = math.isqrt(old_tokens), math.isqrt(new_tokens)
-    if grid and g_old * g_old == old_tokens and g_new * g_new == new_tokens:
-        img = tokens.reshape(1, g_old, g_old, -1).permute(0, 3, 1, 2)  # (1, C, g, g)
-        img = F.interpolate(img, size=(g_new, g_new), mode="bilinear", align_corners=False)
-        tokens = img.permute(0, 2, 3, 1).reshape(1, new_tokens, -1)  # (1, g'*g', C)
-    else:
-        seq = tokens.transpose(1, 2)  # (1, C, N)
-        seq = F.interpolate(seq, size=new_tokens, mode="linear", align_corners=False)
-        tokens = seq.transpose(1, 2)  # (1, N', C)
-    return torch.cat([prefix, tokens.to(dtype)], dim=1)
-
-
-def _is_sinusoidal(value: torch.Tensor) -> bool:
-    rows, dim = value.shape[1], value.shape[2]
-    return torch.allclose(value.float(), sinusoidal_embedding(rows, dim), atol=1e-5, rtol=0)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The underlying model of torch.compile / DataParallel wrappers."""
-    while True:
-        inner = getattr(model, "_orig_mod", None) or (
-            model.module
-            if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel))
-            else None
-        )
-        if inner is None:
-            return model
-        model = inner
-
-
-# ---------------------------------------------------------------------------------------
-# loading weights into a model
-
-
-def load_pretrained(
-    model: CompactTransformer, source: str | Path | Mapping[str, Any], *, strict: bool = True
-) -> LoadReport:
-    """Load official (or our) weights into ``model``, adapting only what is safe to adapt.
-
-    - ``classifier.positional_emb`` with another token count (other image size / length):
-      a sinusoidal table is regenerated for the new size; learned values are interpolated
-      (2-D bilinear over the token grid for image models, 1-D linear otherwise; ViT-Lite's
-      class-token row is kept as it is).
-    - ``classifier.fc.*`` with another class count: dropped, the model keeps its fresh head.
-    - Anything else that does not fit is an error listing every missing, unexpected and
-      mis-shaped key (with both shapes). With ``strict=False`` missing and unexpected keys
-      are tolerated (and listed in the report); mis-shaped ones never are.
-
-    Args:
-        model: a model from :func:`~ablate.models.create_model`.
-        source: file path, state dict, or our checkpoint dict (see :func:`read_state_dict`).
-        strict: refuse missing / unexpected keys.
-
-    Returns:
-        A :class:`LoadReport` of what was loaded, resized and replaced.
-    """
-    where = _describe(source)
-    model = _unwrap(model)
-    sd = read_state_dict(source)
-    target = model.state_dict()
-    name = getattr(model, "name", type(model).__name__)
-    resized: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-    notes: list[str] = []
-    head_classes: tuple[int, int] | None = None
-
-    # 1. Positional embedding with another token count.
-    value, ours = sd.get(_PE_KEY), target.get(_PE_KEY)
-    if (
-        value is not None
-        and ours is not None
-        and value.dim() == 3
-        and value.shape[0] == 1
-        and value.shape[2] == ours.shape[2]
-        and value.shape[1] != ours.shape[1]
-    ):
-        rows, dim = ours.shape[1], ours.shape[2]
-        if _is_sinusoidal(value):
-            # A fixed table is a formula of (rows, dim): regenerate it rather than blur it.
-            sd[_PE_KEY] = sinusoidal_embedding(rows, dim).to(value.dtype)
-        else:
-            classifier = model.classifier
-            n_prefix = 0 if getattr(classifier, "seq_pool", True) else 1  # class-token row
-            sd[_PE_KEY] = resize_positional_embedding(
-                value, rows, n_prefix=n_prefix, grid=isinstance(model.tokenizer, ConvTokenizer)
-            )
-        resized[_PE_KEY] = (tuple(value.shape), tuple(ours.shape))
-    pe_param = getattr(getattr(model, "classifier", None), "positional_emb", None)
-    if (
-        isinstance(pe_param, torch.Tensor)
-        and not pe_param.requires_grad
-        and _PE_KEY in sd
-        and sd[_PE_KEY].shape == pe_param.shape
-        and not _is_sinusoidal(sd[_PE_KEY])
-    ):
-        # E.g. official *_sine CCT checkpoints, whose embedding was (by an official bug)
-        # learned: the values load faithfully, but into our fixed, non-trainable table.
-        notes.append(
-            f"{_PE_KEY} holds learned values, not the sine table; they are loaded into "
-            f"{name}'s fixed (non-trainable) embedding"
-        )
-
-    # 2. Classifier head with another class count.
-    w, ours_w = sd.get(_FC_KEYS[0]), target.get(_FC_KEYS[0])
-    if (
-        w is not None
-        and ours_w is not None
-        and w.dim() == 2
-        and w.shape[1] == ours_w.shape[1]
-        and w.shape[0] != ours_w.shape[0]
-    ):
-        bias = sd.get(_FC_KEYS[1])
-        if bias is None or tuple(bias.shape) == (w.shape[0],):
-            head_classes = (int(w.shape[0]), int(ours_w.shape[0]))
-            for key in _FC_KEYS:
-                sd.pop(key, None)
-
-    # 3. Everything else must fit exactly.
-    replaced = set(_FC_KEYS) if head_classes else set()
-    missing = [k for k in target if k not in sd and k not in replaced]
-    unexpected = [k for k in sd if k not in target]
-    misshaped = [
-        f"{k} (checkpoint {list(sd[k].shape)} vs model {list(target[k].shape)})"
-        for k in sd
-        if k in target and sd[k].shape != target[k].shape
-    ]
-    problems = []
-    if misshaped:
-        problems.append(f"mis-shaped keys: {', '.join(misshaped)}")
-    if strict and missing:
-        problems.append(f"missing keys: {', '.join(missing)}")
-    if strict and unexpected:
-        problems.append(f"unexpected keys: {', '.join(unexpected)}")
-    if problems:
-        raise CheckpointError(f"checkpoint {where} does not fit {name}: " + "; ".join(problems))
-
-    to_load = {k: v for k, v in sd.items() if k in target}
-    result = model.load_state_dict(to_load, strict=False)
-    # Module hooks (e.g. the text models' official-table adapter) must not hide anything.
-    late = sorted(set(result.missing_keys) - set(missing) - replaced)
-    if late or result.unexpected_keys:
-        raise CheckpointError(
-            f"checkpoint {where} does not fit {name}: the model refused "
-            f"{', '.join(late + list(result.unexpected_keys))}"
-        )
-    return LoadReport(
-        source=where,
-        loaded=tuple(to_load),
-        resized=resized,
-        head_replaced=head_classes is not None,
-        head_classes=head_classes,
-        missing=tuple(missing),
-        unexpected=tuple(unexpected),
-        notes=tuple(notes),
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# our own checkpoints
 
 
 def _check_serialisable(obj: Any, where: str) -> None:
@@ -397,7 +86,7 @@ def checkpoint_payload(
         extra: more entries (epoch, step, metrics, config, RNG states, ...); only tensors,
             dicts, lists, tuples, str, int, float, bool and None.
     """
-    model = _unwrap(model)
+    model = unwrap_model(model)
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(_RESERVED))
     if clash:
@@ -453,8 +142,6 @@ def save_checkpoint(
     Returns:
         The path written.
     """
-    from ablate.checkpointer import atomic_torch_save
-
     payload = checkpoint_payload(model, optimizer=optimizer, scheduler=scheduler, extra=extra)
     return atomic_torch_save(payload, Path(path).expanduser())
 
@@ -474,7 +161,7 @@ def _validate_checkpoint(obj: Any, where: str) -> dict[str, Any]:
             f"{found or 'nothing'}); load official weights with load_pretrained instead"
         )
     ckpt = dict(obj)
-    ckpt["model"] = _extract_state_dict(obj["model"], f"{where} ['model']")
+    ckpt["model"] = extract_state_dict(obj["model"], f"{where} ['model']")
     return ckpt
 
 
@@ -487,7 +174,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     Raises:
         CheckpointError: unreadable, or not one of our checkpoints (names the file).
     """
-    return _validate_checkpoint(_torch_load(path), f"checkpoint {path}")
+    return _validate_checkpoint(read_checkpoint(path), f"checkpoint {path}")
 
 
 def model_from_checkpoint(
@@ -509,14 +196,14 @@ def model_from_checkpoint(
 
     arch = {**ckpt["arch"], **overrides}
     arch.pop("name", None)
-    new_variant = str(overrides.get("variant", "")).partition(":")[0].strip()
-    if (
-        new_variant
-        and new_variant != ckpt["arch"].get("variant")
-        and "variant_params" not in overrides
-    ):
-        arch.pop("variant_params", None)  # the saved ones belong to the old variant
     try:
+        new_variant = overrides.get("variant")
+        if new_variant and "variant_params" not in overrides:
+            from variants import VariantSpec
+
+            if VariantSpec.coerce(new_variant).name != ckpt["arch"].get("variant"):
+                arch.pop("variant_params", None)  # the saved ones belong to the old variant
+                arch.pop("variant_learned", None)
         model = create_model(ckpt["name"], **arch)
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"cannot rebuild {ckpt['name']!r} from {where}: {err}") from None

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from ablate.exceptions import ConfigError
+from ablate.models._contract import variant_arch
 from ablate.models._external import (
     SITE,
     ExternalModel,
@@ -42,6 +43,7 @@ from ablate.models._external import (
     require,
 )
 from ablate.models._registry import ModelEntry, register_model_source
+from variants import VariantSpec
 
 __all__ = [
     "HFTextClassifier",
@@ -152,14 +154,12 @@ def _is_attention(module: nn.Module) -> bool:
     return hasattr(module, "scaling") and hasattr(module, "config")
 
 
-def inject_hf_attention(
-    model: nn.Module, variant: str, variant_params: Mapping[str, float] | None, *, name: str
-) -> list[str]:
+def inject_hf_attention(model: nn.Module, variant: VariantSpec, *, name: str) -> list[str]:
     """Attach a variant site to every self-attention module and switch to ``"ablate"``.
 
     Args:
         model: a Hugging Face ``PreTrainedModel``.
-        variant / variant_params: the registered variant and its parameter overrides.
+        variant: the variant every site runs, with its parameter values.
         name: the model's name, for errors.
 
     Returns:
@@ -184,7 +184,7 @@ def inject_hf_attention(
             continue
         if getattr(module, "is_causal", False):
             raise ConfigError(f"{name}: {mod_name} is causal; ablate drives encoders only")
-        module.add_module(SITE, make_site(variant, variant_params, needs_bias=False))
+        module.add_module(SITE, make_site(variant, needs_bias=False))
         adapted.append(mod_name)
     if not adapted:
         raise ConfigError(f"{name}: no self-attention module with Hugging Face's interface found")
@@ -325,6 +325,7 @@ def resolve_hf(name: str, *, download: bool = False) -> ModelEntry:
         defaults["max_len"] = int(getattr(config, "max_position_embeddings", 512))
     return ModelEntry(
         name=f"hf:{name}",
+        external=True,
         build=functools.partial(build_hf_model, name),
         task=task,
         defaults=defaults,
@@ -337,8 +338,7 @@ def build_hf_model(
     hf_name: str,
     *,
     num_classes: int | None = None,
-    variant: str = "softmax",
-    variant_params: Mapping[str, float] | None = None,
+    variant: VariantSpec = VariantSpec(),
     apply_to: str = "attention",
     pretrained: bool = False,
     download: bool = False,
@@ -356,8 +356,8 @@ def build_hf_model(
     Args:
         hf_name: a Hub model id or a local directory (``save_pretrained``).
         num_classes: ``num_labels`` (a pretrained head of another size is re-initialised).
-        variant / variant_params / apply_to: as for ablate's own models; only
-            ``attention`` is a valid ``apply_to``.
+        variant / apply_to: as for ablate's own models; only ``attention`` is a valid
+            ``apply_to``.
         pretrained: ``from_pretrained`` weights (local cache / directory unless
             ``download``); False: fresh weights from the config.
         download: let Hugging Face fetch what is not cached.
@@ -369,35 +369,20 @@ def build_hf_model(
             attention dropout and drop-path rate (an error where the model has none).
         hf_kwargs: config attributes to override, or arguments of ``from_pretrained``.
     """
-    from ablate.models._builder import split_variant
-
-    transformers = _transformers()
     _register_interface()
     name = f"hf:{hf_name}"
     check_apply_to(apply_to, name)
-    variant, variant_params = split_variant(variant, variant_params)
     arch = plain_arch(dict(
-        num_classes=num_classes, variant=variant, variant_params=dict(variant_params),
+        num_classes=num_classes, **variant_arch(variant),
         apply_to=apply_to, img_size=img_size, in_chans=in_chans, max_len=max_len,
         pad_index=pad_index, dropout=dropout, attention_dropout=attention_dropout,
         stochastic_depth=stochastic_depth, **hf_kwargs,
     ))
     config, _ = _load_config(hf_name, download)
     task = _task(config, hf_name)
-    overrides = dict(hf_kwargs)
-    for ours, value in (("dropout", dropout), ("attention_dropout", attention_dropout),
-                        ("stochastic_depth", stochastic_depth)):
-        if value is None:
-            continue
-        key = next((k for k in _DROPOUT_KEYS[ours] if hasattr(config, k)), None)
-        if key is None:
-            if value == 0:
-                continue
-            raise ConfigError(
-                f"{name}: a {config.model_type} model has no {ours.replace('_', ' ')} setting "
-                f"({' / '.join(_DROPOUT_KEYS[ours])}); leave --{ours.replace('_', '-')} unset"
-            )
-        overrides.setdefault(key, value)
+    drops = dict(dropout=dropout, attention_dropout=attention_dropout,
+                 stochastic_depth=stochastic_depth)
+    overrides = _config_overrides(name, config, hf_kwargs, drops)
     head_changes = num_classes is not None and num_classes != config.num_labels
     if num_classes is not None:
         overrides["num_labels"] = num_classes
@@ -409,24 +394,8 @@ def build_hf_model(
         if img_size is not None and not pretrained:
             overrides.setdefault("image_size", img_size)  # fresh weights: build at that size
     config, unused = _load_config(hf_name, download, **overrides)
-    auto = (
-        transformers.AutoModelForImageClassification
-        if task == "image"
-        else transformers.AutoModelForSequenceClassification
-    )
-    try:
-        if pretrained:
-            model = auto.from_pretrained(
-                hf_name, config=config, local_files_only=not download,
-                ignore_mismatched_sizes=head_changes, **unused,
-            )
-        else:
-            model = auto.from_config(config, **unused)
-    except OSError as err:
-        raise _missing(hf_name, "its weights", err) from None
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{name}: {err}") from None
-    adapted = inject_hf_attention(model, variant, variant_params, name=name)
+    model = _instantiate(hf_name, task, config, unused, pretrained, download, head_changes)
+    adapted = inject_hf_attention(model, variant, name=name)
     blocks = list(dict.fromkeys(_block_of(model, a) for a in adapted))
     base = getattr(model, "base_model_prefix", "")
     heads = [
@@ -444,6 +413,55 @@ def build_hf_model(
         )
     pad = pad_index if pad_index is not None else getattr(config, "pad_token_id", None)
     return HFTextClassifier(model, pad_index=int(pad or 0), max_len=max_len or limit, **common)
+
+
+def _config_overrides(
+    name: str, config: Any, hf_kwargs: Mapping[str, Any], drops: Mapping[str, float | None]
+) -> dict[str, Any]:
+    """The caller's config overrides plus our dropout options under the config's own keys."""
+    overrides = dict(hf_kwargs)
+    for ours, value in drops.items():
+        if value is None:
+            continue
+        key = next((k for k in _DROPOUT_KEYS[ours] if hasattr(config, k)), None)
+        if key is None:
+            if value == 0:
+                continue
+            raise ConfigError(
+                f"{name}: a {config.model_type} model has no {ours.replace('_', ' ')} setting "
+                f"({' / '.join(_DROPOUT_KEYS[ours])}); leave --{ours.replace('_', '-')} unset"
+            )
+        overrides.setdefault(key, value)
+    return overrides
+
+
+def _instantiate(
+    hf_name: str,
+    task: str,
+    config: Any,
+    unused: Mapping[str, Any],
+    pretrained: bool,
+    download: bool,
+    head_changes: bool,
+) -> nn.Module:
+    """The library's classifier: pretrained weights (from the cache) or fresh ones."""
+    transformers = _transformers()
+    auto = (
+        transformers.AutoModelForImageClassification
+        if task == "image"
+        else transformers.AutoModelForSequenceClassification
+    )
+    try:
+        if pretrained:
+            return auto.from_pretrained(
+                hf_name, config=config, local_files_only=not download,
+                ignore_mismatched_sizes=head_changes, **unused,
+            )
+        return auto.from_config(config, **unused)
+    except OSError as err:
+        raise _missing(hf_name, "its weights", err) from None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"hf:{hf_name}: {err}") from None
 
 
 def _resolve(rest: str, **kwargs: Any) -> ModelEntry:

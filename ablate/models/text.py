@@ -37,7 +37,7 @@ ViT-Lite 16 + class token (the official tables have 17 and 18 rows: one surplus 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -45,8 +45,9 @@ import torch.nn.functional as F
 
 from ablate.exceptions import ConfigError
 from ablate.models._blocks import CompactTransformer, TransformerClassifier, conv_output_size
-from ablate.models._builder import split_variant
+from ablate.models._contract import variant_arch
 from ablate.models._registry import register_alias, register_model
+from variants import VariantSpec
 
 __all__ = [
     "WordEmbedder",
@@ -318,8 +319,7 @@ def build_text_model(
     dropout: float = 0.0,
     attention_dropout: float = 0.1,
     stochastic_depth: float = 0.1,
-    variant: str = "softmax",
-    variant_params: Mapping[str, float] | None = None,
+    variant: VariantSpec = VariantSpec(),
     apply_to: str = "attention",
     **unknown: Any,
 ) -> TextCompactTransformer:
@@ -345,49 +345,12 @@ def build_text_model(
             f"text model family must be one of {', '.join(TEXT_FAMILIES)}; got {family!r}"
         )
     matrix, vocab_size, word_dim = word_table(name, vocab_size, word_dim, embedding_matrix)
-    for arg, value, low in (
-        ("vocab_size", vocab_size, 1),
-        ("word_dim", word_dim, 1),
-        ("max_len", max_len, 1),
-        ("kernel_size", kernel_size, 1),
-        ("num_classes", num_classes, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{name}: {arg} must be an integer >= {low}; got {value!r}")
-    if (
-        isinstance(pad_index, bool)
-        or not isinstance(pad_index, int)
-        or not 0 <= pad_index < vocab_size
-    ):
-        raise ConfigError(
-            f"{name}: pad_index must be an integer in [0, {vocab_size}); got {pad_index!r}"
-        )
-    variant, variant_params = split_variant(variant, variant_params)
-    # Everything that rebuilds the model; the word vectors come from the state dict.
-    arch = dict(
-        name=name,
-        family=family,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        dim=dim,
-        mlp_ratio=mlp_ratio,
-        num_classes=num_classes,
-        vocab_size=vocab_size,
-        word_dim=word_dim,
-        max_len=max_len,
-        pad_index=pad_index,
-        kernel_size=kernel_size,
-        freeze_embeddings=freeze_embeddings,
-        positional_embedding=positional_embedding,
-        norm_placement=norm_placement,
-        dropout=dropout,
-        attention_dropout=attention_dropout,
-        stochastic_depth=stochastic_depth,
-        variant=variant,
-        variant_params=dict(variant_params),
-        apply_to=apply_to,
-    )
-
+    _check_sizes(name, vocab_size, word_dim, max_len, kernel_size, num_classes, pad_index)
+    # Everything that rebuilds the model (plain data); the word vectors come from the state
+    # dict, and the variant is stored as its name and values.
+    skip = ("unknown", "embedding_matrix", "matrix", "skip")
+    arch = {k: v for k, v in locals().items() if k not in skip}
+    arch.update(variant_arch(variant))
     kernel, stride, padding, activation, max_pool = _tokenizer_geometry(family, kernel_size)
     embedder = WordEmbedder(vocab_size, word_dim, pad_index, matrix, freeze=freeze_embeddings)
     tokenizer = TextConvTokenizer(word_dim, dim, kernel, stride, padding, activation, max_pool)
@@ -405,13 +368,41 @@ def build_text_model(
         stochastic_depth=stochastic_depth,
         norm_placement=norm_placement,
         variant=variant,
-        variant_params=variant_params,
         apply_to=apply_to,
         variable_length=True,
     )
     return TextCompactTransformer(
         embedder, tokenizer, classifier, name=name, arch=arch, max_len=max_len, pad_index=pad_index
     )
+
+
+def _check_sizes(
+    name: str,
+    vocab_size: int,
+    word_dim: int,
+    max_len: int,
+    kernel_size: int,
+    num_classes: int,
+    pad_index: int,
+) -> None:
+    """Every size a positive integer, the padding id inside the vocabulary."""
+    for arg, value, low in (
+        ("vocab_size", vocab_size, 1),
+        ("word_dim", word_dim, 1),
+        ("max_len", max_len, 1),
+        ("kernel_size", kernel_size, 1),
+        ("num_classes", num_classes, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name}: {arg} must be an integer >= {low}; got {value!r}")
+    if (
+        isinstance(pad_index, bool)
+        or not isinstance(pad_index, int)
+        or not 0 <= pad_index < vocab_size
+    ):
+        raise ConfigError(
+            f"{name}: pad_index must be an integer in [0, {vocab_size}); got {pad_index!r}"
+        )
 
 
 _FAMILY_DOC = {

@@ -22,16 +22,17 @@ the tokenizer is an identity here.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from ablate.exceptions import ConfigError
 from ablate.models._blocks import TransformerClassifier
-from ablate.models._builder import split_variant
+from ablate.models._contract import variant_arch
 from ablate.models._registry import register_model
 from ablate.models.text import TextCompactTransformer, WordEmbedder, word_table
+from variants import VariantSpec
 
 __all__ = ["WordTokens", "build_text_transformer", "TEXT_TRANSFORMER_SIZES"]
 
@@ -77,8 +78,7 @@ def build_text_transformer(
     dropout: float = 0.0,
     attention_dropout: float = 0.1,
     stochastic_depth: float = 0.1,
-    variant: str = "softmax",
-    variant_params: Mapping[str, float] | None = None,
+    variant: VariantSpec = VariantSpec(),
     apply_to: str = "attention",
     **unknown: Any,
 ) -> TextCompactTransformer:
@@ -110,14 +110,13 @@ def build_text_transformer(
         raise ConfigError(f"{name}: max_len must be an integer >= 1; got {max_len!r}")
     if not 0 <= pad_index < vocab_size:
         raise ConfigError(f"{name}: pad_index must be in [0, {vocab_size}); got {pad_index!r}")
-    variant, variant_params = split_variant(variant, variant_params)
     arch = dict(
         name=name, num_layers=num_layers, num_heads=num_heads, mlp_ratio=mlp_ratio,
         num_classes=num_classes, vocab_size=vocab_size, word_dim=word_dim, max_len=max_len,
         pad_index=pad_index, freeze_embeddings=freeze_embeddings,
         positional_embedding=positional_embedding, norm_placement=norm_placement,
         dropout=dropout, attention_dropout=attention_dropout, stochastic_depth=stochastic_depth,
-        variant=variant, variant_params=dict(variant_params), apply_to=apply_to,
+        **variant_arch(variant), apply_to=apply_to,
     )
     embedder = WordEmbedder(vocab_size, word_dim, pad_index, matrix, freeze=freeze_embeddings)
     tokenizer = WordTokens()
@@ -135,7 +134,6 @@ def build_text_transformer(
         stochastic_depth=stochastic_depth,
         norm_placement=norm_placement,
         variant=variant,
-        variant_params=variant_params,
         apply_to=apply_to,
         variable_length=True,
     )

@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 
 from ablate.exceptions import ConfigError
+from ablate.models._contract import variant_arch
 from ablate.models._external import (
     SITE,
     ExternalModel,
@@ -45,6 +46,7 @@ from ablate.models._external import (
     require,
 )
 from ablate.models._registry import ModelEntry, register_model_source
+from variants import VariantSpec
 
 __all__ = ["build_timm_model", "resolve_timm", "inject_timm_attention", "SUPPORTED"]
 
@@ -142,14 +144,12 @@ def _looks_like_attention(module: nn.Module) -> bool:
     return "Attention" in name or "Attn" in name
 
 
-def inject_timm_attention(
-    model: nn.Module, variant: str, variant_params: Mapping[str, float] | None, *, name: str
-) -> list[str]:
+def inject_timm_attention(model: nn.Module, variant: VariantSpec, *, name: str) -> list[str]:
     """Give every self-attention of a timm model a variant site (in place).
 
     Args:
         model: a model from ``timm.create_model``.
-        variant / variant_params: the registered variant and its parameter overrides.
+        variant: the variant every site runs, with its parameter values.
         name: the model's name, for errors.
 
     Returns:
@@ -176,7 +176,7 @@ def inject_timm_attention(
                 f"{name}: {type(module).__name__} of this timm version lacks "
                 f"{', '.join(missing)}; ablate supports timm>=1.0.31"
             )
-        module.add_module(SITE, make_site(variant, variant_params, needs_bias=kind == "swin"))
+        module.add_module(SITE, make_site(variant, needs_bias=kind == "swin"))
         module.__class__ = _adapted_class(type(module), kind)
         adapted.append(mod_name)
     if unknown:
@@ -250,8 +250,7 @@ def build_timm_model(
     timm_name: str,
     *,
     num_classes: int | None = None,
-    variant: str = "softmax",
-    variant_params: Mapping[str, float] | None = None,
+    variant: VariantSpec = VariantSpec(),
     apply_to: str = "attention",
     pretrained: bool = False,
     download: bool = False,
@@ -268,22 +267,19 @@ def build_timm_model(
         timm_name: a timm model name, optionally with a pretrained tag (``NAME.TAG``).
         num_classes / img_size / in_chans: passed to timm (a pretrained head with another
             class count is replaced by timm, an input channel count adapted).
-        variant / variant_params / apply_to: as for ablate's own models (``variant`` may be
-            ``name:key=value``); only ``attention`` is a valid ``apply_to``.
+        variant / apply_to: as for ablate's own models; only ``attention`` is a valid
+            ``apply_to``.
         pretrained: load timm's pretrained weights (from the local cache unless ``download``).
         download: let timm fetch missing weights.
         dropout / attention_dropout / stochastic_depth: timm's ``drop_rate``,
             ``attn_drop_rate`` and ``drop_path_rate``.
         timm_kwargs: anything else ``timm.create_model`` or the model accepts.
     """
-    from ablate.models._builder import split_variant
-
     timm = _timm()
     name = f"timm:{timm_name}"
     check_apply_to(apply_to, name)
-    variant, variant_params = split_variant(variant, variant_params)
     arch = plain_arch(dict(
-        num_classes=num_classes, variant=variant, variant_params=dict(variant_params),
+        num_classes=num_classes, **variant_arch(variant),
         apply_to=apply_to, img_size=img_size, in_chans=in_chans, dropout=dropout,
         attention_dropout=attention_dropout, stochastic_depth=stochastic_depth, **timm_kwargs,
     ))
@@ -307,7 +303,7 @@ def build_timm_model(
         raise ConfigError(f"{name}: {_first_line(err)}") from None
     except (OSError, ValueError) as err:  # a missing file, a failed download, a bad size
         raise ConfigError(f"{name}: {_first_line(err)}") from None
-    adapted = inject_timm_attention(model, variant, variant_params, name=name)
+    adapted = inject_timm_attention(model, variant, name=name)
     blocks = list(dict.fromkeys(_block_of(model, a) for a in adapted))
     head = model.pretrained_cfg.get("classifier") or "head"
     heads = (head,) if isinstance(head, str) else tuple(head)
@@ -358,6 +354,7 @@ def resolve_timm(timm_name: str, *, download: bool = False) -> ModelEntry:
         }
     return ModelEntry(
         name=f"timm:{timm_name}",
+        external=True,
         build=functools.partial(build_timm_model, timm_name),
         task="image",
         defaults=defaults,

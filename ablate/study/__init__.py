@@ -9,7 +9,8 @@ with TPE or random search, optionally pruned (median / hyperband) on the validat
 
 Modules: :mod:`~ablate.study.spec` (study files), :mod:`~ablate.study.storage` (Optuna
 storage, study lock, heartbeats), :mod:`~ablate.study.parent` (study and parent run),
-:mod:`~ablate.study.worker` (claiming and running trials), :mod:`~ablate.study.recovery`
+:mod:`~ablate.study.worker` (claiming and running trials), :mod:`~ablate.study.sampling`
+(sampler, pruner, suggested parameters), :mod:`~ablate.study.recovery`
 (dead workers, retries), :mod:`~ablate.study.supervisor` (the command: devices, worker
 processes, signals), :mod:`~ablate.study.report` (dry run, progress, summary),
 :mod:`~ablate.study.state` (reading trial states), :mod:`~ablate.study.common` (settings).
@@ -22,6 +23,8 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
+
+from ablate.cli_options import add_tracking_uri
 
 __all__ = ["add_arguments", "command", "load_study", "run_study", "StudyPlan", "StudyOutcome"]
 
@@ -90,12 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Optuna storage (default: the file's storage, else sqlite:///ablate-optuna.db here); "
         "postgresql://USER@HOST/DB or mysql://... for many machines",
     )
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        metavar="URI",
-        help="MLflow store (default: the file's base.tracking_uri, $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
-    )
+    add_tracking_uri(parser, first="the file's base.tracking_uri")
     parser.add_argument(
         "--dry-run", action="store_true", help="print the resolved trials and exit without running"
     )
@@ -104,6 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no progress bar and no per-trial lines; only the summary",
     )
+    from ablate.study.launcher import add_arguments as add_launcher_arguments
+
+    add_launcher_arguments(parser)  # --launcher slurm|local, --array N, --slurm-*, --status
 
 
 def command(args: argparse.Namespace) -> int:
@@ -131,7 +132,14 @@ def command(args: argparse.Namespace) -> int:
         where = "--storage" if args.storage else f"{plan.path}: storage"
         raise ConfigError(f"{where}: {err}") from None
     tracking_uri = resolve_tracking_uri(args.tracking_uri or plan.base.get("tracking_uri"))
-    if args.dry_run:
+    from ablate.study.launcher import launch_command, launcher_flags
+
+    if args.status or args.launcher or launcher_flags(args):
+
+        outcome = launch_command(args, plan, storage, tracking_uri)
+        if outcome is None:  # --status, submitted without --wait, or --dry-run
+            return 0
+    elif args.dry_run:
         print(
             format_plan(
                 plan,
@@ -143,17 +151,18 @@ def command(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    outcome = run_study(
-        plan,
-        storage=storage,
-        tracking_uri=tracking_uri,
-        workers=args.workers,
-        devices=args.devices,
-        workers_per_device=args.workers_per_device,
-        max_trials=args.trials,
-        timeout=args.timeout,
-        quiet=args.quiet,
-    )
+    else:
+        outcome = run_study(
+            plan,
+            storage=storage,
+            tracking_uri=tracking_uri,
+            workers=args.workers,
+            devices=args.devices,
+            workers_per_device=args.workers_per_device,
+            max_trials=args.trials,
+            timeout=args.timeout,
+            quiet=args.quiet,
+        )
     print(outcome.table)
     if not outcome.complete:
         state = "incomplete (run the same command again to continue)"
@@ -172,7 +181,15 @@ def command(args: argparse.Namespace) -> int:
         f"(compare with: ablate compare --study {outcome.name} "
         f"--tracking-uri {outcome.tracking_uri})"
     )
+    _print_ui_url(tracking_uri, outcome.parent_run_id)
     sys.stdout.flush()
     if outcome.errors:
         raise AblateError(outcome.errors[0])
     return 1 if outcome.exhausted else 0
+
+
+def _print_ui_url(tracking_uri: str, parent_run_id: str) -> None:
+    """The parent run's page in the MLflow UI's model-training view (``ablate ui``)."""
+    from ablate.ui import url_of_run
+
+    print(f"parent run in the MLflow UI (ablate ui): {url_of_run(tracking_uri, parent_run_id)}")

@@ -38,6 +38,8 @@ def prepare_study(plan: StudyPlan, settings: RunSettings) -> str:
                 direction=plan.direction,
                 load_if_exists=True,
             )
+            if study.metric_names is None:  # optuna-dashboard shows the metric, not "Objective"
+                study.set_metric_names([plan.metric])
             if study.direction.name.lower() != plan.direction:
                 raise ConfigError(
                     f"{plan.path}: direction: study {plan.name!r} in "
@@ -81,18 +83,12 @@ def _check_base_unchanged(study: Any, plan: StudyPlan, settings: RunSettings) ->
 
 
 def _ensure_parent_run(study: Any, plan: StudyPlan, settings: RunSettings) -> str:
-    from mlflow import MlflowClient
-
     from ablate.tracking import Tracker
 
-    client = MlflowClient(settings.tracking_uri)
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
-        try:
-            run = client.get_run(run_id)
-        except Exception:
-            run = None
-        if run is None or run.info.lifecycle_stage == "deleted":
+        parent = Tracker.find(settings.tracking_uri, run_id)
+        if parent is None:
             where = study.user_attrs.get("mlflow_tracking_uri", "another tracking store")
             raise AblateError(
                 f"study {plan.name!r} logs to MLflow parent run {run_id}, which "
@@ -100,8 +96,7 @@ def _ensure_parent_run(study: Any, plan: StudyPlan, settings: RunSettings) -> st
                 f"does not have (the study was started with --tracking-uri {where}); use that "
                 "--tracking-uri, or a new study name"
             )
-        if run.info.status != "RUNNING":
-            client.update_run(run_id, status="RUNNING")  # resumed
+        parent.resume()
         return run_id
     tags = {
         "study": plan.name,

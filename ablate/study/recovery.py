@@ -65,22 +65,17 @@ class DeadTrialHandler:
 
 
 def close_orphan_run(tracking_uri: str, trial: Any, reason: str) -> None:
+    """Mark the dead ``trial``'s MLflow run FAILED with ``reason`` (a warning if that fails)."""
     run_id = trial.user_attrs.get(st.RUN_ATTR)
     if not run_id:
         return
     try:
-        from mlflow import MlflowClient
+        from ablate.tracking import Tracker
 
-        client = MlflowClient(tracking_uri)
-        if client.get_run(run_id).info.status != "RUNNING":
-            return  # a predecessor's run (attributes are copied to retries), already closed
-        client.set_tag(run_id, "failure_reason", reason[:5000])
-        client.set_tag(run_id, "trial_state", "FAIL")
-        client.set_terminated(run_id, status="FAILED")
+        Tracker(tracking_uri, run_id).close_orphan(reason)
     except Exception as err:  # the study goes on; the run only keeps a wrong status
         print(
             f"ablate study: warning: could not mark MLflow run {run_id} failed: "
             f"{one_line(err, 200)}",
             file=sys.stderr,
         )
-

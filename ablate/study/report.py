@@ -169,7 +169,8 @@ class Progress:
             at = f" at epoch {trial.last_step}" if trial.last_step is not None else ""
             return f"#{trial.number} PRUNED{at}  {params}{took}"
         error = trial.user_attrs.get(st.ERROR_ATTR) or "its worker died (it runs again)"
-        return f"#{trial.number} {trial.state.name}  {params}{took}: {error}"
+        state = "STOPPED" if st.was_handed_over(trial) else trial.state.name
+        return f"#{trial.number} {state}  {params}{took}: {error}"
 
     def stop(self) -> None:
         if not self.enabled or self._bar is None:
@@ -250,8 +251,8 @@ def _count(row: dict[str, Any], trials: list[Any]) -> None:
     from optuna.trial import TrialState
 
     for t in trials:
-        if t.state == TrialState.WAITING:
-            continue
+        if t.state == TrialState.WAITING or st.was_handed_over(t):
+            continue  # a stopped trial's training goes on in its retry
         row["trials"] += 1
         if t.state == TrialState.COMPLETE:
             row["complete"] += 1
@@ -343,28 +344,22 @@ def _log_to_parent(
     failures: bool,
     best: Any,
 ) -> None:
-    from mlflow import MlflowClient
     from optuna.trial import TrialState
 
-    client = MlflowClient(settings.tracking_uri)
+    from ablate.tracking import Tracker
+
+    parent = Tracker(settings.tracking_uri, run_id)
     try:
-        client.log_text(
-            run_id, format_table(rows, plan.metric, markdown=True) + "\n", "summary.md"
-        )
-        client.log_text(run_id, _trials_csv(plan, trials), "trials.csv")
-        state = (
-            "incomplete"
-            if not complete
-            else ("complete_with_failed_cells" if failures else "complete")
-        )
-        client.set_tag(run_id, "study_state", state)
+        parent.log_text(format_table(rows, plan.metric, markdown=True) + "\n", "summary.md")
+        parent.log_text(_trials_csv(plan, trials), "trials.csv")
+        from ablate.study.optuna_figures import log_figures_of
+
+        log_figures_of(parent, plan.name, settings.storage_url, bool(plan.search_space))
         if best is not None:
-            client.log_metric(run_id, f"best_{plan.metric}", float(best.value))
-        if complete:
-            client.set_terminated(run_id, status="FINISHED")
-        elif not any(t.state == TrialState.RUNNING for t in trials):
-            # Stopped before the end (limit, timeout, Ctrl-C); the next command resumes it.
-            client.set_terminated(run_id, status="KILLED")
+            parent.log_metrics({f"best_{plan.metric}": float(best.value)}, step=0)
+        parent.close_study(
+            complete, failures, trials_running=any(t.state == TrialState.RUNNING for t in trials)
+        )
     except Exception as err:
         import sys
 

@@ -7,9 +7,11 @@ to run next), the progress bar and the summary. The trial attributes written by 
   ``mlflow_run_id`` (the trial's MLflow run), ``error`` (why it failed, one line);
 * system attrs: ``ablate.worker`` (host, pid and pid start time of the process running it),
   ``ablate.invocation`` (the command that claimed it, for ``--trials``),
-  ``ablate.fail_kind`` (``error``: counts towards ``max_retries``; ``setup`` and
-  ``interrupted``: do not). A FAIL trial without a fail kind was failed because its worker
-  died (heartbeat stale or process gone) and counts as an attempt.
+  ``ablate.fail_kind`` (``error``: counts towards ``max_retries``; ``setup``,
+  ``interrupted`` and ``stopped``: do not). A FAIL trial without a fail kind was failed
+  because its worker died (heartbeat stale or process gone) and counts as an attempt. A
+  ``stopped`` trial (a stop signal: preemption, time limit, Ctrl-C) was handed over: a retry
+  resumes its MLflow run (:mod:`ablate.study.handover`).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ __all__ = [
     "WORKER_ATTR",
     "INVOCATION_ATTR",
     "FAIL_KIND_ATTR",
+    "STOPPED",
     "CellState",
     "cell_states",
     "counts_as_attempt",
+    "was_handed_over",
     "retried_numbers",
     "sampled_used",
     "finished_count",
@@ -46,12 +50,18 @@ ERROR_ATTR = "error"
 WORKER_ATTR = "ablate.worker"
 INVOCATION_ATTR = "ablate.invocation"
 FAIL_KIND_ATTR = "ablate.fail_kind"
+STOPPED = "stopped"  # the fail kind of a trial a stop signal ended and handed over
 
 
 def _states():
     from optuna.trial import TrialState
 
     return TrialState
+
+
+def was_handed_over(trial: "FrozenTrial") -> bool:
+    """A trial stopped by a signal whose training a retry continues (same MLflow run)."""
+    return trial.system_attrs.get(FAIL_KIND_ATTR) == STOPPED
 
 
 def counts_as_attempt(trial: "FrozenTrial") -> bool:

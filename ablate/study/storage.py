@@ -6,14 +6,14 @@
   let workers on many machines join one study.
 * :class:`StudyLock` serialises the few short steps that must not interleave between
   workers (creating the study and its MLflow parent run, reaping dead trials, choosing
-  and claiming the next trial): an ``flock`` on ``<db>.lock`` for SQLite, a session-level
-  advisory lock for PostgreSQL (``pg_advisory_lock``) and MySQL (``GET_LOCK``). Those
-  locks die with the process or connection that holds them, so a killed worker never
-  leaves a study locked.
+  and claiming the next trial): a ``filelock`` lock file ``<db>.lock`` for SQLite, a
+  session-level advisory lock for PostgreSQL (``pg_advisory_lock``) and MySQL
+  (``GET_LOCK``). Those locks die with the process or connection that holds them, so a
+  killed worker never leaves a study locked.
 * Crashed workers: every running trial records a heartbeat; a trial whose heartbeat is
   older than the grace period is failed by the next worker that looks
   (``optuna.storages.fail_stale_trials``), and on this machine a trial whose worker process
-  is gone is failed at once (:func:`is_dead`).
+  is gone is failed at once (:func:`is_dead`, through ``psutil``: Linux, macOS, Windows).
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ class StudyLock:
         self.study_name = study_name
         self._scheme = _scheme(url)
         self._thread_lock = threading.Lock()  # one holder per process at a time
-        self._file: Any = None
+        self._file_lock: Any = None  # SQLite: a filelock.FileLock on <db>.lock
         self._conn: Any = None
         self._engine: Any = None
         self._lock_path: Path | None = None
@@ -222,9 +222,11 @@ class StudyLock:
     def _acquire(self) -> None:
         if self._scheme == "sqlite":
             if self._lock_path is not None:
+                from filelock import FileLock
+
                 self._lock_path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self._lock_path, "a+b")
-                _lock_file(self._file)
+                self._file_lock = FileLock(self._lock_path)
+                self._file_lock.acquire()
         else:
             import sqlalchemy
 
@@ -249,9 +251,8 @@ class StudyLock:
 
     def _release(self) -> None:
         try:
-            if self._file is not None:
-                _unlock_file(self._file)
-                self._file.close()
+            if self._file_lock is not None and self._file_lock.is_locked:
+                self._file_lock.release()
             if self._conn is not None:
                 import sqlalchemy
 
@@ -268,7 +269,7 @@ class StudyLock:
                 finally:
                     self._conn.close()  # closing the session releases the lock in any case
         finally:
-            self._file = None
+            self._file_lock = None
             self._conn = None
             if self._thread_lock.locked():
                 self._thread_lock.release()
@@ -279,52 +280,15 @@ class StudyLock:
             self._engine = None
 
 
-def _lock_file(handle: Any) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        handle.seek(0)
-        while True:
-            try:
-                msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
-                return
-            except OSError:  # LK_LOCK gives up after 10 s; keep waiting
-                continue
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-
-
-def _unlock_file(handle: Any) -> None:
-    try:
-        import fcntl
-    except ImportError:
-        import msvcrt
-
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        return
-    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 # -- liveness of worker processes on this machine ---------------------------------------------
-def _process_start(pid: int) -> str | None:
-    """Start time of a process in clock ticks since boot (Linux), to tell reused pids apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None  # field 22 of stat(5)
+def _process_start(pid: int) -> float | None:
+    """When a process started (seconds since the epoch), to tell reused pids apart."""
+    import psutil
 
-
-def _process_state(pid: int) -> str | None:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return round(psutil.Process(pid).create_time(), 2)
+    except (psutil.Error, OSError):
         return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[0] if fields else None
 
 
 def _pid_space() -> str:
@@ -337,8 +301,10 @@ def _pid_space() -> str:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         namespace = os.readlink("/proc/self/ns/pid")
         return f"{boot}/{namespace}"
-    except OSError:
-        return f"host:{socket.gethostname()}"
+    except OSError:  # macOS, Windows: this host since its last boot
+        import psutil
+
+        return f"host:{socket.gethostname()}:{int(psutil.boot_time())}"
 
 
 def process_identity() -> dict[str, Any]:
@@ -356,25 +322,29 @@ def is_dead(identity: dict[str, Any] | None) -> bool:
     """True when ``identity`` names a process in this pid space that no longer runs.
 
     Trials of other machines or containers are never judged here (their heartbeat is).
+    A zombie (killed, not yet reaped by its parent) counts as dead; a pid now used by a
+    process that started at another time counts as dead (the pid was reused).
     """
+    import psutil
+
     if not identity or identity.get("pid_space") != _pid_space():
         return False
     pid = identity.get("pid")
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return True
+        now = round(process.create_time(), 2)
+    except psutil.NoSuchProcess:
         return True
-    except PermissionError:
-        pass  # exists, owned by someone else
-    except OSError:
+    except (psutil.Error, OSError):  # no permission to look: it exists
         return False
-    if _process_state(pid) in ("Z", "X"):  # killed, not yet reaped by its parent
-        return True
     started = identity.get("pid_start")
-    now = _process_start(pid)
-    return bool(started and now and started != now)  # the pid was reused
+    if not isinstance(started, (int, float)) or isinstance(started, bool):
+        return False  # recorded by an older ablate (clock ticks): cannot compare
+    return abs(now - started) > 1.0
 
 
 class Heartbeat:

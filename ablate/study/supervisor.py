@@ -5,18 +5,21 @@ they would inherit database connections). Worker i trains on ``devices[i % len(d
 (default: every visible GPU, round-robin; ``--workers-per-device K`` runs K trials per
 GPU at once) with CPU threads split evenly over the cores this process may use (its CPU
 affinity mask, which SLURM and cgroups set), so workers never oversubscribe the machine.
-SIGINT and SIGTERM stop the workers like Ctrl-C: running trials are marked interrupted and
-their MLflow runs closed; a second command resumes the study.
+SIGTERM, SIGINT and SIGUSR1 (:mod:`ablate.stopping`) stop every worker between training
+steps: each running trial's MLflow run ends KILLED with its ``stop_reason`` and the trial is
+handed over (:mod:`ablate.study.handover`), so the same command, run again here or on any
+machine sharing the storage, resumes it in the same MLflow run from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
-from typing import Any
 
-from ablate.exceptions import AblateError, ConfigError
+from ablate.exceptions import AblateError, ConfigError, Stopped
+from ablate.stopping import StopSignals
 from ablate.study.common import RunSettings, StudyOutcome
 from ablate.study.parent import prepare_study
 from ablate.study.spec import StudyPlan
@@ -102,18 +105,8 @@ def run_study(
     device_list = _parse_devices(devices)
     if workers is None:
         workers = workers_per_device * max(1, len(device_list))
-    if workers < 1:
-        raise ConfigError(f"--workers: must be >= 1, got {workers}")
-    if max_trials is not None and max_trials < 1:
-        raise ConfigError(f"--trials: must be >= 1, got {max_trials}")
     timeout = timeout if timeout is not None else plan.spec.timeout
-    if timeout is not None and timeout <= 0:
-        raise ConfigError(f"--timeout: must be > 0 seconds, got {timeout}")
-    if not plan.is_grid and plan.spec.n_trials is None and timeout is None and max_trials is None:
-        raise ConfigError(
-            f"{plan.path}: n_trials: a search study needs n_trials or timeout (or run it with "
-            "--trials N / --timeout S)"
-        )
+    _check_limits(plan, workers, max_trials, timeout)
     url = resolve_storage_url(storage or plan.spec.storage)
     if workers > 1 and url.startswith("sqlite") and ":memory:" in url:
         raise ConfigError(
@@ -135,22 +128,51 @@ def run_study(
     )
     parent = prepare_study(plan, settings)
     progress = Progress(plan, settings, enabled=not quiet)
-    errors: list[str] = []
-    ran = 0
+    result: tuple[int, list[str]] = (0, [])
     progress.start()
     try:
-        if workers == 1:
-            try:
-                with _sigterm_as_interrupt():
-                    ran = run_worker(plan, settings, 0)
-            except AblateError as err:
-                errors.append(str(err))
-        else:
-            ran, errors = _run_processes(plan, settings)
+        result = _run_workers(plan, settings)
     finally:
         progress.stop()
-        outcome = summarize(plan, settings, parent, ran, errors)
+        outcome = summarize(plan, settings, parent, *result)
     return outcome
+
+
+def _check_limits(
+    plan: StudyPlan, workers: int, max_trials: int | None, timeout: float | None
+) -> None:
+    if workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {workers}")
+    if max_trials is not None and max_trials < 1:
+        raise ConfigError(f"--trials: must be >= 1, got {max_trials}")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"--timeout: must be > 0 seconds, got {timeout}")
+    if not plan.is_grid and plan.spec.n_trials is None and timeout is None and max_trials is None:
+        raise ConfigError(
+            f"{plan.path}: n_trials: a search study needs n_trials or timeout (or run it with "
+            "--trials N / --timeout S)"
+        )
+
+
+def _run_workers(plan: StudyPlan, settings: RunSettings) -> tuple[int, list[str]]:
+    """The worker(s) of this command, under stop-signal handling; (trials run, errors)."""
+    try:
+        with StopSignals():
+            if settings.workers > 1:
+                return _run_processes(plan, settings)
+            try:
+                return run_worker(plan, settings, 0), []
+            except AblateError as err:
+                return 0, [str(err)]
+    except Stopped as err:
+        print(
+            f"ablate study: {err}: running trials were handed over; run the same command "
+            "again (here or on any machine sharing the storage) to resume them from their "
+            "last checkpoints",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise
 
 
 def _run_processes(plan: StudyPlan, settings: RunSettings) -> tuple[int, list[str]]:
@@ -169,15 +191,16 @@ def _run_processes(plan: StudyPlan, settings: RunSettings) -> tuple[int, list[st
     ]
     for p in procs:
         p.start()
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     try:
         while any(p.is_alive() for p in procs):
             for p in procs:
                 p.join(timeout=0.5)
-    except KeyboardInterrupt:
-        interrupted = True
-        # Ctrl-C in a terminal reached the workers too; give them a moment to mark their
-        # trials interrupted and close their MLflow runs, then ask the others to stop.
+    except KeyboardInterrupt as err:
+        interrupted = err
+        # Ctrl-C in a terminal (or a scheduler's SIGTERM to the process group) reached the
+        # workers too; give them a moment to hand their trials over and close their MLflow
+        # runs, then ask the others to stop.
         end = time.time() + 10
         for p in procs:
             p.join(timeout=max(0.0, end - time.time()))
@@ -201,7 +224,7 @@ def _run_processes(plan: StudyPlan, settings: RunSettings) -> tuple[int, list[st
         elif status == "crash":
             errors.append(f"worker {index} crashed: {message} (traceback above)")
     for index, p in enumerate(procs):
-        if index in reported or interrupted:
+        if index in reported or interrupted is not None:
             continue
         how = (
             f"was killed by signal {-p.exitcode}"
@@ -212,24 +235,6 @@ def _run_processes(plan: StudyPlan, settings: RunSettings) -> tuple[int, list[st
             f"worker {index} {how} before reporting (see its output above); rerun the command "
             "to finish the study"
         )
-    if interrupted:
-        raise KeyboardInterrupt
+    if interrupted is not None:
+        raise interrupted
     return ran, errors
-
-
-class _sigterm_as_interrupt:
-    """SIGTERM (a scheduler's stop) ends the in-process worker like Ctrl-C."""
-
-    def __enter__(self) -> None:
-        def stop(signum: int, frame: Any) -> None:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the trial close its run
-            raise KeyboardInterrupt
-
-        try:
-            self._previous = signal.signal(signal.SIGTERM, stop)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)

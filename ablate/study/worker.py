@@ -18,18 +18,19 @@ run from its last checkpoint, so epochs already trained are not trained again.
 from __future__ import annotations
 
 import copy
-import math
-import signal
 import time
 import traceback
 import warnings
 from pathlib import Path
 from typing import Any
 
-from ablate.exceptions import AblateError, Pruned, TrainingDiverged
+from ablate.exceptions import AblateError, Pruned, Stopped, TrainingDiverged
+from ablate.stopping import StopSignals, check, critical
 from ablate.study import state as st
 from ablate.study.common import PARENT_ATTR, RunSettings, one_line, quiet_optuna
+from ablate.study.handover import STOPPED, hand_over
 from ablate.study.recovery import DeadTrialHandler
+from ablate.study.sampling import FollowMetric, make_pruner, make_sampler, suggest
 from ablate.study.spec import StudyPlan
 from ablate.study.storage import (
     Heartbeat,
@@ -41,39 +42,6 @@ from ablate.study.storage import (
 )
 
 __all__ = ["run_worker", "worker_process", "make_sampler", "make_pruner", "suggest"]
-
-
-def make_sampler(plan: StudyPlan, worker_index: int = 0) -> Any:
-    """TPE / random for search spaces; grid cells are enqueued with fixed parameters."""
-    import optuna
-
-    # Different seeds per worker, or parallel workers would propose the same points.
-    seed = None if plan.spec.seed is None else plan.spec.seed + worker_index
-    if plan.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-def make_pruner(plan: StudyPlan) -> Any:
-    import optuna
-
-    spec = plan.spec.pruner
-    if spec.type == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=5 if spec.n_startup_trials is None else spec.n_startup_trials,
-            n_warmup_steps=spec.n_warmup_steps or 0,
-            interval_steps=spec.interval_steps or 1,
-        )
-    if spec.type == "hyperband":
-        epochs = plan.base.get("epochs")
-        varies = "epochs" in plan.grid or "epochs" in plan.search_space
-        max_resource: Any = spec.max_resource or ("auto" if varies or epochs is None else epochs)
-        return optuna.pruners.HyperbandPruner(
-            min_resource=spec.min_resource or 1,
-            max_resource=max_resource,
-            reduction_factor=spec.reduction_factor or 3,
-        )
-    return optuna.pruners.NopPruner()
 
 
 class _Claim:
@@ -218,14 +186,17 @@ class _Worker:
         """Claim and run trials until the study is done, the limit or the deadline is hit."""
         ran = 0
         while True:
+            check()  # a stop that arrived while the last trial was told
             deadline = self.settings.deadline
             if deadline is not None and time.time() >= deadline:
                 break
-            with self.lock:
+            # a stop during the claim waits for it; a claimed trial is then handed over
+            with self.lock, critical(raise_pending=False):
                 claim = self.claim()
             if claim in (_Claim.DONE, _Claim.LIMIT):
                 break
             if claim == _Claim.WAIT:  # other workers' trials are running; they may die
+                check()
                 pause = self.settings.poll_interval
                 if deadline is not None:
                     pause = min(pause, max(0.0, deadline - time.time()))
@@ -250,6 +221,11 @@ class _Worker:
                 value = self._objective(trial, run)
             except optuna.TrialPruned:
                 return self._tell(trial, run, state=TrialState.PRUNED)
+            except Stopped as err:  # preempted / time limit / Ctrl-C: the next worker resumes
+                self._fail(trial, run, STOPPED, f"{err}; it resumes from its last checkpoint",
+                           status="KILLED")
+                hand_over(self.study, self.storage, trial_id, self.plan)
+                raise
             except KeyboardInterrupt:
                 self._fail(trial, run, "interrupted", "interrupted by the user", status="KILLED")
                 raise
@@ -262,10 +238,13 @@ class _Worker:
             except Exception as err:
                 self._fail(trial, run, "error", f"{type(err).__name__}: {err}")
                 raise
-        return self._tell(trial, run, values=value)
+        with critical(raise_pending=False):  # a finished trial is told, whatever comes
+            return self._tell(trial, run, values=value)
 
     def _objective(self, trial: Any, run: dict[str, Any]) -> float:
         import optuna
+
+        check()  # stopped while claiming: hand the trial over before any work
 
         from ablate.resolve import resolve
         from ablate.trial import run_trial
@@ -286,10 +265,9 @@ class _Worker:
             run["tracker"] = tracker
             trial.set_user_attr(st.RUN_ATTR, tracker.run_id)
             if resume:  # the run continues under this trial: its tags follow
-                tracker.client.delete_tag(tracker.run_id, "failure_reason")
-                tracker.set_tags({**tags, "trial_state": "RUNNING"})
+                tracker.continue_trial(tags)
 
-        follow = _FollowMetric(trial, self.plan)
+        follow = FollowMetric(trial, self.plan)
         try:
             run_trial(
                 resolved,
@@ -314,16 +292,17 @@ class _Worker:
         run_id = frozen.user_attrs.get(st.RUN_ATTR)  # copied from the failed trial
         if not run_id:
             return None
+        from ablate.checkpointer import ARTIFACT_DIR, LAST, PREVIOUS
+        from ablate.tracking import Tracker
+
         folder = Path(cfg.checkpoint_dir) / run_id
-        if any((folder / name).is_file() for name in ("last.pt", "last.prev.pt")):
+        if any((folder / name).is_file() for name in (LAST, PREVIOUS)):
             return run_id
         try:  # another machine's trial: its checkpoint is an artifact of the run
-            from mlflow import MlflowClient
-
-            found = MlflowClient(self.settings.tracking_uri).list_artifacts(run_id, "checkpoints")
+            found = Tracker(self.settings.tracking_uri, run_id).list_artifacts(ARTIFACT_DIR)
         except Exception:
             return None
-        return run_id if any(f.path.endswith("/last.pt") for f in found) else None
+        return run_id if any(path.endswith(f"/{LAST}") for path in found) else None
 
     def _tags(self, trial: Any, frozen: Any, params: dict[str, Any]) -> dict[str, Any]:
         tags: dict[str, Any] = {
@@ -366,26 +345,20 @@ class _Worker:
             # cell runs again, so this run must not count in comparisons.
             if tracker is not None:
                 try:
-                    tracker.set_tags(
-                        {
-                            "trial_state": "FAIL",
-                            "failure_reason": "the trial was failed by another worker "
-                            "(heartbeat lost) and runs again",
-                        }
+                    tracker.supersede(
+                        "the trial was failed by another worker (heartbeat lost) and runs again"
                     )
-                    tracker.client.set_terminated(tracker.run_id, status="FAILED")
                 except Exception:
                     pass
             return "FAIL"
         if tracker is not None and wanted == TrialState.COMPLETE:
-            tracker.set_tags({"trial_state": "COMPLETE"})
+            tracker.set_trial_state("COMPLETE")
             value = float(kwargs["values"])
             tracker.log_metrics({"objective": value}, step=0)
             if self.parent_run_id:
                 try:
-                    tracker.client.log_metric(
-                        self.parent_run_id, "objective", value, step=trial.number
-                    )
+                    parent = tracker.other(self.parent_run_id)
+                    parent.log_metrics({"objective": value}, step=trial.number)
                 except Exception:
                     pass  # the parent's history chart only
         return told.name
@@ -406,65 +379,13 @@ class _Worker:
         if tracker is None:
             return
         try:
-            if tracker.client.get_run(tracker.run_id).info.status == "RUNNING":
+            if tracker.status() == "RUNNING":
                 # ``run_trial`` ends its run itself; a run still RUNNING here was never
                 # owned (it failed while opening): close it with the reason.
                 tracker.end(status, one_line(message, 5000))
-            tracker.set_tags({"trial_state": "FAIL"})
+            tracker.set_trial_state("FAIL")
         except Exception:
             pass
-
-
-class _FollowMetric:
-    """``on_epoch``: report the study metric to Optuna each epoch and ask the pruner.
-
-    Epoch 0 (before training) is reported, so the curve starts where training starts, but
-    it neither counts as the trial's best value nor triggers pruning.
-    """
-
-    def __init__(self, trial: Any, plan: StudyPlan):
-        self.trial = trial
-        self.metric = plan.metric
-        self.maximize = plan.direction == "maximize"
-        self.mode = plan.spec.objective
-        self.values: list[float] = []
-
-    def __call__(self, epoch: int, metrics: dict[str, float]) -> None:
-        value = metrics.get(self.metric)
-        if value is None or not math.isfinite(float(value)):
-            return
-        self.trial.report(float(value), epoch)
-        if epoch == 0:
-            return
-        self.values.append(float(value))
-        if self.trial.should_prune():
-            raise Pruned(f"pruned at epoch {epoch} ({self.metric} {value:.4g})")
-
-    def value(self) -> float | None:
-        if not self.values:
-            return None
-        if self.mode == "final":
-            return self.values[-1]
-        return max(self.values) if self.maximize else min(self.values)
-
-
-def suggest(trial: Any, plan: StudyPlan) -> dict[str, Any]:
-    """The trial's parameters: its grid cell (fixed when enqueued) and sampled values."""
-    params: dict[str, Any] = {}
-    for key, values in plan.grid.items():
-        params[key] = trial.suggest_categorical(key, values)
-    for key, spec in plan.search_space.items():
-        if spec.type == "categorical":
-            params[key] = trial.suggest_categorical(key, spec.choices)
-        elif spec.type == "int":
-            params[key] = trial.suggest_int(
-                key, int(spec.low), int(spec.high), step=int(spec.step or 1)
-            )
-        else:
-            params[key] = trial.suggest_float(
-                key, spec.low, spec.high, step=spec.step, log=spec.type == "log_float"
-            )
-    return params
 
 
 def _run_name(plan: StudyPlan, number: int, params: dict[str, Any]) -> str:
@@ -486,29 +407,17 @@ def run_worker(plan: StudyPlan, settings: RunSettings, index: int = 0) -> int:
 
 def worker_process(plan: StudyPlan, settings: RunSettings, index: int, queue: Any) -> None:
     """Entry point of a spawned worker process: reports (index, status, trials, message)."""
-
-    stopping = False
-
-    def stop(signum: int, frame: Any) -> None:
-        # First SIGINT (Ctrl-C reaches the whole process group) or SIGTERM (from the main
-        # process): stop like Ctrl-C. Later ones are ignored so that the running trial is
-        # still told FAIL(interrupted) and its MLflow run closed.
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # SIGTERM / SIGINT (Ctrl-C reaches the whole process group) / SIGUSR1: the running
+    # trial is handed over (ablate.stopping); later signals wait for that to finish.
     if settings.threads is not None:
         import torch
 
         torch.set_num_threads(settings.threads)
     try:
-        queue.put((index, "ok", run_worker(plan, settings, index), ""))
-    except KeyboardInterrupt:
-        queue.put((index, "interrupted", 0, "interrupted"))
+        with StopSignals():
+            queue.put((index, "ok", run_worker(plan, settings, index), ""))
+    except KeyboardInterrupt as err:
+        queue.put((index, "interrupted", 0, str(err) or "interrupted"))
     except AblateError as err:
         queue.put((index, "error", 0, str(err)))
     except BaseException as err:

@@ -29,7 +29,9 @@ def test_options_have_help_and_defaults():
     assert (args.checkpoint, args.pairing, args.target, args.bootstrap) == (
         None, "auto", "auto", 10_000,
     )  # fmt: skip
-    assert _args("--output", "x").out == "x"  # --output is an alias of --out
+    assert _args("--out", "x").out == "x"
+    with pytest.raises(SystemExit):  # --output means table|json in every command
+        _args("--output", "x")
     with pytest.raises(SystemExit):
         _args("--experiment", "a", "--study", "b")
     with pytest.raises(SystemExit):
@@ -63,3 +65,28 @@ def test_refused_pooling_is_a_one_line_error(store, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ablate compare: error: runs in one group differ")
     assert "--pool-over epochs,lr" in err[0]
+
+
+def test_output_json_and_print_formats(store, tmp_path, capsys):
+    """--output means table|json as in the other commands; --format writes each figure in
+    every format (PNG at 300 dpi)."""
+    import json
+
+    out = tmp_path / "out"
+    code = main(
+        ["compare", "--experiment", "ablate", "--tracking-uri", store["uri"], "--out", str(out),
+         "--output", "json", "--format", "png,svg", "--bootstrap", "0"]
+    )  # fmt: skip
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["metric"] == "test_acc" and payload["baseline"] == "softmax"
+    assert [g["group"] for g in payload["groups"]] == ["softmax", "softmax_v", "alpha_remix"]
+    assert payload["measured_on"].startswith("measured on: dataset digits")
+    assert payload["tables"][0]["header"][:2] == ["group", "n (failed/pruned)"]
+    assert (out / "diff_val_acc.png").is_file() and (out / "diff_val_acc.svg").is_file()
+    assert not (out / "diff_val_acc.pdf").exists()
+    code = main(["compare", "--experiment", "ablate", "--tracking-uri", store["uri"],
+                 "--out", str(out), "--format", "png,tiff"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "--format: tiff not valid; choose from png, pdf, svg" in err[0]

@@ -62,7 +62,7 @@ def test_default_end_point_is_the_final_models_test_number(store, main):
 def test_paired_tests_holm_and_curve_comparison(store, main):
     runs = store["runs"]["ablate"]
     base = _by_seed(runs, "softmax", "test_acc")
-    raw = []
+    raw, raw_auc = [], []
     for variant in ("softmax_v", "alpha_remix"):
         values = _by_seed(runs, variant, "test_acc")
         ref = stats.ttest_rel(values, base)
@@ -77,13 +77,21 @@ def test_paired_tests_holm_and_curve_comparison(store, main):
         base_curve = np.array([r["val_acc"][1:].mean() for r in runs if r["variant"] == "softmax"])
         assert row["auc_diff"] == pytest.approx(curve.mean() - base_curve.mean())
         assert row["auc_p_value"] == pytest.approx(stats.ttest_rel(curve, base_curve).pvalue)
-    assert list(main.table["p_holm"].iloc[1:]) == pytest.approx(compare.holm(raw))
+        raw_auc.append(stats.ttest_rel(curve, base_curve).pvalue)
+    # one Holm family over the end-point and the curve comparisons
+    adjusted = compare.holm(raw + raw_auc)
+    assert list(main.table["p_holm"].iloc[1:]) == pytest.approx(adjusted[:2])
+    assert list(main.table["auc_p_holm"].iloc[1:]) == pytest.approx(adjusted[2:])
     # softmax_v is 0.05 better with a shared seed offset: the paired test sees it clearly
     assert _row(main, "softmax_v")["significant"]
     assert math.isnan(_row(main, "softmax")["p_value"])
     # differences from the baseline per epoch, paired by seed
     diffs = main.diffs[main.diffs["group"] == "softmax_v"].set_index("step")
-    assert list(diffs.index) == list(range(7)) and set(diffs["test"]) == {"paired t"}
+    # epoch 0 (the same initial model for every variant of a seed) is not differenced
+    assert list(diffs.index) == list(range(1, 7)) and set(diffs["test"]) == {"paired t"}
+    assert set(diffs["band"]) == {"sup-t over 6 epochs"}
+    assert (diffs["band_low"] <= diffs["ci_low"]).all()  # simultaneous is wider
+    assert (diffs["band_high"] >= diffs["ci_high"]).all()
     a = np.array(
         [
             r["val_acc"][3]
@@ -150,30 +158,33 @@ def test_running_failed_and_pruned_runs(store):
         experiment="mixed", filter_string="tags.dataset = 'digits'", tracking_uri=store["uri"],
         out_dir=None, n_boot=0,
     )  # fmt: skip
-    # one run has no test numbers yet: everything is compared on validation
-    assert result.endpoint_source == "val"
-    assert any("every run is compared on val_acc" in n for n in result.notes)
-    assert _row(result, "softmax")["n_running"] == 1
-    runs = result.per_run.set_index("run_name")
-    assert (
-        runs.loc["softmax-s2", "last_epoch"] == 4 and runs.loc["softmax-s2", "status"] == "RUNNING"
-    )
-    assert len(result.per_run) == 6
-    assert any("1 FAILED" in n and "1 pruned" in n for n in result.notes)
-    soft = result.curves.query("metric == 'val_acc' and group == 'softmax'")
-    assert list(soft["n"]) == [3, 3, 3, 3, 3, 2, 2]
-    assert any("softmax n=3->2 at epoch 5" in n for n in result.notes)
+    # the RUNNING run is left out by default and counted: the others keep their test numbers
+    assert result.endpoint_source == "test" and result.at_epoch is None
+    soft, soft_v = _row(result, "softmax"), _row(result, "softmax_v")
+    assert (soft["n"], soft["running"], soft["failed"]) == (2, 1, 0)
+    assert (soft_v["n"], soft_v["failed"], soft_v["pruned"]) == (3, 1, 1)
+    assert len(result.per_run) == 5
+    assert any("1 FAILED" in n and "pruned" in n and "RUNNING" in n for n in result.notes)
+    assert "softmax-s2" not in set(result.per_run["run_name"])
 
-    pruned = compare.compare_runs(
+    partial = compare.compare_runs(
         experiment="mixed", filter_string="tags.dataset = 'digits'", include_pruned=True,
-        tracking_uri=store["uri"], out_dir=None, n_boot=0,
+        include_running=True, tracking_uri=store["uri"], out_dir=None, n_boot=0,
     )  # fmt: skip
-    row = _row(pruned, "softmax_v")
+    # a partial look: every end point is val_acc at the last epoch every run reached (the
+    # pruned run logged epochs 0-2), never an epoch-2 value averaged with epoch-6 ones
+    assert partial.endpoint_source == "val" and partial.at_epoch == 2
+    assert partial.metric_label == "val_acc at epoch 2"
+    row = _row(partial, "softmax_v")
     assert row["n"] == 4 and row["test"] == "Welch t"  # seed 8 has no softmax partner
-    values = [r["val_acc"][-1] for r in store["runs"]["mixed"] if r["variant"] == "softmax_v"]
-    values.append(store["pruned"]["val_acc"][-1])
+    values = [r["val_acc"][2] for r in store["runs"]["mixed"] if r["variant"] == "softmax_v"]
+    values.append(store["pruned"]["val_acc"][2])
     assert row["final_mean"] == pytest.approx(np.mean(values))
-    assert any("pruned run(s) included" in n for n in pruned.notes)
+    assert set(partial.per_run["final_epoch"]) == {2.0}
+    assert any("partial look" in n for n in partial.notes)
+    soft = partial.curves.query("metric == 'val_acc' and group == 'softmax'")
+    assert list(soft["n"]) == [3, 3, 3, 3, 3, 2, 2]
+    assert any("softmax n=3->2 at epoch 5" in n for n in partial.notes)
 
 
 def test_pooling_different_configs_is_refused(store):
@@ -194,7 +205,9 @@ def test_pooling_different_configs_is_refused(store):
         experiment="lrs", group_by="variant", pool_over="lr,epochs", tracking_uri=store["uri"],
         out_dir=None,
     )  # fmt: skip
-    assert list(pooled.table["group"]) == ["softmax"] and _row(pooled, "softmax")["n"] == 6
+    # the same seed at two learning rates is one unit (3 seeds, 6 runs)
+    assert list(pooled.table["group"]) == ["softmax"] and _row(pooled, "softmax")["n"] == 3
+    assert _row(pooled, "softmax")["n_runs"] == 6
     assert pooled.pool_over == ("lr", "epochs")
 
 

@@ -15,6 +15,7 @@ from ablate.compare.curves import (
     default_target,
     diff_curves,
     epochs_to_target,
+    median_censored,
 )
 from ablate.compare.select import RunRecord
 
@@ -39,9 +40,15 @@ def test_auc_and_epochs_to_target():
     s = pd.Series([0.1, 0.5, 0.7, 0.9])
     assert auc(s) == pytest.approx(0.7)  # mean of epochs 1..3
     assert math.isnan(auc(s.iloc[:1]))
+    assert auc(s, last=2) == pytest.approx(0.6)  # over a common range 1..2
     assert epochs_to_target(s, 0.7, "max") == 2.0
-    assert math.isnan(epochs_to_target(s, 0.95, "max"))
+    assert epochs_to_target(s, 0.95, "max") == math.inf  # never: censored, not dropped
+    assert epochs_to_target(s, 0.9, "max", last=2) == math.inf
     assert epochs_to_target(1 - s, 0.35, "min") == 2.0
+    # epoch 0 is the start, not an epoch of training: a start at the target counts epoch 1
+    assert epochs_to_target(pd.Series([0.95, 0.9, 0.97]), 0.9, "max") == 1.0
+    assert median_censored([3, 4, 5, math.inf, 7]) == 5.0
+    assert math.isnan(median_censored([3, math.inf, math.inf]))
 
 
 def test_aggregate_curves_aligned_and_bounded():
@@ -67,14 +74,22 @@ def test_diff_curves_paired_by_seed_else_welch():
     ref = stats.ttest_rel(a, b).confidence_interval(0.95)
     assert row["diff"] == pytest.approx((a - b).mean())
     assert (row["ci_low"], row["ci_high"]) == pytest.approx(tuple(ref))
+    # the simultaneous band over epochs 1-4 is wider than each pointwise interval, narrower
+    # than Bonferroni's
+    band = diffs.set_index("step")
+    assert list(band.index) == [1, 2, 3, 4] and set(band["band"]) == {"sup-t over 4 epochs"}
+    half = (band["band_high"] - band["band_low"]) / (band["ci_high"] - band["ci_low"])
+    bonferroni = stats.t.ppf(1 - 0.025 / 4, 2) / stats.t.ppf(0.975, 2)
+    assert ((half >= 1 - 1e-9) & (half <= bonferroni + 1e-9)).all()
     # other seeds in the variant: Welch's interval
     other = [*RUNS[:3], *(_run("softmax_v", f"9{s}", BASE[s] + 0.05) for s in "012")]
     diffs = diff_curves(other, "val_acc", ["softmax", "softmax_v"], "softmax")
-    assert set(diffs["test"]) == {"Welch t"}
+    assert set(diffs["test"]) == {"Welch t"} and set(diffs["band"]) == {"Bonferroni over 4 epochs"}
     assert diff_curves(RUNS, "val_acc", ["softmax"], None).empty
 
 
 def test_default_target_is_the_worst_groups_final_level():
     worst = np.mean([v[-1] for v in BASE.values()])
-    assert default_target(RUNS, "val_acc", "max") == pytest.approx(worst)
+    # rounded down to 3 decimals (0.1 of a percentage point): every group still reaches it
+    assert default_target(RUNS, "val_acc", "max") == math.floor(worst * 1000) / 1000
     assert default_target(RUNS, "val_loss", "max") is None

@@ -33,8 +33,27 @@ def test_train_objective_is_labelled_and_alone(tmp_path):
     assert [line.get_label() for line in ax.lines] == ["softmax (n=3)", "softmax_v (n=3)"]
     assert (tmp_path / "t.png").stat().st_size > 5_000
     val = plots.plot_learning_curves(_curves("val_loss"), "val_loss", None, colors=colors)
-    assert val.axes[0].get_ylabel() == "val_loss"
-    assert plots.axis_label("val_acc") == "val_acc"
+    assert val.axes[0].get_ylabel() == "validation loss (cross-entropy, nats)"
+    assert plots.axis_label("val_acc") == "validation accuracy (fraction correct)"
+    assert plots.axis_label("my_metric") == "my_metric"  # unknown keys as logged
+    # groups differ by line style too (grey-scale print), and get a band each
+    styles = [line.get_linestyle() for line in val.axes[0].lines]
+    assert len(set(styles)) == 2 and len(val.axes[0].collections) == 2
+
+
+def test_alpha_has_no_band_and_print_formats(tmp_path):
+    colors = plots.group_colors(["softmax", "softmax_v"])
+    fig = plots.plot_learning_curves(_curves("alpha"), "alpha", None, colors=colors)
+    (ax,) = fig.axes
+    assert not ax.collections and "CI" not in ax.get_title()  # deterministic: no band
+    paths = plots.save(fig, tmp_path / "alpha", ("png", "pdf", "svg"))
+    assert [p.suffix for p in paths] == [".png", ".pdf", ".svg"]
+    assert paths[1].read_bytes()[:4] == b"%PDF" and b"<svg" in paths[2].read_bytes()[:2000]
+    from matplotlib.image import imread
+
+    height, width = imread(paths[0]).shape[:2]
+    # 300 dpi: the 6.4 x 4 inch figure is 1920 x 1200 pixels
+    assert (width, height) == (round(6.4 * plots.DPI), round(4.0 * plots.DPI))
 
 
 def test_differences_plot_has_zero_line_and_bands():
@@ -42,7 +61,8 @@ def test_differences_plot_has_zero_line_and_bands():
         {
             "metric": "val_acc", "group": "softmax_v", "step": [0, 1, 2], "n": 3,
             "test": "paired t", "diff": [0.0, 0.02, 0.03], "ci_low": [-0.01, 0.0, 0.01],
-            "ci_high": [0.01, 0.04, 0.05],
+            "ci_high": [0.01, 0.04, 0.05], "band_low": [-0.02, -0.01, 0.0],
+            "band_high": [0.02, 0.05, 0.06], "band": "sup-t over 3 epochs",
         }
     )  # fmt: skip
     fig = plots.plot_differences(
@@ -54,7 +74,12 @@ def test_differences_plot_has_zero_line_and_bands():
     assert list(zero.get_ydata()) == [0.0, 0.0] and zero.get_label() == "softmax (zero)"
     assert curve.get_label() == "softmax_v (paired t, n=3)"
     assert list(curve.get_ydata()) == [0.0, 0.02, 0.03]
-    assert len(ax.collections) == 1 and ax.get_ylabel() == "val_acc - softmax"
+    assert len(ax.collections) == 1
+    assert ax.get_ylabel() == "validation accuracy (fraction correct)\nminus softmax"
+    # the shaded band is the simultaneous one, and the title says so
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == -0.02 and band.max() == 0.06
+    assert "simultaneous 95% band (sup-t over 3 epochs)" in ax.get_title()
 
 
 def test_final_best_skips_missing_values():

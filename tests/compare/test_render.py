@@ -39,10 +39,11 @@ def test_report_has_three_aligned_tables(written):
     result, _ = written
     text = format_report(result)
     assert text.splitlines()[0] == heading(result)
+    assert text.splitlines()[1].startswith("measured on: dataset digits")
     assert "grouped by variant (alpha_schedule varies with them), pooled over seed" in text
-    assert "end point: test_acc of the final weights (higher is better):" in text
+    assert "end point: test_acc of the final weights (higher is better)" in text
     assert "difference from softmax (test_acc, final):" in text
-    assert "learning curve: val_acc:" in text
+    assert "learning curve: val_acc; AUC = mean val_acc over epochs 1-6:" in text
     tables = _tables(text)
     assert len(tables) == 3
     for table in tables:
@@ -51,12 +52,15 @@ def test_report_has_three_aligned_tables(written):
         assert {len(line) for line in table if "baseline" not in line} == {len(table[1])}
         assert [line.split()[0] for line in table[2:]] == ["softmax", "softmax_v", "alpha_remix"]
     end, diff, curve = tables
-    assert "best-val ckpt (mean ± std)" in end[0]
+    assert "best-val ckpt (mean ± std)" in end[0] and "n (failed/pruned)" in end[0]
     assert "final ep 6 α 1" in end[3] and end[2].rstrip().endswith("± " + end[2].split("± ")[-1])
+    assert "4 (0/0)" in end[2]
     assert "p (Holm)" in diff[0] and "MDE (80%)" in diff[0] and "P(better)" in diff[0]
     assert "baseline" in diff[2] and "paired t (4 pairs)" in diff[3] and " *" in diff[3]
-    assert "epochs to 0.8 (reached)" in curve[0] and "(4/4)" in curve[3]
-    assert "* significant after Holm's correction" in text and "note: tests against" in text
+    assert "] paired" in diff[3]  # P(better) says it is paired
+    assert "epochs to 0.8: median (reached)" in curve[0] and "(4/4)" in curve[3]
+    assert "α over these epochs" in curve[0] and "0.167-1" in curve[3]
+    assert "note: p (Holm): one family of 4 comparison(s)" in text
 
 
 def test_markdown_and_files(written):
@@ -94,5 +98,5 @@ def test_single_run_group_and_no_baseline(store):
     assert row["n"] == 1 and math.isnan(row["final_std"])
     text = format_table(result)
     assert "n<2" in text and "difference from" not in text  # one group: nothing to test
-    assert any("too few runs to conclude anything" in n for n in result.notes)
+    assert any("too few seeds to conclude anything" in n for n in result.notes)
     assert "nothing (one group)" in heading(result)

@@ -19,8 +19,17 @@ def test_experiment_selection_and_exclusions(store):
         tracking_uri=store["uri"],
     )
     assert sel.source == "experiment 'mixed' with filter \"tags.dataset = 'digits'\""
-    assert sel.excluded == {"FAILED": 1, "pruned (add them with --include-pruned)": 1}
-    assert len(sel.runs) == 6 and sel.parent_run_id is None
+    assert sel.excluded == {
+        "FAILED": 1, "pruned (add them with --include-pruned)": 1,
+        "RUNNING (add their partial curves with --include-running)": 1,
+    }  # fmt: skip
+    assert len(sel.runs) == 5 and sel.parent_run_id is None
+    # left out, but kept aside so the table can count them per group
+    assert sorted(r.status for r in sel.lost) == ["FAILED", "KILLED", "RUNNING"]
+    sel = select_runs(
+        experiment="mixed", filter_string="tags.dataset = 'digits'", metrics=["val_acc", "alpha"],
+        tracking_uri=store["uri"], include_running=True,
+    )  # fmt: skip
     running = next(r for r in sel.runs if r.status == "RUNNING")
     assert list(running.histories["val_acc"].index) == [0, 1, 2, 3, 4]
     assert "test_acc" not in running.latest

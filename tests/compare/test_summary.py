@@ -27,7 +27,8 @@ def _frame() -> pd.DataFrame:
                     "final": final, "final_epoch": 20.0,
                     "final_alpha": math.nan if group == "softmax" else 1.0,
                     "best": final + 0.005, "best_epoch": 15.0 + seed, "best_alpha": math.nan,
-                    "last_epoch": 20, "auc": final - 0.1, "epochs_to_target": float(5 + seed),
+                    "last_epoch": 20, "auc": final - 0.1, "auc_alpha_low": math.nan,
+                    "auc_alpha_high": math.nan, "epochs_to_target": float(5 + seed),
                 }
             )  # fmt: skip
     return pd.DataFrame(rows)
@@ -41,7 +42,7 @@ def test_summarize_against_scipy():
         n_boot=500,
     ).set_index("group")  # fmt: skip
     base = per_run.query("group == 'softmax'")["final"].to_numpy()
-    raw = []
+    raw, raw_auc = [], []
     for group in order[1:]:
         x = per_run.query("group == @group")["final"].to_numpy()
         ref = stats.ttest_rel(x, base)
@@ -52,10 +53,12 @@ def test_summarize_against_scipy():
         auc = per_run.query("group == @group")["auc"].to_numpy()
         base_auc = per_run.query("group == 'softmax'")["auc"].to_numpy()
         assert row["auc_p_value"] == pytest.approx(stats.ttest_rel(auc, base_auc).pvalue)
+        raw_auc.append(row["auc_p_value"])
         assert math.isnan(row["boot_ci_low"])  # 5 pairs: BCa withheld
         assert 0.0 <= row["p_improve_low"] <= row["p_improve"] <= row["p_improve_high"] <= 1.0
         assert row["mde"] > 0 and row["seeds_needed"] >= 2
-    assert list(table.loc[order[1:], "p_holm"]) == pytest.approx(holm(raw))
+    # one family: end point and AUC comparisons Holm-corrected together
+    assert list(table.loc[order[1:], "p_holm"]) == pytest.approx(holm(raw + raw_auc)[:2])
     assert (
         table.loc["softmax", "final_alphas"] == ""
         and table.loc["softmax_v", "final_alphas"] == "1"
@@ -82,3 +85,21 @@ def test_span_and_baseline_resolution():
     assert missing is None and "performer" in note and "softmax/attention" in note
     several, note = resolve_baseline("softmax", ["softmax/attention", "softmax/seqpool"])
     assert several is None and "matches several groups" in note
+
+
+def test_group_interval_never_zero_width_nor_below_a_binomial_spread():
+    from ablate.compare.summary import group_interval
+
+    # 359, 359, 360 correct of 360: the seeds spread less than one binomial count would
+    acc = pd.Series([359 / 360, 359 / 360, 1.0])
+    mean, std, low, high, method = group_interval(acc, 0.95, (0.0, 1.0), 360)
+    assert method == "t, binomial floor (N=360)" and high == 1.0
+    p = (mean * 360 + 0.5) / 361
+    half = stats.t.ppf(0.975, 2) * math.sqrt(p * (1 - p) / 360 / 3)
+    assert low == pytest.approx(mean - half)
+    # a wide spread keeps the plain t-interval; no spread: exact binomial, or none without N
+    assert group_interval(pd.Series([0.9, 0.95, 0.99]), 0.95, (0.0, 1.0), 360)[-1] == "t"
+    flat = pd.Series([0.9, 0.9, 0.9])
+    assert group_interval(flat, 0.95, (0.0, 1.0), 360)[-1] == "binomial (N=360)"
+    _, _, low, high, method = group_interval(flat, 0.95, (0.0, 1.0), None)
+    assert math.isnan(low) and math.isnan(high) and method == "no spread"

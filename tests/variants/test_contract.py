@@ -12,20 +12,33 @@ import pytest
 import torch
 
 import variants
-from variants.reference import naive_attention
+from variants.reference import ORACLES, naive_attention
 
-# (registry name, parameter overrides, oracle alpha, oracle beta)
+# (registry name, parameter overrides); the oracle is ORACLES[name] with the resolved params.
 CONFIGS = [
-    ("softmax", {}, 0.0, None),
-    ("softmax_v", {}, 1.0, None),  # default alpha = 1: pure softmax^T(V)
-    ("softmax_v", {"alpha": 0.3}, 0.3, None),
-    ("alpha_remix", {}, 0.5, None),  # default alpha = 0.5, beta = 1 - alpha
-    ("alpha_remix", {"alpha": 1.0, "beta": 1.0}, 1.0, 1.0),  # V + softmax^T(V)
-    ("alpha_remix", {"alpha": -1.0, "beta": 1.0}, -1.0, 1.0),  # V - softmax^T(V)
-    ("alpha_remix", {"alpha": 10.0, "beta": 0.0}, 10.0, 0.0),  # 10 * softmax^T(V)
-    ("alpha_remix", {"alpha": 0.7, "beta": 2.5}, 0.7, 2.5),
+    ("softmax", {}),
+    ("softmax_v", {}),  # default alpha = 1: pure softmax^T(V)
+    ("softmax_v", {"alpha": 0.3}),
+    ("alpha_remix", {}),  # default alpha = 0.5, beta = 1 - alpha
+    ("alpha_remix", {"alpha": 1.0, "beta": 1.0}),  # V + softmax^T(V)
+    ("alpha_remix", {"alpha": -1.0, "beta": 1.0}),  # V - softmax^T(V)
+    ("alpha_remix", {"alpha": 10.0, "beta": 0.0}),  # 10 * softmax^T(V)
+    ("alpha_remix", {"alpha": 0.7, "beta": 2.5}),
+    ("softmax_v_scaled", {}),  # N * softmax^T(V), N = real tokens per sequence
+    ("softmax_v_scaled", {"alpha": 0.4}),
+    ("laser", {}),
+    ("laser_remix", {}),  # default alpha = 0.5
+    ("laser_remix", {"alpha": -0.5}),
+    ("value_rmsnorm", {}),
 ]
-CONFIG_IDS = [n + "".join(f"-{k}{v:g}" for k, v in p.items()) for n, p, _, _ in CONFIGS]
+CONFIG_IDS = [n + "".join(f"-{k}{v:g}" for k, v in p.items()) for n, p in CONFIGS]
+
+
+def oracle(name: str, params: dict, q, k, v, mask=None, bias=None, scale=None):
+    """The float64 oracle of a registered variant at its resolved parameters."""
+    resolved = variants.get_attention(name).resolve_params(params)
+    return ORACLES[name](q, k, v, mask=mask, bias=bias, scale=scale, **resolved)
+
 
 # (B, H, Nq, Nk, D, Dv): self-attention, value dim != key dim, cross-attention, one token
 SHAPES = [
@@ -97,10 +110,10 @@ def real_query_rows(out: torch.Tensor, mask, n_q: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize(("name", "params", "alpha", "beta"), CONFIGS, ids=CONFIG_IDS)
-def test_variant_matches_float64_oracle(name, params, alpha, beta, shape, masked):
+@pytest.mark.parametrize(("name", "params"), CONFIGS, ids=CONFIG_IDS)
+def test_variant_matches_float64_oracle(name, params, shape, masked):
     clean, mask, (q, k, v) = make_inputs(shape, torch.float64, masked)
-    ref = naive_attention(*clean, mask=mask, alpha=alpha, beta=beta)
+    ref = oracle(name, params, *clean, mask=mask)
     # float64 through SDPA: the formula itself, to round-off.
     out64 = call(name, params, q, k, v, mask)
     assert out64.shape == ref.shape
@@ -165,13 +178,11 @@ def make_bias(kind: str, shape, mask, seed: int = 1):
 @pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
 @pytest.mark.parametrize("bias_kind", BIAS_KINDS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize(("name", "params", "alpha", "beta"), CONFIGS, ids=CONFIG_IDS)
-def test_variant_with_bias_matches_float64_oracle(
-    name, params, alpha, beta, shape, bias_kind, masked
-):
+@pytest.mark.parametrize(("name", "params"), CONFIGS, ids=CONFIG_IDS)
+def test_variant_with_bias_matches_float64_oracle(name, params, shape, bias_kind, masked):
     clean, mask, (q, k, v) = make_inputs(shape, torch.float64, masked)
     bias, bias_bad = make_bias(bias_kind, shape, mask)
-    ref = naive_attention(*clean, mask=mask, bias=bias, alpha=alpha, beta=beta)
+    ref = oracle(name, params, *clean, mask=mask, bias=bias)
     assert torch.isfinite(ref).all()
     out64 = call(name, params, q, k, v, mask, bias=bias_bad)
     assert out64.shape == ref.shape
@@ -211,8 +222,8 @@ def test_bias_never_decides_which_tokens_are_real():
     assert not torch.allclose(by_bias, by_mask, atol=1e-3)
 
 
-@pytest.mark.parametrize(("name", "params", "alpha", "beta"), CONFIGS, ids=CONFIG_IDS)
-def test_bias_gradient_matches_oracle(name, params, alpha, beta):
+@pytest.mark.parametrize(("name", "params"), CONFIGS, ids=CONFIG_IDS)
+def test_bias_gradient_matches_oracle(name, params):
     # A learnable relative position bias (Swin) must get its gradient: (B, H, N, N) so that
     # every padded key's entries belong to one sequence and must get exactly zero.
     shape = (2, 2, 6, 6, 4, 4)
@@ -224,19 +235,18 @@ def test_bias_gradient_matches_oracle(name, params, alpha, beta):
     weights = torch.randn(2, 2, 6, 4, dtype=torch.float64, generator=g)
     weights = weights * mask[:, None, :, None]  # real query rows only
     (call(name, params, q, k, v, mask, bias=ours) * weights).sum().backward()
-    oracle = naive_attention(*clean, mask=mask, bias=ref, alpha=alpha, beta=beta)
-    (oracle * weights).sum().backward()
+    (oracle(name, params, *clean, mask=mask, bias=ref) * weights).sum().backward()
     pad = ~mask[:, None, None, :].expand_as(ours)  # (B, H, Nq, Nk)
     assert ours.grad is not None and ours.grad[~pad].abs().sum() > 0
     assert (ours.grad[pad] == 0).all(), "padded keys' bias received gradient"
     torch.testing.assert_close(ours.grad[~pad], ref.grad[~pad], rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize(("name", "params", "alpha", "beta"), CONFIGS, ids=CONFIG_IDS)
-def test_bfloat16_inputs_stay_close_to_oracle(name, params, alpha, beta):
+@pytest.mark.parametrize(("name", "params"), CONFIGS, ids=CONFIG_IDS)
+def test_bfloat16_inputs_stay_close_to_oracle(name, params):
     # softmax^T(V) is computed in float32 under bf16, so the error stays at bf16 rounding.
     clean, mask, (q, k, v) = make_inputs((2, 2, 16, 16, 8, 8), torch.bfloat16, masked=True)
-    ref = naive_attention(*clean, mask=mask, alpha=alpha, beta=beta)
+    ref = oracle(name, params, *clean, mask=mask)
     out = call(name, params, q, k, v, mask)
     assert out.dtype == torch.bfloat16
     scale = ref.abs().max().item()
@@ -269,8 +279,8 @@ def test_alpha_remix_endpoints(masked):
     )
 
 
-@pytest.mark.parametrize(("name", "params", "alpha", "beta"), CONFIGS, ids=CONFIG_IDS)
-def test_gradients_reach_qkv_and_match_oracle(name, params, alpha, beta):
+@pytest.mark.parametrize(("name", "params"), CONFIGS, ids=CONFIG_IDS)
+def test_gradients_reach_qkv_and_match_oracle(name, params):
     clean, mask, inputs = make_inputs((2, 2, 6, 6, 4, 4), torch.float64, masked=True, seed=5)
     q, k, v = (t.clone().requires_grad_(True) for t in inputs)
     weights = torch.randn(
@@ -283,7 +293,7 @@ def test_gradients_reach_qkv_and_match_oracle(name, params, alpha, beta):
 
     # The oracle sees clean values at the pads (it only has to be right, not robust).
     qr, kr, vr = (t.clone().requires_grad_(True) for t in clean)
-    (naive_attention(qr, kr, vr, mask=mask, alpha=alpha, beta=beta) * weights).sum().backward()
+    (oracle(name, params, qr, kr, vr, mask=mask) * weights).sum().backward()
 
     pad = ~mask[:, None, :, None]  # (B, 1, N, 1)
     for ours, ref, label in ((q, qr, "q"), (k, kr, "k"), (v, vr, "v")):
@@ -298,7 +308,10 @@ def test_gradients_reach_qkv_and_match_oracle(name, params, alpha, beta):
         torch.testing.assert_close(ours.grad[~padded], ref.grad[~padded], rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize(("name", "params"), [(c[0], c[1]) for c in CONFIGS[:4]])
+ONE_PER_VARIANT = list({name: (name, params) for name, params in reversed(CONFIGS)}.values())
+
+
+@pytest.mark.parametrize(("name", "params"), ONE_PER_VARIANT, ids=lambda x: str(x))
 def test_attention_dropout_in_training_runs(name, params):
     _, mask, (q, k, v) = make_inputs((2, 2, 16, 16, 8, 8), torch.float32, masked=True, seed=6)
     q, k, v = (t.requires_grad_(True) for t in (q, k, v))
@@ -410,3 +423,10 @@ def test_autocast_model_forward_and_backward():
         loss = model(x).float().logsumexp(-1).mean()
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_every_builtin_variant_has_an_oracle_and_a_config():
+    # A new built-in without an oracle or without a row in CONFIGS would skip the contract.
+    builtins = {s.name for s in variants.list_attention() if s.source == "builtin"}
+    assert builtins <= set(ORACLES), f"no float64 oracle for {sorted(builtins - set(ORACLES))}"
+    assert builtins <= {name for name, _ in CONFIGS}, "a built-in variant has no CONFIGS row"

@@ -41,7 +41,11 @@ def test_builtins_are_listed_with_description_and_params():
     for name in ("softmax", "softmax_v", "alpha_remix"):
         assert specs[name].description and "\n" not in specs[name].description
         assert specs[name].source == "builtin"
-    assert [s.name for s in variants.list_attention("softmax*")] == ["softmax", "softmax_v"]
+    assert [s.name for s in variants.list_attention("softmax*")] == [
+        "softmax",
+        "softmax_v",
+        "softmax_v_scaled",
+    ]
 
 
 def test_decorator_registers_and_lookup_returns_it():

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 import torch
 
-from ablate.data import DataBundle, Split
+from ablate.data.bundle import DataBundle, Split
 from ablate.data.text.corpora import (
     CORPORA,
     CorpusSpec,

@@ -355,18 +355,36 @@ def ensure_corpus(
         download: allowed to fetch missing files.
         progress: show download progress bars.
     """
-    from ablate.data.download import download as fetch
-    from ablate.data.download import extract_archive, is_extracted, verify_file
+    from ablate.data.download import prepare_lock
 
     root = Path(data_dir).expanduser() / spec.name
+    if _is_ready(spec, root):
+        return root
+    # Several workers may start at once: one fetches and extracts, the others wait and
+    # find the corpus ready.
+    with prepare_lock(root, f"preparing the {spec.name} corpus"):
+        if not _is_ready(spec, root):
+            _prepare(spec, root, download, progress)
+    return root
+
+
+def _is_ready(spec: CorpusSpec, root: Path) -> bool:
+    """Every required file is there and no archive was left half extracted."""
+    from ablate.data.download import is_extracted
+
     # An archive that is present but not fully extracted (an interrupted run) is redone.
     unpacked = all(
         is_extracted(root / f.filename, root)
         for f in spec.files
         if f.extract and (root / f.filename).is_file()
     )
-    if unpacked and all((root / r).exists() for r in spec.required):
-        return root
+    return unpacked and all((root / r).exists() for r in spec.required)
+
+
+def _prepare(spec: CorpusSpec, root: Path, download: bool, progress: bool) -> None:
+    from ablate.data.download import download as fetch
+    from ablate.data.download import extract_archive, verify_file
+
     for remote in spec.files:
         target = root / remote.filename
         if not target.is_file():
@@ -391,4 +409,3 @@ def ensure_corpus(
             f"{spec.name}: {', '.join(missing)} still missing in {root} after fetching "
             f"{', '.join(f.filename for f in spec.files)}"
         )
-    return root

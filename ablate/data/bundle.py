@@ -1,0 +1,67 @@
+"""The in-memory form of a data set: :class:`Split` tensors in a :class:`DataBundle`.
+
+Kept apart from :mod:`ablate.data` so that the loaders (:mod:`ablate.data.images`,
+:mod:`ablate.data.text`), which :func:`ablate.data.load_data` imports, do not import it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+__all__ = ["Split", "DataBundle"]
+
+
+@dataclass
+class Split:
+    """One split held entirely in memory: ``x`` (N, ...) and integer labels ``y`` (N,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+def _identity_train(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x, y
+
+
+def _identity_eval(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+@dataclass
+class DataBundle:
+    """A loaded data set with everything the model and the loop need to consume it.
+
+    ``train_transform(x, y)`` maps a raw training batch to model input and a target, which
+    is either int64 labels (B,) or soft labels (B, num_classes) after MixUp/CutMix.
+    ``eval_transform(x)`` maps a raw batch to model input deterministically.
+    """
+
+    name: str
+    task: str  # "image" | "text"
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    class_names: list[str]
+    # images
+    in_chans: int | None = None
+    img_size: int | None = None
+    # text
+    vocab: list[str] | None = None  # index -> token; vocab[pad_index] is the padding token
+    embedding_matrix: torch.Tensor | None = None  # (V, D) float32 initial word vectors
+    pad_index: int = 0
+    # per-batch transforms, applied on the training device
+    train_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] = (
+        field(default=_identity_train)
+    )
+    eval_transform: Callable[[torch.Tensor], torch.Tensor] = field(default=_identity_eval)
+    info: dict = field(default_factory=dict)  # free-form facts logged as params (source, sizes)

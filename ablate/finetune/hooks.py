@@ -1,0 +1,178 @@
+"""The fine-tuning hooks the trial runner calls: :func:`prepare_model` and :func:`export_model`.
+
+:func:`prepare_model` loads the initial weights (:mod:`.sources`), freezes (:mod:`.stages`)
+and wires LoRA adapters (:mod:`ablate.lora`); :func:`export_model` merges them back.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn as nn
+
+from ablate.exceptions import CheckpointError, ConfigError
+from ablate.finetune.sources import SourceWeights, load_source
+from ablate.finetune.stages import check_layer_decay, freeze_parameters, is_head
+
+if TYPE_CHECKING:
+    from ablate.config import RunConfig
+
+__all__ = ["prepare_model", "export_model"]
+
+# Architecture fields that change what the weights compute without changing any shape:
+# a checkpoint trained with other values would load silently and be wrong.
+_SEMANTIC_ARCH = (
+    "family", "num_heads", "norm_placement", "kernel", "kernel_size", "stride", "padding",
+    "conv_activation", "conv_max_pool", "seq_pool",
+)
+
+
+def _check_options(cfg: "RunConfig") -> None:
+    check_layer_decay(cfg.layer_decay)
+    if cfg.lora_rank and cfg.freeze == "encoder":
+        raise ConfigError(
+            "freeze 'encoder' would freeze the LoRA adapters too; with --lora-rank use "
+            "--freeze none (adapters + head train, the rest is frozen anyway)"
+        )
+
+
+def _check_compatible(src: SourceWeights, model: nn.Module) -> None:
+    """Refuse our checkpoints whose architecture differs in a way shapes do not reveal."""
+    ours = dict(getattr(model, "arch", {}))
+    if src.arch is None:
+        if ours.get("norm_placement", "cct") != "cct":
+            warnings.warn(
+                f"init_from {src.spec.describe()}: official weights were trained with the "
+                "official layer order, but this run uses "
+                f"norm_placement={ours['norm_placement']!r}",
+                stacklevel=4,  # the caller of prepare_model
+            )
+        return
+    diffs = [
+        f"{key}={src.arch[key]!r} (this run: {ours[key]!r})"
+        for key in _SEMANTIC_ARCH
+        if key in src.arch and key in ours and src.arch[key] != ours[key]
+    ]
+    if diffs:
+        same_name = src.name == getattr(model, "name", None)
+        hint = "matching options" if same_name else f"--model {src.name}"
+        raise CheckpointError(
+            f"init_from {src.spec.describe()}: the checkpoint's {src.name} was built with "
+            f"{', '.join(diffs)}; use {hint}"
+        )
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def prepare_model(
+    model: nn.Module, cfg: "RunConfig", src: SourceWeights | None = None
+) -> dict[str, Any]:
+    """Load the initial weights, apply ``--freeze`` and ``--lora-rank`` to ``model`` (in place).
+
+    Args:
+        model: the freshly built model (on the CPU, before the optimizer exists).
+        cfg: the run configuration.
+        src: the ``--init-from`` weights, already read by :func:`ablate.resolve.resolve`
+            (read here when omitted).
+
+    Returns:
+        What was done, logged as ``init.<key>`` params: ``source``, ``source_kind``,
+        ``source_file``, ``source_model``, ``loaded_tensors``, ``resized``, ``head``, ...
+
+    Raises:
+        CheckpointError: the source cannot be read or does not fit the model.
+        ConfigError: contradictory fine-tuning options.
+    """
+    _check_options(cfg)
+    info: dict[str, Any] = {}
+    if cfg.init_from:
+        src = src if src is not None else load_source(cfg.init_from, cfg.tracking_uri)
+        info.update(_load_initial_weights(model, cfg, src))
+    n_frozen = len(freeze_parameters(model, cfg.freeze))
+    if cfg.freeze != "none":
+        info["frozen_tensors"] = n_frozen
+    if cfg.lora_rank:
+        info.update(_add_lora(model, cfg))
+    return info
+
+
+def _load_initial_weights(
+    model: nn.Module, cfg: "RunConfig", src: SourceWeights
+) -> dict[str, Any]:
+    """Load ``src`` into ``model``; returns the ``init.*`` params that describe it."""
+    from ablate.models.pretrained import load_pretrained
+
+    _check_compatible(src, model)
+    try:
+        report = load_pretrained(model, src.state_dict, strict=True)
+    except CheckpointError as err:
+        msg = str(err).replace("checkpoint <state dict>", f"init_from {src.spec.describe()}")
+        if src.name and src.name != getattr(model, "name", None):
+            msg += f" (the checkpoint is a {src.name}; try --model {src.name})"
+        raise CheckpointError(msg) from None
+    info: dict[str, Any] = dict(
+        source=cfg.init_from,
+        source_kind=src.kind,
+        source_file=src.spec.describe(),
+        source_model=src.name or "unknown (official state dict)",
+        loaded_tensors=len(report.loaded),
+        resized="; ".join(
+            f"{k} {_shape(old)} -> {_shape(new)}" for k, (old, new) in report.resized.items()
+        ) or "none",
+        head=(
+            f"replaced ({report.head_classes[0]} -> {report.head_classes[1]} classes)"
+            if report.head_replaced and report.head_classes
+            else "loaded"
+        ),
+    )
+    if src.spec.is_run:
+        info["source_run_id"] = src.spec.run_id
+    for key, value in src.extra.items():
+        info[f"source_{key}"] = value
+    if src.merged_adapters:
+        info["source_lora_merged"] = src.merged_adapters
+    if report.notes:
+        info["notes"] = "; ".join(report.notes)
+    return info
+
+
+def _add_lora(model: nn.Module, cfg: "RunConfig") -> dict[str, Any]:
+    """Wrap projections with LoRA adapters; only adapters and the head stay trainable."""
+    from ablate.lora import apply_lora, is_lora_parameter
+
+    wrapped = apply_lora(model, cfg.lora_rank, cfg.lora_alpha)
+    for name, p in model.named_parameters():
+        if not (is_lora_parameter(name) or is_head(name, model)):
+            p.requires_grad_(False)
+    return {"lora_modules": len(wrapped), "lora_scale": cfg.lora_alpha / cfg.lora_rank}
+
+
+def export_model(model: nn.Module, path: str | Path, cfg: "RunConfig") -> Path:
+    """Save ``model`` with LoRA adapters merged, as our checkpoint with official key names.
+
+    The file loads into a plain model (:func:`~ablate.models.checkpoint.model_from_checkpoint`
+    or ``--init-from``); ``arch`` records the variant parameters (alpha) the model has now.
+
+    Args:
+        model: the trained model (adapted or not); it is not modified.
+        path: destination file.
+        cfg: the run configuration (stored under ``config``).
+    """
+    from ablate.lora import lora_modules, merge_lora
+    from ablate.models.checkpoint import save_checkpoint
+
+    base = getattr(model, "_orig_mod", model)  # torch.compile wrapper -> the model itself
+    n_adapters = len(lora_modules(base))
+    plain = merge_lora(copy.deepcopy(base))
+    # Plain values only (the text models' arch may hold the initial embedding matrix,
+    # which the state dict already carries).
+    arch = getattr(plain, "arch", {})
+    plain.arch = {k: v for k, v in arch.items() if not isinstance(v, torch.Tensor)}
+    extra = {"config": cfg.to_dict(), "init_from": cfg.init_from, "lora_merged": n_adapters}
+    return save_checkpoint(path, plain, extra=extra)

@@ -1,0 +1,207 @@
+"""``--init-from`` sources: a local file or an MLflow run's artifact, read into weights.
+
+A file is an official Compact-Transformers ``.pth`` (a plain state dict) or one of our
+checkpoints; a run is ``runs:/RUN_ID`` (its best checkpoint), ``runs:/RUN_ID/PATH`` or a
+bare 32-character run id. Files are read by :func:`ablate.checkpointer.read_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ablate.checkpointer import ARTIFACT_DIR, BEST, EXPORTED, LAST, read_checkpoint
+from ablate.exceptions import CheckpointError
+
+__all__ = ["SourceSpec", "SourceWeights", "parse_source", "load_source", "DEFAULT_RUN_ARTIFACT"]
+
+DEFAULT_RUN_ARTIFACT = f"{ARTIFACT_DIR}/{BEST}"
+_RUN_ID = re.compile(r"^[0-9a-fA-F]{32}$")
+_ACCEPTED = (
+    f"an official CCT .pth state dict, one of our checkpoints ({BEST} / {LAST} / {EXPORTED}), "
+    "runs:/RUN_ID[/ARTIFACT_PATH], a 32-character MLflow run id, or a logged model "
+    "models:/NAME/VERSION, models:/NAME@ALIAS or models:/<model_id>"
+)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed ``--init-from`` value: a local file, or an artifact of an MLflow run."""
+
+    text: str
+    path: Path | None = None
+    run_id: str | None = None
+    artifact_path: str | None = None
+    model_uri: str | None = None  # models:/... (an MLflow 3 logged or registered model)
+
+    @property
+    def is_run(self) -> bool:
+        return self.run_id is not None
+
+    def describe(self) -> str:
+        if self.model_uri:
+            return self.model_uri
+        return f"runs:/{self.run_id}/{self.artifact_path}" if self.is_run else str(self.path)
+
+
+@dataclass
+class SourceWeights:
+    """Weights read from a source, ready for :func:`~ablate.models.checkpoint.load_pretrained`.
+
+    Attributes:
+        spec: where they came from.
+        kind: ``official`` (a plain state dict) or ``checkpoint`` (ours, with arch and name).
+        state_dict: flat state dict, LoRA adapters (if the source run had them) merged in.
+        name / arch: the model our checkpoint was saved from (None for official files).
+        extra: scalar facts our checkpoint carries (``epoch``, ``val_acc``).
+        merged_adapters: LoRA-adapted projections merged while reading.
+    """
+
+    spec: SourceSpec
+    kind: str
+    state_dict: dict[str, torch.Tensor]
+    name: str | None = None
+    arch: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    merged_adapters: int = 0
+    config: dict[str, Any] | None = None  # the source run's config (ours only): its data split
+
+    @property
+    def in_chans(self) -> int | None:
+        """Image channels the weights expect; None for text models (or no conv tokenizer)."""
+        if self.arch is not None and "in_chans" in self.arch:
+            return int(self.arch["in_chans"])
+        w = self.state_dict.get("tokenizer.conv_layers.0.0.weight")  # image conv: (out, in, k, k)
+        return int(w.shape[1]) if w is not None and w.dim() == 4 else None
+
+
+def parse_source(text: str) -> SourceSpec:
+    """Classify an ``--init-from`` value; an existing file wins over a run-id look-alike.
+
+    Raises:
+        CheckpointError: none of the accepted forms (the message lists them).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise CheckpointError(f"init_from: empty source; give {_ACCEPTED}")
+    text = text.strip()
+    if text.startswith("models:/"):
+        return SourceSpec(text, model_uri=text)
+    if text.startswith("runs:/"):
+        run_id, _, artifact = text[len("runs:/"):].strip("/").partition("/")
+        if not _RUN_ID.match(run_id):
+            raise CheckpointError(
+                f"init_from: {text!r} does not start with a 32-character run id "
+                "(expected runs:/RUN_ID or runs:/RUN_ID/ARTIFACT_PATH)"
+            )
+        artifact = artifact or DEFAULT_RUN_ARTIFACT
+        return SourceSpec(text, run_id=run_id.lower(), artifact_path=artifact)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_file():
+            raise CheckpointError(
+                f"init_from: {path} is a directory; give the checkpoint file in it"
+            )
+        return SourceSpec(text, path=path)
+    if _RUN_ID.match(text):
+        return SourceSpec(text, run_id=text.lower(), artifact_path=DEFAULT_RUN_ARTIFACT)
+    raise CheckpointError(
+        f"init_from: {text!r} is not an existing file or an MLflow run; give {_ACCEPTED}"
+    )
+
+
+def _download(spec: SourceSpec, tracking_uri: str | None, dst: str) -> Path:
+    """Fetch a run's artifact into ``dst`` (a folder artifact: its best checkpoint)."""
+    from mlflow.artifacts import download_artifacts
+
+    from ablate.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        local = Path(
+            download_artifacts(
+                run_id=spec.run_id,
+                artifact_path=spec.artifact_path,
+                dst_path=dst,
+                tracking_uri=uri,
+            )
+        )
+    except Exception as err:  # MlflowException, OSError, ...: unknown run or missing artifact
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise CheckpointError(
+            f"init_from: cannot fetch {spec.artifact_path} of run {spec.run_id} "
+            f"from {uri}: {first}"
+        ) from None
+    if local.is_dir():
+        candidate = local / BEST
+        if not candidate.is_file():
+            found = ", ".join(sorted(p.name for p in local.iterdir())) or "nothing"
+            raise CheckpointError(
+                f"init_from: runs:/{spec.run_id}/{spec.artifact_path} is a folder without {BEST} "
+                f"(it holds {found}); name the checkpoint file in it"
+            )
+        local = candidate
+    return local
+
+
+def _is_our_checkpoint(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and isinstance(obj.get("model"), Mapping)
+        and isinstance(obj.get("arch"), Mapping)
+        and isinstance(obj.get("name"), str)
+    )
+
+
+def load_source(init_from: str, tracking_uri: str | None = None) -> SourceWeights:
+    """Read the weights ``--init-from`` names (downloading a run's artifact when needed).
+
+    Args:
+        init_from: file path, ``runs:/RUN_ID[/PATH]`` or a bare run id.
+        tracking_uri: tracking server of run sources (None: $MLFLOW_TRACKING_URI, else the
+            default SQLite file).
+
+    Raises:
+        CheckpointError: unknown form, missing run / artifact / file, unreadable file.
+    """
+    from ablate.lora import merge_lora_state_dict
+    from ablate.models.checkpoint import read_state_dict
+
+    spec = parse_source(init_from)
+    if spec.model_uri:
+        from ablate.mlflow_assets import read_logged_model
+
+        obj = read_logged_model(spec.model_uri, tracking_uri)
+    elif spec.is_run:
+        with tempfile.TemporaryDirectory(prefix="ablate-init-") as tmp:
+            obj = read_checkpoint(_download(spec, tracking_uri, tmp))
+    else:
+        obj = read_checkpoint(spec.path)
+    ours = _is_our_checkpoint(obj)
+    try:
+        sd = read_state_dict(obj)
+    except CheckpointError as err:
+        raise CheckpointError(f"init_from {spec.describe()}: {err}") from None
+    n_before = len(sd)
+    try:
+        merged = merge_lora_state_dict(sd)
+    except ValueError as err:
+        raise CheckpointError(f"init_from {spec.describe()}: {err}") from None
+    n_adapters = (n_before - len(merged)) // 3
+    extra = {}
+    if ours:
+        extra = {k: obj[k] for k in ("epoch", "val_acc") if isinstance(obj.get(k), (int, float))}
+    return SourceWeights(
+        spec=spec,
+        kind="checkpoint" if ours else "official",
+        state_dict=merged,
+        name=obj["name"] if ours else None,
+        arch=dict(obj["arch"]) if ours else None,
+        extra=extra,
+        merged_adapters=n_adapters,
+        config=dict(obj["config"]) if ours and isinstance(obj.get("config"), Mapping) else None,
+    )

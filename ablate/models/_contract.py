@@ -1,0 +1,180 @@
+"""The model contract, written once: what every backbone accepts and what it exposes.
+
+Every builder registered with :func:`~ablate.models.register_model` (ablate's own families
+and the ``timm:`` / ``hf:`` adapters alike) is called with keyword arguments drawn from
+:class:`BuilderKwargs`, and returns a module that satisfies :class:`BackboneModel`:
+
+- ``forward(x) -> logits (B, num_classes)``; images (B, C, H, W), text int64 ids (B, L);
+- ``name`` (the registry name) and ``arch`` (plain keyword arguments that rebuild the same
+  model with ``create_model(name, **arch)``: our checkpoints store them);
+- the variant sites: ``attention_sites()`` lists every
+  :class:`~ablate.models._blocks.VariantAttention`; ``variant`` names the model's variant;
+  ``variant_param_names()`` / ``variant_params()`` / ``set_variant_params(**values)`` read
+  and set its parameters (``alpha``) in place on the sites that run it;
+- the state-dict keys it keeps: fixed variant parameters are non-persistent buffers, so
+  ``state_dict()`` holds exactly the weights (official key names for ablate's families,
+  the library's own keys under ``model.`` for external ones), whatever the variant; only a
+  trainable ``alpha=learned`` adds its parameters (``...learned_alpha.raw_alpha``).
+
+:func:`variant_arch` / :func:`variant_from_kwargs` are the two directions between a
+``VariantSpec`` and the plain data of ``arch`` (and the text form users pass).
+
+:class:`VariantSitesMixin` implements the variant part once from ``attention_sites()``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, TypedDict, runtime_checkable
+
+import torch
+
+if TYPE_CHECKING:
+    from ablate.models._blocks import VariantAttention
+    from variants import VariantSpec
+
+__all__ = [
+    "BackboneModel",
+    "BuilderKwargs",
+    "VariantSitesMixin",
+    "BUILDER_KWARGS",
+    "variant_arch",
+    "variant_from_kwargs",
+]
+
+
+class BuilderKwargs(TypedDict, total=False):
+    """The keyword arguments a builder may receive from the trial runner.
+
+    A builder accepts those that make sense for it and raises ``TypeError`` /
+    ``ConfigError`` naming any other; ``None`` values are never passed (the model's own
+    default stays). Architecture keys of a family (``num_layers``, ``dim``, ...) come from
+    its registered ``defaults`` and are not listed here.
+    """
+
+    num_classes: int
+    variant: "VariantSpec"  # the parsed variant; builders never see the text form
+    apply_to: str  # attention | seqpool | both
+    dropout: float
+    attention_dropout: float
+    stochastic_depth: float
+    # ablate's own families
+    positional_embedding: str
+    norm_placement: str
+    # image models
+    img_size: int
+    in_chans: int
+    # text models
+    max_len: int
+    pad_index: int
+    vocab_size: int
+    word_dim: int
+    embedding_matrix: torch.Tensor  # (vocab_size, word_dim)
+    freeze_embeddings: bool
+    # external (timm: / hf:) models
+    pretrained: bool
+    download: bool
+
+
+BUILDER_KWARGS = frozenset(BuilderKwargs.__annotations__)
+# How ``arch`` stores the variant (plain data, see variant_arch); never passed to builders.
+_ARCH_VARIANT_KEYS = ("variant", "variant_params", "variant_learned")
+
+
+def variant_arch(variant: "VariantSpec") -> dict[str, Any]:
+    """The variant as a model's ``arch`` stores it: plain data a checkpoint can hold.
+
+    ``variant`` (the registered name) and ``variant_params`` (its values), plus
+    ``variant_learned`` (the options of ``alpha=learned``) only when alpha is learned, so
+    the arch of every other model keeps its format.
+    """
+    out: dict[str, Any] = {"variant": variant.name, "variant_params": dict(variant.params)}
+    learned = getattr(variant, "learned", None)
+    if learned is not None:
+        out["variant_learned"] = {
+            "shape": learned.shape,
+            "init": learned.init,
+            "range": list(learned.range) if learned.range is not None else None,
+        }
+    return out
+
+
+def variant_from_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the variant as one :class:`~variants.VariantSpec` under ``variant``.
+
+    The one place where a variant given as text (``variant="alpha_remix:beta=1"``, as users
+    write it) or as a saved ``arch`` (:func:`variant_arch`) becomes a spec; a spec passes
+    through (``variant_params`` merged over it).
+    """
+    if not any(k in kwargs for k in _ARCH_VARIANT_KEYS):
+        return kwargs
+    from variants import LearnedAlpha, VariantSpec
+
+    out = {k: v for k, v in kwargs.items() if k not in _ARCH_VARIANT_KEYS}
+    spec = VariantSpec.coerce(kwargs.get("variant"), kwargs.get("variant_params"))
+    learned = kwargs.get("variant_learned")
+    if learned:
+        rng = learned.get("range")
+        options = {**learned, "range": tuple(rng) if rng is not None else None}
+        spec = VariantSpec(spec.name, spec.params, LearnedAlpha(**options))
+    out["variant"] = spec
+    return out
+
+
+@runtime_checkable
+class BackboneModel(Protocol):
+    """What the training loop, checkpoints and fine-tuning rely on (see module docstring)."""
+
+    name: str
+    arch: dict[str, Any]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    @property
+    def variant(self) -> str: ...
+
+    def attention_sites(self) -> list["VariantAttention"]: ...
+
+    def variant_param_names(self) -> tuple[str, ...]: ...
+
+    def variant_params(self) -> dict[str, float | None]: ...
+
+    def set_variant_params(self, **values: float) -> None: ...
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Mapping[str, torch.Tensor]: ...
+
+
+class VariantSitesMixin:
+    """The variant part of the contract, from ``attention_sites()`` and ``arch["variant"]``.
+
+    A subclass defines ``attention_sites()``. Sites that run another function (plain
+    softmax where ``apply_to`` leaves the variant out) are not touched by
+    ``set_variant_params``.
+    """
+
+    arch: dict[str, Any]
+
+    def attention_sites(self) -> list["VariantAttention"]:
+        raise NotImplementedError
+
+    @property
+    def variant(self) -> str:
+        return self.arch.get("variant", "softmax")
+
+    def _variant_sites(self) -> list["VariantAttention"]:
+        return [s for s in self.attention_sites() if s.variant == self.variant]
+
+    def variant_param_names(self) -> tuple[str, ...]:
+        sites = self._variant_sites()
+        return sites[0].param_names if sites else ()
+
+    def set_variant_params(self, **values: float) -> None:
+        """Set e.g. ``alpha`` on every site that runs the model's variant (in place)."""
+        for site in self._variant_sites():
+            site.set_params(**values)
+
+    def variant_params(self) -> dict[str, float | None]:
+        sites = self._variant_sites()
+        if not sites:
+            return {}
+        s = sites[0]
+        return {n: (None if n in s._none_params else float(getattr(s, n))) for n in s.param_names}

@@ -1,0 +1,244 @@
+"""The :class:`Tracker`: one MLflow run, opened, logged to and closed through ``MlflowClient``.
+
+Every write that creates a run, tags it, ends it or changes its status goes through a
+method here; statuses and tag names come from :mod:`ablate.tracking.conventions`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from ablate.tracking import conventions as cv
+from ablate.tracking.store import experiment_id, git_commit, quiet_mlflow, resolve_tracking_uri
+
+__all__ = ["Tracker"]
+
+
+class Tracker:
+    """Logs one run. Create with :meth:`start` (new run), :meth:`attach` (resume) or
+    :meth:`find` (an existing run, status unchanged).
+
+    Args:
+        tracking_uri: any MLflow tracking URI (sqlite:///, file:, http://...).
+        run_id: the run this tracker writes to.
+        client: an ``MlflowClient`` to share (another run of the same store); made if None.
+    """
+
+    def __init__(self, tracking_uri: str | None, run_id: str, client: Any = None):
+        if client is None:
+            from mlflow import MlflowClient
+
+            client = MlflowClient(resolve_tracking_uri(tracking_uri))
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.client = client
+        self.run_id = run_id
+
+    experiment_id = staticmethod(experiment_id)
+
+    @classmethod
+    def start(
+        cls,
+        tracking_uri: str | None,
+        experiment: str,
+        *,
+        run_name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
+    ) -> "Tracker":
+        """Create a run (RUNNING) in ``experiment``, tagged with the git commit and source."""
+        from mlflow import MlflowClient
+
+        quiet_mlflow()
+        uri = resolve_tracking_uri(tracking_uri)
+        client = MlflowClient(uri)
+        exp_id = experiment_id(client, experiment)
+        from ablate.run_context import context_tags
+
+        all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
+        all_tags = {**context_tags(), **all_tags}  # mlflow.user, mlflow.source.*, user code
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        commit = git_commit()
+        if commit:
+            all_tags.setdefault("git_commit", commit)
+            all_tags.setdefault("mlflow.source.git.commit", commit)
+        all_tags.setdefault("mlflow.source.name", "ablate")
+        run = client.create_run(exp_id, tags=all_tags, run_name=run_name)
+        return cls(uri, run.info.run_id, client)
+
+    @classmethod
+    def attach(cls, tracking_uri: str | None, run_id: str) -> "Tracker":
+        """Re-open an existing run (``--resume``): it is marked RUNNING again."""
+        quiet_mlflow()
+        tracker = cls(tracking_uri, run_id)
+        tracker.client.get_run(run_id)  # raises a clear MLflow error for unknown ids
+        tracker.client.update_run(run_id, status=cv.RUNNING)
+        return tracker
+
+    @classmethod
+    def find(cls, tracking_uri: str | None, run_id: str) -> "Tracker | None":
+        """The existing, not deleted run ``run_id``; None when the store does not have it."""
+        quiet_mlflow()
+        tracker = cls(tracking_uri, run_id)
+        try:
+            run = tracker.client.get_run(run_id)
+        except Exception:
+            return None
+        return None if run.info.lifecycle_stage == "deleted" else tracker
+
+    def other(self, run_id: str) -> "Tracker":
+        """A tracker for another run of the same store (shares the client)."""
+        return Tracker(self.tracking_uri, run_id, self.client)
+
+    # -- reading -----------------------------------------------------------------------
+    def status(self) -> str:
+        """The run's MLflow status: RUNNING, FINISHED, FAILED, KILLED or SCHEDULED."""
+        return self.client.get_run(self.run_id).info.status
+
+    def list_artifacts(self, path: str | None = None) -> list[str]:
+        """Paths of the run's artifacts directly under ``path`` (relative to the run root)."""
+        return [f.path for f in self.client.list_artifacts(self.run_id, path)]
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)]
+
+    def download_artifact(self, artifact_path: str, dst: str | Path) -> Path:
+        from mlflow.artifacts import download_artifacts
+
+        return Path(
+            download_artifacts(
+                run_id=self.run_id, artifact_path=artifact_path, dst_path=str(dst),
+                tracking_uri=self.tracking_uri,
+            )
+        )
+
+    # -- logging -----------------------------------------------------------------------
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        # Unset values are left out: a param "None" reads as if None had been chosen.
+        items = [Param(k, str(v)[:6000]) for k, v in params.items() if v is not None]
+        for i in range(0, len(items), 100):  # MLflow's per-batch limit for params
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
+        if items:
+            self.client.log_batch(self.run_id, tags=items)
+
+    def delete_tag(self, key: str) -> None:
+        """Remove a tag; no error when the run does not have it."""
+        if key in self.client.get_run(self.run_id).data.tags:
+            self.client.delete_tag(self.run_id, key)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """One batched call per epoch (not one request per metric)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items() if v is not None]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def log_linked_metrics(self, metrics: list[Any]) -> None:
+        """``mlflow.entities.Metric`` objects carrying a logged model and / or a data set
+        (MLflow 3 keeps the link on the model's metrics; the run gets each value once)."""
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def log_inputs(self, datasets: list[Any]) -> None:
+        """The run's data sets (``mlflow.entities.DatasetInput``): the UI's Datasets column.
+
+        Workers sharing a store log the same data set at the same moment; MLflow's SQL store
+        checks for it and then inserts it, so the slower one hits the unique constraint. Its
+        transaction was rolled back whole, and on the retry it finds the other's row.
+        """
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(self.run_id, datasets=datasets)
+                return
+            except MlflowException as err:
+                text = str(err)
+                if attempt == 2 or not ("UNIQUE" in text or "duplicate key" in text):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def log_model_output(self, model_id: str, step: int) -> None:
+        """Record a logged model as this run's output at ``step`` (the epoch it came from)."""
+        from mlflow.entities import LoggedModelOutput
+
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(model_id, step=int(step))])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def end(self, status: str = cv.FINISHED, reason: str | None = None) -> None:
+        """Close the run: FINISHED, FAILED (with ``failure_reason`` tag) or KILLED."""
+        if reason:
+            self.set_tags({cv.FAILURE_REASON: reason[: cv.REASON_LIMIT]})
+        self.client.set_terminated(self.run_id, status=status)
+
+    def stop(self, reason: str, message: str) -> None:
+        """End the run KILLED by a stop signal: ``stop_reason`` (preempted, time_limit, user)."""
+        self.set_tags({cv.STOP_REASON: reason})
+        self.end(cv.KILLED, message)
+
+    def resume(self) -> None:
+        """Mark the run RUNNING again (a resumed study's parent); no-op when it is."""
+        if self.status() != cv.RUNNING:
+            self.client.update_run(self.run_id, status=cv.RUNNING)
+
+    def continue_trial(self, tags: Mapping[str, Any]) -> None:
+        """A retried trial takes this run over: the old failure goes, the new trial's tags come."""
+        self.delete_tag(cv.FAILURE_REASON)
+        self.delete_tag(cv.STOP_REASON)
+        self.set_tags({**tags, cv.TRIAL_STATE: "RUNNING"})
+
+    def fail_trial(self, reason: str, status: str = cv.FAILED) -> None:
+        """End a study trial's run ``status`` with ``trial_state=FAIL`` and the reason."""
+        self.set_tags({cv.TRIAL_STATE: "FAIL"})
+        self.end(status, reason)
+
+    def close_orphan(self, reason: str) -> bool:
+        """Fail the run of a trial whose worker died, if still RUNNING; True when closed.
+
+        A retry copies the dead trial's attributes, so the run may be a predecessor's that
+        is already closed: that one is left as it is.
+        """
+        if self.status() != cv.RUNNING:
+            return False
+        self.fail_trial(reason)
+        return True
+
+    def supersede(self, reason: str) -> None:
+        """Another attempt replaces this trial's run: FAILED, so comparisons skip it."""
+        self.fail_trial(reason)
+
+    def set_trial_state(self, state: str) -> None:
+        """``trial_state`` tag: the Optuna state the trial ended in (COMPLETE, PRUNED, FAIL)."""
+        self.set_tags({cv.TRIAL_STATE: state})
+
+    def close_study(self, complete: bool, failures: bool, trials_running: bool) -> None:
+        """Summarise a study's parent run: ``study_state``, and end it unless trials still run.
+
+        FINISHED when every cell (or trial) is done; KILLED when the study stopped before
+        the end (limit, timeout, Ctrl-C) and no trial runs: the next command resumes it.
+        """
+        self.set_tags({cv.STUDY_STATE: cv.study_state(complete, failures)})
+        if complete:
+            self.end(cv.FINISHED)
+        elif not trials_running:
+            self.end(cv.KILLED)

@@ -1,0 +1,52 @@
+"""softmax^T(V) at O(1) magnitude: N * softmax^T(V), N = the real tokens of each sequence.
+
+    V' = alpha * N softmax^T(V) + (1 - alpha) * V,    out = softmax(Q K^T * scale + bias) V'
+
+softmax^T(V) normalises every feature over the tokens, so its entries average 1/N: softmax_v
+both *reshapes* V (a distribution over positions per feature) and *shrinks* it by ~1/N.
+Multiplying by N keeps the reshaping and undoes the shrinking (entries average 1), which
+separates the two effects in a comparison with softmax_v. Under a padding mask N counts the
+real tokens of each sequence (``mask.sum(-1)``), so a padded sequence gets the same
+magnitude as a full one; without a mask N is the token count.
+
+alpha = 1 (default) is pure N softmax^T(V); alpha = 0 is standard attention exactly (the
+blend is ``torch.lerp(V, N softmax^T(V), alpha)``, which returns V itself at 0); a schedule
+or a learned alpha moves between them as for softmax_v. Low precision uses softmax_v's split
+product (one SDPA call on ``[V, N_total softmax^T(V)]``, halves combined in float32).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from variants._registry import register_attention
+from variants.softmax_v import remix_attention
+
+__all__ = ["softmax_v_scaled"]
+
+
+@register_attention("softmax_v_scaled", params={"alpha": 1.0})
+def softmax_v_scaled(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    alpha: torch.Tensor | float = 1.0,
+) -> torch.Tensor:
+    """softmax(QK^T) N*softmax^T(V), N real tokens; alpha blends with V (0 = standard)."""
+    return remix_attention(
+        q,
+        k,
+        v,
+        mask=mask,
+        bias=bias,
+        dropout_p=dropout_p,
+        scale=scale,
+        alpha=alpha,
+        beta=None,
+        scaled=True,
+    )
