@@ -1,4 +1,5 @@
-"""Options several ``ablate`` commands share, declared once: ``--tracking-uri``, ``--output``.
+"""Options several ``ablate`` commands share, declared once: ``--tracking-uri``, ``--output``,
+``--host``/``--port`` of the servers.
 
 Command modules (:mod:`ablate.cli`, :mod:`ablate.study`, :mod:`ablate.compare`) add them with
 these functions, so a flag has one spelling, one help text and one meaning everywhere.
@@ -10,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-__all__ = ["OUTPUT_CHOICES", "add_tracking_uri", "add_output", "print_rows"]
+__all__ = ["OUTPUT_CHOICES", "add_tracking_uri", "add_output", "add_server_address", "print_rows"]
 
 OUTPUT_CHOICES = ("table", "json")
 
@@ -45,6 +46,14 @@ def add_output(parser: argparse.ArgumentParser) -> None:
         default="table",
         help="print an aligned table or JSON (default: table)",
     )
+
+
+def add_server_address(parser: argparse.ArgumentParser, *, port: int) -> None:
+    """``--host`` / ``--port`` of a server a command starts: this machine only by default."""
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)"
+    )
+    parser.add_argument("--port", type=int, default=port, help=f"port (default: {port})")
 
 
 def print_rows(rows: list[dict[str, Any]], output: str) -> None:

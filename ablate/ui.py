@@ -14,7 +14,7 @@ import subprocess
 import sys
 from typing import Any
 
-from ablate.cli_options import add_tracking_uri
+from ablate.cli_options import add_server_address, add_tracking_uri
 from ablate.exceptions import AblateError
 
 __all__ = [
@@ -69,10 +69,7 @@ def _newest_experiment(client: Any, name: str | None) -> str | None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_tracking_uri(parser)
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)"
-    )
-    parser.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    add_server_address(parser, port=5000)
     parser.add_argument(
         "--experiment",
         default=None,
@@ -125,10 +122,7 @@ def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="Optuna storage of the study (default: sqlite:///ablate-optuna.db here)",
     )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)"
-    )
-    parser.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    add_server_address(parser, port=8080)
 
 
 def dashboard_command(args: argparse.Namespace) -> int:

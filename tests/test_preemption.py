@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 optuna = pytest.importorskip("optuna")
 from mlflow import MlflowClient  # noqa: E402
@@ -144,13 +145,21 @@ def test_stopped_study_resumes_the_same_trial_in_the_same_run(
     assert [step for step, _ in curve] == list(range(EPOCHS + 1))
     assert retry.intermediate_values.keys() == set(range(EPOCHS + 1))
 
-    main(
-        [
-            "run", "--dataset", "digits", "--epochs", str(EPOCHS), "--batch-size", "128",
-            "--quiet", "--no-system-metrics", "--experiment", "uninterrupted",
-            "--checkpoint-dir", "checkpoints", "--tracking-uri", f"sqlite:///{workdir}/mlflow.db",
-        ]
-    )  # fmt: skip
+    # The study's workers ran on one thread each (OMP_NUM_THREADS=1): so does the reference,
+    # since float sums reduce in a different order on more threads.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        main(
+            [
+                "run", "--dataset", "digits", "--epochs", str(EPOCHS), "--batch-size", "128",
+                "--quiet", "--no-system-metrics", "--experiment", "uninterrupted",
+                "--checkpoint-dir", "checkpoints",
+                "--tracking-uri", f"sqlite:///{workdir}/mlflow.db",
+            ]
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
     exp = client.get_experiment_by_name("uninterrupted")
     reference = client.search_runs([exp.experiment_id])[0].info.run_id
     assert _curve(client, reference) == curve

@@ -382,8 +382,9 @@ class _Worker:
             if tracker.status() == "RUNNING":
                 # ``run_trial`` ends its run itself; a run still RUNNING here was never
                 # owned (it failed while opening): close it with the reason.
-                tracker.end(status, one_line(message, 5000))
-            tracker.set_trial_state("FAIL")
+                tracker.fail_trial(one_line(message, 5000), status)
+            else:
+                tracker.set_trial_state("FAIL")
         except Exception:
             pass
 

@@ -1,10 +1,14 @@
 """MLflow adapter: one trial = one MLflow run, written through ``MlflowClient`` only.
 
 This package is the only code that creates, tags, ends or changes the status of an MLflow
-run. Runs are opened by :meth:`Tracker.start` / :meth:`Tracker.attach` and a trial's run
-is ended in one place, :func:`owned_run` (used by :func:`ablate.trial.run_trial`); the
-study's lifecycle writes (an orphaned run closed, a superseded run failed, the parent run
-resumed or summarised) are :class:`Tracker` methods too.
+run. Runs are opened by :meth:`Tracker.start` / :meth:`Tracker.attach` and a running trial's
+run is ended in one place, :func:`owned_run` (used by :func:`ablate.trial.run_trial`). A
+study ends a trial's run outside a live trial in exactly three cases, each a
+:class:`Tracker` method: :meth:`Tracker.fail_trial` (the trial failed or was stopped while
+its run was opening: FAILED, or KILLED for a stop), :meth:`Tracker.supersede` (a retried
+trial that cannot resume replaces its old run: FAILED) and :meth:`Tracker.close_orphan`
+(a dead worker's run, still RUNNING: FAILED). The parent run is resumed and summarised by
+:meth:`Tracker.resume` / :meth:`Tracker.close_study`.
 
 - :mod:`.store`: the tracking URI, experiments, the git commit every run is tagged with.
 - :mod:`.conventions`: run statuses and lifecycle tag names (``trial_state``, ...).

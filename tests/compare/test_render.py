@@ -86,7 +86,8 @@ def test_markdown_and_files(written):
                  "final_best_test_acc.png"):  # fmt: skip
         image = imread(out / name)
         assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 500, name
-        assert np.unique(image.reshape(-1, image.shape[-1]), axis=0).shape[0] > 50, name
+        pixels = image[::4, ::4].reshape(-1, image.shape[-1])  # 300 dpi: every 4th is plenty
+        assert np.unique(pixels, axis=0).shape[0] > 50, name
 
 
 def test_single_run_group_and_no_baseline(store):
