@@ -39,7 +39,11 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["AttentionFn", "sdpa_mask", "masked_token_softmax"]
+__all__ = ["AttentionFn", "LOW_PRECISION", "sdpa_mask", "masked_token_softmax"]
+
+# Dtypes whose token-wise softmax / exp the built-ins compute in float32: a sum over many
+# tokens loses most of its mass to rounding in them.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class AttentionFn(Protocol):

@@ -34,12 +34,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from variants._base import sdpa_mask
+from variants._base import LOW_PRECISION, sdpa_mask
 from variants._registry import register_attention
 
-__all__ = ["laser", "laser_parts", "shifted_exp", "LOW_PRECISION"]
+__all__ = ["laser", "laser_parts", "shifted_exp"]
 
-LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def shifted_exp(v: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

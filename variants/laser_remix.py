@@ -27,9 +27,9 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from variants._base import sdpa_mask
+from variants._base import LOW_PRECISION, sdpa_mask
 from variants._registry import register_attention
-from variants.laser import LOW_PRECISION, laser_parts
+from variants.laser import laser_parts
 
 __all__ = ["laser_remix"]
 

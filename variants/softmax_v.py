@@ -32,13 +32,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from variants._base import masked_token_softmax, sdpa_mask
+from variants._base import LOW_PRECISION, masked_token_softmax, sdpa_mask
 from variants._fused import remix_values_fused
 from variants._registry import register_attention
 
 __all__ = ["softmax_v", "alpha_remix", "remix_values", "remix_attention", "real_tokens"]
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def remix_values(
@@ -54,7 +53,7 @@ def remix_values(
     """
     # Softmax in float32 at least: under bf16 a column softmax over many tokens loses most of
     # its mass to rounding.
-    work = v.float() if v.dtype in _LOW_PRECISION else v
+    work = v.float() if v.dtype in LOW_PRECISION else v
     # One autograd node with a two-kernel backward (variants/_fused.py). With beta None the
     # forward is lerp(V, softmax^T(V), alpha): alpha = 0 returns V exactly and alpha = 1
     # returns softmax^T(V) exactly.
@@ -85,7 +84,7 @@ def remix_attention(
     """
     attn_mask = sdpa_mask(mask, bias)
     autocast = torch.is_autocast_enabled(v.device.type)
-    if not autocast and v.dtype not in _LOW_PRECISION:
+    if not autocast and v.dtype not in LOW_PRECISION:
         v_new = remix_values(v, mask, alpha, beta, scaled)
         return F.scaled_dot_product_attention(
             q, k, v_new, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale

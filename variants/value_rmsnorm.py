@@ -24,18 +24,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from variants._base import sdpa_mask
+from variants._base import LOW_PRECISION, sdpa_mask
 from variants._registry import register_attention
 
 __all__ = ["value_rmsnorm", "rms_normalise"]
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 _EPS = 1e-12  # F.normalize's floor on the norm (as in x-transformers)
 
 
 def rms_normalise(v: torch.Tensor) -> torch.Tensor:
     """(B, H, N, Dv) -> the same shape, every token's Dv features at RMS 1 (float32 math)."""
-    work = v.float() if v.dtype in _LOW_PRECISION else v
+    work = v.float() if v.dtype in LOW_PRECISION else v
     return (F.normalize(work, dim=-1, eps=_EPS) * work.shape[-1] ** 0.5).to(v.dtype)
 
 
