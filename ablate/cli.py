@@ -89,8 +89,8 @@ def resolve_run_config(args: argparse.Namespace, base: dict[str, Any] | None = N
 
 
 def _run_command(args: argparse.Namespace, base: dict[str, Any] | None = None) -> int:
-    from ablate.resolve import resolve
-    from ablate.trial import run_trial
+    from ablate.trial.resolve import resolve
+    from ablate.trial.run import run_trial
 
     cfg = _config_of_run(args) if args.resume else resolve_run_config(args, base)
     result = run_trial(resolve(cfg), resume_run_id=args.resume)

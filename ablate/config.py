@@ -261,7 +261,7 @@ class RunConfig:
 
 def alpha_schedule_choices() -> tuple[str, ...]:
     """``none`` and every registered schedule (a new schedule file is selectable at once)."""
-    from ablate.schedules import list_schedules
+    from ablate.trial.schedules import list_schedules
 
     return ("none", *list_schedules())
 

@@ -46,7 +46,7 @@ class Stopped(KeyboardInterrupt):
 
     A ``KeyboardInterrupt``, so code that cleans up after Ctrl-C cleans up after it too.
     The run ends KILLED with ``stop_reason`` set to :attr:`reason`; a study trial is handed
-    over so that the next worker resumes it (:mod:`ablate.stopping`).
+    over so that the next worker resumes it (:mod:`ablate.trial.stopping`).
 
     Args:
         reason: one of :data:`STOP_REASONS`.

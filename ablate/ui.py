@@ -161,7 +161,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def export_command(args: argparse.Namespace) -> int:
     """A logged / registered model as a plain checkpoint file (weights + architecture)."""
-    from ablate.mlflow_assets import export_model_file
+    from ablate.tracking.models import export_model_file
 
     path = export_model_file(args.model_uri, args.file, args.tracking_uri)
     print(f"{args.model_uri} -> {path} (ablate.models.checkpoint.model_from_checkpoint loads it)")

@@ -15,7 +15,7 @@ Steps (``--steps`` picks a subset):
 3. ``throughput``: cct_2_3x2_32 and cct_7_3x1_32 x {softmax, softmax_v, alpha_remix} x
    {eager, compile} x {fp32, bf16}, next to the textbook ``explicit`` attention of the same
    model; training and inference img/s, peak memory per step, and the SDPA backend that
-   ran (``ablate.sdpa_backend``). Timing and the ``explicit`` variant come from
+   ran (``ablate.trial.sdpa_backend``). Timing and the ``explicit`` variant come from
    ``benchmarks/throughput.py`` (round-robin, fastest step, paired ratios).
 4. ``study``: ``studies/seqpool_rfp.yaml`` (25 trials) shortened to a few epochs on
    synthetic CIFAR-shaped data (an ImageFolder written to a temporary directory, no
@@ -61,7 +61,7 @@ if str(ROOT / "benchmarks") not in sys.path:
 import throughput  # noqa: E402  (registers the ``explicit`` variant)
 
 import variants  # noqa: E402
-from ablate.sdpa_backend import probe_model_sdpa_backend  # noqa: E402
+from ablate.trial.sdpa_backend import probe_model_sdpa_backend  # noqa: E402
 
 __all__ = ["THROUGHPUT_COLUMNS", "NUMERICS_COLUMNS", "main"]
 
@@ -199,7 +199,7 @@ def _rel(err: torch.Tensor, ref: torch.Tensor) -> float:
 
 def check_numerics(device: torch.device, quick: bool) -> list[dict[str, Any]]:
     """Every variant x dtype x case against the float64 oracle: relative errors."""
-    from ablate.sdpa_backend import sdpa_backends_used
+    from ablate.trial.sdpa_backend import sdpa_backends_used
     from variants.reference import naive_attention
 
     rows = []

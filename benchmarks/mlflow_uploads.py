@@ -40,9 +40,9 @@ def _counting():
     """Count bytes given to the local artifact repository, and time the logging calls."""
     from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
-    from ablate.checkpoint_uploads import CheckpointUploads
-    from ablate.checkpointer import Checkpointer
     from ablate.tracking import Tracker
+    from ablate.tracking.checkpoint_uploads import CheckpointUploads
+    from ablate.tracking.checkpoints import Checkpointer
 
     stats: dict = {"bytes": defaultdict(int), "seconds": defaultdict(float)}
     saved = {}
@@ -96,7 +96,7 @@ def _counting():
 @contextmanager
 def _old_policy():
     """Every epoch, upload and wait (what ablate did before the policy)."""
-    from ablate.checkpoint_uploads import CheckpointUploads
+    from ablate.tracking.checkpoint_uploads import CheckpointUploads
 
     orig = CheckpointUploads.after_epoch
 

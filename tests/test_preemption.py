@@ -5,7 +5,7 @@ The end-to-end tests start the real `ablate study` command in its own process gr
 the whole group after 3 of 8 epochs (as SLURM does at preemption, or a terminal on Ctrl-C),
 rerun the command and compare the resumed curve with an uninterrupted same-seed `ablate run`,
 on real SQLite Optuna and MLflow stores. The unit tests cover the signal plumbing
-(:mod:`ablate.stopping`), stale-process detection through psutil and plain progress lines.
+(:mod:`ablate.trial.stopping`), stale-process detection through psutil and plain progress lines.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from study_cli import study_cli  # noqa: E402  (tests/ helper, not collected)
 
 from ablate.cli import main  # noqa: E402
 from ablate.exceptions import Stopped  # noqa: E402
-from ablate.progress import LineProgress  # noqa: E402
-from ablate.stopping import JOB_END_ENV, StopSignals, critical, stop_reason  # noqa: E402
 from ablate.study.storage import is_dead, open_storage, process_identity  # noqa: E402
+from ablate.tracking.progress import LineProgress  # noqa: E402
+from ablate.trial.stopping import JOB_END_ENV, StopSignals, critical, stop_reason  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 8

@@ -10,7 +10,7 @@ import torch
 
 from ablate.cli import main
 from ablate.config import RunConfig, config_fields
-from ablate.schedules import AlphaSchedule
+from ablate.trial.schedules import AlphaSchedule
 
 # Small and fast: 8x8 digits (4 tokens after the two conv+pool stages), 2 epochs.
 FAST = ["--img-size", "8", "--epochs", "2", "--quiet", "--batch-size", "128"]
@@ -127,7 +127,7 @@ def test_same_seed_same_metrics_on_cpu(workdir):
 
 
 def test_resume_continues_the_same_run_without_duplicate_steps(workdir):
-    from ablate.api import train
+    from ablate.trial.run import train
 
     cfg = RunConfig(img_size=8, epochs=3, quiet=True, variant="softmax_v", alpha_schedule="cosine")
 

@@ -124,7 +124,7 @@ class DoseResponse:
         }
 
     def figure(self, result: "ComparisonResult") -> "Figure":
-        from ablate import plots
+        from ablate.compare import plots
 
         units = result.units
         where = dict(zip(self.levels["group"], self.levels["x"]))

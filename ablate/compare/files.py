@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from ablate import plots as plotting
+from ablate.compare import plots as plotting
 from ablate.compare.grouping import MISSING_VALUE, lookup
 from ablate.compare.render import data_line, heading
 

@@ -1,6 +1,6 @@
 """Fine-tuning: start from pretrained weights, freeze / decay / adapt, export merged weights.
 
-:func:`ablate.resolve.resolve` reads ``--init-from`` once (:func:`load_source`; the
+:func:`ablate.trial.resolve.resolve` reads ``--init-from`` once (:func:`load_source`; the
 weights' channel count converts the data, e.g. the 1-channel digits become 3-channel for an
 RGB checkpoint). The trial runner then calls three hooks when fine-tuning is asked for
 (``--init-from``, ``--freeze``, ``--layer-decay`` or ``--lora-rank``):

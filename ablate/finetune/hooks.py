@@ -1,7 +1,7 @@
 """The fine-tuning hooks the trial runner calls: :func:`prepare_model` and :func:`export_model`.
 
 :func:`prepare_model` loads the initial weights (:mod:`.sources`), freezes (:mod:`.stages`)
-and wires LoRA adapters (:mod:`ablate.lora`); :func:`export_model` merges them back.
+and wires LoRA adapters (:mod:`ablate.finetune.lora`); :func:`export_model` merges them back.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def prepare_model(
     Args:
         model: the freshly built model (on the CPU, before the optimizer exists).
         cfg: the run configuration.
-        src: the ``--init-from`` weights, already read by :func:`ablate.resolve.resolve`
+        src: the ``--init-from`` weights, already read by :func:`ablate.trial.resolve.resolve`
             (read here when omitted).
 
     Returns:
@@ -144,7 +144,7 @@ def _load_initial_weights(
 
 def _add_lora(model: nn.Module, cfg: "RunConfig") -> dict[str, Any]:
     """Wrap projections with LoRA adapters; only adapters and the head stay trainable."""
-    from ablate.lora import apply_lora, is_lora_parameter
+    from ablate.finetune.lora import apply_lora, is_lora_parameter
 
     wrapped = apply_lora(model, cfg.lora_rank, cfg.lora_alpha)
     for name, p in model.named_parameters():
@@ -164,7 +164,7 @@ def export_model(model: nn.Module, path: str | Path, cfg: "RunConfig") -> Path:
         path: destination file.
         cfg: the run configuration (stored under ``config``).
     """
-    from ablate.lora import lora_modules, merge_lora
+    from ablate.finetune.lora import lora_modules, merge_lora
     from ablate.models.checkpoint import save_checkpoint
 
     base = getattr(model, "_orig_mod", model)  # torch.compile wrapper -> the model itself

@@ -2,7 +2,7 @@
 
 A file is an official Compact-Transformers ``.pth`` (a plain state dict) or one of our
 checkpoints; a run is ``runs:/RUN_ID`` (its best checkpoint), ``runs:/RUN_ID/PATH`` or a
-bare 32-character run id. Files are read by :func:`ablate.checkpointer.read_checkpoint`.
+bare 32-character run id. Files are read by :func:`ablate.tracking.checkpoints.read_checkpoint`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any, Mapping
 
 import torch
 
-from ablate.checkpointer import ARTIFACT_DIR, BEST, EXPORTED, LAST, read_checkpoint
 from ablate.exceptions import CheckpointError
+from ablate.models.checkpoint import read_checkpoint
+from ablate.tracking.checkpoints import ARTIFACT_DIR, BEST, EXPORTED, LAST
 
 __all__ = ["SourceSpec", "SourceWeights", "parse_source", "load_source", "DEFAULT_RUN_ARTIFACT"]
 
@@ -168,12 +169,12 @@ def load_source(init_from: str, tracking_uri: str | None = None) -> SourceWeight
     Raises:
         CheckpointError: unknown form, missing run / artifact / file, unreadable file.
     """
-    from ablate.lora import merge_lora_state_dict
+    from ablate.finetune.lora import merge_lora_state_dict
     from ablate.models.checkpoint import read_state_dict
 
     spec = parse_source(init_from)
     if spec.model_uri:
-        from ablate.mlflow_assets import read_logged_model
+        from ablate.tracking.models import read_logged_model
 
         obj = read_logged_model(spec.model_uri, tracking_uri)
     elif spec.is_run:

@@ -20,8 +20,8 @@ from torchvision.ops import stochastic_depth
 
 import variants
 from ablate.exceptions import ConfigError
-from ablate.learned_alpha import AlphaParameter
 from ablate.models._contract import VariantSitesMixin
+from ablate.models.learned_alpha import AlphaParameter
 
 __all__ = [
     "VariantAttention",
@@ -43,7 +43,7 @@ class VariantAttention(nn.Module):
         needs_bias: this site will pass an additive score bias (relative position bias,
             additive attention mask); refuse, at construction, a variant that cannot take one.
         learned / heads: ``alpha=learned``: alpha is a trainable
-            :class:`~ablate.learned_alpha.AlphaParameter` (per layer, or per head of the
+            :class:`~ablate.models.learned_alpha.AlphaParameter` (per layer, or per head of the
             site's ``heads``) instead of a buffer, and is not among ``param_names``.
     """
 

@@ -8,25 +8,26 @@ dicts, lists, tuples, str, int, float, bool and None, so that it always reloads 
 
 Official / foreign weights (plain state dicts) and :func:`load_pretrained`, which both kinds
 load through, live in :mod:`ablate.models.pretrained`; their names are re-exported here.
-Files are read by :func:`ablate.checkpointer.read_checkpoint` and written atomically by
-:func:`ablate.checkpointer.atomic_torch_save`.
+Files are read by :func:`ablate.tracking.checkpoints.read_checkpoint` and written atomically by
+:func:`ablate.tracking.checkpoints.atomic_torch_save`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ablate.checkpointer import atomic_torch_save, read_checkpoint
 from ablate.exceptions import CheckpointError
 from ablate.models._blocks import CompactTransformer
 from ablate.models.pretrained import (
     LoadReport,
     extract_state_dict,
     load_pretrained,
+    read_checkpoint,
     read_state_dict,
     resize_positional_embedding,
     unwrap_model,
@@ -34,6 +35,8 @@ from ablate.models.pretrained import (
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "atomic_torch_save",
+    "read_checkpoint",
     "LoadReport",
     "load_checkpoint",
     "load_pretrained",
@@ -46,6 +49,42 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "ablate-checkpoint-v1"
 _RESERVED = ("format", "name", "arch", "model", "optimizer", "scheduler")
+
+
+def atomic_torch_save(payload: Mapping[str, Any], path: str | Path) -> Path:
+    """``torch.save`` that never leaves a half-written ``path`` behind.
+
+    Args:
+        payload: what to save (plain types and tensors: it is read with weights_only=True).
+        path: destination; its folder is created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(dict(payload), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)  # the rename itself survives a power cut
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _check_serialisable(obj: Any, where: str) -> None:

@@ -16,24 +16,61 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.checkpointer import read_checkpoint
 from ablate.exceptions import CheckpointError
 from ablate.models._blocks import CompactTransformer, ConvTokenizer, sinusoidal_embedding
 
 __all__ = [
     "LoadReport",
+    "read_checkpoint",
     "load_pretrained",
     "read_state_dict",
     "resize_positional_embedding",
     "extract_state_dict",
     "unwrap_model",
 ]
+
+def read_checkpoint(
+    path: str | Path, *, unreadable: Literal["raise", "none"] = "raise"
+) -> Any:
+    """Load a checkpoint file on the CPU with ``weights_only=True`` (no pickled code runs).
+
+    Args:
+        path: the file (``~`` is expanded).
+        unreadable: what a missing, truncated or foreign file gives: ``raise`` a one-line
+            :class:`~ablate.exceptions.CheckpointError` naming the file, or ``none`` (resume,
+            which then falls back to an older file).
+
+    Returns:
+        Whatever the file holds (ours: a dict with ``model``; official: a state dict).
+    """
+    if unreadable not in ("raise", "none"):
+        raise ValueError(f"unreadable: {unreadable!r} is not valid; choose raise or none")
+    p = Path(path).expanduser()
+    problem = (
+        None if p.is_file()
+        else f"checkpoint file {p} does not exist" if not p.exists()
+        else f"checkpoint path {p} is not a file"
+    )
+    if problem is None:
+        try:
+            return torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - truncated files raise EOFError, RuntimeError, ...
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            problem = (
+                f"cannot read checkpoint {p} with torch.load(weights_only=True): "
+                f"{type(err).__name__}: {first}"
+            )
+    if unreadable == "none":
+        return None
+    raise CheckpointError(problem)
+
+
 
 _PE_KEY = "classifier.positional_emb"
 _FC_KEYS = ("classifier.fc.weight", "classifier.fc.bias")

@@ -2,7 +2,7 @@
 
 Every ``base`` value, grid value, exclusion and search-space bound goes through
 :func:`ablate.config.config_from_mapping` (the keys of ``ablate run``) and
-:func:`ablate.resolve.check` (variant, model and data set names, looked up exactly as a
+:func:`ablate.trial.resolve.check` (variant, model and data set names, looked up exactly as a
 trial looks them up); each grid cell is checked whole, with the combination rules (a
 schedule needs an ``alpha`` parameter, the model's task is the data's). Errors are one line
 prefixed with the file and the key path.
@@ -58,13 +58,13 @@ def _unknown_config_key(key: str, where: str) -> ConfigError:
 def check_config(
     values: Mapping[str, Any], where: str, *, combinations: bool = False
 ) -> RunConfig:
-    """config_from_mapping plus :func:`ablate.resolve.check`, errors prefixed with ``where``.
+    """config_from_mapping plus :func:`ablate.trial.resolve.check`, errors prefixed with ``where``.
 
     Args:
         combinations: the values are a whole trial's (a grid cell): check that the names
             fit together too, not only that each exists.
     """
-    from ablate.resolve import check
+    from ablate.trial.resolve import check
 
     try:
         cfg = config_from_mapping(values, source=where)
@@ -95,7 +95,7 @@ def check_base(spec: StudyFile, source: str) -> dict[str, Any]:
 
 def load_variant_files(spec: StudyFile, base: dict[str, Any], source: str) -> tuple[str, ...]:
     """Register user variants first, so that their names validate."""
-    from ablate.resolve import load_variant_file_once
+    from ablate.trial.resolve import load_variant_file_once
 
     files = [base["variant_file"]] if base.get("variant_file") else []
     for key, values in (spec.grid or {}).items():

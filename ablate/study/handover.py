@@ -1,6 +1,6 @@
 """A stopped trial handed over to the next worker, through Optuna's retry machinery.
 
-A study worker stopped by a signal (:mod:`ablate.stopping`: preemption, time limit, Ctrl-C)
+A study worker stopped by a signal (:mod:`ablate.trial.stopping`: preemption, time limit, Ctrl-C)
 ends the trial's MLflow run KILLED with its ``stop_reason`` and tells Optuna FAIL with the
 fail kind ``stopped``, which never counts against ``max_retries``. :func:`hand_over` then
 re-enqueues the trial with Optuna's ``RetryHeartbeatStaleTrialCallback``, the callback that

@@ -7,7 +7,7 @@
 Every task runs the same worker as ``ablate study FILE`` on one machine; the storage (a
 PostgreSQL or MySQL server for SLURM) decides which trial each task runs, so tasks can
 start late, die, be preempted or be requeued without running a grid cell twice. A stopped
-task hands its trial over (:mod:`ablate.stopping`): the next worker resumes it in the same
+task hands its trial over (:mod:`ablate.trial.stopping`): the next worker resumes it in the same
 MLflow run. With ``--requeue`` the time-limit warning submitit asks SLURM for
 (``--signal=USR2@90``) stops the trial and requeues the task through submitit's
 checkpoint hook. A plain SIGTERM (preemption, ``scancel``) is left to SLURM's own requeue
@@ -289,9 +289,9 @@ class ArrayTask:
         self.threads = threads
 
     def __call__(self, index: int) -> int:
-        from ablate.stopping import JOB_END_ENV, StopSignals
         from ablate.study.supervisor import default_devices, usable_cpus
         from ablate.study.worker import run_worker
+        from ablate.trial.stopping import JOB_END_ENV, StopSignals
 
         start = time.time()
         os.environ[JOB_END_ENV] = str(start + 60 * self.time_min)

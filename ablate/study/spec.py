@@ -1,7 +1,7 @@
 """Study files: YAML -> validated :class:`StudyPlan` -> the trials (grid cells) it stands for.
 
 Three modules: :mod:`~ablate.study.schema` (the file's keys, pydantic),
-:mod:`~ablate.study.checks` (the run-config values, through :func:`ablate.resolve.check`)
+:mod:`~ablate.study.checks` (the run-config values, through :func:`ablate.trial.resolve.check`)
 and this one (the plan: cells, samplers, the trial configs).
 
 A study file declares an ablation. Everything in it is checked before any trial starts:

@@ -5,7 +5,7 @@ they would inherit database connections). Worker i trains on ``devices[i % len(d
 (default: every visible GPU, round-robin; ``--workers-per-device K`` runs K trials per
 GPU at once) with CPU threads split evenly over the cores this process may use (its CPU
 affinity mask, which SLURM and cgroups set), so workers never oversubscribe the machine.
-SIGTERM, SIGINT and SIGUSR1 (:mod:`ablate.stopping`) stop every worker between training
+SIGTERM, SIGINT and SIGUSR1 (:mod:`ablate.trial.stopping`) stop every worker between training
 steps: each running trial's MLflow run ends KILLED with its ``stop_reason`` and the trial is
 handed over (:mod:`ablate.study.handover`), so the same command, run again here or on any
 machine sharing the storage, resumes it in the same MLflow run from its last checkpoint.
@@ -19,12 +19,12 @@ import sys
 import time
 
 from ablate.exceptions import AblateError, ConfigError, Stopped
-from ablate.stopping import StopSignals
 from ablate.study.common import RunSettings, StudyOutcome
 from ablate.study.parent import prepare_study
 from ablate.study.spec import StudyPlan
 from ablate.study.storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, resolve_storage_url
 from ablate.study.worker import run_worker, worker_process
+from ablate.trial.stopping import StopSignals
 
 __all__ = ["run_study", "default_devices", "usable_cpus"]
 
@@ -49,7 +49,7 @@ def usable_cpus() -> int:
 def _parse_devices(devices: str | None) -> tuple[str, ...]:
     if devices is None:
         return default_devices()
-    from ablate.resolve import resolve_device
+    from ablate.trial.resolve import resolve_device
 
     names = tuple(d.strip() for d in devices.split(",") if d.strip())
     if not names:

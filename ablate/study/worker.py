@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from ablate.exceptions import AblateError, Pruned, Stopped, TrainingDiverged
-from ablate.stopping import StopSignals, check, critical
 from ablate.study import state as st
 from ablate.study.common import PARENT_ATTR, RunSettings, one_line, quiet_optuna
 from ablate.study.handover import STOPPED, hand_over
@@ -40,6 +39,7 @@ from ablate.study.storage import (
     open_storage,
     process_identity,
 )
+from ablate.trial.stopping import StopSignals, check, critical
 
 __all__ = ["run_worker", "worker_process", "make_sampler", "make_pruner", "suggest"]
 
@@ -246,8 +246,8 @@ class _Worker:
 
         check()  # stopped while claiming: hand the trial over before any work
 
-        from ablate.resolve import resolve
-        from ablate.trial import run_trial
+        from ablate.trial.resolve import resolve
+        from ablate.trial.run import run_trial
 
         params = suggest(trial, self.plan)
         overrides: dict[str, Any] = dict(
@@ -292,8 +292,8 @@ class _Worker:
         run_id = frozen.user_attrs.get(st.RUN_ATTR)  # copied from the failed trial
         if not run_id:
             return None
-        from ablate.checkpointer import ARTIFACT_DIR, LAST, PREVIOUS
         from ablate.tracking import Tracker
+        from ablate.tracking.checkpoints import ARTIFACT_DIR, LAST, PREVIOUS
 
         folder = Path(cfg.checkpoint_dir) / run_id
         if any((folder / name).is_file() for name in (LAST, PREVIOUS)):
@@ -409,7 +409,7 @@ def run_worker(plan: StudyPlan, settings: RunSettings, index: int = 0) -> int:
 def worker_process(plan: StudyPlan, settings: RunSettings, index: int, queue: Any) -> None:
     """Entry point of a spawned worker process: reports (index, status, trials, message)."""
     # SIGTERM / SIGINT (Ctrl-C reaches the whole process group) / SIGUSR1: the running
-    # trial is handed over (ablate.stopping); later signals wait for that to finish.
+    # trial is handed over (ablate.trial.stopping); later signals wait for that to finish.
     if settings.threads is not None:
         import torch
 

@@ -31,7 +31,7 @@ KILLED = "KILLED"
 TRIAL_STATE = "trial_state"
 FAILURE_REASON = "failure_reason"
 STUDY_STATE = "study_state"
-# Why a stop signal ended a run KILLED: preempted, time_limit or user (ablate.stopping).
+# Why a stop signal ended a run KILLED: preempted, time_limit or user (ablate.trial.stopping).
 STOP_REASON = "stop_reason"
 
 REASON_LIMIT = 5000  # characters of a failure reason kept in its tag

@@ -54,7 +54,7 @@ class Tracker:
         uri = resolve_tracking_uri(tracking_uri)
         client = MlflowClient(uri)
         exp_id = experiment_id(client, experiment)
-        from ablate.run_context import context_tags
+        from ablate.tracking.context import context_tags
 
         all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
         all_tags = {**context_tags(), **all_tags}  # mlflow.user, mlflow.source.*, user code

@@ -1,4 +1,4 @@
-"""ablate.plots: what each figure draws and how its axes are labelled."""
+"""ablate.compare.plots: what each figure draws and how its axes are labelled."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ablate import plots
+from ablate.compare import plots
 
 
 def _curves(metric: str) -> pd.DataFrame:

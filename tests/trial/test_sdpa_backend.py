@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import variants
 from ablate.models import create_model
-from ablate.sdpa_backend import (
+from ablate.trial.sdpa_backend import (
     SdpaMathWarning,
     probe_model_sdpa_backend,
     probe_sdpa_backend,

@@ -1,13 +1,14 @@
 """Resolve once: turn a :class:`RunConfig`'s strings into the objects a trial runs with.
 
 Two steps. :func:`check` is cheap (no weights, no device, no data): it parses the variant
-into a :class:`~variants.VariantSpec`, builds the :class:`~ablate.schedules.AlphaSchedule`,
+into a :class:`~variants.VariantSpec`, builds the :class:`~ablate.trial.schedules.AlphaSchedule`,
 looks up the model's :class:`~ablate.models._registry.ModelEntry` and classifies the data
 set; study files are validated with it. :func:`resolve` runs ``check`` and then loads the
 initial weights (a ``runs:/`` source is downloaded once, here), decides where validation
 data comes from, picks the device and builds the run's tags.
 
-Everything after it (:mod:`ablate.trial`, :mod:`ablate.train`, the model builders) receives
+Everything after it (:mod:`ablate.trial.run`, :mod:`ablate.trial.loop`, the model builders)
+receives
 the :class:`ResolvedRun` and its objects and never re-reads a string. Every error it raises
 is a one-line :class:`~ablate.exceptions.ConfigError` / ``CheckpointError`` before any
 MLflow run exists, so bad input never leaves a half-logged run behind.
@@ -32,7 +33,7 @@ from ablate.exceptions import ConfigError
 if TYPE_CHECKING:
     from ablate.finetune import SourceWeights
     from ablate.models._registry import ModelEntry
-    from ablate.schedules import AlphaSchedule
+    from ablate.trial.schedules import AlphaSchedule
     from variants import VariantSpec
 
 __all__ = ["CheckedConfig", "ResolvedRun", "check", "resolve", "resolve_device", "RUN_TAG_KEYS"]
@@ -208,7 +209,7 @@ def load_variant_file_once(path: str) -> None:
 
 
 def _check_schedule_fits(cfg: RunConfig, variant: "VariantSpec") -> None:
-    from ablate.learned_alpha import check_no_schedule
+    from ablate.models.learned_alpha import check_no_schedule
 
     check_no_schedule(variant.learned, cfg.alpha_schedule, cfg.variant)
     param_names = tuple(variant.entry.params)
@@ -226,7 +227,7 @@ def _alpha_schedule(cfg: RunConfig) -> "AlphaSchedule | None":
     epoch ``alpha_epochs``, or after ``alpha_steps`` steps."""
     if cfg.alpha_schedule == "none":
         return None
-    from ablate.schedules import AlphaSchedule, list_schedules
+    from ablate.trial.schedules import AlphaSchedule, list_schedules
 
     valid = list_schedules()
     if cfg.alpha_schedule not in valid:

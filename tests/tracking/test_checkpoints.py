@@ -7,7 +7,8 @@ import os
 import pytest
 import torch
 
-from ablate.checkpointer import PREVIOUS, Checkpointer, atomic_torch_save
+from ablate.models.checkpoint import atomic_torch_save
+from ablate.tracking.checkpoints import PREVIOUS, Checkpointer
 
 
 def _payload(epoch: int) -> dict:

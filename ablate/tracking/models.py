@@ -412,7 +412,7 @@ def load_model(uri: str, tracking_uri: str | None = None) -> "nn.Module":
 
     Example::
 
-        from ablate.mlflow_assets import load_model
+        from ablate.tracking.models import load_model
         model = load_model("models:/cct-digits/1")  # nn.Module, weights on the CPU
     """
     from ablate.models.checkpoint import model_from_checkpoint
@@ -429,7 +429,7 @@ def export_model_file(uri: str, out: str | Path, tracking_uri: str | None = None
     """Write a logged model as our checkpoint file (``torch.load(weights_only=True)``;
     ``ablate.models.checkpoint.model_from_checkpoint(path)`` rebuilds the module, and
     ``--init-from`` takes it)."""
-    from ablate.checkpointer import atomic_torch_save
+    from ablate.models.checkpoint import atomic_torch_save
 
     state = read_logged_model(uri, tracking_uri)
     return atomic_torch_save(state, out)

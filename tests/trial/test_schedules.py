@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from ablate import schedules
-from ablate.schedules import AlphaSchedule, get_schedule, list_schedules, register_schedule
+from ablate.trial import schedules
+from ablate.trial.schedules import AlphaSchedule, get_schedule, list_schedules, register_schedule
 
 BUILTINS = ["constant", "cosine", "linear", "step"]
 
@@ -105,7 +105,7 @@ def test_a_schedule_is_one_decorated_function_in_any_file(tmp_path, monkeypatch)
     (tmp_path / "my_schedules_mod.py").write_text(
         textwrap.dedent(
             """
-            from ablate.schedules import register_schedule
+            from ablate.trial.schedules import register_schedule
 
             @register_schedule("test_square")
             def square(p, levels):

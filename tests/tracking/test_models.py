@@ -125,7 +125,7 @@ def test_final_and_best_weights_are_logged_models_of_the_run(store):
 def test_registered_version_fine_tunes_from_exactly_its_weights(store, monkeypatch):
     import mlflow
 
-    from ablate.mlflow_assets import load_model
+    from ablate.tracking.models import load_model
 
     root, uri = store
     monkeypatch.chdir(root)
@@ -181,7 +181,7 @@ def test_unknown_model_uri_is_one_line(store, monkeypatch, capsys):
 def test_resume_checkpoint_is_uploaded_only_every_k_epochs_and_at_the_end(workdir):
     from mlflow import MlflowClient
 
-    from ablate.checkpoint_uploads import upload_epochs
+    from ablate.tracking.checkpoint_uploads import upload_epochs
 
     assert upload_epochs(300, 30) == list(range(30, 301, 30))  # 10 uploads
     assert upload_epochs(50, 30) == [30, 50]
@@ -207,8 +207,8 @@ def test_a_stopped_run_uploads_its_newest_epoch_and_resumes_from_the_artifact_st
     from mlflow import MlflowClient
 
     from ablate.config import RunConfig
-    from ablate.resolve import resolve
-    from ablate.trial import run_trial
+    from ablate.trial.resolve import resolve
+    from ablate.trial.run import run_trial
 
     cfg = RunConfig(img_size=8, epochs=3, quiet=True, checkpoint_upload_every=0,
                     system_metrics=False)

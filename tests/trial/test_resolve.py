@@ -9,7 +9,7 @@ import torch
 from ablate.config import RunConfig
 from ablate.exceptions import ConfigError
 from ablate.models import create_model
-from ablate.resolve import resolve
+from ablate.trial.resolve import resolve
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_variant_spec_refuses_what_does_not_exist(text, message):
 
 # -- check(cfg): every name, nothing loaded ----------------------------------------------------
 def test_resolve_carries_objects_not_strings():
-    from ablate.schedules import AlphaSchedule
+    from ablate.trial.schedules import AlphaSchedule
     from variants import VariantSpec
 
     run = resolve(RunConfig(variant="softmax_v:alpha=0", alpha_schedule="cosine", epochs=4))
@@ -122,7 +122,7 @@ def test_resolve_carries_objects_not_strings():
 
 
 def test_check_finds_every_name_without_weights_device_or_data(tmp_path):
-    from ablate.resolve import check
+    from ablate.trial.resolve import check
 
     # neither the device nor the initial weights are looked at
     missing = tmp_path / "no-such-weights.pt"
@@ -138,7 +138,7 @@ def test_check_finds_every_name_without_weights_device_or_data(tmp_path):
 
 
 def test_check_of_names_alone_leaves_combinations_to_the_whole_config():
-    from ablate.resolve import check
+    from ablate.trial.resolve import check
 
     text_model_on_images = RunConfig(model="text_cct_2")
     assert check(text_model_on_images, combinations=False).model.task == "text"
@@ -152,7 +152,7 @@ def test_check_of_names_alone_leaves_combinations_to_the_whole_config():
 
 def test_the_data_set_is_classified_once_per_trial(workdir, monkeypatch):
     import ablate.data
-    from ablate.trial import load_data_for
+    from ablate.trial.run import load_data_for
 
     calls = []
     classify = ablate.data.dataset_task
@@ -171,7 +171,7 @@ def test_a_variant_file_is_imported_once_per_version(tmp_path, monkeypatch):
     import warnings
 
     import variants._registry
-    from ablate.resolve import check
+    from ablate.trial.resolve import check
 
     # what this test registers disappears after it
     monkeypatch.setattr(variants._registry, "_REGISTRY", dict(variants._registry._REGISTRY))

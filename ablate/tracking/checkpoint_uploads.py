@@ -1,7 +1,7 @@
 """When a run's checkpoints reach the MLflow artifact store, off the training thread.
 
 ``last.pt`` (model, optimizer, schedules, RNG: about 3x the weights) is written locally
-and atomically after every epoch (:class:`~ablate.checkpointer.Checkpointer`); uploading
+and atomically after every epoch (:class:`~ablate.tracking.checkpoints.Checkpointer`); uploading
 it every epoch cost a 300-epoch cct_7 run ~12.6 GiB. :class:`CheckpointUploads` uploads it,
 with ``best.pt`` when that changed since the last upload, to the run's ``checkpoints/``
 artifacts only:
@@ -31,11 +31,11 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ablate.checkpointer import ARTIFACT_DIR, BEST, LAST
+from ablate.tracking.checkpoints import ARTIFACT_DIR, BEST, LAST
 
 if TYPE_CHECKING:
-    from ablate.checkpointer import Checkpointer
     from ablate.tracking import Tracker
+    from ablate.tracking.checkpoints import Checkpointer
 
 __all__ = ["CheckpointUploads", "upload_epochs"]
 

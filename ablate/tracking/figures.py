@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ablate.plots import TRAIN_OBJECTIVE_LABEL
+from ablate.compare.plots import TRAIN_OBJECTIVE_LABEL
 
 __all__ = ["confusion_matrix_figure", "learning_curve_figure"]
 
@@ -57,7 +57,7 @@ def learning_curve_figure(tracker: Any, title: str, alpha_keys: Sequence[str] = 
         tracker: anything with ``metric_history(key) -> [(step, value), ...]`` (a Tracker).
         title: figure title.
         alpha_keys: the run's learned-alpha metrics (``alpha/layer0``, ...; see
-            :func:`ablate.learned_alpha.alpha_metric_keys`), drawn in one panel.
+            :func:`ablate.models.learned_alpha.alpha_metric_keys`), drawn in one panel.
     """
     plt = _plt()
     keys = ("val_loss", "train_loss", "train_acc", "val_acc", "alpha", *alpha_keys)

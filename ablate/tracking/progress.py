@@ -7,7 +7,7 @@ stderr are terminals, otherwise a :class:`LineProgress` that prints one plain li
 
     epoch 3/8  loss 0.532  val_acc 0.812  (4.1 s/epoch)
 
-Both offer what :func:`ablate.train.fit` calls: ``update(n)``, ``set_postfix(**fields)``
+Both offer what :func:`ablate.trial.loop.fit` calls: ``update(n)``, ``set_postfix(**fields)``
 and ``close()``.
 """
 

@@ -29,16 +29,14 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Mapping
-
-import torch
+from typing import Any, Mapping
 
 from ablate.exceptions import CheckpointError
+from ablate.models.checkpoint import atomic_torch_save
+from ablate.models.pretrained import read_checkpoint
 
 __all__ = [
     "Checkpointer",
-    "atomic_torch_save",
-    "read_checkpoint",
     "read_state",
     "LAST",
     "BEST",
@@ -52,42 +50,6 @@ BEST = "best.pt"  # weights of the best-validation epoch
 PREVIOUS = "last.prev.pt"  # the last.pt before the newest one (fallback when that is cut short)
 EXPORTED = "model.pt"  # final weights, LoRA adapters merged (ablate.finetune.export_model)
 ARTIFACT_DIR = "checkpoints"  # MLflow artifact folder holding the files above
-
-
-def atomic_torch_save(payload: Mapping[str, Any], path: str | Path) -> Path:
-    """``torch.save`` that never leaves a half-written ``path`` behind.
-
-    Args:
-        payload: what to save (plain types and tensors: it is read with weights_only=True).
-        path: destination; its folder is created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(dict(payload), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)  # the rename itself survives a power cut
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Checkpointer:
@@ -140,42 +102,6 @@ class Checkpointer:
         if state is None:
             raise CheckpointError(f"best checkpoint {self.best_path} is missing or unreadable")
         return state
-
-
-def read_checkpoint(
-    path: str | Path, *, unreadable: Literal["raise", "none"] = "raise"
-) -> Any:
-    """Load a checkpoint file on the CPU with ``weights_only=True`` (no pickled code runs).
-
-    Args:
-        path: the file (``~`` is expanded).
-        unreadable: what a missing, truncated or foreign file gives: ``raise`` a one-line
-            :class:`~ablate.exceptions.CheckpointError` naming the file, or ``none`` (resume,
-            which then falls back to an older file).
-
-    Returns:
-        Whatever the file holds (ours: a dict with ``model``; official: a state dict).
-    """
-    if unreadable not in ("raise", "none"):
-        raise ValueError(f"unreadable: {unreadable!r} is not valid; choose raise or none")
-    p = Path(path).expanduser()
-    problem = (
-        None if p.is_file()
-        else f"checkpoint file {p} does not exist" if not p.exists()
-        else f"checkpoint path {p} is not a file"
-    )
-    if problem is None:
-        try:
-            return torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - truncated files raise EOFError, RuntimeError, ...
-            first = (str(err).strip().splitlines() or [""])[0][:200]
-            problem = (
-                f"cannot read checkpoint {p} with torch.load(weights_only=True): "
-                f"{type(err).__name__}: {first}"
-            )
-    if unreadable == "none":
-        return None
-    raise CheckpointError(problem)
 
 
 def read_state(path: str | Path) -> dict[str, Any] | None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from ablate.config import RunConfig
-from ablate.resolve import resolve
-from ablate.trial import run_trial
+from ablate.trial.resolve import resolve
+from ablate.trial.run import run_trial
 
 FAST = dict(dataset="digits", img_size=8, batch_size=128, quiet=True, seed=0)
 

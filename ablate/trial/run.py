@@ -30,17 +30,18 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 import torch.nn as nn
 
-from ablate.checkpointer import ARTIFACT_DIR, EXPORTED, LAST, Checkpointer, read_state
 from ablate.exceptions import AblateError, ConfigError
-from ablate.train import EpochHook, Loop, evaluate, fit, seed_everything
+from ablate.tracking.checkpoints import ARTIFACT_DIR, EXPORTED, LAST, Checkpointer, read_state
+from ablate.trial.loop import EpochHook, Loop, evaluate, fit, seed_everything
 
 if TYPE_CHECKING:
+    from ablate.config import RunConfig
     from ablate.data import DataBundle
     from ablate.models._contract import BuilderKwargs
-    from ablate.resolve import ResolvedRun
     from ablate.tracking import Tracker
+    from ablate.trial.resolve import ResolvedRun
 
-__all__ = ["RunResult", "run_trial", "build_model", "load_data_for", "default_run_name"]
+__all__ = ["RunResult", "run_trial", "train", "build_model", "load_data_for", "default_run_name"]
 
 _TEST_KEYS = ("loss", "acc", "precision", "recall", "f1")
 # Settings of this machine, not of the experiment: tags ``local.<key>``, never params
@@ -136,7 +137,7 @@ def run_trial(
     """Train ``run`` and log it to MLflow; the run is ended whatever happens.
 
     Args:
-        run: the resolved configuration (:func:`ablate.resolve.resolve`).
+        run: the resolved configuration (:func:`ablate.trial.resolve.resolve`).
         on_epoch: called after every epoch's validation with (epoch, row); raising
             :class:`~ablate.exceptions.Pruned` ends the run as pruned.
         parent_run_id: nest a new run under this one (a study's parent run).
@@ -181,8 +182,8 @@ def run_trial(
     if on_run_open is not None:
         on_run_open(tracker)
     hint = f"ablate run --resume {tracker.run_id}" if parent_run_id is None else None
-    from ablate.run_context import system_metrics
-    from ablate.stopping import StopSignals
+    from ablate.tracking.context import system_metrics
+    from ablate.trial.stopping import StopSignals
 
     # SIGTERM / SIGINT / SIGUSR1: the run ends KILLED with its stop_reason (a study worker
     # already handles them: then this is a no-op)
@@ -222,7 +223,7 @@ class _Trial:
         self.best = {"val_acc": -1.0, "epoch": 0}
         self.any_at_end = False  # some epoch was validated at the schedule's end value
         self.logged_epochs: set[int] = set()  # epochs already in the run's history (resume)
-        from ablate.checkpoint_uploads import CheckpointUploads
+        from ablate.tracking.checkpoint_uploads import CheckpointUploads
 
         self.uploads = CheckpointUploads(tracker, self.ckpt, self.cfg.checkpoint_upload_every)
         self.datasets: dict[str, Any] = {}  # split -> (name, digest) of its MLflow data set
@@ -230,8 +231,8 @@ class _Trial:
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, resume: bool) -> RunResult:
-        from ablate.progress import epoch_progress
-        from ablate.stopping import deferred
+        from ablate.tracking.progress import epoch_progress
+        from ablate.trial.stopping import deferred
 
         start = self._resume() if resume else self._start()
         # a bar in a terminal, one plain line per epoch in a log file
@@ -247,7 +248,7 @@ class _Trial:
     def _start(self) -> int:
         import yaml
 
-        from ablate.mlflow_assets import log_datasets
+        from ablate.tracking.models import log_datasets
 
         cfg, model = self.cfg, self.loop.model
         params = {k: v for k, v in cfg.to_dict().items() if k not in _LOCAL_KEYS}
@@ -271,7 +272,7 @@ class _Trial:
         if state is None:
             state = self._download_last()
         self.loop.restore(state)
-        from ablate.mlflow_assets import log_datasets
+        from ablate.tracking.models import log_datasets
 
         self.datasets = log_datasets(self.tracker, self.bundle, log=False)
         self.best = dict(state["best"])
@@ -379,7 +380,7 @@ class _Trial:
 
     # -- the end -------------------------------------------------------------------------
     def _finish(self) -> RunResult:
-        from ablate.mlflow_assets import log_trial_models
+        from ablate.tracking.models import log_trial_models
 
         cfg, loop = self.cfg, self.loop
         self.uploads.submit()  # the final last.pt / best.pt, while the test split runs
@@ -453,7 +454,7 @@ class _Trial:
 
     def _tag_sdpa_backend(self) -> None:
         """Which SDPA kernel the training step really runs (a variant may force math)."""
-        from ablate.sdpa_backend import probe_model_sdpa_backend, warn_if_math
+        from ablate.trial.sdpa_backend import probe_model_sdpa_backend, warn_if_math
 
         run, loop = self.resolved, self.loop
         sample = self.bundle.eval_transform(self.bundle.train.x[:2])
@@ -466,7 +467,7 @@ class _Trial:
     def _log_figures(self, pred: Any) -> None:
         import matplotlib.pyplot as plt
 
-        from ablate.run_figures import confusion_matrix_figure, learning_curve_figure
+        from ablate.tracking.figures import confusion_matrix_figure, learning_curve_figure
 
         cfg = self.cfg
         true = self.bundle.test.y.cpu().numpy()
@@ -474,7 +475,7 @@ class _Trial:
         fig = confusion_matrix_figure(true, pred, self.bundle.class_names, title=title)
         self.tracker.log_figure(fig, "figures/confusion_matrix.png")
         plt.close(fig)
-        from ablate.learned_alpha import alpha_metric_keys
+        from ablate.models.learned_alpha import alpha_metric_keys
 
         fig = learning_curve_figure(
             self.tracker,
@@ -483,3 +484,10 @@ class _Trial:
         )
         self.tracker.log_figure(fig, "figures/learning_curves.png")
         plt.close(fig)
+
+
+def train(cfg: "RunConfig", **kwargs: Any) -> RunResult:
+    """Resolve ``cfg`` and run it as one trial (``kwargs`` go to :func:`run_trial`)."""
+    from ablate.trial.resolve import resolve
+
+    return run_trial(resolve(cfg), **kwargs)

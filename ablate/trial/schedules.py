@@ -132,7 +132,7 @@ def _step(p: float, levels: int) -> float:
 class AlphaSchedule:
     """``schedule(step) -> alpha`` before optimizer step ``step`` (see the module docstring).
 
-    Built once per run (by :func:`ablate.resolve.resolve`), before the data is loaded: a
+    Built once per run (by :func:`ablate.trial.resolve.resolve`), before the data is loaded: a
     window given in epochs (``epochs``) becomes steps with :meth:`sized` once the number of
     optimizer steps per epoch is known. The shape function is looked up once, here.
 

@@ -12,7 +12,7 @@ import torch.nn as nn
 from ablate.config import RunConfig
 from ablate.exceptions import ConfigError
 from ablate.finetune import export_model, prepare_model
-from ablate.lora import (
+from ablate.finetune.lora import (
     LoRALinear,
     apply_lora,
     is_lora_parameter,

@@ -23,11 +23,11 @@ from ablate.finetune import (
     parse_source,
     prepare_model,
 )
-from ablate.lora import is_lora_parameter, lora_modules, merge_lora_state_dict
+from ablate.finetune.lora import is_lora_parameter, lora_modules, merge_lora_state_dict
 from ablate.models import create_model
 from ablate.models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from ablate.resolve import resolve
-from ablate.schedules import AlphaSchedule
+from ablate.trial.resolve import resolve
+from ablate.trial.schedules import AlphaSchedule
 
 DIGITS_TRAIN = 1293  # digits: 1797 - 20 % test - 10 % val (fixed split seed)
 FAST = dict(img_size=8, batch_size=128, quiet=True)  # 8x8 digits: 4 tokens
@@ -61,7 +61,7 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def source_run(store):
     """A small softmax model trained on digits; its best.pt is what fine-tuning starts from."""
-    from ablate.api import train
+    from ablate.trial.run import train
 
     result = train(RunConfig(epochs=2, run_name="source", **FAST))
     assert result.status == "FINISHED"
@@ -82,7 +82,7 @@ def client(store):
 def test_finetune_from_a_run_starts_at_the_source_accuracy_and_anneals_alpha(
     store, source_run, client
 ):
-    from ablate.api import train
+    from ablate.trial.run import train
 
     rid = source_run.run_id
     epochs, alpha_epochs = 2, 1
@@ -275,7 +275,7 @@ def test_official_weights_finetune_on_digits_with_lora_and_resume(
 ):
     """Tiny end to end at the default digits size: RGB weights -> 3-channel digits, LoRA
     (+ layer decay), interrupted after epoch 1 and resumed, merged weights exported."""
-    from ablate.api import train
+    from ablate.trial.run import train
 
     official = _official_state_dict(cct_keys["cct_2_3x2_32"], seed=3)
     path = tmp_path / "cct_2_3x2_32.pth"
@@ -395,7 +395,7 @@ def test_freeze_options_freeze_exactly_what_they_say():
 
 
 def test_layer_decay_scales_follow_the_formula():
-    from ablate.train import _param_groups
+    from ablate.trial.loop import _param_groups
 
     model = _cct2()
     assert lr_scale_fn(model, RunConfig()) is None  # 1.0 = off

@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("mlflow")
 
-from ablate.run_figures import confusion_matrix_figure, learning_curve_figure  # noqa: E402
 from ablate.tracking import Tracker  # noqa: E402
+from ablate.tracking.figures import confusion_matrix_figure, learning_curve_figure  # noqa: E402
 
 
 def test_learning_curves_never_share_the_train_objective_axis(tmp_path):

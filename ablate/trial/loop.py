@@ -4,11 +4,11 @@
 learning-rate schedule, optional EMA, the shuffling generator, the alpha schedule) and
 knows how to save and restore all of it; :func:`fit` runs its epochs and hands each
 epoch's metric row to a hook. Tracking, checkpoint files, test evaluation and pruning are
-the trial runner's business (:mod:`ablate.trial`), so this file reads top to bottom.
+the trial runner's business (:mod:`ablate.trial.run`), so this file reads top to bottom.
 
-The alpha schedule arrives as an object (built once by :func:`ablate.resolve.resolve`);
+The alpha schedule arrives as an object (built once by :func:`ablate.trial.resolve.resolve`);
 the loop only sizes its window to the data and calls it before every optimizer step.
-``train(cfg)``, the public entry point, lives in :mod:`ablate.api`.
+``train(cfg)``, the public entry point, lives in :mod:`ablate.trial.run`.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ablate.exceptions import Pruned, TrainingDiverged
-from ablate.learned_alpha import alpha_metrics, split_alpha_group
+from ablate.models.learned_alpha import alpha_metrics, split_alpha_group
 
 if TYPE_CHECKING:
     from ablate.config import RunConfig
     from ablate.data import DataBundle, Split
-    from ablate.schedules import AlphaSchedule
+    from ablate.trial.schedules import AlphaSchedule
 
 __all__ = [
     "Loop",
