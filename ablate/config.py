@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from ablate.cli_options import option
 from ablate.exceptions import ConfigError
 
 __all__ = [
@@ -47,8 +48,8 @@ NORM_CHOICES = ("cct", "pre")
 
 
 def _f(default: Any, help: str, *, choices: tuple[str, ...] | None = None, group: str = "run"):
-    """A dataclass field with its CLI help, choices and help-group attached."""
-    return field(default=default, metadata={"help": help, "choices": choices, "group": group})
+    """A config field: its CLI flag, help, choices and help section (:func:`option`)."""
+    return option(default, help, choices=choices, group=group)
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,9 @@ class RunConfig:
     checkpoint_upload_every: int = _f(
         30, "upload the resume checkpoint to MLflow every K epochs and at the end (0: end only)"
     )
+    keep_checkpoints: bool = _f(
+        False, "keep a finished run's local checkpoint folder (its files are in MLflow anyway)"
+    )
     system_metrics: bool = _f(True, "log CPU / memory / GPU use as system/* metrics")
     system_metrics_interval: float = _f(10.0, "seconds between system-metrics samples")
     quiet: bool = _f(False, "no progress bars")
@@ -319,6 +323,7 @@ def config_from_mapping(values: Mapping[str, Any], source: str = "config") -> Ru
     Keys may use dashes or underscores (``alpha-schedule`` == ``alpha_schedule``).
     """
     known = {f.name for f in dataclasses.fields(RunConfig)}
+    values = _fold_variant_params(values)
     clean: dict[str, Any] = {}
     for raw_key, value in values.items():
         key = str(raw_key).replace("-", "_")
@@ -332,19 +337,74 @@ def config_from_mapping(values: Mapping[str, Any], source: str = "config") -> Ru
     return RunConfig(**clean)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with safe loading; errors name the file."""
+def _fold_variant_params(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``variant: softmax_v`` with ``variant.alpha: 1`` (a run's logged params and
+    ``config.yaml``) -> ``variant: softmax_v:alpha=1``, the text form ``--variant`` takes."""
+    items = [f"{k[len('variant.'):]}={v}" for k, v in values.items()
+             if str(k).startswith("variant.")]
+    if not items:
+        return dict(values)
+    out = {k: v for k, v in values.items() if not str(k).startswith("variant.")}
+    out["variant"] = f"{out.get('variant', 'softmax')}:" + ",".join(items)
+    return out
+
+
+def load_yaml(
+    path: str | Path, *, kind: str = "config file", keys: str = "config keys"
+) -> dict[str, Any]:
+    """Read a YAML mapping with safe loading; every error is one line naming the file.
+
+    Aliases (``*name``) are sized before anything is built: a document that would expand to
+    more than 100,000 values (the "billion laughs" attack, a few lines of nested anchors)
+    is refused at once instead of filling the memory.
+
+    Args:
+        path: the file.
+        kind: what the file is, for messages ("study file").
+        keys: what it should map, for messages ("study keys (name, base, grid, ...)").
+    """
     import yaml
+
+    limit = 100_000
+
+    class Loader(yaml.SafeLoader):
+        def construct_document(self, node: Any) -> Any:
+            sizes: dict[int, int | None] = {}  # node id -> values it expands to (None: open)
+
+            def size(n: Any) -> int:
+                if id(n) in sizes:
+                    if sizes[id(n)] is None:
+                        raise yaml.YAMLError("an alias refers to the node that contains it")
+                    return sizes[id(n)] or 0
+                sizes[id(n)] = None
+                children = n.value if isinstance(n, yaml.SequenceNode) else (
+                    [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode)
+                    else []
+                )
+                total = 1 + sum(size(c) for c in children)
+                if total > limit:
+                    raise yaml.YAMLError(
+                        f"its aliases expand to more than {limit:,} values; write the values "
+                        "out instead of nesting anchors"
+                    )
+                sizes[id(n)] = total
+                return total
+
+            size(node)
+            return super().construct_document(node)
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
+        raise ConfigError(f"{path}: no such {kind}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=Loader)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of {keys}, got {type(data).__name__}")
     return data

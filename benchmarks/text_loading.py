@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablate.data import glove  # noqa: E402
 from ablate.data.glove import build_embedding_matrix, load_glove  # noqa: E402
-from ablate.data.text import build_vocab, tokenize_batch  # noqa: E402
+from ablate.data.text.encoding import build_vocab  # noqa: E402
+from ablate.data.text.tokenizer import tokenize_batch  # noqa: E402
 
 
 def _timed(fn):

@@ -68,10 +68,10 @@ def test_hf_bert_finetunes_from_alpha0_on_csv(workdir):
     ])
     assert code == 0
     client, (run,) = _runs()
-    assert run.data.tags["model"] == f"hf:{workdir / 'bert'}"
-    alpha = _curve(client, run, "alpha")
+    assert run.data.params["model"] == f"hf:{workdir / 'bert'}"
+    alpha = _curve(client, run, "alpha/value")
     assert alpha[0] == (0, 0.0) and alpha[-1] == (1, 1.0)
-    assert [s for s, _ in _curve(client, run, "val_acc")] == [0, 1]
+    assert [s for s, _ in _curve(client, run, "acc/val")] == [0, 1]
 
     # Epoch 0 is exactly the saved model: its validation accuracy, computed by transformers.
     cfg = RunConfig(dataset="csv:reviews.csv", max_len=16, val_split="train")
@@ -81,9 +81,9 @@ def test_hf_bert_finetunes_from_alpha0_on_csv(workdir):
         x = bundle.val.x
         logits = source.eval()(input_ids=x, attention_mask=(x != 0).long()).logits
     expected = float((logits.argmax(-1) == bundle.val.y).float().mean())
-    assert _curve(client, run, "val_acc")[0][1] == pytest.approx(expected)
+    assert _curve(client, run, "acc/val")[0][1] == pytest.approx(expected)
     loss = float(torch.nn.functional.cross_entropy(logits, bundle.val.y))
-    assert _curve(client, run, "val_loss")[0][1] == pytest.approx(loss, rel=1e-5)
+    assert _curve(client, run, "loss/val")[0][1] == pytest.approx(loss, rel=1e-5)
 
 
 def test_timm_vit_runs_on_digits(workdir):
@@ -95,7 +95,7 @@ def test_timm_vit_runs_on_digits(workdir):
     ])
     assert code == 0
     client, (run,) = _runs()
-    assert run.data.tags["model"] == "timm:vit_tiny_patch16_224"
-    for key in ("val_loss", "val_acc", "alpha"):
+    assert run.data.params["model"] == "timm:vit_tiny_patch16_224"
+    for key in ("loss/val", "acc/val", "alpha/value"):
         assert [s for s, _ in _curve(client, run, key)] == [0, 1]
     assert "test_acc" in run.data.metrics

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 optuna = pytest.importorskip("optuna")
+from ablate.tracking.progress import LineProgress  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 from study_cli import study_cli  # noqa: E402  (tests/ helper, not collected)
@@ -28,7 +29,6 @@ from study_cli import study_cli  # noqa: E402  (tests/ helper, not collected)
 from ablate.cli import main  # noqa: E402
 from ablate.exceptions import Stopped  # noqa: E402
 from ablate.study.storage import is_dead, open_storage, process_identity  # noqa: E402
-from ablate.tracking.progress import LineProgress  # noqa: E402
 from ablate.trial.stopping import JOB_END_ENV, StopSignals, critical, stop_reason  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +60,7 @@ def _client(workdir: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{workdir}/mlflow.db")
 
 
-def _curve(client: MlflowClient, run_id: str, key: str = "val_acc") -> list[tuple[int, float]]:
+def _curve(client: MlflowClient, run_id: str, key: str = "acc/val") -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
@@ -138,7 +138,7 @@ def test_stopped_study_resumes_the_same_trial_in_the_same_run(
     assert "stop_reason" not in run.data.tags and "failure_reason" not in run.data.tags
     # at most the interrupted epoch was lost: training resumed after the last logged epoch
     assert int(run.data.tags["resumed_from_epoch"]) == before
-    for key in ("val_acc", "val_loss", "train_loss", "lr"):
+    for key in ("acc/val", "loss/val", "loss/train", "optim/lr"):
         steps = [m.step for m in client.get_metric_history(run_id, key)]
         assert sorted(steps) == sorted(set(steps)), f"{key} logged twice for an epoch"
     curve = _curve(client, run_id)
@@ -163,7 +163,7 @@ def test_stopped_study_resumes_the_same_trial_in_the_same_run(
     exp = client.get_experiment_by_name("uninterrupted")
     reference = client.search_runs([exp.experiment_id])[0].info.run_id
     assert _curve(client, reference) == curve
-    for key in ("val_loss", "train_loss"):
+    for key in ("loss/val", "loss/train"):
         assert _curve(client, reference, key) == _curve(client, run_id, key)
 
 

@@ -4,6 +4,7 @@ majority-class baseline on held-out rows, and MLflow holds the same curves as fo
 from __future__ import annotations
 
 import csv
+import json
 import random
 
 from ablate.cli import main
@@ -72,17 +73,19 @@ def test_text_cct_trains_on_csv_and_beats_majority(workdir):
     client = MlflowClient()
     exp = client.get_experiment_by_name("ablate")
     (run,) = client.search_runs([exp.experiment_id])
-    assert run.data.tags["task"] == "text" and run.data.tags["model"] == "text_cct_2"
+    assert run.data.params["task"] == "text" and run.data.params["model"] == "text_cct_2"
+    assert "img_size" not in run.data.params and run.data.params["max_len"]
 
     test_acc = run.data.metrics["test_acc"]
-    test_labels = int(float(run.data.params["data.test_size"]))
+    test_labels = next(json.loads(d.dataset.profile)["num_rows"]
+                       for d in run.inputs.dataset_inputs if d.dataset.name.endswith("-test"))
     assert test_labels > 50
     assert test_acc > majority + 0.1, (test_acc, majority)
 
     # the same curves as an image run
-    for key in ("val_loss", "val_acc", "val_f1", "alpha"):
+    for key in ("loss/val", "acc/val", "f1/val", "alpha"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(9))
-    for key in ("train_loss", "train_acc", "lr", "samples_per_s"):
+    for key in ("loss/train", "acc/train", "lr", "speed/samples_per_s"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(
             range(1, 9)
         )

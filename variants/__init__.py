@@ -13,17 +13,20 @@ with ``ablate run --variant-file my_variants.py``.
 """
 
 # Importing the built-in modules registers them.
-from variants import laser as _laser  # noqa: F401
-from variants import laser_remix as _laser_remix  # noqa: F401
-from variants import softmax as _softmax  # noqa: F401
-from variants import softmax_v as _softmax_v  # noqa: F401
-from variants import softmax_v_scaled as _softmax_v_scaled  # noqa: F401
-from variants import value_rmsnorm as _value_rmsnorm  # noqa: F401
+from variants import (  # noqa: F401
+    laser,
+    laser_remix,
+    softmax,
+    softmax_v,
+    softmax_v_scaled,
+    value_rmsnorm,
+)
 from variants._base import AttentionFn, masked_token_softmax, sdpa_mask
 from variants._learned import LearnedAlpha
 from variants._registry import (
     ENTRY_POINT_GROUP,
     AttentionEntry,
+    Registry,
     VariantSpec,
     get_attention,
     list_attention,
@@ -33,16 +36,7 @@ from variants._registry import (
 )
 
 __all__ = [
-    "AttentionFn",
-    "LearnedAlpha",
-    "AttentionEntry",
-    "VariantSpec",
-    "register_attention",
-    "get_attention",
-    "list_attention",
-    "load_variant_file",
-    "parse_variant",
-    "masked_token_softmax",
-    "sdpa_mask",
-    "ENTRY_POINT_GROUP",
+    "AttentionFn", "LearnedAlpha", "AttentionEntry", "Registry", "VariantSpec",
+    "register_attention", "get_attention", "list_attention", "load_variant_file",
+    "parse_variant", "masked_token_softmax", "sdpa_mask", "ENTRY_POINT_GROUP",
 ]

@@ -64,17 +64,9 @@ class AttentionFn(Protocol):
 def sdpa_mask(
     mask: torch.Tensor | None, bias: torch.Tensor | None = None
 ) -> torch.Tensor | None:
-    """The ``attn_mask`` for ``scaled_dot_product_attention`` from a padding mask and a bias.
-
-    Args:
-        mask: key-padding mask (B, Nk), True = real token.
-        bias: additive score bias broadcastable to (B, H, Nq, Nk).
-
-    Returns:
-        None; the boolean (B, 1, 1, Nk) mask alone (SDPA's cheapest masked path); the bias
-        alone; or, with both, the bias with padded keys set to -inf, broadcast to their common
-        shape (e.g. (B, H, Nq, Nk)).
-    """
+    """SDPA's ``attn_mask`` from a key-padding ``mask`` (B, Nk) and a score ``bias``: None;
+    the boolean (B, 1, 1, Nk) mask alone (SDPA's cheapest masked path); the bias alone; or
+    the bias with padded keys at -inf, broadcast to their common shape (B, H, Nq, Nk)."""
     if mask is None:
         return bias
     keep = mask[:, None, None, :]  # (B, 1, 1, Nk)
@@ -86,14 +78,10 @@ def sdpa_mask(
 def masked_token_softmax(
     v: torch.Tensor, mask: torch.Tensor | None, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """softmax^T(V): softmax over the token axis, separately for every feature of every head.
+    """softmax^T(V): (B, H, N, D) softmax over the tokens, for every feature of every head.
 
-    Args:
-        v: (B, H, N, D).
-        mask: (B, N), True = real token. Padded tokens get weight 0 and do not take part in
-            the normalisation of the real ones.
-        dtype: compute and return in this dtype (e.g. float32 for bf16 ``v``) without a
-            separate up-cast copy of ``v``.
+    Padded tokens (``mask`` (B, N) False) get weight 0 and stay out of the normalisation;
+    ``dtype`` computes in that dtype (float32 for bf16 ``v``) without an up-cast copy.
     """
     if mask is not None:
         v = v.masked_fill(~mask[:, None, :, None], float("-inf"))  # (B, H, N, D)

@@ -70,11 +70,8 @@ class _Remix(torch.autograd.Function):
 
 
 def remix_values_fused(
-    v: torch.Tensor,
-    mask: torch.Tensor | None,
-    alpha: torch.Tensor | float,
-    beta: torch.Tensor | float | None,
-    count: torch.Tensor | int | None = None,
+    v: torch.Tensor, mask: torch.Tensor | None, alpha: torch.Tensor | float,
+    beta: torch.Tensor | float | None, count: torch.Tensor | int | None = None,
 ) -> torch.Tensor:
     """alpha * c * softmax^T(V) + beta * V (beta None: 1 - alpha) on a float32/64 (B, H, N, D).
 

@@ -11,10 +11,10 @@ runs the variant, instead of a fixed (or scheduled) buffer. Its options:
 - ``alpha_init``: the value training starts from, reached exactly (default 0: standard
   attention for softmax_v, alpha_remix and laser_remix);
 - ``alpha_range``: ``[lo,hi]`` squashes alpha into that interval (smoothly; see
-  :mod:`ablate.learned_alpha`); ``alpha_init`` must lie strictly inside it.
+  :mod:`ablate.models.learned_alpha`); ``alpha_init`` must lie strictly inside it.
 
 The options are only valid together with ``alpha=learned``. The parameter itself (a torch
-module) lives in :mod:`ablate.learned_alpha`; this module only parses and prints.
+module) lives in :mod:`ablate.models.learned_alpha`; this module only parses and prints.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["LearnedAlpha", "split_learned", "split_items", "ALPHA_SHAPES", "LEARNED_KEYS"]
+__all__ = ["LearnedAlpha", "split_items", "number", "ALPHA_SHAPES", "LEARNED_KEYS"]
 
 ALPHA_SHAPES = ("layer", "head")
 LEARNED_KEYS = ("alpha_shape", "alpha_init", "alpha_range")
@@ -53,6 +53,30 @@ class LearnedAlpha:
                     f"[{lo:g},{hi:g}] (the squashed alpha never reaches its ends)"
                 )
 
+    @classmethod
+    def from_items(cls, found: dict[str, str], text: str) -> "LearnedAlpha | None":
+        """From the ``alpha=learned`` items of a variant string (``{"alpha_shape": "head"}``,
+        ...); None when there are none. ``text`` is the whole string, for errors."""
+        if not found:
+            return None
+        if found.get("alpha") != "learned":
+            raise ValueError(
+                f"{', '.join(sorted(found))} in {text!r} only go with alpha=learned "
+                "(e.g. softmax_v:alpha=learned,alpha_shape=head)"
+            )
+        options: dict = {}
+        if "alpha_shape" in found:
+            options["shape"] = found["alpha_shape"]
+        if "alpha_init" in found:
+            options["init"] = number("alpha_init", found["alpha_init"])
+        if "alpha_range" in found:
+            raw = found["alpha_range"]
+            parts = split_items(raw[1:-1]) if raw.startswith("[") and raw.endswith("]") else []
+            if len(parts) != 2:
+                raise ValueError(f"alpha_range must look like [lo,hi], got {raw!r} in {text!r}")
+            options["range"] = (number("alpha_range", parts[0]), number("alpha_range", parts[1]))
+        return cls(**options)
+
     def __str__(self) -> str:
         """The variant-string items, e.g. ``alpha=learned,alpha_shape=head``."""
         items = ["alpha=learned"]
@@ -69,10 +93,7 @@ def split_items(rest: str) -> list[str]:
     """``a=1,b=[2,3]`` -> ``["a=1", "b=[2,3]"]``: commas inside brackets do not split."""
     items, depth, current = [], 0, []
     for char in rest:
-        if char == "[":
-            depth += 1
-        elif char == "]":
-            depth -= 1
+        depth += (char == "[") - (char == "]")
         if char == "," and depth == 0:
             items.append("".join(current))
             current = []
@@ -82,48 +103,9 @@ def split_items(rest: str) -> list[str]:
     return [item for item in items if item.strip()]
 
 
-def _number(key: str, value: str) -> float:
+def number(key: str, value: str) -> float:
+    """``value`` as a float; the error names the parameter."""
     try:
         return float(value)
     except ValueError:
         raise ValueError(f"variant parameter {key!r} must be a number, got {value!r}") from None
-
-
-def split_learned(text: str) -> tuple[str, LearnedAlpha | None]:
-    """Take ``alpha=learned`` and its options out of a variant string.
-
-    Returns the string without them (what the fixed-parameter parser reads) and the
-    :class:`LearnedAlpha`, or the string unchanged and None.
-    """
-    name, colon, rest = text.partition(":")
-    if not colon:
-        return text, None
-    kept: list[str] = []
-    found: dict[str, str] = {}
-    for item in split_items(rest):
-        key, eq, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if eq and (key in LEARNED_KEYS or (key == "alpha" and value == "learned")):
-            found[key] = value
-        else:
-            kept.append(item)
-    if not found:
-        return text, None
-    if "alpha" not in found:
-        raise ValueError(
-            f"{', '.join(sorted(found))} in {text!r} only go with alpha=learned "
-            "(e.g. softmax_v:alpha=learned,alpha_shape=head)"
-        )
-    options: dict = {}
-    if "alpha_shape" in found:
-        options["shape"] = found["alpha_shape"]
-    if "alpha_init" in found:
-        options["init"] = _number("alpha_init", found["alpha_init"])
-    if "alpha_range" in found:
-        raw = found["alpha_range"]
-        parts = split_items(raw[1:-1]) if raw.startswith("[") and raw.endswith("]") else []
-        if len(parts) != 2:
-            raise ValueError(f"alpha_range must look like [lo,hi], got {raw!r} in {text!r}")
-        options["range"] = (_number("alpha_range", parts[0]), _number("alpha_range", parts[1]))
-    fixed = name + (":" + ",".join(kept) if kept else "")
-    return fixed, LearnedAlpha(**options)

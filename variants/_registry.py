@@ -1,4 +1,11 @@
-"""The attention-variant registry: one decorator, lookup by name, entry points, user files."""
+"""The attention-variant registry, and the generic :class:`Registry` every ablate registry uses.
+
+One class holds the machinery that the variants, the backbones (``ablate.models``) and the
+alpha schedules (``ablate.trial.schedules``) share: a warning when a name is registered
+again with something else, fnmatch listing, plug-ins from an entry-point group, and lookup
+errors that list the valid names. It lives here because ``variants`` is the bottom layer
+(pure torch and the standard library).
+"""
 
 from __future__ import annotations
 
@@ -8,23 +15,87 @@ import importlib.util
 import inspect
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from variants._base import AttentionFn
-from variants._learned import LearnedAlpha, split_learned
+from variants._learned import LEARNED_KEYS, LearnedAlpha, number, split_items
 
 __all__ = [
-    "AttentionEntry",
-    "VariantSpec",
-    "register_attention",
-    "get_attention",
-    "list_attention",
-    "load_variant_file",
-    "parse_variant",
-    "ENTRY_POINT_GROUP",
+    "Registry", "AttentionEntry", "VariantSpec", "VARIANTS", "register_attention",
+    "get_attention", "list_attention", "load_variant_file", "parse_variant", "ENTRY_POINT_GROUP",
 ]
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Name -> entry for one kind of thing, extensible by entry points.
+
+    Args:
+        kind: what an entry is, for messages (``"attention variant"``).
+        plural: how an error names the valid ones (``"variants"``).
+        group: the entry-point group of plug-ins (``"ablate.variants"``); None: no plug-ins.
+        adopt: ``adopt(entry_point, loaded_object)`` registers an entry point that did not
+            register itself on loading (a plain function); None: importing is enough.
+        discover: imports the modules that register the built-ins, before the first lookup.
+    """
+
+    def __init__(
+        self, kind: str, plural: str, group: str | None,
+        adopt: Callable[[Any, Any], None] | None = None,
+        discover: Callable[[], None] | None = None,
+    ) -> None:
+        self.kind, self.plural, self.group = kind, plural, group
+        self.adopt, self.discover = adopt, discover
+        self.entries: dict[str, T] = {}
+        self.plugins_loaded = False
+
+    def add(self, name: str, entry: T, *, stacklevel: int = 3) -> None:
+        """Register ``entry``; another entry under a taken name wins, with a warning (the
+        same one again, as when a module is imported twice, is silent)."""
+        if name in self.entries and self.entries[name] != entry:
+            warnings.warn(
+                f"{self.kind} {name!r} re-registered; the later one wins", stacklevel=stacklevel
+            )
+        self.entries[name] = entry
+
+    def load_plugins(self) -> None:
+        """Discover the built-ins, then load every entry point of the group; once (on the
+        first miss or listing)."""
+        if self.plugins_loaded:
+            return
+        self.plugins_loaded = True
+        if self.discover is not None:
+            self.discover()
+        for ep in importlib.metadata.entry_points(group=self.group) if self.group else ():
+            try:
+                obj = ep.load()
+            except Exception as err:  # any error of a broken plug-in: warn, keep the rest
+                warnings.warn(f"could not load {self.kind} entry point {ep.name!r}: {err}")
+                continue
+            if ep.name not in self.entries and self.adopt is not None:
+                self.adopt(ep, obj)
+
+    def get(self, name: str) -> T:
+        """The entry; an unknown name raises ValueError listing the valid ones."""
+        if name not in self.entries:
+            self.load_plugins()
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown {self.kind} {name!r}; valid {self.plural}: {', '.join(self.names())}"
+            ) from None
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Registered names (plug-ins included) matching the fnmatch ``pattern``, sorted."""
+        self.load_plugins()
+        return sorted(n for n in self.entries if fnmatch.fnmatch(n, pattern))
+
+
+# -- attention variants ---------------------------------------------------------------------
 
 ENTRY_POINT_GROUP = "ablate.variants"
 
@@ -33,9 +104,8 @@ ENTRY_POINT_GROUP = "ablate.variants"
 class AttentionEntry:
     """A registered attention function and what the harness needs to know about it.
 
-    ``accepts_bias`` is read once from the function's signature: True when it declares a
-    ``bias`` keyword (the contract since the additive score bias was added). Functions written
-    for the older contract (no ``bias``) keep working wherever no bias is passed.
+    ``accepts_bias`` is read once from the signature: True when ``fn`` declares a ``bias``
+    keyword. Functions written before the bias was added still run wherever none is passed.
     """
 
     name: str
@@ -55,24 +125,38 @@ class AttentionEntry:
         overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - set(self.params))
         if unknown:
-            valid = ", ".join(self.params) or "none"
             raise ValueError(
                 f"variant {self.name!r} has no parameter {', '.join(map(repr, unknown))}; "
-                f"its parameters: {valid}"
+                f"its parameters: {', '.join(self.params) or 'none'}"
             )
         return {**self.params, **{k: float(v) for k, v in overrides.items()}}
 
 
-_REGISTRY: dict[str, AttentionEntry] = {}
-_entry_points_loaded = False
+def _takes_keyword(fn: Callable, name: str) -> bool:
+    """Whether ``fn`` names ``name`` as a keyword (a bare ``**kwargs`` would swallow a bias)."""
+    try:
+        param = inspect.signature(fn).parameters.get(name)
+    except (TypeError, ValueError):  # no retrievable signature (e.g. a C builtin)
+        return False
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return param is not None and param.kind in kinds
+
+
+def _adopt_variant(ep: Any, fn: Any) -> None:
+    """A plain function as an entry point: registered under the entry point's name."""
+    params = getattr(fn, "ablate_params", None)
+    register_attention(ep.name, params=params, _source=f"entry point {ep.value}")(fn)
+
+
+VARIANTS: Registry[AttentionEntry] = Registry(
+    "attention variant", "variants", ENTRY_POINT_GROUP, _adopt_variant
+)
+_REGISTRY = VARIANTS.entries  # the same dict, under its old name
 
 
 def register_attention(
-    name: str | None = None,
-    *,
-    params: Mapping[str, float | None] | None = None,
-    description: str | None = None,
-    _source: str | None = None,
+    name: str | None = None, *, params: Mapping[str, float | None] | None = None,
+    description: str | None = None, _source: str | None = None,
 ) -> Callable[[AttentionFn], AttentionFn]:
     """Decorator that registers an attention function under ``name`` (default: its __name__).
 
@@ -84,75 +168,24 @@ def register_attention(
     """
 
     def decorator(fn: AttentionFn) -> AttentionFn:
+        line = description or ((inspect.getdoc(fn) or "").strip().splitlines() or [""])[0]
+        module = getattr(fn, "__module__", "") or ""
+        source = _source or ("builtin" if module.startswith("variants.") else module)
         key = name or fn.__name__
-        doc = description or (inspect.getdoc(fn) or "").strip().splitlines()[0:1]
-        line = doc if isinstance(doc, str) else (doc[0] if doc else "")
-        source = _source or _guess_source(fn)
-        if key in _REGISTRY and _REGISTRY[key].fn is not fn:
-            warnings.warn(
-                f"attention variant {key!r} re-registered (was {_REGISTRY[key].source}, "
-                f"now {source})",
-                stacklevel=2,
-            )
-        _REGISTRY[key] = AttentionEntry(key, fn, line, dict(params or {}), source)
+        VARIANTS.add(key, AttentionEntry(key, fn, line, dict(params or {}), source))
         return fn
 
     return decorator
 
 
-def _takes_keyword(fn: Callable, name: str) -> bool:
-    """Whether ``fn`` declares a parameter ``name`` that can be passed by keyword.
-
-    A bare ``**kwargs`` does not count: it would swallow a bias without applying it.
-    """
-    try:
-        param = inspect.signature(fn).parameters.get(name)
-    except (TypeError, ValueError):  # no retrievable signature (e.g. a C builtin)
-        return False
-    return param is not None and param.kind in (
-        inspect.Parameter.KEYWORD_ONLY,
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    )
-
-
-def _guess_source(fn: Callable) -> str:
-    module = getattr(fn, "__module__", "") or ""
-    return "builtin" if module.startswith("variants.") else module
-
-
-def _load_entry_points() -> None:
-    """Import every ``ablate.variants`` entry point once (lazily, on first lookup miss)."""
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as err:  # a broken third-party plug-in must not break the harness
-            warnings.warn(f"could not load attention variant entry point {ep.name!r}: {err}")
-            continue
-        if ep.name not in _REGISTRY:
-            # A plain function (not decorated): register it under the entry-point name.
-            params = getattr(obj, "ablate_params", None)
-            register_attention(ep.name, params=params, _source=f"entry point {ep.value}")(obj)
-
-
 def get_attention(name: str) -> AttentionEntry:
     """Look up a variant by name; unknown names raise ValueError listing the valid ones."""
-    if name not in _REGISTRY:
-        _load_entry_points()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        valid = ", ".join(sorted(_REGISTRY))
-        raise ValueError(f"unknown attention variant {name!r}; valid variants: {valid}") from None
+    return VARIANTS.get(name)
 
 
 def list_attention(pattern: str = "*") -> list[AttentionEntry]:
     """All registered variants whose name matches the fnmatch ``pattern``, sorted by name."""
-    _load_entry_points()
-    return [_REGISTRY[n] for n in sorted(_REGISTRY) if fnmatch.fnmatch(n, pattern)]
+    return [VARIANTS.entries[n] for n in VARIANTS.names(pattern)]
 
 
 def load_variant_file(path: str | Path) -> list[str]:
@@ -163,7 +196,7 @@ def load_variant_file(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"variant file {str(path)!r} does not exist")
-    before = set(_REGISTRY)
+    before = set(VARIANTS.entries)
     module_name = f"ablate_user_variants_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -171,31 +204,13 @@ def load_variant_file(path: str | Path) -> list[str]:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
-    added = sorted(set(_REGISTRY) - before)
+    added = sorted(set(VARIANTS.entries) - before)
     for name in added:
-        s = _REGISTRY[name]
-        _REGISTRY[name] = AttentionEntry(s.name, s.fn, s.description, s.params, f"file {path}")
+        VARIANTS.entries[name] = replace(VARIANTS.entries[name], source=f"file {path}")
     return added
 
 
-def _parse_params(text: str) -> tuple[str, dict[str, float]]:
-    """``name:key=value,...`` -> (name, {key: value}); only the syntax, no lookup."""
-    name, _, rest = text.partition(":")
-    params: dict[str, float] = {}
-    if rest.strip():
-        for item in rest.split(","):
-            key, eq, value = item.partition("=")
-            if not eq:
-                raise ValueError(
-                    f"variant parameters must look like key=value, got {item!r} in {text!r}"
-                )
-            try:
-                params[key.strip()] = float(value)
-            except ValueError:
-                raise ValueError(
-                    f"variant parameter {key.strip()!r} must be a number, got {value!r}"
-                ) from None
-    return name.strip(), params
+# -- the parsed --variant ----------------------------------------------------------------
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, float]]:
@@ -240,9 +255,20 @@ class VariantSpec:
     @classmethod
     def parse(cls, text: str) -> "VariantSpec":
         """``name`` or ``name:key=value,key=value``; errors name the bad part."""
-        fixed, learned = split_learned(text)
-        name, params = _parse_params(fixed)
-        return cls(name, params, learned)
+        name, _, rest = text.partition(":")
+        params: dict[str, float] = {}
+        learned: dict[str, str] = {}  # alpha=learned and its options
+        for item in split_items(rest):
+            key, eq, value = (part.strip() for part in item.partition("="))
+            if not eq:
+                raise ValueError(
+                    f"variant parameters must look like key=value, got {item!r} in {text!r}"
+                )
+            if key in LEARNED_KEYS or (key == "alpha" and value == "learned"):
+                learned[key] = value
+            else:
+                params[key] = number(key, value)
+        return cls(name.strip(), params, LearnedAlpha.from_items(learned, text))
 
     @classmethod
     def coerce(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from variants._base import LOW_PRECISION, sdpa_mask
 from variants._registry import register_attention
@@ -40,18 +41,10 @@ from variants._registry import register_attention
 __all__ = ["laser", "laser_parts", "shifted_exp"]
 
 
-
 def shifted_exp(v: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(m, exp(V - m)) with m the per-feature max of V over real tokens.
-
-    Args:
-        v: (B, H, N, Dv).
-        mask: (B, N), True = real token; padded tokens get exp(V - m) = 0 exactly.
-
-    Returns:
-        m (B, H, 1, Dv), detached, and exp(V - m) (B, H, N, Dv), both in float32 for a
-        low-precision ``v`` and in ``v``'s dtype otherwise.
-    """
+    """(m, exp(V - m)): m (B, H, 1, Dv) the per-feature max of V (B, H, N, Dv) over the
+    real tokens, detached; padded tokens get exp(V - m) = 0 exactly. float32 for a
+    low-precision ``v``, ``v``'s dtype otherwise."""
     work = v.float() if v.dtype in LOW_PRECISION else v
     if mask is not None:
         # -inf before the exponent: exp(-inf) = 0 with a zero gradient (a huge pad would
@@ -62,15 +55,9 @@ def shifted_exp(v: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tenso
 
 
 def laser_parts(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    mask: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    dropout_p: float,
-    scale: float | None,
-) -> torch.Tensor:
+    q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, bias: Tensor | None,
+    dropout_p: float, scale: float | None,
+) -> Tensor:
     """LASER's output (B, H, Nq, Dv), float32 for low-precision inputs or under autocast,
     ``v``'s dtype otherwise."""
     m, e = shifted_exp(v, mask)
@@ -86,15 +73,9 @@ def laser_parts(
 
 @register_attention("laser")
 def laser(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    mask: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    dropout_p: float = 0.0,
-    scale: float | None = None,
-) -> torch.Tensor:
+    q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None,
+    dropout_p: float = 0.0, scale: float | None = None,
+) -> Tensor:
     """LASER: log(softmax(QK^T) exp(V)), max-shifted per feature over real tokens."""
     out = laser_parts(q, k, v, mask=mask, bias=bias, dropout_p=dropout_p, scale=scale)
     return out if torch.is_autocast_enabled(v.device.type) else out.to(v.dtype)

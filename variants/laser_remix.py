@@ -21,11 +21,9 @@ matters here (unlike softmax^T(V), whose entries are ~1/N).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from variants._base import LOW_PRECISION, sdpa_mask
 from variants._registry import register_attention
@@ -34,55 +32,33 @@ from variants.laser import laser_parts
 __all__ = ["laser_remix"]
 
 
-class _Replay:
-    """Remember the generator state before a call; replay it for a second call."""
+def _rng_state(device: torch.device) -> Tensor:
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
 
-    def __init__(self, device: torch.device, active: bool):
-        self.cuda = device.type == "cuda"
-        self.device = device
-        self.active = active
-        self.start = self._get() if active else None
 
-    def _get(self) -> torch.Tensor:
-        return torch.cuda.get_rng_state(self.device) if self.cuda else torch.get_rng_state()
-
-    def _set(self, state: torch.Tensor) -> None:
-        if self.cuda:
-            torch.cuda.set_rng_state(state, self.device)
-        else:
-            torch.set_rng_state(state)
-
-    @contextmanager
-    def replay(self) -> Iterator[None]:
-        if not self.active:
-            yield
-            return
-        after = self._get()
-        self._set(self.start)
-        try:
-            yield
-        finally:
-            self._set(after)
+def _set_rng_state(device: torch.device, state: Tensor) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
 
 
 @register_attention("laser_remix", params={"alpha": 0.5})
 def laser_remix(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    mask: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    dropout_p: float = 0.0,
-    scale: float | None = None,
-    alpha: torch.Tensor | float = 0.5,
-) -> torch.Tensor:
+    q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None,
+    dropout_p: float = 0.0, scale: float | None = None, alpha: Tensor | float = 0.5,
+) -> Tensor:
     """(1-alpha)*softmax(QK^T)V + alpha*LASER; alpha=0 is standard attention exactly."""
-    replay = _Replay(v.device, dropout_p > 0.0)
+    # With dropout, the second call replays the generator state the first one started from,
+    # and fork_rng leaves the generator where the first call left it.
+    replay, cuda = dropout_p > 0.0, v.device.type == "cuda"
+    start = _rng_state(v.device) if replay else None
     plain = F.scaled_dot_product_attention(
         q, k, v, attn_mask=sdpa_mask(mask, bias), dropout_p=dropout_p, scale=scale
     )  # (B, H, Nq, Dv): exactly softmax's call
-    with replay.replay():
+    with torch.random.fork_rng(devices=[v.device] if cuda else [], enabled=replay):
+        if replay:
+            _set_rng_state(v.device, start)
         lse = laser_parts(q, k, v, mask=mask, bias=bias, dropout_p=dropout_p, scale=scale)
     autocast = torch.is_autocast_enabled(v.device.type)
     work = plain.float() if (autocast or plain.dtype in LOW_PRECISION) else plain

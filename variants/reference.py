@@ -10,14 +10,8 @@ from __future__ import annotations
 import torch
 
 __all__ = [
-    "naive_attention",
-    "naive_token_softmax",
-    "naive_weights",
-    "naive_laser",
-    "naive_laser_remix",
-    "naive_value_rmsnorm",
-    "naive_softmax_v_scaled",
-    "ORACLES",
+    "naive_attention", "naive_token_softmax", "naive_weights", "naive_laser",
+    "naive_laser_remix", "naive_value_rmsnorm", "naive_softmax_v_scaled", "ORACLES",
 ]
 
 
@@ -33,12 +27,8 @@ def naive_token_softmax(v: torch.Tensor, mask: torch.Tensor | None) -> torch.Ten
 
 
 def naive_weights(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    *,
-    mask: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    scale: float | None = None,
+    q: torch.Tensor, k: torch.Tensor, *, mask: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None, scale: float | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T * scale + bias) in float64, padded keys at weight 0: (B, H, Nq, Nk)."""
     q, k = q.double(), k.double()
@@ -53,14 +43,8 @@ def naive_weights(
 
 
 def naive_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    mask: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    scale: float | None = None,
-    alpha: float = 0.0,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None, scale: float | None = None, alpha: float = 0.0,
     beta: float | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T * scale + bias) @ (alpha * softmax^T(v) + beta * v), in float64.
@@ -116,24 +100,12 @@ def naive_softmax_v_scaled(
     return weights @ (alpha * scaled + (1.0 - alpha) * v)
 
 
-def _oracle_softmax(q, k, v, *, mask=None, bias=None, scale=None):
-    return naive_attention(q, k, v, mask=mask, bias=bias, scale=scale)
-
-
-def _oracle_softmax_v(q, k, v, *, mask=None, bias=None, scale=None, alpha=1.0):
-    return naive_attention(q, k, v, mask=mask, bias=bias, scale=scale, alpha=alpha)
-
-
-def _oracle_alpha_remix(q, k, v, *, mask=None, bias=None, scale=None, alpha=0.5, beta=None):
-    return naive_attention(q, k, v, mask=mask, bias=bias, scale=scale, alpha=alpha, beta=beta)
-
-
 # Built-in variant name -> its float64 oracle, called with the variant's resolved
 # parameters as Python floats (None for a derived one).
 ORACLES = {
-    "softmax": _oracle_softmax,
-    "softmax_v": _oracle_softmax_v,
-    "alpha_remix": _oracle_alpha_remix,
+    "softmax": naive_attention,  # alpha 0: standard attention
+    "softmax_v": naive_attention,  # beta None: 1 - alpha
+    "alpha_remix": naive_attention,
     "softmax_v_scaled": naive_softmax_v_scaled,
     "laser": naive_laser,
     "laser_remix": naive_laser_remix,

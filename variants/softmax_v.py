@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from variants._base import LOW_PRECISION, masked_token_softmax, sdpa_mask
 from variants._fused import remix_values_fused
@@ -39,14 +40,10 @@ from variants._registry import register_attention
 __all__ = ["softmax_v", "alpha_remix", "remix_values", "remix_attention", "real_tokens"]
 
 
-
 def remix_values(
-    v: torch.Tensor,
-    mask: torch.Tensor | None,
-    alpha: torch.Tensor | float,
-    beta: torch.Tensor | float | None,
+    v: Tensor, mask: Tensor | None, alpha: Tensor | float, beta: Tensor | float | None,
     scaled: bool = False,
-) -> torch.Tensor:
+) -> Tensor:
     """V' = alpha * softmax^T(V) + beta * V on (B, H, N, D); beta None means 1 - alpha.
 
     ``scaled``: N * softmax^T(V) instead, N the number of real tokens of each sequence.
@@ -62,18 +59,10 @@ def remix_values(
 
 
 def remix_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    mask: torch.Tensor | None,
-    bias: torch.Tensor | None,
-    dropout_p: float,
-    scale: float | None,
-    alpha: torch.Tensor | float,
-    beta: torch.Tensor | float | None,
+    q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None, bias: Tensor | None,
+    dropout_p: float, scale: float | None, alpha: Tensor | float, beta: Tensor | float | None,
     scaled: bool = False,
-) -> torch.Tensor:
+) -> Tensor:
     """softmax(Q K^T * scale + bias) (alpha * softmax^T(V) + beta * V); beta None = 1 - alpha.
 
     ``scaled``: N * softmax^T(V) in place of softmax^T(V), N = real tokens per sequence.
@@ -123,16 +112,9 @@ def real_tokens(v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | in
 
 @register_attention("softmax_v", params={"alpha": 1.0})
 def softmax_v(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    mask: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    dropout_p: float = 0.0,
-    scale: float | None = None,
-    alpha: torch.Tensor | float = 1.0,
-) -> torch.Tensor:
+    q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None,
+    dropout_p: float = 0.0, scale: float | None = None, alpha: Tensor | float = 1.0,
+) -> Tensor:
     """softmax(QK^T) softmax^T(V); with alpha: V' = alpha*softmax^T(V) + (1-alpha)*V."""
     return remix_attention(
         q, k, v, mask=mask, bias=bias, dropout_p=dropout_p, scale=scale, alpha=alpha, beta=None
@@ -141,17 +123,10 @@ def softmax_v(
 
 @register_attention("alpha_remix", params={"alpha": 0.5, "beta": None})
 def alpha_remix(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    mask: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    dropout_p: float = 0.0,
-    scale: float | None = None,
-    alpha: torch.Tensor | float = 0.5,
-    beta: torch.Tensor | float | None = None,
-) -> torch.Tensor:
+    q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None,
+    dropout_p: float = 0.0, scale: float | None = None,
+    alpha: Tensor | float = 0.5, beta: Tensor | float | None = None,
+) -> Tensor:
     """V' = alpha*softmax^T(V) + beta*V, beta = 1-alpha unless given."""
     return remix_attention(
         q, k, v, mask=mask, bias=bias, dropout_p=dropout_p, scale=scale, alpha=alpha, beta=beta

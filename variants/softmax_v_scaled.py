@@ -17,7 +17,7 @@ product (one SDPA call on ``[V, N_total softmax^T(V)]``, halves combined in floa
 
 from __future__ import annotations
 
-import torch
+from torch import Tensor
 
 from variants._registry import register_attention
 from variants.softmax_v import remix_attention
@@ -27,26 +27,11 @@ __all__ = ["softmax_v_scaled"]
 
 @register_attention("softmax_v_scaled", params={"alpha": 1.0})
 def softmax_v_scaled(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    mask: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    dropout_p: float = 0.0,
-    scale: float | None = None,
-    alpha: torch.Tensor | float = 1.0,
-) -> torch.Tensor:
+    q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None,
+    dropout_p: float = 0.0, scale: float | None = None, alpha: Tensor | float = 1.0,
+) -> Tensor:
     """softmax(QK^T) N*softmax^T(V), N real tokens; alpha blends with V (0 = standard)."""
     return remix_attention(
-        q,
-        k,
-        v,
-        mask=mask,
-        bias=bias,
-        dropout_p=dropout_p,
-        scale=scale,
-        alpha=alpha,
-        beta=None,
+        q, k, v, mask=mask, bias=bias, dropout_p=dropout_p, scale=scale, alpha=alpha, beta=None,
         scaled=True,
     )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from variants._base import LOW_PRECISION, sdpa_mask
 from variants._registry import register_attention
@@ -40,15 +41,9 @@ def rms_normalise(v: torch.Tensor) -> torch.Tensor:
 
 @register_attention("value_rmsnorm")
 def value_rmsnorm(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    mask: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    dropout_p: float = 0.0,
-    scale: float | None = None,
-) -> torch.Tensor:
+    q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None,
+    dropout_p: float = 0.0, scale: float | None = None,
+) -> Tensor:
     """softmax(QK^T) V_hat, V RMS-normalised per token and head (no gain; x-transformers)."""
     return F.scaled_dot_product_attention(
         q, k, rms_normalise(v), attn_mask=sdpa_mask(mask, bias), dropout_p=dropout_p, scale=scale

@@ -22,14 +22,8 @@ if TYPE_CHECKING:
     from ablate.config import RunConfig
 
 __all__ = [
-    "Split",
-    "DataBundle",
-    "load_data",
-    "iterate_batches",
-    "IMAGE_DATASETS",
-    "TEXT_DATASETS",
-    "dataset_task",
-    "preferred_img_size",
+    "Split", "DataBundle", "load_data", "iterate_batches", "IMAGE_DATASETS", "TEXT_DATASETS",
+    "dataset_task", "preferred_img_size",
 ]
 
 # Names accepted by --dataset besides the prefixed forms `folder:PATH` (images) and
@@ -65,12 +59,8 @@ def dataset_task(name: str) -> str:
 
 
 def load_data(
-    cfg: "RunConfig",
-    *,
-    task: str | None = None,
-    img_size: int | None = None,
-    in_chans: int | None = None,
-    preprocessing: Mapping[str, Any] | None = None,
+    cfg: "RunConfig", *, task: str | None = None, img_size: int | None = None,
+    in_chans: int | None = None, preprocessing: Mapping[str, Any] | None = None,
 ) -> DataBundle:
     """Load the data set named by ``cfg.dataset`` (lazy imports keep `import ablate` light).
 
@@ -93,11 +83,7 @@ def load_data(
 
 
 def iterate_batches(
-    split: Split,
-    batch_size: int,
-    *,
-    shuffle: bool,
-    generator: torch.Generator | None = None,
+    split: Split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
     drop_last: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(x, y)`` slices of a preloaded split; shuffling uses ``generator`` (seeded).

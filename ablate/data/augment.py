@@ -31,8 +31,8 @@ across a resume.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -41,18 +41,9 @@ from ablate.data.policies import to_device
 from ablate.exceptions import ConfigError
 
 __all__ = [
-    "DATASET_STATS",
-    "CIFAR_LIKE",
-    "FLIP_SAFE",
-    "AugmentPlan",
-    "resolve_augment",
-    "derive_seed",
-    "channel_stats",
-    "random_crop",
-    "random_hflip",
-    "random_crop_flip",
-    "ImageEvalTransform",
-    "ImageTrainTransform",
+    "DATASET_STATS", "CIFAR_LIKE", "FLIP_SAFE", "AugmentPlan", "resolve_augment", "derive_seed",
+    "channel_stats", "normalisation", "library_normalisation", "random_crop", "random_hflip",
+    "random_crop_flip", "ImageEvalTransform", "ImageTrainTransform",
 ]
 
 # Per-channel mean / std of the official training splits, in [0, 1] units (the values
@@ -80,23 +71,14 @@ _RANDAUGMENT_MAGNITUDE = 9
 
 @dataclass(frozen=True)
 class AugmentPlan:
-    """What the training transform does; resolved once from the config and data set.
+    """What the training transform does; resolved once from the config and data set."""
 
-    Args:
-        crop_padding: zero padding (pixels) for the random crop; 0 = no crop.
-        flip: random horizontal flip with p = 0.5 per sample.
-        policy: "randaugment", "autoaugment" or None.
-        autoaugment_policy: torchvision AutoAugmentPolicy name ("CIFAR10", "SVHN", "IMAGENET").
-        mixup_alpha: MixUp Beta(alpha, alpha); 0 = off.
-        cutmix_alpha: CutMix Beta(alpha, alpha); 0 = off.
-    """
-
-    crop_padding: int = 0
-    flip: bool = False
-    policy: str | None = None
-    autoaugment_policy: str = "CIFAR10"
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
+    crop_padding: int = 0  # zero padding (pixels) of the random crop; 0 = no crop
+    flip: bool = False  # random horizontal flip, p = 0.5 per sample
+    policy: str | None = None  # "randaugment", "autoaugment" or None
+    autoaugment_policy: str = "CIFAR10"  # torchvision's AutoAugmentPolicy name
+    mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha); 0 = off
+    cutmix_alpha: float = 0.0  # CutMix Beta(alpha, alpha); 0 = off
 
     @property
     def mixes(self) -> bool:
@@ -120,17 +102,8 @@ class AugmentPlan:
         return "+".join(parts) or "none"
 
 
-def _kind(dataset: str) -> str:
-    """'folder' for folder:PATH, else the data set name itself."""
-    return "folder" if dataset.startswith("folder:") else dataset
-
-
 def resolve_augment(
-    dataset: str,
-    augment: str,
-    img_size: int,
-    *,
-    mixup: float | None = None,
+    dataset: str, augment: str, img_size: int, *, mixup: float | None = None,
     cutmix: float | None = None,
 ) -> AugmentPlan:
     """Turn ``--augment`` / ``--mixup`` / ``--cutmix`` into a concrete :class:`AugmentPlan`.
@@ -141,14 +114,8 @@ def resolve_augment(
     "crop", "crop_flip": exactly that. "randaugment" / "autoaugment": crop, flip where the
     data set is flip-safe, then the policy. "none": nothing. MixUp/CutMix default to the
     recipe's alphas only for "auto" on CIFAR-like sets and are off otherwise; an explicit
-    ``mixup`` / ``cutmix`` value always wins (0 = off).
-
-    Args:
-        dataset: the --dataset value (``folder:PATH`` allowed).
-        augment: one of ``ablate.config.AUGMENT_CHOICES``.
-        img_size: stored image side; the crop padding is 4 px at 32 px and scales with it.
-        mixup: MixUp alpha override (None = default for this augment / data set).
-        cutmix: CutMix alpha override (None = default for this augment / data set).
+    ``mixup`` / ``cutmix`` value always wins (0 = off). ``img_size``: the stored side;
+    the crop padding is 4 px at 32 px and scales with it.
     """
     if augment not in AUGMENT_CHOICES:
         raise ConfigError(
@@ -157,19 +124,13 @@ def resolve_augment(
     for key, value in (("mixup", mixup), ("cutmix", cutmix)):
         if value is not None and not value >= 0:
             raise ConfigError(f"{key}: alpha must be >= 0 (0 = off), got {value}")
-    kind = _kind(dataset)
+    kind = "folder" if dataset.startswith("folder:") else dataset
     # 4 px of padding at 32 px (the CIFAR recipe), scaled to the stored resolution.
     padding = max(1, round(4 * img_size / 32))
     flip_safe = kind in FLIP_SAFE
     recipe = augment == "auto" and kind in CIFAR_LIKE
-    policy_name = {
-        "svhn": "SVHN",
-        "mnist": "SVHN",
-        "fashion_mnist": "SVHN",
-        "digits": "SVHN",
-        "folder": "IMAGENET",
-    }.get(kind, "CIFAR10")
-
+    grey = ("svhn", "mnist", "fashion_mnist", "digits")
+    policy_name = "IMAGENET" if kind == "folder" else "SVHN" if kind in grey else "CIFAR10"
     if augment == "none":
         plan = AugmentPlan()
     elif augment == "crop":
@@ -184,16 +145,10 @@ def resolve_augment(
         plan = AugmentPlan(crop_padding=padding, flip=flip_safe, policy="randaugment")
     else:  # auto on digits / mnist / fashion_mnist / folder
         plan = AugmentPlan(crop_padding=padding, flip=kind == "folder")
-
-    mixup_alpha = (_RECIPE_MIXUP if recipe else 0.0) if mixup is None else float(mixup)
-    cutmix_alpha = (_RECIPE_CUTMIX if recipe else 0.0) if cutmix is None else float(cutmix)
-    return AugmentPlan(
-        plan.crop_padding,
-        plan.flip,
-        plan.policy,
-        plan.autoaugment_policy,
-        mixup_alpha,
-        cutmix_alpha,
+    return replace(
+        plan,
+        mixup_alpha=(_RECIPE_MIXUP if recipe else 0.0) if mixup is None else float(mixup),
+        cutmix_alpha=(_RECIPE_CUTMIX if recipe else 0.0) if cutmix is None else float(cutmix),
     )
 
 
@@ -232,23 +187,61 @@ def channel_stats(
     return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)
 
 
+def normalisation(
+    name: str, train_x: torch.Tensor, native_chans: int, chans: int,
+    preprocessing: Mapping[str, Any] | None,
+) -> tuple[Any, Any, str]:
+    """(mean, std, where they come from): the model's own pipeline, else the literature's
+    constants when the stored channels are the data set's own (repeated for grey -> RGB),
+    else measured on the training split."""
+    kind = "folder" if name.startswith("folder:") else name
+    library = library_normalisation(preprocessing, chans)
+    if library is not None:
+        return library[0], library[1], "model"
+    if kind in DATASET_STATS and (chans == native_chans or native_chans == 1):
+        mean, std = DATASET_STATS[kind]
+        repeat = chans // native_chans  # grey constants repeated for RGB
+        return mean * repeat, std * repeat, "published"
+    mean, std = channel_stats(train_x)
+    return mean, std, "train split"
+
+
+def library_normalisation(
+    preprocessing: Mapping[str, Any] | None, in_chans: int
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``(mean, std)`` per channel from a model library's preprocessing (timm's pretrained
+    data config, a Hugging Face image processor), or None.
+
+    A 3-channel library constant is averaged for 1-channel images (the weights' first
+    layer was adapted the same way); other length mismatches raise ConfigError.
+    """
+    if not preprocessing or preprocessing.get("mean") is None or preprocessing.get("std") is None:
+        return None
+    mean = tuple(float(m) for m in preprocessing["mean"])
+    std = tuple(float(s) for s in preprocessing["std"])
+    if len(mean) != len(std):
+        raise ConfigError(f"preprocessing: mean {mean} and std {std} differ in length")
+    if len(mean) == in_chans:
+        return mean, std
+    if in_chans == 1:
+        return (sum(mean) / len(mean),), (sum(std) / len(std),)
+    raise ConfigError(
+        f"preprocessing: the model normalises {len(mean)} channels but the images have "
+        f"{in_chans}; pass --in-chans {len(mean)}"
+    )
+
+
 def random_crop_flip(
     x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator, p: float = 0.5
 ) -> torch.Tensor:
     """Random crop with zero padding, then a random horizontal flip, in one ``gather``.
 
-    Each sample is translated by its own offset in [-padding, padding]^2 (zero fill) and,
-    when ``flip``, mirrored with probability ``p``: the same draws, in the same order, and
-    the same result as :func:`random_crop` followed by :func:`random_hflip`, as one gather
-    over the padded image plane (a flip only reverses the column index). The draws come
-    from ``generator`` (CPU); only they are copied to ``x.device``, without a sync.
-
-    Args:
-        x: (B, C, H, W) batch, any dtype.
-        padding: pixels of zero padding on each side (max shift); 0 = no crop.
-        flip: mirror with probability ``p`` per sample.
-        generator: CPU generator supplying offsets and coins.
-        p: flip probability.
+    Each sample of ``x`` (B, C, H, W) is translated by its own offset in
+    [-padding, padding]^2 (zero fill; 0 = no crop) and, when ``flip``, mirrored with
+    probability ``p``: the same draws, in the same order, and the same result as
+    :func:`random_crop` followed by :func:`random_hflip`, as one gather over the padded image
+    plane (a flip only reverses the column index). The draws come from ``generator`` (CPU);
+    only they are copied to ``x.device``, without a sync.
     """
     b, c, h, w = x.shape
     padding = max(0, int(padding))
@@ -273,13 +266,7 @@ def random_crop_flip(
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by ``padding`` and crop back to (H, W) at an independent offset per sample.
-
-    Args:
-        x: (B, C, H, W) batch, any dtype.
-        padding: pixels of zero padding on each side (max shift).
-        generator: CPU generator supplying the offsets.
-    """
+    """Zero-pad (B, C, H, W) by ``padding`` and crop back at an offset per sample."""
     return random_crop_flip(x, padding, False, generator)
 
 
@@ -289,12 +276,8 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) ->
 
 
 class ImageEvalTransform:
-    """uint8 ``(B, C, H, W)`` -> float32 normalised with fixed mean / std (deterministic).
-
-    Args:
-        mean: per-channel mean in [0, 1] units.
-        std: per-channel standard deviation in [0, 1] units.
-    """
+    """uint8 ``(B, C, H, W)`` -> float32 normalised with per-channel mean / std in [0, 1]
+    units (deterministic)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         if len(mean) != len(std):
@@ -334,22 +317,12 @@ class ImageTrainTransform:
     """``(x_uint8, y_int64) -> (x_float32, target)`` following an :class:`AugmentPlan`.
 
     ``target`` is ``y`` (int64, (B,)) when the plan does not mix, else soft labels
-    (float32, (B, num_classes), rows sum to 1) for every batch.
-
-    Args:
-        plan: what to apply.
-        mean: per-channel normalisation mean in [0, 1] units.
-        std: per-channel normalisation std in [0, 1] units.
-        num_classes: number of classes (for soft labels).
-        seed: seed of the private generator (use ``derive_seed(cfg.seed, "augment")``).
+    (float32, (B, num_classes), rows sum to 1) for every batch. ``seed``: of the private
+    generator (``derive_seed(cfg.seed, "augment")``).
     """
 
     def __init__(
-        self,
-        plan: AugmentPlan,
-        mean: Sequence[float],
-        std: Sequence[float],
-        num_classes: int,
+        self, plan: AugmentPlan, mean: Sequence[float], std: Sequence[float], num_classes: int,
         seed: int,
     ) -> None:
         from torchvision.transforms import v2

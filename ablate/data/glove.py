@@ -38,11 +38,7 @@ from ablate.data.download import prepare_lock
 from ablate.exceptions import DataError
 
 __all__ = [
-    "WordVectors",
-    "load_glove",
-    "build_embedding_matrix",
-    "PAD_TOKEN",
-    "UNK_TOKEN",
+    "WordVectors", "load_glove", "build_embedding_matrix", "PAD_TOKEN", "UNK_TOKEN",
     "CACHE_SUFFIX",
 ]
 
@@ -61,17 +57,13 @@ _STATS_SAMPLE = 50_000  # rows used to estimate the per-dimension mean / std of 
 class WordVectors:
     """A word-vector table.
 
-    Attributes:
-        words: row index -> word.
-        index: word -> row index (the first occurrence wins if a file repeats a word).
-        vectors: float32 array (V, D); may be a read-only memory map.
-        name: where the vectors came from (logged with the run).
+    The first occurrence wins in ``index`` when a file repeats a word.
     """
 
-    words: list[str]
-    index: dict[str, int]
-    vectors: np.ndarray
-    name: str
+    words: list[str]  # row index -> word
+    index: dict[str, int]  # word -> row index
+    vectors: np.ndarray  # float32 (V, D); may be a read-only memory map
+    name: str  # where the vectors came from (logged with the run)
     _stats: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -116,12 +108,8 @@ _MEMO: dict[tuple[str, int], WordVectors] = {}
 
 
 def load_glove(path: str | os.PathLike | None = None) -> WordVectors:
-    """Load word vectors: the packaged GloVe 6B 50-d (``None``) or a GloVe text file.
-
-    Args:
-        path: ``None`` for the packaged vectors; otherwise a ``.txt`` file, a ``.zip`` holding
-            one ``.txt``, or ``ARCHIVE.zip:MEMBER`` to choose a member.
-    """
+    """The packaged GloVe 6B 50-d (``path`` None), or a GloVe ``.txt`` file, a ``.zip``
+    holding one, or ``ARCHIVE.zip:MEMBER``."""
     if path is None:
         source, stamp = _package_dir(), 0
         key = (str(source), stamp)
@@ -143,13 +131,8 @@ def load_glove(path: str | os.PathLike | None = None) -> WordVectors:
 
 
 def build_embedding_matrix(
-    vocab: Sequence[str],
-    word_vectors: WordVectors,
-    seed: int,
-    *,
-    pad_index: int = 0,
-    unk_index: int = 1,
-    oov_scale: float = 1.0,
+    vocab: Sequence[str], word_vectors: WordVectors, seed: int, *, pad_index: int = 0,
+    unk_index: int = 1, oov_scale: float = 1.0,
 ) -> torch.Tensor:
     """The initial embedding table for one vocabulary: (len(vocab), D) float32.
 
@@ -164,15 +147,8 @@ def build_embedding_matrix(
       rows (Kim, 2014), so unknown words are not singled out by their norm. The draw uses
       ``seed`` and the vocabulary order only, so the same seed and data give the same rows.
 
-    All rows except padding are ordinary trainable parameters of the model.
-
-    Args:
-        vocab: index -> token.
-        word_vectors: the table to copy rows from.
-        seed: seed for the random rows.
-        pad_index: row that stays zero.
-        unk_index: row for unknown words (a negative value: there is none).
-        oov_scale: multiplier on the per-dimension std of the random rows.
+    All rows except padding are ordinary trainable parameters of the model. A negative
+    ``unk_index`` means there is no ``<unk>`` row.
     """
     ids = word_vectors.lookup_ids(list(vocab))
     mean, std = word_vectors.stats()
@@ -285,21 +261,17 @@ def _load_text(archive: Path, member: str | None) -> WordVectors:
     name = archive.name if member is None else f"{archive.name}:{member}"
     source_mtime = archive.stat().st_mtime
     bases = _cache_bases(archive, member)
-    cached = _first_cache(bases, source_mtime, name)
-    if cached is not None:
-        return cached
+
+    def cached() -> WordVectors | None:
+        found = (_read_cache(base, source_mtime, name) for base in bases)
+        return next((wv for wv in found if wv is not None), None)
+
+    if (wv := cached()) is not None:
+        return wv
     # Workers starting together: one parses and writes the cache, the others wait for it.
     with prepare_lock(bases[-1], f"caching {name}"):
-        cached = _first_cache(bases, source_mtime, name)
-        return cached if cached is not None else _parse_and_cache(archive, member, name, bases)
-
-
-def _first_cache(bases: list[Path], source_mtime: float, name: str) -> WordVectors | None:
-    for base in bases:
-        cached = _read_cache(base, source_mtime, name)
-        if cached is not None:
-            return cached
-    return None
+        wv = cached()
+        return wv if wv is not None else _parse_and_cache(archive, member, name, bases)
 
 
 def _parse_and_cache(

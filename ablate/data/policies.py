@@ -1,34 +1,25 @@
 """RandAugment and AutoAugment on whole batches: torchvision's policies, one call per op.
 
-torchvision's ``v2.RandAugment`` / ``v2.AutoAugment`` draw one set of ops per call, so
-applied to a batch they give every image the same ops; looping over the images instead
-costs two Python-level op calls per image. Here every random choice of a batch is drawn at
-once, on the CPU, from the caller's ``torch.Generator``; each image's choice becomes an
-*action* (op name + signed magnitude), the batch is sorted by action, and every action runs
-once on its contiguous sub-batch::
+torchvision's ``v2.RandAugment`` / ``v2.AutoAugment`` draw one set of ops per call (a batch
+would share them), and looping over images costs two Python-level op calls per image. Here
+every random choice of a batch is drawn at once, on the CPU, from the caller's generator;
+each image's choice is an *action* (op + signed magnitude), and every action runs once on
+the sub-batch that drew it::
 
     draw (B,) action ids on the CPU -> sort the batch by action (one gather on the device)
         -> geometric actions: one grid_sample for all of them, per-sample matrices
         -> every other action: one call on its sub-batch
         -> cat, undo the sort (one gather)
 
-The op list, magnitude bins, probabilities and sign coins are read from torchvision's own
-policy classes (``_AUGMENTATION_SPACE``, ``_policies``), and most ops run through the
-policy's own dispatcher (``_apply_image_or_video_transform``), so they are torchvision's
-ops. Three kinds are computed here because torchvision's tensor kernels build small
-constant tensors from Python lists on every call (``torch.tensor(..., device=...)``), which
-on CUDA is a blocking host-to-device copy, i.e. a stream synchronisation per op:
-
-- ShearX/Y, TranslateX/Y, Rotate: torchvision's inverse affine matrix
-  (``_get_inverse_affine_matrix``, the same arguments ``F.affine`` / ``F.rotate`` pass) and
-  its grid convention (pixel centres, normalised after the affine map), batched with one
-  matrix per image; nearest sampling, zero fill.
-- Sharpness: torchvision's 3x3 smoothing blend with a kernel cached on the device.
-- AutoContrast: the same arithmetic with ``torch.where`` instead of boolean-mask writes.
-
-The tests check each of them against torchvision's single-image op, pixel for pixel.
-Host-to-device copies (sort order, matrices) use pinned memory and ``non_blocking``, so a
-CUDA batch is augmented without a single device-to-host synchronisation.
+Op list, magnitude bins, probabilities and sign coins are read from torchvision's policy
+classes (``_AUGMENTATION_SPACE``, ``_policies``), and most ops run through the policy's own
+dispatcher. Three kinds are computed here, because torchvision's kernels build small
+constant tensors from Python lists on every call (on CUDA a blocking host-to-device copy):
+ShearX/Y, TranslateX/Y and Rotate (torchvision's inverse affine matrix and grid convention,
+one matrix per image; nearest sampling, zero fill), Sharpness (its 3x3 blend, kernel cached
+on the device) and AutoContrast (``torch.where`` instead of boolean-mask writes). The tests
+check each against torchvision's single-image op, pixel for pixel. Host-to-device copies use
+pinned memory and ``non_blocking``: a CUDA batch is augmented without a device sync.
 """
 
 from __future__ import annotations
@@ -150,14 +141,21 @@ def _autocontrast(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Tables:
-    """Per image size: the action list, the draw -> action lookup, geometric matrices."""
+    """Per image size: the action list, the draw -> action lookup, geometric matrices.
 
-    def __init__(self, actions: list[Action], height: int, width: int) -> None:
-        self.actions = actions
-        self.index = {a: i for i, a in enumerate(actions)}
-        self.lookup = torch.zeros(0, dtype=torch.int64)  # filled in by the policy
-        theta = torch.zeros(len(actions), 2, 3, dtype=torch.float64)
-        for i, a in enumerate(actions):
+    ``pairs``: the policy's (positive, negative) action of every op it draws from, nested
+    as its draws index them; ``lookup`` holds their action ids, one more axis of 2.
+    """
+
+    def __init__(self, pairs: list, height: int, width: int) -> None:
+        flat = [a for pair in _leaves(pairs) for a in pair]
+        # Distinct actions (an unsigned op's two signs are one), geometric ones first.
+        unique = list(dict.fromkeys([Action(_IDENTITY), *flat]))
+        self.actions = sorted(unique, key=lambda a: a.op not in GEOMETRIC)  # stable
+        self.index = {a: i for i, a in enumerate(self.actions)}
+        self.lookup = torch.tensor(_ids(pairs, self.index))
+        theta = torch.zeros(len(self.actions), 2, 3, dtype=torch.float64)
+        for i, a in enumerate(self.actions):
             if a.op in GEOMETRIC:
                 theta[i] = torch.tensor(_affine_matrix(a, height, width)).view(2, 3)
         # torchvision: theta (float32) transposed and divided by (W/2, H/2): (A, 3, 2)
@@ -189,20 +187,14 @@ class _BatchedPolicy:
             x = apply_actions(x, ids, self)
         return x
 
-    def _actions(self, height: int, width: int) -> list[Action]:
-        raise NotImplementedError
-
-    def _lookup(self, tables: _Tables, height: int, width: int) -> torch.Tensor:
+    def _pairs(self, height: int, width: int) -> list:
         raise NotImplementedError
 
     def tables(self, height: int, width: int) -> _Tables:
         """Actions, lookup and matrices for H x W images (built once per size)."""
-        key = (height, width)
-        if key not in self._tables:
-            tables = _Tables(self._actions(height, width), height, width)
-            tables.lookup = self._lookup(tables, height, width)
-            self._tables[key] = tables
-        return self._tables[key]
+        if (height, width) not in self._tables:
+            self._tables[height, width] = _Tables(self._pairs(height, width), height, width)
+        return self._tables[height, width]
 
     def _kernel(self, device: torch.device, channels: int) -> torch.Tensor:
         key = (device.type, -1 if device.index is None else device.index, channels)
@@ -211,6 +203,16 @@ class _BatchedPolicy:
             k[1, 1] = _SHARP_CENTRE
             self._kernels[key] = to_device(k.expand(channels, 1, 3, 3).contiguous(), device)
         return self._kernels[key]
+
+    def _signed(
+        self, op: str, bins: int, index: int | None, height: int, width: int
+    ) -> tuple[Action, Action]:
+        """(positive, negative) action of ``op`` at magnitude bin ``index`` of ``bins``
+        (torchvision's tables, scaled to H x W); equal when the op is unsigned."""
+        magnitudes_fn, signed = self.tv._AUGMENTATION_SPACE[op]
+        mags = magnitudes_fn(bins, height, width)
+        m = 0.0 if mags is None else float(mags[index])
+        return Action(op, m), Action(op, -m if signed and mags is not None else m)
 
     def apply(self, x: torch.Tensor, action: Action) -> torch.Tensor:
         """One non-geometric action on a uint8 sub-batch (n, C, H, W)."""
@@ -255,10 +257,12 @@ def apply_actions(x: torch.Tensor, ids: torch.Tensor, policy: _BatchedPolicy) ->
     return out.index_select(0, to_device(order.argsort(), x.device))  # original order
 
 
-def _geometric_first(actions: list[Action]) -> list[Action]:
-    """Distinct actions, geometric ones first (one block), otherwise in the given order."""
-    unique = list(dict.fromkeys(actions))  # an unsigned op's two signs are one action
-    return [a for a in unique if a.op in GEOMETRIC] + [a for a in unique if a.op not in GEOMETRIC]
+def _leaves(pairs: list) -> list[tuple[Action, Action]]:
+    return [leaf for p in pairs for leaf in (_leaves(p) if isinstance(p, list) else [p])]
+
+
+def _ids(pairs: list, index: dict[Action, int]) -> list:
+    return [_ids(p, index) if isinstance(p, list) else [index[a] for a in p] for p in pairs]
 
 
 class BatchedRandAugment(_BatchedPolicy):
@@ -285,23 +289,9 @@ class BatchedRandAugment(_BatchedPolicy):
         self.num_ops = num_ops
         self.ops = list(self.tv._AUGMENTATION_SPACE)  # torchvision's order and op list
 
-    def _actions(self, height: int, width: int) -> list[Action]:
-        return _geometric_first(
-            [a for op in self.ops for a in self.signed_actions(op, height, width)]
-        )
-
-    def signed_actions(self, op: str, height: int, width: int) -> tuple[Action, Action]:
-        """(positive, negative) action of ``op``; equal when the op is unsigned."""
-        magnitudes_fn, signed = self.tv._AUGMENTATION_SPACE[op]
-        mags = magnitudes_fn(self.tv.num_magnitude_bins, height, width)
-        m = 0.0 if mags is None else float(mags[self.tv.magnitude])
-        return Action(op, m), Action(op, -m if signed and mags is not None else m)
-
-    def _lookup(self, tables: _Tables, height: int, width: int) -> torch.Tensor:
-        # (op, sign) -> action id; an unsigned op's two entries point at the same action.
-        return torch.tensor(
-            [[tables.index[a] for a in self.signed_actions(op, height, width)] for op in self.ops]
-        )  # (n_ops, 2)
+    def _pairs(self, height: int, width: int) -> list:
+        bins, magnitude = self.tv.num_magnitude_bins, self.tv.magnitude
+        return [self._signed(op, bins, magnitude, height, width) for op in self.ops]  # (n_ops, 2)
 
     def draw(self, batch: int, height: int, width: int, generator: torch.Generator) -> list:
         """Action ids (B,) per round, int64 on the CPU."""
@@ -334,34 +324,12 @@ class BatchedAutoAugment(_BatchedPolicy):
             [[p for _, p, _ in sub] for sub in self.policies], dtype=torch.float32
         )  # (n_policies, steps)
 
-    def step_actions(self, op: str, bin_: int | None, height: int, width: int) -> tuple:
-        """(positive, negative) action of one policy step (torchvision uses 10 bins)."""
-        magnitudes_fn, signed = self.tv._AUGMENTATION_SPACE[op]
-        mags = magnitudes_fn(10, height, width)
-        m = 0.0 if mags is None else float(mags[bin_])
-        return Action(op, m), Action(op, -m if signed and mags is not None else m)
-
-    def _actions(self, height: int, width: int) -> list[Action]:
-        return _geometric_first(
-            [Action(_IDENTITY)]
-            + [
-                a
-                for sub in self.policies
-                for op, _, bin_ in sub
-                for a in self.step_actions(op, bin_, height, width)
-            ]
-        )
-
-    def _lookup(self, tables: _Tables, height: int, width: int) -> torch.Tensor:
-        return torch.tensor(
-            [
-                [
-                    [tables.index[a] for a in self.step_actions(op, bin_, height, width)]
-                    for op, _, bin_ in sub
-                ]
-                for sub in self.policies
-            ]
-        )  # (n_policies, steps, 2)
+    def _pairs(self, height: int, width: int) -> list:
+        # (n_policies, steps, 2); torchvision's AutoAugment has 10 magnitude bins
+        return [
+            [self._signed(op, 10, bin_, height, width) for op, _, bin_ in sub]
+            for sub in self.policies
+        ]
 
     def draw(self, batch: int, height: int, width: int, generator: torch.Generator) -> list:
         """Action ids (B,) per step, int64 on the CPU (Identity where a step is skipped)."""

@@ -2,7 +2,7 @@
 
 A file is an official Compact-Transformers ``.pth`` (a plain state dict) or one of our
 checkpoints; a run is ``runs:/RUN_ID`` (its best checkpoint), ``runs:/RUN_ID/PATH`` or a
-bare 32-character run id. Files are read by :func:`ablate.tracking.checkpoints.read_checkpoint`.
+bare 32-character run id. Files are read by :func:`ablate.models.pretrained.read_checkpoint`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from ablate.exceptions import CheckpointError
 from ablate.models.checkpoint import read_checkpoint
-from ablate.tracking.checkpoints import ARTIFACT_DIR, BEST, EXPORTED, LAST
+from ablate.tracking.conventions import ARTIFACT_DIR, BEST, EXPORTED, LAST
 
 __all__ = ["SourceSpec", "SourceWeights", "parse_source", "load_source", "DEFAULT_RUN_ARTIFACT"]
 

@@ -9,13 +9,6 @@ from ablate.models._contract import BackboneModel, BuilderKwargs, VariantSitesMi
 from ablate.models._registry import create_model, list_models, register_alias, register_model
 
 __all__ = [
-    "BackboneModel",
-    "BuilderKwargs",
-    "CompactTransformer",
-    "VariantAttention",
-    "VariantSitesMixin",
-    "create_model",
-    "list_models",
-    "register_model",
-    "register_alias",
+    "BackboneModel", "BuilderKwargs", "CompactTransformer", "VariantAttention",
+    "VariantSitesMixin", "create_model", "list_models", "register_model", "register_alias",
 ]

@@ -11,7 +11,8 @@ at construction, with the variant's parameters (e.g. ``alpha``) as non-persisten
 
 from __future__ import annotations
 
-from typing import Mapping
+import inspect
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
@@ -24,14 +25,17 @@ from ablate.models._contract import VariantSitesMixin
 from ablate.models.learned_alpha import AlphaParameter
 
 __all__ = [
-    "VariantAttention",
-    "SelfAttention",
-    "EncoderLayer",
-    "ConvTokenizer",
-    "TransformerClassifier",
-    "sinusoidal_embedding",
-    "conv_output_size",
+    "VariantAttention", "SelfAttention", "EncoderLayer", "ConvTokenizer", "TransformerClassifier",
+    "CompactTransformer", "COMPACT_DEFAULTS", "sinusoidal_embedding", "conv_output_size",
 ]
+
+# The official defaults of every compact family (reference README), declared once: a builder
+# merges its registered size, then the caller's BuilderKwargs, over them.
+COMPACT_DEFAULTS: dict[str, Any] = dict(
+    num_classes=10, positional_embedding="learnable", norm_placement="cct", dropout=0.0,
+    attention_dropout=0.1, stochastic_depth=0.1, variant=variants.VariantSpec(),
+    apply_to="attention",
+)
 
 
 class VariantAttention(nn.Module):
@@ -48,12 +52,8 @@ class VariantAttention(nn.Module):
     """
 
     def __init__(
-        self,
-        variant: str = "softmax",
-        params: Mapping[str, float] | None = None,
-        *,
-        needs_bias: bool = False,
-        learned: "variants.LearnedAlpha | None" = None,
+        self, variant: str = "softmax", params: Mapping[str, float] | None = None, *,
+        needs_bias: bool = False, learned: "variants.LearnedAlpha | None" = None,
         heads: int | None = None,
     ):
         super().__init__()
@@ -79,6 +79,15 @@ class VariantAttention(nn.Module):
                 self.register_buffer(key, torch.tensor(float(value)), persistent=False)
         self.param_names = tuple(n for n in spec.params if n in resolved)
 
+    @classmethod
+    def of(
+        cls, spec: variants.VariantSpec, *, heads: int | None = None, needs_bias: bool = False
+    ) -> "VariantAttention":
+        """A site running a parsed variant (its values, and a learned alpha if it has one)."""
+        return cls(
+            spec.name, spec.params, needs_bias=needs_bias, learned=spec.learned, heads=heads
+        )
+
     def _no_bias_message(self) -> str:
         return (
             f"attention variant {self.variant!r} cannot take an additive score bias, which this "
@@ -88,24 +97,12 @@ class VariantAttention(nn.Module):
         )
 
     def forward(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        bias: torch.Tensor | None = None,
-        dropout_p: float = 0.0,
-        scale: float | None = None,
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None, dropout_p: float = 0.0, scale: float | None = None,
     ) -> torch.Tensor:
-        """(B, H, Nq, D), (B, H, Nk, D), (B, H, Nk, Dv) -> (B, H, Nq, Dv).
-
-        Args:
-            mask: key-padding mask (B, Nk), True = real token.
-            bias: additive score bias broadcastable to (B, H, Nq, Nk); passed to the variant
-                only when given, so old-contract variants without ``bias`` keep working.
-            dropout_p: attention-weight dropout (0.0 in eval).
-            scale: multiplier of q @ k^T (None: D ** -0.5).
-        """
+        """(B, H, Nq, D), (B, H, Nk, D), (B, H, Nk, Dv) -> (B, H, Nq, Dv), as in
+        ``variants/_base.py``; ``bias`` is passed on only when given, so variants written
+        before it existed keep working."""
         params = {n: getattr(self, n) for n in self.param_names if n not in self._none_params}
         params.update(self._none_params)
         if self.learned_alpha is not None:
@@ -146,12 +143,8 @@ class SelfAttention(nn.Module):
     """Multi-head self-attention; keys ``qkv.weight`` (no bias) and ``proj.{weight,bias}``."""
 
     def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        attention_dropout: float = 0.1,
-        projection_dropout: float = 0.0,
-        core: VariantAttention | None = None,
+        self, dim: int, num_heads: int, attention_dropout: float = 0.1,
+        projection_dropout: float = 0.0, core: VariantAttention | None = None,
     ):
         super().__init__()
         if dim % num_heads:
@@ -187,14 +180,8 @@ class EncoderLayer(nn.Module):
     """
 
     def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_hidden: int,
-        dropout: float = 0.0,
-        attention_dropout: float = 0.1,
-        drop_path: float = 0.0,
-        norm_placement: str = "cct",
+        self, dim: int, num_heads: int, mlp_hidden: int, dropout: float = 0.0,
+        attention_dropout: float = 0.1, drop_path: float = 0.0, norm_placement: str = "cct",
         core: VariantAttention | None = None,
     ):
         super().__init__()
@@ -237,17 +224,8 @@ class ConvTokenizer(nn.Module):
     """
 
     def __init__(
-        self,
-        in_chans: int,
-        dim: int,
-        n_layers: int,
-        kernel: int,
-        stride: int,
-        padding: int,
-        bias: bool,
-        activation: bool,
-        max_pool: bool,
-        mid_chans: int = 64,
+        self, in_chans: int, dim: int, n_layers: int, kernel: int, stride: int, padding: int,
+        bias: bool, activation: bool, max_pool: bool, mid_chans: int = 64,
     ):
         super().__init__()
         chans = [in_chans] + [mid_chans] * (n_layers - 1) + [dim]
@@ -319,77 +297,57 @@ class TransformerClassifier(nn.Module):
         variant / apply_to: which attention function runs where (a parsed
             :class:`~variants.VariantSpec`; other sites run plain softmax).
         variable_length: accept fewer tokens than ``seq_len`` (text); images must match.
+        The rest as in :data:`COMPACT_DEFAULTS` and the families' sizes.
     """
 
     def __init__(
-        self,
-        *,
-        dim: int,
-        num_layers: int,
-        num_heads: int,
-        mlp_hidden: int,
-        num_classes: int,
-        seq_len: int,
-        seq_pool: bool = True,
-        positional_embedding: str = "learnable",
-        dropout: float = 0.0,
-        attention_dropout: float = 0.1,
-        stochastic_depth: float = 0.1,
-        norm_placement: str = "cct",
-        variant: variants.VariantSpec = variants.VariantSpec(),
-        apply_to: str = "attention",
-        variable_length: bool = False,
+        self, *, dim: int, num_layers: int, num_heads: int, mlp_ratio: float, num_classes: int,
+        seq_len: int, seq_pool: bool, positional_embedding: str, dropout: float,
+        attention_dropout: float, stochastic_depth: float, norm_placement: str,
+        variant: variants.VariantSpec, apply_to: str, variable_length: bool = False,
     ):
         super().__init__()
         self.variable_length = variable_length
         if apply_to not in ("attention", "seqpool", "both"):
-            raise ValueError(f"apply_to must be one of attention, seqpool, both; got {apply_to!r}")
+            raise ConfigError(
+                f"apply_to must be one of attention, seqpool, both; got {apply_to!r}"
+            )
         if apply_to != "attention" and not seq_pool:
-            raise ValueError(
-                f"apply_to={apply_to!r} needs sequence pooling, but this model uses a class "
-                "token (ViT-Lite); use apply_to='attention'"
+            raise ConfigError(
+                f"apply_to={apply_to!r} needs sequence pooling, but this model pools with a "
+                "class token; use apply_to='attention'"
             )
         self.seq_pool = seq_pool
         self.apply_to = apply_to
-        n_tokens = seq_len + (0 if seq_pool else 1)
-        in_layers = apply_to in ("attention", "both")
-        in_pool = apply_to in ("seqpool", "both")
-
-        def core(use_variant: bool, heads: int) -> VariantAttention:
-            return (
-                VariantAttention(
-                    variant.name, variant.params, learned=variant.learned, heads=heads
-                )
-                if use_variant
-                else VariantAttention("softmax")
-            )
-
+        plain = variants.VariantSpec()
+        in_layers = variant if apply_to in ("attention", "both") else plain
         if not seq_pool:
             self.class_emb = nn.Parameter(torch.zeros(1, 1, dim))
+        n_tokens = seq_len + (0 if seq_pool else 1)
         self.positional_emb = _positional_embedding(positional_embedding, n_tokens, dim)
         self.dropout = nn.Dropout(dropout)
         if seq_pool:
             self.attention_pool = nn.Linear(dim, 1)
-            self.pool_core = core(in_pool, 1)
+            in_pool = variant if apply_to != "attention" else plain
+            self.pool_core = VariantAttention.of(in_pool, heads=1)  # one query, one head
         rates = torch.linspace(0, stochastic_depth, num_layers).tolist()
         self.blocks = nn.ModuleList(
-            [
-                EncoderLayer(
-                    dim,
-                    num_heads,
-                    mlp_hidden,
-                    dropout,
-                    attention_dropout,
-                    rates[i],
-                    norm_placement,
-                    core(in_layers, num_heads),
-                )
-                for i in range(num_layers)
-            ]
+            EncoderLayer(
+                dim, num_heads, int(dim * mlp_ratio), dropout, attention_dropout, rate,
+                norm_placement, VariantAttention.of(in_layers, heads=num_heads),
+            )
+            for rate in rates
         )
         self.norm = nn.LayerNorm(dim)
         self.fc = nn.Linear(dim, num_classes)
         self.apply(self._init_weights)
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any], **given: Any) -> "TransformerClassifier":
+        """The encoder of a builder's resolved ``args`` (keys it does not take, such as the
+        tokenizer's, are the builder's own); ``given`` (``seq_len``, ...) wins."""
+        params = inspect.signature(cls.__init__).parameters
+        return cls(**{k: v for k, v in args.items() if k in params and k not in given}, **given)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:

@@ -1,25 +1,11 @@
-"""The model contract, written once: what every backbone accepts and what it exposes.
+"""The model contract, written once: what every builder accepts and what every model exposes.
 
-Every builder registered with :func:`~ablate.models.register_model` (ablate's own families
-and the ``timm:`` / ``hf:`` adapters alike) is called with keyword arguments drawn from
-:class:`BuilderKwargs`, and returns a module that satisfies :class:`BackboneModel`:
-
-- ``forward(x) -> logits (B, num_classes)``; images (B, C, H, W), text int64 ids (B, L);
-- ``name`` (the registry name) and ``arch`` (plain keyword arguments that rebuild the same
-  model with ``create_model(name, **arch)``: our checkpoints store them);
-- the variant sites: ``attention_sites()`` lists every
-  :class:`~ablate.models._blocks.VariantAttention`; ``variant`` names the model's variant;
-  ``variant_param_names()`` / ``variant_params()`` / ``set_variant_params(**values)`` read
-  and set its parameters (``alpha``) in place on the sites that run it;
-- the state-dict keys it keeps: fixed variant parameters are non-persistent buffers, so
-  ``state_dict()`` holds exactly the weights (official key names for ablate's families,
-  the library's own keys under ``model.`` for external ones), whatever the variant; only a
-  trainable ``alpha=learned`` adds its parameters (``...learned_alpha.raw_alpha``).
-
-:func:`variant_arch` / :func:`variant_from_kwargs` are the two directions between a
-``VariantSpec`` and the plain data of ``arch`` (and the text form users pass).
-
-:class:`VariantSitesMixin` implements the variant part once from ``attention_sites()``.
+Every builder registered with :func:`~ablate.models.register_model` (ablate's families and
+the ``timm:`` / ``hf:`` adapters alike) takes keyword arguments from :class:`BuilderKwargs`
+and returns a :class:`BackboneModel`. Fixed variant parameters are non-persistent buffers,
+so ``state_dict()`` holds exactly the weights whatever the variant (official key names for
+ablate's families, the library's keys under ``model.`` for external ones); only a trainable
+``alpha=learned`` adds its parameters (``...learned_alpha.raw_alpha``).
 """
 
 from __future__ import annotations
@@ -33,12 +19,8 @@ if TYPE_CHECKING:
     from variants import VariantSpec
 
 __all__ = [
-    "BackboneModel",
-    "BuilderKwargs",
-    "VariantSitesMixin",
-    "BUILDER_KWARGS",
-    "variant_arch",
-    "variant_from_kwargs",
+    "BackboneModel", "BuilderKwargs", "VariantSitesMixin", "BUILDER_KWARGS", "builder_args",
+    "plain_arch", "variant_arch", "variant_from_kwargs",
 ]
 
 
@@ -80,13 +62,38 @@ BUILDER_KWARGS = frozenset(BuilderKwargs.__annotations__)
 _ARCH_VARIANT_KEYS = ("variant", "variant_params", "variant_learned")
 
 
-def variant_arch(variant: "VariantSpec") -> dict[str, Any]:
-    """The variant as a model's ``arch`` stores it: plain data a checkpoint can hold.
+def builder_args(defaults: Mapping[str, Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """A family's ``defaults`` (its size and the official values) with the caller's
+    ``kwargs`` over them; a key the family does not have raises TypeError naming it."""
+    unknown = sorted(set(kwargs) - set(defaults))
+    if unknown:
+        raise TypeError(f"{defaults['name']}: unknown argument(s) {', '.join(unknown)}")
+    return {**defaults, **kwargs}
 
-    ``variant`` (the registered name) and ``variant_params`` (its values), plus
-    ``variant_learned`` (the options of ``alpha=learned``) only when alpha is learned, so
-    the arch of every other model keeps its format.
-    """
+
+def plain_arch(args: Mapping[str, Any]) -> dict[str, Any]:
+    """A model's ``arch``: ``args`` as plain data a checkpoint can hold and
+    ``create_model(name, **arch)`` rebuilds from (the variant by :func:`variant_arch`;
+    tensors and other objects left out)."""
+
+    def plain(v: Any) -> bool:
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return True
+        if isinstance(v, (list, tuple)):
+            return all(plain(x) for x in v)
+        if isinstance(v, Mapping):
+            return all(isinstance(k, str) and plain(x) for k, x in v.items())
+        return False
+
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in args.items() if plain(v)}
+    if "variant" in args:
+        out.update(variant_arch(args["variant"]))
+    return out
+
+
+def variant_arch(variant: "VariantSpec") -> dict[str, Any]:
+    """The variant as ``arch`` stores it: ``variant`` (its name) and ``variant_params``, plus
+    ``variant_learned`` only when alpha is learned (every other arch keeps its format)."""
     out: dict[str, Any] = {"variant": variant.name, "variant_params": dict(variant.params)}
     learned = getattr(variant, "learned", None)
     if learned is not None:
@@ -122,7 +129,13 @@ def variant_from_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 @runtime_checkable
 class BackboneModel(Protocol):
-    """What the training loop, checkpoints and fine-tuning rely on (see module docstring)."""
+    """What the training loop, checkpoints and fine-tuning rely on.
+
+    ``forward(x)``: images (B, C, H, W) or int64 token ids (B, L) -> logits (B, num_classes).
+    ``arch``: plain keyword arguments with which ``create_model(name, **arch)`` rebuilds it.
+    ``set_variant_params(**values)`` changes e.g. ``alpha`` in place (the same tensors, so
+    ``torch.compile`` does not recompile).
+    """
 
     name: str
     arch: dict[str, Any]
@@ -146,9 +159,8 @@ class BackboneModel(Protocol):
 class VariantSitesMixin:
     """The variant part of the contract, from ``attention_sites()`` and ``arch["variant"]``.
 
-    A subclass defines ``attention_sites()``. Sites that run another function (plain
-    softmax where ``apply_to`` leaves the variant out) are not touched by
-    ``set_variant_params``.
+    Sites that run another function (plain softmax where ``apply_to`` leaves the variant
+    out) are not touched by ``set_variant_params``.
     """
 
     arch: dict[str, Any]

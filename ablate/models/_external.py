@@ -1,25 +1,18 @@
 """What the timm and Hugging Face adapters share: the wrapper model and its stage map.
 
 A model from another library keeps its own modules and weights; ablate adds one
-:class:`~ablate.models._blocks.VariantAttention` site inside every self-attention module (a
-submodule whose parameters are non-persistent buffers, so the library's state-dict keys do
-not change) and wraps the whole in :class:`ExternalModel`, which gives it the contract the
-training loop relies on (:class:`~ablate.models._contract.BackboneModel`), the same as
-:class:`~ablate.models._blocks.CompactTransformer`:
-
-- ``forward(x) -> logits``; ``.name`` (the registry name, e.g. ``timm:vit_tiny_patch16_224``)
-  and ``.arch`` (plain keyword arguments that rebuild the model with ``create_model``);
-- ``variant_param_names()`` / ``set_variant_params(**values)`` / ``variant_params()``;
-- the fine-tuning protocol of :mod:`ablate.finetune`: ``num_blocks``, ``stage_of(name)``
-  (0 embeddings, i + 1 for block i, ``num_blocks + 1`` head), ``head_prefixes`` (what a
-  linear probe trains) and ``lora_targets`` (the linear layers inside the blocks).
-
-The library's model sits under ``.model``, so ``wrapper.model.state_dict()`` has exactly
-the library's own keys (ours add the prefix ``model.``).
+:class:`~ablate.models._blocks.VariantAttention` site inside every self-attention module
+(non-persistent buffers: the library's state-dict keys do not change) and wraps the whole in
+:class:`ExternalModel`, which meets :class:`~ablate.models._contract.BackboneModel` plus the
+fine-tuning protocol of :mod:`ablate.finetune`: ``num_blocks``, ``stage_of(name)`` (0
+embeddings, i + 1 for block i, ``num_blocks + 1`` head), ``head_prefixes`` (what a linear
+probe trains) and ``lora_targets`` (the linear layers inside the blocks). The library's
+model sits under ``.model``: our state dict is the library's keys prefixed ``model.``.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -28,22 +21,19 @@ import torch.nn as nn
 from ablate.exceptions import ConfigError
 from ablate.models._blocks import VariantAttention
 from ablate.models._contract import VariantSitesMixin
-from variants import VariantSpec
 
-__all__ = ["ExternalModel", "require", "plain_arch", "check_apply_to", "make_site"]
+__all__ = ["ExternalModel", "require", "check_apply_to", "block_of", "mask_as_bias", "first_line"]
 
 SITE = "variant_site"  # attribute name of the VariantAttention inside a library module
 
 
-def require(module: str, extra: str, prefix: str) -> Any:
+def require(module: str, extra: str) -> Any:
     """Import an optional library or fail with the one line that says how to install it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
         raise ConfigError(
-            f"{prefix}:... models need the optional package {module!r}; install it with "
+            f"{extra}:... models need the optional package {module!r}; install it with "
             f'pip install -e ".[{extra}]" (or pip install "ablate[{extra}]")'
         ) from None
 
@@ -57,26 +47,27 @@ def check_apply_to(apply_to: str, name: str) -> None:
         )
 
 
-def make_site(variant: VariantSpec, *, needs_bias: bool) -> VariantAttention:
-    """One attention site; ``needs_bias`` refuses, now, a variant that cannot take a bias."""
-    return VariantAttention(
-        variant.name, variant.params, needs_bias=needs_bias, learned=variant.learned
-    )
+def block_of(model: nn.Module, module_name: str) -> str:
+    """The transformer block holding an attention module: the nearest ancestor that is an
+    element of a Sequential / ModuleList (``blocks.3``, ``encoder.layer.1``)."""
+    parts = module_name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        parent = model.get_submodule(".".join(parts[: i - 1])) if i > 1 else model
+        if isinstance(parent, (nn.Sequential, nn.ModuleList)):
+            return ".".join(parts[:i])
+    return module_name
 
 
-def plain_arch(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments that are plain data (what a checkpoint may store and rebuild from)."""
+def mask_as_bias(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """A library's attention mask (bool: True = attend, or additive float) -> additive bias."""
+    if mask is None or mask.dtype != torch.bool:
+        return None if mask is None else mask.to(like.dtype)
+    zeros = torch.zeros(mask.shape, dtype=like.dtype, device=like.device)
+    return zeros.masked_fill(~mask, float("-inf"))
 
-    def plain(v: Any) -> bool:
-        if v is None or isinstance(v, (bool, int, float, str)):
-            return True
-        if isinstance(v, (list, tuple)):
-            return all(plain(x) for x in v)
-        if isinstance(v, Mapping):
-            return all(isinstance(k, str) and plain(x) for k, x in v.items())
-        return False
 
-    return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in values.items() if plain(v)}
+def first_line(err: BaseException, limit: int = 300) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]
 
 
 class ExternalModel(VariantSitesMixin, nn.Module):
@@ -91,12 +82,7 @@ class ExternalModel(VariantSitesMixin, nn.Module):
     """
 
     def __init__(
-        self,
-        model: nn.Module,
-        *,
-        name: str,
-        arch: Mapping[str, Any],
-        blocks: Iterable[str],
+        self, model: nn.Module, *, name: str, arch: Mapping[str, Any], blocks: Iterable[str],
         heads: Iterable[str],
     ):
         super().__init__()

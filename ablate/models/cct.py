@@ -1,4 +1,5 @@
-"""CCT: Compact Convolutional Transformers (Hassani et al., 2021).
+"""CCT: Compact Convolutional Transformers (Hassani et al., 2021), and the one builder behind
+every image family's named sizes (CVT and ViT-Lite use it too).
 
 A convolutional tokenizer (Conv k x k -> ReLU -> MaxPool, 1 or 2 layers) feeds a
 transformer encoder whose output is sequence-pooled. Names ``cct_{L}_{k}x{n}_{img}``:
@@ -9,9 +10,54 @@ sinusoidal embedding (the official code silently ignores that request; we honour
 
 from __future__ import annotations
 
-from ablate.models._builder import register_image_model
+from typing import TYPE_CHECKING, Any, Mapping
 
-__all__ = ["SIZES"]
+from ablate.models._blocks import (
+    COMPACT_DEFAULTS,
+    CompactTransformer,
+    ConvTokenizer,
+    TransformerClassifier,
+)
+from ablate.models._contract import builder_args, plain_arch
+from ablate.models._registry import register_model
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ablate.models._contract import BuilderKwargs
+
+__all__ = ["SIZES", "PATCH_TOKENIZER", "build_image_model", "register_image_model"]
+
+
+def build_image_model(
+    size: Mapping[str, Any], **kwargs: "Unpack[BuilderKwargs]"
+) -> CompactTransformer:
+    """A registered ``size`` (layers, tokenizer, ...) with the caller's ``kwargs`` over it."""
+    a = builder_args({**COMPACT_DEFAULTS, "img_size": 32, "in_chans": 3, **size}, kwargs)
+    tokenizer = ConvTokenizer(
+        a["in_chans"], a["dim"], a["n_conv_layers"], a["kernel"], a["stride"], a["padding"],
+        bias=a["conv_bias"], activation=a["conv_activation"], max_pool=a["conv_max_pool"],
+    )
+    classifier = TransformerClassifier.from_args(
+        a, seq_len=tokenizer.sequence_length(a["img_size"])
+    )
+    return CompactTransformer(tokenizer, classifier, name=a["name"], arch=plain_arch(a))
+
+
+def register_image_model(size: dict, doc: str) -> None:
+    """Register ``size["name"]``: a builder that merges the caller's kwargs over ``size``."""
+
+    def builder(**kwargs: Any) -> CompactTransformer:
+        return build_image_model(size, **kwargs)
+
+    register_model(size["name"], builder, task="image", defaults=size, doc=doc)
+
+
+# The CVT / ViT-Lite tokenizer: one 4x4 patchifying conv with bias, no activation, no pool.
+PATCH_TOKENIZER = dict(
+    kernel=4, n_conv_layers=1, stride=4, padding=0,
+    conv_bias=True, conv_activation=False, conv_max_pool=False,
+)
 
 # encoder sizes: layers, heads, embedding dim, MLP ratio
 SIZES = {

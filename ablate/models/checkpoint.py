@@ -8,8 +8,8 @@ dicts, lists, tuples, str, int, float, bool and None, so that it always reloads 
 
 Official / foreign weights (plain state dicts) and :func:`load_pretrained`, which both kinds
 load through, live in :mod:`ablate.models.pretrained`; their names are re-exported here.
-Files are read by :func:`ablate.tracking.checkpoints.read_checkpoint` and written atomically by
-:func:`ablate.tracking.checkpoints.atomic_torch_save`.
+Files are read by :func:`ablate.models.pretrained.read_checkpoint` and written atomically by
+:func:`atomic_torch_save`.
 """
 
 from __future__ import annotations

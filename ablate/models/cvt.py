@@ -5,8 +5,7 @@ Names ``cvt_{L}_4_32`` (and ``_sine``): L encoder layers, patch 4, native image 
 
 from __future__ import annotations
 
-from ablate.models._builder import PATCH_TOKENIZER, register_image_model
-from ablate.models.cct import SIZES
+from ablate.models.cct import PATCH_TOKENIZER, SIZES, register_image_model
 
 __all__: list[str] = []
 

@@ -33,24 +33,22 @@ import torch
 import torch.nn as nn
 
 from ablate.exceptions import ConfigError
-from ablate.models._contract import variant_arch
+from ablate.models._blocks import VariantAttention
+from ablate.models._contract import plain_arch
 from ablate.models._external import (
     SITE,
     ExternalModel,
+    block_of,
     check_apply_to,
-    make_site,
-    plain_arch,
+    first_line,
+    mask_as_bias,
     require,
 )
 from ablate.models._registry import ModelEntry, register_model_source
 from variants import VariantSpec
 
 __all__ = [
-    "HFTextClassifier",
-    "HFImageClassifier",
-    "build_hf_model",
-    "resolve_hf",
-    "inject_hf_attention",
+    "HFTextClassifier", "HFImageClassifier", "build_hf_model", "resolve_hf", "inject_hf_attention",
     "ATTN_IMPLEMENTATION",
 ]
 
@@ -65,33 +63,22 @@ _DROPOUT_KEYS = {
 
 
 def _transformers() -> Any:
-    return require("transformers", "hf", "hf")
+    return require("transformers", "hf")
 
 
 # -- the registered attention and mask functions -----------------------------------------
 
 
 def ablate_attention(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
+    module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+    attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """Hugging Face attention function: runs ``module.variant_site``.
+    """Hugging Face attention function: runs the calling ``module``'s variant site.
 
-    Args:
-        module: the calling attention module (it holds the site).
-        query / key / value: (B, H, N, D).
-        attention_mask: (B, Nk) bool key-padding mask from the ``"ablate"`` mask function,
-            or a 4-D boolean / additive mask (-> score bias), or None.
-        dropout: attention dropout (0.0 in eval); scaling: q k^T multiplier.
-
-    Returns:
-        (B, Nq, H, Dv) attended values, and no attention weights.
+    (B, H, N, D) query / key / value -> (B, Nq, H, Dv) and no attention weights.
+    ``attention_mask``: the (B, Nk) key-padding mask from :func:`ablate_mask`, or a 4-D
+    boolean / additive mask (-> score bias), or None.
     """
     site = getattr(module, SITE, None)
     if site is None:
@@ -106,27 +93,17 @@ def ablate_attention(
             f"{type(module).__name__}: grouped key/value heads are not supported by ablate"
         )
     mask = bias = None
-    if attention_mask is not None:
-        if attention_mask.dim() == 2:
-            mask = attention_mask.to(torch.bool)
-        elif attention_mask.dtype == torch.bool:
-            bias = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device)
-            bias = bias.masked_fill(~attention_mask, float("-inf"))
-        else:
-            bias = attention_mask.to(query.dtype)
+    if attention_mask is not None and attention_mask.dim() == 2:
+        mask = attention_mask.to(torch.bool)  # (B, Nk) key padding, from ablate_mask
+    else:
+        bias = mask_as_bias(attention_mask, query)
     out = site(query, key, value, mask=mask, bias=bias, dropout_p=dropout, scale=scaling)
     return out.transpose(1, 2).contiguous(), None  # (B, H, N, D) -> (B, N, H, D)
 
 
 def ablate_mask(
-    batch_size: int,
-    q_length: int,
-    kv_length: int,
-    q_offset: int = 0,
-    kv_offset: int = 0,
-    mask_function: Any = None,
-    attention_mask: torch.Tensor | None = None,
-    **kwargs: Any,
+    batch_size: int, q_length: int, kv_length: int, q_offset: int = 0, kv_offset: int = 0,
+    mask_function: Any = None, attention_mask: torch.Tensor | None = None, **kwargs: Any,
 ) -> torch.Tensor | None:
     """Hugging Face mask function: the (B, Nk) padding mask itself for plain encoders."""
     from transformers.masking_utils import bidirectional_mask_function, sdpa_mask
@@ -155,20 +132,9 @@ def _is_attention(module: nn.Module) -> bool:
 
 
 def inject_hf_attention(model: nn.Module, variant: VariantSpec, *, name: str) -> list[str]:
-    """Attach a variant site to every self-attention module and switch to ``"ablate"``.
-
-    Args:
-        model: a Hugging Face ``PreTrainedModel``.
-        variant: the variant every site runs, with its parameter values.
-        name: the model's name, for errors.
-
-    Returns:
-        The module names that got a site.
-
-    Raises:
-        ConfigError: the model does not use the attention-function registry, is a decoder,
-            or has no attention module ablate recognises.
-    """
+    """Attach a variant site to every self-attention module of a ``PreTrainedModel`` and
+    switch it to ``"ablate"``; return the names of those modules. ConfigError for a model
+    that bypasses the attention-function registry, a decoder, or no attention module."""
     _register_interface()
     if not model._can_set_attn_implementation():
         raise ConfigError(
@@ -184,7 +150,7 @@ def inject_hf_attention(model: nn.Module, variant: VariantSpec, *, name: str) ->
             continue
         if getattr(module, "is_causal", False):
             raise ConfigError(f"{name}: {mod_name} is causal; ablate drives encoders only")
-        module.add_module(SITE, make_site(variant, needs_bias=False))
+        module.add_module(SITE, VariantAttention.of(variant))
         adapted.append(mod_name)
     if not adapted:
         raise ConfigError(f"{name}: no self-attention module with Hugging Face's interface found")
@@ -192,16 +158,6 @@ def inject_hf_attention(model: nn.Module, variant: VariantSpec, *, name: str) ->
     if model.config._attn_implementation != ATTN_IMPLEMENTATION:
         raise ConfigError(f"{name}: could not switch its attention to ablate's function")
     return adapted
-
-
-def _block_of(model: nn.Module, module_name: str) -> str:
-    """The encoder layer holding an attention module (element of a ModuleList)."""
-    parts = module_name.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        parent = model.get_submodule(".".join(parts[: i - 1])) if i > 1 else model
-        if isinstance(parent, (nn.ModuleList, nn.Sequential)):
-            return ".".join(parts[:i])
-    return module_name
 
 
 # -- the wrappers --------------------------------------------------------------------------
@@ -252,10 +208,10 @@ class HFImageClassifier(ExternalModel):
 
 
 def _missing(name: str, what: str, err: BaseException) -> ConfigError:
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
     return ConfigError(
-        f"hf:{name}: {what} not found locally ({first}); pass --download to fetch it from "
-        "the Hugging Face Hub, or give a directory written by save_pretrained (hf:/path/to/dir)"
+        f"hf:{name}: {what} not found locally ({first_line(err, 200)}); pass --download to "
+        "fetch it from the Hugging Face Hub, or give a directory written by save_pretrained "
+        "(hf:/path/to/dir)"
     )
 
 
@@ -308,12 +264,8 @@ def _image_preprocessing(name: str, config: Any) -> dict[str, Any]:
 
 
 def resolve_hf(name: str, *, download: bool = False) -> ModelEntry:
-    """The registry entry for ``hf:NAME_OR_DIR`` (reads only its config, from the cache).
-
-    Args:
-        name: a Hub model id or a local directory.
-        download: fetch the config when it is not cached.
-    """
+    """The registry entry for ``hf:NAME_OR_DIR`` (a Hub id or a local directory); reads only
+    its config, from the cache unless ``download``."""
     config, _ = _load_config(name, download)
     task = _task(config, name)
     defaults: dict[str, Any] = {"library": "transformers", "model_type": config.model_type}
@@ -335,54 +287,36 @@ def resolve_hf(name: str, *, download: bool = False) -> ModelEntry:
 
 
 def build_hf_model(
-    hf_name: str,
-    *,
-    num_classes: int | None = None,
-    variant: VariantSpec = VariantSpec(),
-    apply_to: str = "attention",
-    pretrained: bool = False,
-    download: bool = False,
-    img_size: int | None = None,
-    in_chans: int | None = None,
-    max_len: int | None = None,
-    pad_index: int | None = None,
-    dropout: float | None = None,
-    attention_dropout: float | None = None,
-    stochastic_depth: float | None = None,
-    **hf_kwargs: Any,
+    hf_name: str, *, variant: VariantSpec = VariantSpec(), apply_to: str = "attention",
+    pretrained: bool = False, download: bool = False, **kwargs: Any,
 ) -> ExternalModel:
     """Build a Hugging Face classifier with every self-attention on ``variant``.
 
     Args:
         hf_name: a Hub model id or a local directory (``save_pretrained``).
-        num_classes: ``num_labels`` (a pretrained head of another size is re-initialised).
-        variant / apply_to: as for ablate's own models; only ``attention`` is a valid
-            ``apply_to``.
+        variant / apply_to: as for ablate's own models; only ``attention`` is valid.
         pretrained: ``from_pretrained`` weights (local cache / directory unless
             ``download``); False: fresh weights from the config.
         download: let Hugging Face fetch what is not cached.
-        img_size / in_chans: image models; another size than the config's interpolates
-            the position embeddings; the channel count must match the config.
-        max_len / pad_index: text models; at most ``max_position_embeddings`` tokens; the
-            padding id (default: the config's ``pad_token_id``).
-        dropout / attention_dropout / stochastic_depth: the config's hidden dropout,
-            attention dropout and drop-path rate (an error where the model has none).
-        hf_kwargs: config attributes to override, or arguments of ``from_pretrained``.
+        kwargs: the rest of :class:`~ablate.models.BuilderKwargs`: ``num_classes`` is
+            ``num_labels`` (a pretrained head of another size is re-initialised);
+            ``img_size`` other than the config's interpolates the position embeddings,
+            ``in_chans`` must match it; at most ``max_position_embeddings`` tokens
+            (``max_len``), ``pad_index`` defaults to the config's ``pad_token_id``; the
+            dropouts go to the config's own keys (an error where it has none). Anything
+            else: config attributes to override, or arguments of ``from_pretrained``.
     """
     _register_interface()
     name = f"hf:{hf_name}"
     check_apply_to(apply_to, name)
-    arch = plain_arch(dict(
-        num_classes=num_classes, **variant_arch(variant),
-        apply_to=apply_to, img_size=img_size, in_chans=in_chans, max_len=max_len,
-        pad_index=pad_index, dropout=dropout, attention_dropout=attention_dropout,
-        stochastic_depth=stochastic_depth, **hf_kwargs,
-    ))
+    arch = plain_arch(dict(kwargs, variant=variant, apply_to=apply_to))
+    ours = {k: kwargs.pop(k, None) for k in (
+        "num_classes", "img_size", "in_chans", "max_len", "pad_index", *_DROPOUT_KEYS
+    )}
+    num_classes, img_size, in_chans = ours["num_classes"], ours["img_size"], ours["in_chans"]
     config, _ = _load_config(hf_name, download)
     task = _task(config, hf_name)
-    drops = dict(dropout=dropout, attention_dropout=attention_dropout,
-                 stochastic_depth=stochastic_depth)
-    overrides = _config_overrides(name, config, hf_kwargs, drops)
+    overrides = _config_overrides(name, config, kwargs, {k: ours[k] for k in _DROPOUT_KEYS})
     head_changes = num_classes is not None and num_classes != config.num_labels
     if num_classes is not None:
         overrides["num_labels"] = num_classes
@@ -396,7 +330,7 @@ def build_hf_model(
     config, unused = _load_config(hf_name, download, **overrides)
     model = _instantiate(hf_name, task, config, unused, pretrained, download, head_changes)
     adapted = inject_hf_attention(model, variant, name=name)
-    blocks = list(dict.fromkeys(_block_of(model, a) for a in adapted))
+    blocks = list(dict.fromkeys(block_of(model, a) for a in adapted))
     base = getattr(model, "base_model_prefix", "")
     heads = [
         child for child, module in model.named_children()
@@ -407,11 +341,13 @@ def build_hf_model(
         interpolate = img_size is not None and img_size != config.image_size
         return HFImageClassifier(model, interpolate=interpolate, **common)
     limit = int(getattr(config, "max_position_embeddings", 512))
+    max_len = ours["max_len"]
     if max_len is not None and max_len > limit:
         raise ConfigError(
             f"{name} takes at most {limit} tokens (max_position_embeddings); got max_len={max_len}"
         )
-    pad = pad_index if pad_index is not None else getattr(config, "pad_token_id", None)
+    pad = ours["pad_index"]
+    pad = getattr(config, "pad_token_id", None) if pad is None else pad
     return HFTextClassifier(model, pad_index=int(pad or 0), max_len=max_len or limit, **common)
 
 
@@ -436,13 +372,8 @@ def _config_overrides(
 
 
 def _instantiate(
-    hf_name: str,
-    task: str,
-    config: Any,
-    unused: Mapping[str, Any],
-    pretrained: bool,
-    download: bool,
-    head_changes: bool,
+    hf_name: str, task: str, config: Any, unused: Mapping[str, Any], pretrained: bool,
+    download: bool, head_changes: bool,
 ) -> nn.Module:
     """The library's classifier: pretrained weights (from the cache) or fresh ones."""
     transformers = _transformers()

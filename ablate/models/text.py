@@ -1,4 +1,5 @@
-"""Text backbones: CCT / CVT / ViT-Lite over word vectors, with correct padding.
+"""Text backbones over word vectors, with correct padding: text CCT / CVT / ViT-Lite and the
+official ``text_transformer_*``.
 
 A batch of int64 token ids ``(B, L)`` (padded with ``pad_index``) goes through
 
@@ -6,21 +7,22 @@ A batch of int64 token ids ``(B, L)`` (padded with ``pad_index``) goes through
    initialised from an ``embedding_matrix`` (e.g. GloVe rows for the data set's vocabulary);
 2. ``tokenizer``: the word-vector sequence as a one-channel image ``(B, 1, L, word_dim)``,
    ``Conv2d(1, dim, (k, word_dim))`` -> ReLU -> MaxPool over the token axis (CCT), or a
-   patchifying conv with kernel = stride = k and nothing after it (CVT / ViT-Lite);
+   patchifying conv with kernel = stride = k and nothing after it (CVT / ViT-Lite); for
+   ``text_transformer_*`` none: the word vectors are the tokens (``dim`` = ``word_dim``);
 3. ``classifier``: the shared :class:`~ablate.models._blocks.TransformerClassifier`.
 
 Names ``text_cct_{2,4,6}``, ``text_cvt_{2,4,6}``, ``text_vit_lite_{2,4,6}`` (the official
-``text_vit_{2,4,6}`` are aliases) with the official sizes; ``kernel_size`` 4 by default (the
-paper's text results), 1 and 2 also published. Parameter and module names follow the
-official code (``embedder.embeddings.weight``, ``tokenizer.conv_layers.0.weight``,
-``classifier.*``), see ``../shared/reference/cct_keys.json``.
+``text_vit_{2,4,6}`` are aliases) and ``text_transformer_{2,4,6}`` with the official sizes;
+``kernel_size`` 4 by default (the paper's text results), 1 and 2 also published. Parameter
+and module names follow the official code (``embedder.embeddings.weight``,
+``tokenizer.conv_layers.0.weight``, ``classifier.*``), see ``../shared/reference/cct_keys.json``.
 
 Padding, where the official text models go wrong (their positional table has one row too
 many, so a full-length input fails, and any mask trips an assertion):
 
 - ``mask = ids != pad_index`` (or a mask the caller passes). Padded word vectors are set to
-  exactly zero at the conv input; ``padding_idx`` alone is not trusted because the padding
-  row of a loaded or modified embedding table need not be zero.
+  exactly zero at the tokenizer input; ``padding_idx`` alone is not trusted because the
+  padding row of a loaded or modified embedding table need not be zero.
 - The token-level mask is True where the token's receptive field (conv window, then pool
   window) covers at least one real word; it is passed to every self-attention (padded keys
   get zero weight), to sequence pooling and to the token softmax of ``softmax_v`` /
@@ -32,52 +34,54 @@ many, so a full-length input fails, and any mask trips an assertion):
 
 Token counts for ``max_len=64``, kernel 4: CCT 34 (the official tokenizer drops the last
 window over word 63 and makes 33 tokens, yet allocates 34 positional rows), CVT 16 and
-ViT-Lite 16 + class token (the official tables have 17 and 18 rows: one surplus row).
+ViT-Lite 16 + class token, text transformer 64 + class token (the official tables have
+17, 18 and 66 rows: one surplus row, dropped on load).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ablate.exceptions import ConfigError
-from ablate.models._blocks import CompactTransformer, TransformerClassifier, conv_output_size
-from ablate.models._contract import variant_arch
+from ablate.models._blocks import (
+    COMPACT_DEFAULTS,
+    CompactTransformer,
+    TransformerClassifier,
+    conv_output_size,
+)
+from ablate.models._contract import builder_args, plain_arch
 from ablate.models._registry import register_alias, register_model
-from variants import VariantSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ablate.models._contract import BuilderKwargs
 
 __all__ = [
-    "WordEmbedder",
-    "TextConvTokenizer",
-    "TextCompactTransformer",
-    "build_text_model",
-    "TEXT_FAMILIES",
+    "WordEmbedder", "TextConvTokenizer", "WordTokens", "TextCompactTransformer",
+    "build_text_model", "TEXT_FAMILIES",
 ]
 
-TEXT_FAMILIES = ("cct", "cvt", "vit_lite")
+TEXT_FAMILIES = ("cct", "cvt", "vit_lite", "transformer")
 
-# Official encoder sizes per family and depth: layers, heads, embedding dim, MLP ratio.
-# (The official text CVT-6 is 128-dim, unlike image CVT-6 and text CCT-6 / ViT-6.)
-_SIZES: dict[str, dict[int, dict[str, Any]]] = {
-    "cct": {
-        2: dict(num_layers=2, num_heads=2, dim=128, mlp_ratio=1.0),
-        4: dict(num_layers=4, num_heads=2, dim=128, mlp_ratio=1.0),
-        6: dict(num_layers=6, num_heads=4, dim=256, mlp_ratio=2.0),
-    },
-    "cvt": {
-        2: dict(num_layers=2, num_heads=2, dim=128, mlp_ratio=1.0),
-        4: dict(num_layers=4, num_heads=2, dim=128, mlp_ratio=1.0),
-        6: dict(num_layers=6, num_heads=4, dim=128, mlp_ratio=2.0),
-    },
-    "vit_lite": {
-        2: dict(num_layers=2, num_heads=2, dim=128, mlp_ratio=1.0),
-        4: dict(num_layers=4, num_heads=2, dim=128, mlp_ratio=1.0),
-        6: dict(num_layers=6, num_heads=4, dim=256, mlp_ratio=2.0),
-    },
+# Official sizes per family and depth: heads, embedding dim, MLP ratio (layers = depth). The
+# official text CVT-6 is 128-dim, unlike image CVT-6 and text CCT-6 / ViT-6; a text
+# transformer's dim is the word-vector width (300 with the official vectors).
+_SIZES: dict[str, dict[int, tuple[int, int | None, float]]] = {
+    "cct": {2: (2, 128, 1.0), 4: (2, 128, 1.0), 6: (4, 256, 2.0)},
+    "cvt": {2: (2, 128, 1.0), 4: (2, 128, 1.0), 6: (4, 128, 2.0)},
+    "vit_lite": {2: (2, 128, 1.0), 4: (2, 128, 1.0), 6: (4, 256, 2.0)},
+    "transformer": {2: (2, None, 1.0), 4: (2, None, 1.0), 6: (4, None, 2.0)},
 }
+# What every text model uses where neither its size nor the caller says otherwise.
+_TEXT_DEFAULTS: dict[str, Any] = dict(
+    COMPACT_DEFAULTS, num_classes=4, positional_embedding="sine", vocab_size=None,
+    word_dim=None, embedding_matrix=None, max_len=64, pad_index=0, freeze_embeddings=False,
+)
 
 
 class WordEmbedder(nn.Module):
@@ -91,12 +95,8 @@ class WordEmbedder(nn.Module):
     """
 
     def __init__(
-        self,
-        vocab_size: int,
-        word_dim: int,
-        pad_index: int = 0,
-        embedding_matrix: torch.Tensor | None = None,
-        freeze: bool = False,
+        self, vocab_size: int, word_dim: int, pad_index: int = 0,
+        embedding_matrix: torch.Tensor | None = None, freeze: bool = False,
     ):
         super().__init__()
         self.embeddings = nn.Embedding(vocab_size, word_dim, padding_idx=pad_index)
@@ -116,22 +116,12 @@ class TextConvTokenizer(nn.Module):
     Key ``conv_layers.0.weight`` (dim, 1, kernel, word_dim); the conv has no bias, which the
     padding invariance relies on (an all-padding window must give exactly zero).
 
-    Args:
-        word_dim: width of the word vectors (the conv spans it completely).
-        dim: embedding dim of the transformer.
-        kernel / stride / padding: along the token axis.
-        activation: ReLU after the conv (CCT).
-        max_pool: MaxPool(3, 2, 1) over the token axis after the ReLU (CCT).
+    The conv spans the word vector completely; ``kernel`` / ``stride`` / ``padding`` run
+    along the token axis; CCT adds a ReLU and a MaxPool(3, 2, 1) over the token axis.
     """
 
     def __init__(
-        self,
-        word_dim: int,
-        dim: int,
-        kernel: int,
-        stride: int,
-        padding: int,
-        activation: bool,
+        self, word_dim: int, dim: int, kernel: int, stride: int, padding: int, activation: bool,
         max_pool: bool,
     ):
         super().__init__()
@@ -200,6 +190,21 @@ class TextConvTokenizer(nn.Module):
         return x, token_mask
 
 
+class WordTokens(nn.Module):
+    """The ``text_transformer_*`` tokenizer: every word is a token, padded words exact zeros.
+
+    ``(B, L, word_dim), (B, L) -> (B, L, word_dim), (B, L)``, like :class:`TextConvTokenizer`;
+    no parameters.
+    """
+
+    def sequence_length(self, length: int) -> int:
+        return length
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = mask.to(torch.bool)
+        return torch.where(mask.unsqueeze(-1), x, x.new_zeros(())), mask
+
+
 class TextCompactTransformer(CompactTransformer):
     """Embedder + text tokenizer + transformer classifier; ``forward(ids, mask=None)``.
 
@@ -210,15 +215,8 @@ class TextCompactTransformer(CompactTransformer):
     """
 
     def __init__(
-        self,
-        embedder: WordEmbedder,
-        tokenizer: TextConvTokenizer,
-        classifier: TransformerClassifier,
-        *,
-        name: str,
-        arch: dict,
-        max_len: int,
-        pad_index: int,
+        self, embedder: WordEmbedder, tokenizer: nn.Module, classifier: TransformerClassifier, *,
+        name: str, arch: dict, max_len: int, pad_index: int,
     ):
         super().__init__(tokenizer, classifier, name=name, arch=arch)
         self.embedder = embedder
@@ -263,164 +261,106 @@ def _drop_official_surplus_pe_row(module, state_dict, prefix, *_args) -> None:
         state_dict[key] = value[:, : pe.shape[1]]
 
 
-def _tokenizer_geometry(family: str, kernel_size: int) -> tuple[int, int, int, bool, bool]:
-    """(kernel, stride, padding, activation, max_pool) by the official rules."""
-    if family == "cct":
-        # The official CCT rule; kernel 4 gives the table's k4 s1 p2.
-        return kernel_size, max(1, kernel_size // 2 - 1), max(1, kernel_size // 2), True, True
-    return kernel_size, kernel_size, 0, False, False  # CVT / ViT-Lite: patches of k words
-
-
-def word_table(
-    name: str, vocab_size: int | None, word_dim: int | None, embedding_matrix: Any
-) -> tuple[torch.Tensor | None, int, int]:
-    """(matrix, vocab_size, word_dim): sizes taken from the initial word vectors when omitted,
-    and checked against them when given."""
-    matrix = None
-    if embedding_matrix is not None:
-        matrix = torch.as_tensor(embedding_matrix, dtype=torch.float32)
+def _word_table(a: dict[str, Any]) -> torch.Tensor | None:
+    """The initial word vectors; ``vocab_size`` / ``word_dim`` taken from them when omitted
+    (and checked against them when given)."""
+    matrix, name = a.pop("embedding_matrix"), a["name"]
+    if matrix is not None:
+        matrix = torch.as_tensor(matrix, dtype=torch.float32)
         if matrix.dim() != 2:
             raise ConfigError(
                 f"{name}: embedding_matrix must be 2-D (vocab_size, word_dim); "
                 f"got shape {tuple(matrix.shape)}"
             )
-        vocab_size = int(matrix.shape[0]) if vocab_size is None else vocab_size
-        word_dim = int(matrix.shape[1]) if word_dim is None else word_dim
-        if tuple(matrix.shape) != (vocab_size, word_dim):
+        for i, arg in enumerate(("vocab_size", "word_dim")):
+            a[arg] = int(matrix.shape[i]) if a[arg] is None else a[arg]
+        if tuple(matrix.shape) != (a["vocab_size"], a["word_dim"]):
             raise ConfigError(
                 f"{name}: embedding_matrix has shape {tuple(matrix.shape)} but "
-                f"vocab_size={vocab_size}, word_dim={word_dim}"
+                f"vocab_size={a['vocab_size']}, word_dim={a['word_dim']}"
             )
-    if vocab_size is None or word_dim is None:
+    if a["vocab_size"] is None or a["word_dim"] is None:
         raise ConfigError(
             f"{name}: a text model needs vocab_size and word_dim, or an embedding_matrix"
         )
-    return matrix, vocab_size, word_dim
+    for arg in ("vocab_size", "word_dim", "max_len", "kernel_size", "num_classes"):
+        value = a.get(arg, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}: {arg} must be an integer >= 1; got {value!r}")
+    pad = a["pad_index"]
+    if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < a["vocab_size"]:
+        raise ConfigError(
+            f"{name}: pad_index must be an integer in [0, {a['vocab_size']}); got {pad!r}"
+        )
+    return matrix
+
+
+def _tokenizer(a: dict[str, Any]) -> nn.Module:
+    """The family's tokenizer, by the official rules (the CCT rule gives k4 s1 p2)."""
+    family, k = a["family"], a.get("kernel_size")
+    if family == "transformer":
+        if a["word_dim"] % a["num_heads"]:
+            raise ConfigError(
+                f"{a['name']}: its {a['num_heads']} heads must divide the word-vector width, "
+                f"got word_dim={a['word_dim']}; use vectors whose width is a multiple of "
+                f"{a['num_heads']} (e.g. --embeddings glove.6B.300d.txt)"
+            )
+        return WordTokens()
+    if family == "cct":
+        return TextConvTokenizer(a["word_dim"], a["dim"], k, max(1, k // 2 - 1), max(1, k // 2),
+                                 activation=True, max_pool=True)
+    return TextConvTokenizer(a["word_dim"], a["dim"], k, k, 0, activation=False, max_pool=False)
 
 
 def build_text_model(
-    *,
-    name: str,
-    family: str,
-    num_layers: int,
-    num_heads: int,
-    dim: int,
-    mlp_ratio: float,
-    num_classes: int = 4,
-    vocab_size: int | None = None,
-    word_dim: int | None = None,
-    embedding_matrix: Any = None,
-    max_len: int = 64,
-    pad_index: int = 0,
-    kernel_size: int = 4,
-    freeze_embeddings: bool = False,
-    positional_embedding: str = "sine",
-    norm_placement: str = "cct",
-    dropout: float = 0.0,
-    attention_dropout: float = 0.1,
-    stochastic_depth: float = 0.1,
-    variant: VariantSpec = VariantSpec(),
-    apply_to: str = "attention",
-    **unknown: Any,
+    size: Mapping[str, Any], **kwargs: "Unpack[BuilderKwargs]"
 ) -> TextCompactTransformer:
-    """Build one text backbone; the registered names fill in family and sizes.
+    """A registered ``size`` (family, layers, heads, ...) with the caller's ``kwargs`` over it.
 
-    Args:
-        family: ``cct`` (conv + ReLU + max-pool, sequence pooling), ``cvt`` (patch conv,
-            sequence pooling) or ``vit_lite`` (patch conv, class token).
-        vocab_size / word_dim: embedding table size; taken from ``embedding_matrix`` when
-            omitted (and checked against it when given).
-        embedding_matrix: (vocab_size, word_dim) initial word vectors (tensor or array);
-            not stored in ``arch``.
-        max_len: longest input in tokens; fixes the positional table's rows.
-        pad_index: padding id (masked out everywhere).
-        kernel_size: tokenizer conv width in words (official: 1, 2, 4).
-        freeze_embeddings: word vectors get no gradient.
-        Other arguments as for the image models.
+    ``vocab_size`` / ``word_dim`` come from ``embedding_matrix`` when omitted; the matrix
+    itself is not part of ``arch`` (the word vectors travel in the state dict).
     """
-    if unknown:
-        raise TypeError(f"{name}: unknown argument(s) {', '.join(sorted(unknown))}")
-    if family not in TEXT_FAMILIES:
+    a = builder_args({**_TEXT_DEFAULTS, **size}, kwargs)
+    if a["family"] not in TEXT_FAMILIES:
         raise ConfigError(
-            f"text model family must be one of {', '.join(TEXT_FAMILIES)}; got {family!r}"
+            f"text model family must be one of {', '.join(TEXT_FAMILIES)}; got {a['family']!r}"
         )
-    matrix, vocab_size, word_dim = word_table(name, vocab_size, word_dim, embedding_matrix)
-    _check_sizes(name, vocab_size, word_dim, max_len, kernel_size, num_classes, pad_index)
-    # Everything that rebuilds the model (plain data); the word vectors come from the state
-    # dict, and the variant is stored as its name and values.
-    skip = ("unknown", "embedding_matrix", "matrix", "skip")
-    arch = {k: v for k, v in locals().items() if k not in skip}
-    arch.update(variant_arch(variant))
-    kernel, stride, padding, activation, max_pool = _tokenizer_geometry(family, kernel_size)
-    embedder = WordEmbedder(vocab_size, word_dim, pad_index, matrix, freeze=freeze_embeddings)
-    tokenizer = TextConvTokenizer(word_dim, dim, kernel, stride, padding, activation, max_pool)
-    classifier = TransformerClassifier(
-        dim=dim,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        mlp_hidden=int(dim * mlp_ratio),
-        num_classes=num_classes,
-        seq_len=tokenizer.sequence_length(max_len),
-        seq_pool=family != "vit_lite",
-        positional_embedding=positional_embedding,
-        dropout=dropout,
-        attention_dropout=attention_dropout,
-        stochastic_depth=stochastic_depth,
-        norm_placement=norm_placement,
-        variant=variant,
-        apply_to=apply_to,
-        variable_length=True,
+    matrix = _word_table(a)
+    embedder = WordEmbedder(
+        a["vocab_size"], a["word_dim"], a["pad_index"], matrix, freeze=a["freeze_embeddings"]
+    )
+    tokenizer = _tokenizer(a)
+    dim = a["word_dim"] if a["family"] == "transformer" else a["dim"]
+    classifier = TransformerClassifier.from_args(
+        a, dim=dim, seq_len=tokenizer.sequence_length(a["max_len"]), variable_length=True
     )
     return TextCompactTransformer(
-        embedder, tokenizer, classifier, name=name, arch=arch, max_len=max_len, pad_index=pad_index
+        embedder, tokenizer, classifier, name=a["name"], arch=plain_arch(a),
+        max_len=a["max_len"], pad_index=a["pad_index"],
     )
-
-
-def _check_sizes(
-    name: str,
-    vocab_size: int,
-    word_dim: int,
-    max_len: int,
-    kernel_size: int,
-    num_classes: int,
-    pad_index: int,
-) -> None:
-    """Every size a positive integer, the padding id inside the vocabulary."""
-    for arg, value, low in (
-        ("vocab_size", vocab_size, 1),
-        ("word_dim", word_dim, 1),
-        ("max_len", max_len, 1),
-        ("kernel_size", kernel_size, 1),
-        ("num_classes", num_classes, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{name}: {arg} must be an integer >= {low}; got {value!r}")
-    if (
-        isinstance(pad_index, bool)
-        or not isinstance(pad_index, int)
-        or not 0 <= pad_index < vocab_size
-    ):
-        raise ConfigError(
-            f"{name}: pad_index must be an integer in [0, {vocab_size}); got {pad_index!r}"
-        )
 
 
 _FAMILY_DOC = {
     "cct": "conv(k words) + ReLU + max-pool tokenizer, sequence pooling",
     "cvt": "k-word patch tokenizer, sequence pooling",
     "vit_lite": "k-word patch tokenizer, class token",
+    "transformer": "word vectors as tokens (no conv tokenizer), class token",
 }
 
 
 def _register(family: str, layers: int) -> None:
     name = f"text_{family}_{layers}"
-    defaults = dict(_SIZES[family][layers], name=name, family=family)
+    heads, dim, ratio = _SIZES[family][layers]
+    size: dict[str, Any] = dict(name=name, family=family, num_layers=layers, num_heads=heads,
+                                mlp_ratio=ratio, seq_pool=family in ("cct", "cvt"))
+    if family != "transformer":
+        size.update(dim=dim, kernel_size=4)
 
     def builder(**kwargs: Any) -> TextCompactTransformer:
-        return build_text_model(**{**defaults, **kwargs})
+        return build_text_model(size, **kwargs)
 
-    doc = f"text {family.upper()} with {layers} layers, {_FAMILY_DOC[family]}."
-    shown = dict(defaults, seq_pool=family != "vit_lite", max_len=64, positional_embedding="sine")
+    doc = f"text {family.upper()} with {layers} layers, {heads} heads: {_FAMILY_DOC[family]}."
+    shown = dict(size, max_len=64, positional_embedding="sine")
     register_model(name, builder, task="text", defaults=shown, doc=doc)
 
 

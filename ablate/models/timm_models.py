@@ -36,13 +36,15 @@ import torch
 import torch.nn as nn
 
 from ablate.exceptions import ConfigError
-from ablate.models._contract import variant_arch
+from ablate.models._blocks import VariantAttention
+from ablate.models._contract import plain_arch
 from ablate.models._external import (
     SITE,
     ExternalModel,
+    block_of,
     check_apply_to,
-    make_site,
-    plain_arch,
+    first_line,
+    mask_as_bias,
     require,
 )
 from ablate.models._registry import ModelEntry, register_model_source
@@ -56,20 +58,19 @@ SUPPORTED = (
 )
 
 
+# ablate's options -> the keywords of timm.create_model that mean the same
+_TIMM_KWARGS = {
+    "num_classes": "num_classes", "img_size": "img_size", "in_chans": "in_chans",
+    "dropout": "drop_rate", "attention_dropout": "attn_drop_rate",
+    "stochastic_depth": "drop_path_rate",
+}
+
+
 def _timm() -> Any:
-    return require("timm", "timm", "timm")
+    return require("timm", "timm")
 
 
 # -- the replaced computations -----------------------------------------------------------
-
-
-def _mask_as_bias(attn_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-    """timm's ``attn_mask`` (bool: True = attend, or additive float) -> additive score bias."""
-    if attn_mask is None or attn_mask.dtype != torch.bool:
-        return attn_mask
-    return torch.zeros(attn_mask.shape, dtype=like.dtype, device=like.device).masked_fill(
-        ~attn_mask, float("-inf")
-    )
 
 
 class _ViTAttentionForward:
@@ -90,7 +91,7 @@ class _ViTAttentionForward:
         q, k = self.q_norm(q), self.k_norm(k)
         out = getattr(self, SITE)(
             q, k, v,
-            bias=_mask_as_bias(attn_mask, q),
+            bias=mask_as_bias(attn_mask, q),
             dropout_p=self.attn_drop.p if self.training else 0.0,
             scale=self.scale,
         )  # (B, H, N, D)
@@ -145,19 +146,9 @@ def _looks_like_attention(module: nn.Module) -> bool:
 
 
 def inject_timm_attention(model: nn.Module, variant: VariantSpec, *, name: str) -> list[str]:
-    """Give every self-attention of a timm model a variant site (in place).
-
-    Args:
-        model: a model from ``timm.create_model``.
-        variant: the variant every site runs, with its parameter values.
-        name: the model's name, for errors.
-
-    Returns:
-        The module names of the adapted attention modules, in model order.
-
-    Raises:
-        ConfigError: an attention module ablate cannot drive, or none at all.
-    """
+    """Give every self-attention of a timm model a variant site (in place); return the
+    adapted modules' names in model order. ConfigError for an attention module ablate
+    cannot drive, or none at all."""
     from timm.layers import Attention
     from timm.models.swin_transformer import WindowAttention
 
@@ -176,7 +167,7 @@ def inject_timm_attention(model: nn.Module, variant: VariantSpec, *, name: str) 
                 f"{name}: {type(module).__name__} of this timm version lacks "
                 f"{', '.join(missing)}; ablate supports timm>=1.0.31"
             )
-        module.add_module(SITE, make_site(variant, needs_bias=kind == "swin"))
+        module.add_module(SITE, VariantAttention.of(variant, needs_bias=kind == "swin"))
         module.__class__ = _adapted_class(type(module), kind)
         adapted.append(mod_name)
     if unknown:
@@ -187,17 +178,6 @@ def inject_timm_attention(model: nn.Module, variant: VariantSpec, *, name: str) 
     if not adapted:
         raise ConfigError(f"{name}: no self-attention found; supported: {'; '.join(SUPPORTED)}")
     return adapted
-
-
-def _block_of(model: nn.Module, module_name: str) -> str:
-    """The transformer block holding an attention module: the nearest ancestor that is an
-    element of a Sequential / ModuleList (``blocks.3``, ``layers.1.blocks.0``)."""
-    parts = module_name.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        parent = model.get_submodule(".".join(parts[: i - 1])) if i > 1 else model
-        if isinstance(parent, (nn.Sequential, nn.ModuleList)):
-            return ".".join(parts[:i])
-    return module_name
 
 
 # -- pretrained weights, offline by default ------------------------------------------------
@@ -247,50 +227,28 @@ def _pretrained_source(name: str, overlay: Mapping[str, Any] | None, download: b
 
 
 def build_timm_model(
-    timm_name: str,
-    *,
-    num_classes: int | None = None,
-    variant: VariantSpec = VariantSpec(),
-    apply_to: str = "attention",
-    pretrained: bool = False,
-    download: bool = False,
-    img_size: int | None = None,
-    in_chans: int | None = None,
-    dropout: float | None = None,
-    attention_dropout: float | None = None,
-    stochastic_depth: float | None = None,
-    **timm_kwargs: Any,
+    timm_name: str, *, variant: VariantSpec = VariantSpec(), apply_to: str = "attention",
+    pretrained: bool = False, download: bool = False, **kwargs: Any,
 ) -> ExternalModel:
     """Build ``timm.create_model(timm_name, ...)`` with every self-attention on ``variant``.
 
     Args:
         timm_name: a timm model name, optionally with a pretrained tag (``NAME.TAG``).
-        num_classes / img_size / in_chans: passed to timm (a pretrained head with another
-            class count is replaced by timm, an input channel count adapted).
-        variant / apply_to: as for ablate's own models; only ``attention`` is a valid
-            ``apply_to``.
+        variant / apply_to: as for ablate's own models; only ``attention`` is valid.
         pretrained: load timm's pretrained weights (from the local cache unless ``download``).
         download: let timm fetch missing weights.
-        dropout / attention_dropout / stochastic_depth: timm's ``drop_rate``,
-            ``attn_drop_rate`` and ``drop_path_rate``.
-        timm_kwargs: anything else ``timm.create_model`` or the model accepts.
+        kwargs: the rest of :class:`~ablate.models.BuilderKwargs`, passed under timm's names
+            (``dropout`` is ``drop_rate``, ...; a pretrained head of another class count is
+            replaced by timm), and anything ``timm.create_model`` or the model accepts.
     """
     timm = _timm()
     name = f"timm:{timm_name}"
     check_apply_to(apply_to, name)
-    arch = plain_arch(dict(
-        num_classes=num_classes, **variant_arch(variant),
-        apply_to=apply_to, img_size=img_size, in_chans=in_chans, dropout=dropout,
-        attention_dropout=attention_dropout, stochastic_depth=stochastic_depth, **timm_kwargs,
-    ))
-    for ours, theirs, value in (
-        ("num_classes", "num_classes", num_classes), ("img_size", "img_size", img_size),
-        ("in_chans", "in_chans", in_chans), ("dropout", "drop_rate", dropout),
-        ("attention_dropout", "attn_drop_rate", attention_dropout),
-        ("stochastic_depth", "drop_path_rate", stochastic_depth),
-    ):
-        if value is not None:
-            timm_kwargs.setdefault(theirs, value)
+    arch = plain_arch(dict(kwargs, variant=variant, apply_to=apply_to))
+    timm_kwargs = {k: v for k, v in kwargs.items() if k not in _TIMM_KWARGS}
+    for ours, theirs in _TIMM_KWARGS.items():
+        if kwargs.get(ours) is not None:
+            timm_kwargs.setdefault(theirs, kwargs[ours])
     if pretrained:
         timm_kwargs.update(
             _pretrained_source(timm_name, timm_kwargs.get("pretrained_cfg_overlay"), download)
@@ -300,19 +258,15 @@ def build_timm_model(
     except RuntimeError as err:
         if "unknown model" in str(err).lower():
             raise ConfigError(_unknown(timm_name)) from None
-        raise ConfigError(f"{name}: {_first_line(err)}") from None
+        raise ConfigError(f"{name}: {first_line(err)}") from None
     except (OSError, ValueError) as err:  # a missing file, a failed download, a bad size
-        raise ConfigError(f"{name}: {_first_line(err)}") from None
+        raise ConfigError(f"{name}: {first_line(err)}") from None
     adapted = inject_timm_attention(model, variant, name=name)
-    blocks = list(dict.fromkeys(_block_of(model, a) for a in adapted))
+    blocks = list(dict.fromkeys(block_of(model, a) for a in adapted))
     head = model.pretrained_cfg.get("classifier") or "head"
     heads = (head,) if isinstance(head, str) else tuple(head)
     # The rebuilt model gets its weights from a state dict, never from the cache again.
     return ExternalModel(model, name=name, arch=arch, blocks=blocks, heads=heads)
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
 
 
 def _unknown(timm_name: str) -> str:
@@ -327,13 +281,8 @@ def _unknown(timm_name: str) -> str:
 
 
 def resolve_timm(timm_name: str, *, download: bool = False) -> ModelEntry:
-    """The registry entry for ``timm:NAME``: task ``image``, timm's preprocessing in extras.
-
-    Args:
-        timm_name: a timm model name, optionally ``NAME.TAG``.
-        download: unused (timm describes its models without the network); accepted like
-            every model source's resolver.
-    """
+    """The registry entry for ``timm:NAME[.TAG]``: task ``image``, timm's preprocessing in
+    extras. ``download`` is unused (timm describes its models without the network)."""
     timm = _timm()
     if not timm.is_model(timm_name):
         raise ConfigError(_unknown(timm_name))

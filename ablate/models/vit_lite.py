@@ -5,9 +5,8 @@ sequence pooling. Registered as ``vit_lite_{L}_4_32`` (and ``_sine``); the offic
 
 from __future__ import annotations
 
-from ablate.models._builder import PATCH_TOKENIZER, register_image_model
 from ablate.models._registry import register_alias
-from ablate.models.cct import SIZES
+from ablate.models.cct import PATCH_TOKENIZER, SIZES, register_image_model
 
 __all__: list[str] = []
 

@@ -106,6 +106,7 @@ def _dataset_input(bundle: "DataBundle", attr: str, source: str) -> tuple[Any, D
         "features_shape": list(split.x.shape),  # (N, C, H, W) images, (N, L) token ids
         "features_dtype": str(split.x.dtype).replace("torch.", ""),
         "task": bundle.task,
+        **{k: v for k, v in bundle.info.items() if not k.endswith("_size")},
     }
     # MLflow's tensor-spec schema, as its NumPy data sets write it (-1: any row count)
     features = {"dtype": profile["features_dtype"], "shape": [-1, *split.x.shape[1:]]}
@@ -181,6 +182,7 @@ def log_logged_model(
     model: "nn.Module",
     *,
     name: str,
+    weights: str,
     step: int,
     config: Mapping[str, Any],
     params: Mapping[str, Any],
@@ -193,7 +195,8 @@ def log_logged_model(
     Args:
         tracker: the run that produced the weights.
         model: the weights (in eval form, e.g. EMA) with their variant parameters set.
-        name: ``final`` or ``best``.
+        name: the logged model's name (the run's name and the weights).
+        weights: ``final`` or ``best``.
         step: the epoch the weights come from (the run output's step).
         config: the resolved RunConfig as a dict (``config.yaml``).
         params: the model's params (``epoch``, ``alpha``, ...); None values are left out.
@@ -213,7 +216,7 @@ def log_logged_model(
         name=name,
         source_run_id=run_id,
         params=clean,
-        tags={"ablate.weights": name, "ablate.format": MODEL_FORMAT},
+        tags={"ablate.weights": weights, "ablate.format": MODEL_FORMAT},
         model_type="ablate",
     )
     try:
@@ -279,6 +282,7 @@ def log_trial_models(
     datasets: Mapping[str, DatasetRef],
     metrics: Mapping[str, float],
     epochs: int,
+    name: str,
     final: tuple["nn.Module", float | None, float],
     best: tuple["nn.Module", int, float | None, float],
 ) -> dict[str, str]:
@@ -290,6 +294,7 @@ def log_trial_models(
         tracker / config / datasets: the run, its resolved config, its data set refs.
         metrics: the run-end metrics (``test_*``, ``best_test_*``, ``best_val_acc``, ...).
         epochs: the final epoch (the final model's step and the metrics' step).
+        name: the run's name; the models are named ``<name> final`` and ``<name> best``.
         final: (model, alpha, val_acc) of the final weights.
         best: (model, epoch, alpha, val_acc) of the best-validation weights.
 
@@ -297,20 +302,25 @@ def log_trial_models(
         ``{"final": model_id, "best": model_id}``.
     """
     base = {k: config.get(k) for k in ("model", "variant", "dataset", "seed")}
+    # MLflow refuses / : . % and quotes in logged-model names
+    label = name.translate(str.maketrans({".": "_", "/": "-", ":": "-", "%": "-", '"': "",
+                                          "'": ""}))
     specs = {
         "final": (final[0], epochs, final[1], final[2]),
         "best": best,
     }
     ids = {}
-    for name, (model, epoch, alpha, val_acc) in specs.items():
+    for weights, (model, epoch, alpha, val_acc) in specs.items():
         owned = []
         for key, value in metrics.items():
             owner, split = _metric_owner(key)
-            if owner == name:
+            if owner == weights:
                 owned.append((key, value, datasets.get(split) if split else None))
-        ids[name] = log_logged_model(
-            tracker, model, name=name, step=epoch, config=config,
-            params={**base, "weights": name, "epoch": epoch, "alpha": alpha, "val_acc": val_acc},
+        ids[weights] = log_logged_model(
+            tracker, model, name=f"{label} {weights}", weights=weights, step=epoch,
+            config=config,
+            params={**base, "weights": weights, "epoch": epoch, "alpha": alpha,
+                    "val_acc": val_acc},
             metrics=owned, metrics_step=epochs, val_acc=val_acc,
         )
     rest = {k: v for k, v in metrics.items() if _metric_owner(k)[0] is None}

@@ -6,6 +6,7 @@ method here; statuses and tag names come from :mod:`ablate.tracking.conventions`
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -13,7 +14,7 @@ from typing import Any, Mapping
 from ablate.tracking import conventions as cv
 from ablate.tracking.store import experiment_id, git_commit, quiet_mlflow, resolve_tracking_uri
 
-__all__ = ["Tracker"]
+__all__ = ["Tracker", "context_tags", "system_metrics_monitor", "cwd_git_commit"]
 
 
 class Tracker:
@@ -54,15 +55,12 @@ class Tracker:
         uri = resolve_tracking_uri(tracking_uri)
         client = MlflowClient(uri)
         exp_id = experiment_id(client, experiment)
-        from ablate.tracking.context import context_tags
-
         all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
         all_tags = {**context_tags(), **all_tags}  # mlflow.user, mlflow.source.*, user code
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         commit = git_commit()
         if commit:
-            all_tags.setdefault("git_commit", commit)
             all_tags.setdefault("mlflow.source.git.commit", commit)
         all_tags.setdefault("mlflow.source.name", "ablate")
         run = client.create_run(exp_id, tags=all_tags, run_name=run_name)
@@ -70,11 +68,14 @@ class Tracker:
 
     @classmethod
     def attach(cls, tracking_uri: str | None, run_id: str) -> "Tracker":
-        """Re-open an existing run (``--resume``): it is marked RUNNING again."""
+        """Re-open an existing run (``--resume``): it is marked RUNNING again and the reason
+        it stopped goes (a run that then finishes carries no stale failure)."""
         quiet_mlflow()
         tracker = cls(tracking_uri, run_id)
         tracker.client.get_run(run_id)  # raises a clear MLflow error for unknown ids
         tracker.client.update_run(run_id, status=cv.RUNNING)
+        tracker.delete_tag(cv.FAILURE_REASON)
+        tracker.delete_tag(cv.STOP_REASON)
         return tracker
 
     @classmethod
@@ -184,6 +185,45 @@ class Tracker:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
+    def attach_files(self, paths: list[str | Path], folder: str) -> None:
+        """Copy local files into the run's artifacts under ``folder`` (e.g. ``compare``)."""
+        for path in paths:
+            self.client.log_artifact(self.run_id, str(path), folder)
+
+    # -- what a study records -----------------------------------------------------------
+    def describe_study(self, params: Mapping[str, Any], study_file: str | None) -> None:
+        """A study's parent run: its settings as params and the study file as ``study.yaml``."""
+        self.log_params(params)
+        if study_file:
+            self.log_text(study_file, "study.yaml")
+
+    def publish_summary(
+        self,
+        texts: Mapping[str, str],
+        figures: Mapping[str, Any] = {},
+        metrics: Mapping[str, float] = {},
+    ) -> None:
+        """A study's summary on its parent run: text files (``summary.md``, ``trials.csv``),
+        figures (name -> matplotlib figure, closed here) and metrics at step 0."""
+        import matplotlib.pyplot as plt
+
+        for name, text in texts.items():
+            self.log_text(text, name)
+        for name, fig in figures.items():
+            self.log_figure(fig, name)
+            plt.close(fig)
+        self.log_metrics(metrics, step=0)
+
+    def record_objective(self, value: float, parent: "Tracker | None", trial_number: int) -> None:
+        """A completed study trial's objective value: on its run (step 0) and on the parent's
+        history (step = trial number; best effort, the chart only)."""
+        self.log_metrics({"objective": value}, step=0)
+        if parent is not None:
+            try:
+                parent.log_metrics({"objective": value}, step=trial_number)
+            except Exception:  # noqa: BLE001 - the parent's history chart only
+                pass
+
     # -- lifecycle ---------------------------------------------------------------------
     def end(self, status: str = cv.FINISHED, reason: str | None = None) -> None:
         """Close the run: FINISHED, FAILED (with ``failure_reason`` tag) or KILLED."""
@@ -242,3 +282,62 @@ class Tracker:
             self.end(cv.FINISHED)
         elif not trials_running:
             self.end(cv.KILLED)
+
+
+# -- what MLflow itself records about a run ---------------------------------------------
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def cwd_git_commit(cwd: str | Path | None = None) -> tuple[str, bool] | None:
+    """(commit, has uncommitted changes) of the git repository around ``cwd``, or None."""
+    where = Path(cwd or Path.cwd())
+    commit = _git(["rev-parse", "HEAD"], where)
+    if not commit:
+        return None
+    status = _git(["status", "--porcelain", "--untracked-files=no"], where)
+    return commit, bool(status)
+
+
+def context_tags() -> dict[str, str]:
+    """MLflow's run-context tags for this process, and the user's code commit."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    tags = {k: str(v) for k, v in resolve_tags().items() if v is not None}
+    user = cwd_git_commit()
+    if user is not None:
+        tags["user_code.git_commit"] = user[0]
+        tags["user_code.git_dirty"] = str(user[1]).lower()
+    return tags
+
+
+def system_metrics_monitor(run_id: str, tracking_uri: str, interval: float = 10.0) -> Any:
+    """MLflow's ``SystemMetricsMonitor`` sampling CPU, memory, disk, network (and GPU, with
+    ``nvidia-ml-py``: ``pip install 'ablate[gpu]'``) into ``system/*`` metrics of a RUNNING
+    run, started; call ``finish()`` to stop it.
+
+    Args:
+        interval: seconds between samples (``--system-metrics-interval``; the environment
+            variable ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` overrides it).
+    """
+    import logging
+
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    # the monitor announces itself at INFO on every start and stop: noise for a CLI
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    monitor = SystemMetricsMonitor(
+        run_id,
+        sampling_interval=interval,
+        samples_before_logging=1,
+        resume_logging=True,  # a resumed run continues its system/* steps
+        tracking_uri=tracking_uri,
+    )
+    monitor.start()
+    return monitor

@@ -1,28 +1,9 @@
-"""One trial: resolve -> build -> fit -> test, recorded by :class:`ablate.tracking.Recorder`.
+"""One trial: resolve -> build -> fit -> test, recorded by :mod:`ablate.tracking.recorder`.
 
-- :mod:`.resolve`: strings of a :class:`~ablate.config.RunConfig` become objects, once;
-- :mod:`.run`: :func:`run_trial`, the one runner behind ``ablate run``, ``ablate finetune``
-  and every study worker;
+- :mod:`.resolve`: the strings of a :class:`~ablate.config.RunConfig` become objects, once;
+- :mod:`.run`: :func:`~.run.run_trial`, the one runner behind ``ablate run``, ``ablate
+  finetune`` and every study worker (and :func:`~.run.train`: resolve + run_trial);
 - :mod:`.loop`: the training loop (AdamW, warm-up + cosine, EMA, the alpha schedule);
-- :mod:`.schedules`: alpha schedules; :mod:`.stopping`: stop signals between steps.
-
-Light to import: torch, MLflow and the data load only when a trial runs.
+- :mod:`.schedules`: alpha schedules; :mod:`.stopping`: stop signals between steps;
+- :mod:`.sdpa_backend`: which SDPA kernel a model really runs.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-__all__ = ["train", "run_trial", "RunResult", "resolve", "check", "ResolvedRun"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("train", "run_trial", "RunResult"):
-        from ablate.trial import run
-
-        return getattr(run, name)
-    if name in ("resolve", "check", "ResolvedRun"):
-        from ablate.trial import resolve
-
-        return getattr(resolve, name)
-    raise AttributeError(f"module 'ablate.trial' has no attribute {name!r}")

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ablate.exceptions import Pruned, TrainingDiverged
 from ablate.models.learned_alpha import alpha_metrics, split_alpha_group
+from ablate.tracking import conventions as cv
 
 if TYPE_CHECKING:
     from ablate.config import RunConfig
@@ -231,7 +232,7 @@ class Loop:
             self.device,
             self.amp,
         )
-        return {f"val_{k}": v for k, v in metrics.items()}
+        return {cv.curve(k, "val"): v for k, v in metrics.items()}
 
     # -- one epoch -----------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -282,14 +283,14 @@ class Loop:
         seconds = time.perf_counter() - t0
         group = self.opt.param_groups[0]
         row = {
-            "train_loss": train_loss,
-            "train_acc": float(correct) / seen,
-            "lr": group["lr"] / group.get("lr_scale", 1.0),
-            "samples_per_s": seen / seconds,
-            "epoch_seconds": seconds,
+            cv.TRAIN_LOSS: train_loss,
+            cv.TRAIN_ACC: float(correct) / seen,
+            cv.LR: group["lr"] / group.get("lr_scale", 1.0),
+            cv.SAMPLES_PER_S: seen / seconds,
+            cv.EPOCH_SECONDS: seconds,
         }
         if alpha is not None:
-            row["alpha"] = alpha
+            row[cv.ALPHA] = alpha
         return row
 
     # -- saving and restoring --------------------------------------------------------------
@@ -326,31 +327,23 @@ class Loop:
             self.set_alpha(max(self.global_step - 1, 0))
 
 
-def fit(loop: Loop, start_epoch: int, on_epoch: EpochHook, progress: Any = None) -> None:
+def fit(loop: Loop, start_epoch: int, on_epoch: EpochHook) -> None:
     """Train epochs ``start_epoch..cfg.epochs``; after each, validate and call ``on_epoch``.
 
     Epoch 0 (``start_epoch == 0``) only validates: the curve starts where training starts
     (for fine-tuning, the pretrained model at the schedule's first alpha).
     """
     if start_epoch == 0:
-        row: dict[str, float] = {}
         alpha = loop.set_alpha(0)
-        row.update(loop.validate())
+        row = loop.validate()
         if alpha is not None:
-            row["alpha"] = alpha
+            row[cv.ALPHA] = alpha
         row.update(alpha_metrics(loop.model))  # learned alphas: alpha/layer{i}[/head{j}]
         on_epoch(0, row)
         start_epoch = 1
     for epoch in range(start_epoch, loop.cfg.epochs + 1):
         row = loop.train_epoch(epoch)
-        row = {**loop.validate(), **row, **alpha_metrics(loop.model)}
-        on_epoch(epoch, row)
-        if progress is not None:
-            progress.update(1)
-            shown = {"loss": f"{row['train_loss']:.3f}", "val_acc": f"{row['val_acc']:.3f}"}
-            if "alpha" in row:
-                shown["alpha"] = f"{row['alpha']:.2f}"
-            progress.set_postfix(**shown)
+        on_epoch(epoch, {**loop.validate(), **row, **alpha_metrics(loop.model)})
 
 
 def _diverged(epoch: int, step: int, loss: Any) -> str:

@@ -5,7 +5,7 @@ into a :class:`~variants.VariantSpec`, builds the :class:`~ablate.trial.schedule
 looks up the model's :class:`~ablate.models._registry.ModelEntry` and classifies the data
 set; study files are validated with it. :func:`resolve` runs ``check`` and then loads the
 initial weights (a ``runs:/`` source is downloaded once, here), decides where validation
-data comes from, picks the device and builds the run's tags.
+data comes from and picks the device.
 
 Everything after it (:mod:`ablate.trial.run`, :mod:`ablate.trial.loop`, the model builders)
 receives
@@ -22,7 +22,7 @@ test split); an explicit ``val_split="train"`` is refused, naming the option.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
@@ -36,10 +36,8 @@ if TYPE_CHECKING:
     from ablate.trial.schedules import AlphaSchedule
     from variants import VariantSpec
 
-__all__ = ["CheckedConfig", "ResolvedRun", "check", "resolve", "resolve_device", "RUN_TAG_KEYS"]
+__all__ = ["CheckedConfig", "ResolvedRun", "check", "resolve", "resolve_device"]
 
-# Config fields copied into tags, so runs can be filtered and grouped without params.
-RUN_TAG_KEYS = ("variant", "apply_to", "model", "dataset", "alpha_schedule", "seed")
 # Data sets whose official test split can provide leak-free validation, and that official
 # checkpoints were trained on (whole training split).
 _OFFICIAL_TRAINING_SETS = ("cifar10", "cifar100")
@@ -81,7 +79,6 @@ class ResolvedRun:
         device: where the trial trains.
         amp: bf16 autocast really on (only on CUDA).
         split_provenance: where validation and test come from, in words (a run tag).
-        tags: the MLflow tags every run of this configuration carries.
     """
 
     cfg: RunConfig
@@ -96,7 +93,6 @@ class ResolvedRun:
     device: torch.device
     amp: bool
     split_provenance: str
-    tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def variant(self) -> str:
@@ -195,8 +191,15 @@ _loaded_variant_files: dict[str, int] = {}
 
 def load_variant_file_once(path: str) -> None:
     """Import a ``--variant-file`` unless this version of it is registered already (a study
-    checks many configurations naming the same file; re-importing re-registers each one)."""
+    checks many configurations naming the same file; re-importing re-registers each one).
+
+    The file is imported in a child interpreter first: one that ends the interpreter
+    (``sys.exit`` or ``os._exit`` at import) or fails would otherwise end ablate silently,
+    or with its traceback; both become one line here.
+    """
     import os
+    import subprocess
+    import sys
 
     import variants
 
@@ -204,6 +207,22 @@ def load_variant_file_once(path: str) -> None:
     mtime = os.stat(key).st_mtime_ns if os.path.isfile(key) else -1
     if _loaded_variant_files.get(key) == mtime:
         return
+    if mtime != -1:
+        done = "ablate: variant file imported"
+        code = f"import sys, variants; variants.load_variant_file(sys.argv[1]); print({done!r})"
+        probe = subprocess.run(
+            [sys.executable, "-c", code, path], capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        if done not in probe.stdout:
+            lines = probe.stderr.strip().splitlines()
+            why = (
+                f"fails on import: {lines[-1]}" if "Traceback" in probe.stderr and lines
+                else f"ends the Python interpreter on import (exit status {probe.returncode}: "
+                "sys.exit or os._exit at module level; move that code under "
+                "`if __name__ == '__main__':`)"
+            )
+            raise ConfigError(f"variant file {path!r} {why}")
     variants.load_variant_file(path)
     _loaded_variant_files[key] = mtime
 
@@ -301,7 +320,7 @@ def resolve(cfg: RunConfig) -> ResolvedRun:
         split = "validation and test: disjoint stratified halves of the official test split"
         if leak_reason:
             split += f" ({leak_reason})"
-    resolved = ResolvedRun(
+    return ResolvedRun(
         cfg=cfg,
         variant_spec=checked.variant,
         model=checked.model,
@@ -315,7 +334,6 @@ def resolve(cfg: RunConfig) -> ResolvedRun:
         amp=cfg.amp and device.type == "cuda",
         split_provenance=split,
     )
-    return _with_tags(resolved)
 
 
 def _image_input(
@@ -337,21 +355,3 @@ def _image_input(
     )
     in_chans = init.in_chans if init is not None else None
     return img_size, in_chans or preprocessing.get("in_chans")
-
-
-def _with_tags(run: ResolvedRun) -> ResolvedRun:
-    cfg = run.cfg
-    tags = {key: str(getattr(cfg, key)) for key in RUN_TAG_KEYS}
-    tags.update(
-        variant_name=run.variant,  # `variant` keeps the full spec, e.g. alpha_remix:beta=1
-        task=run.task,
-        device=str(run.device),
-        torch=torch.__version__,
-        val_split=cfg.val_split,
-        split=run.split_provenance,
-    )
-    if run.variant_params:
-        tags.update({f"variant.{k}": f"{v:g}" for k, v in run.variant_params.items()})
-    if run.init is not None:
-        tags["init_from"] = run.init.spec.describe()
-    return replace(run, tags=tags)

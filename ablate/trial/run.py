@@ -1,17 +1,14 @@
 """One trial, end to end: the single runner behind ``ablate run``, ``ablate finetune`` and
-every study worker.
+every study worker. It reads as resolve -> build -> fit -> test::
 
-    ResolvedRun -> data (preloaded tensors) -> model <- variant (+ initial weights)
-      -> MLflow run (opened here, ended by ``owned_run``)
-      -> fit(loop, hook) -> each epoch: checkpoint, log, select best, caller's hook
-      -> test split: final weights and best-validation weights -> figures, export
+    ResolvedRun -> data (preloaded tensors) -> model <- variant (+ initial weights) -> Loop
+      -> Recorder.open: the MLflow run, new or resumed     (ablate/tracking/recorder.py)
+      -> fit(loop): per epoch, recorder.after_epoch         (best, checkpoint, metrics)
+      -> test: final weights and best-validation weights -> recorder.finish
 
-``run_trial`` owns the MLflow run from open to end. A run resumes inside the same MLflow
-run when ``resume_run_id`` is given (``ablate run --resume``, a retried study trial): its
-last readable checkpoint restores model, optimizer, schedules and RNG streams, so the
-continued curve equals an uninterrupted one on the CPU. Each epoch's row is checkpointed
-before it is logged, and rows a killed run checkpointed but never logged are logged on
-resume, so every epoch appears exactly once in the run's history.
+A run resumes inside the same MLflow run when ``resume_run_id`` is given (``ablate run
+--resume``, a retried study trial): its last readable checkpoint restores model, optimizer,
+schedules and RNG streams, so the continued curve equals an uninterrupted one on the CPU.
 
 Test metrics name the model that produced them: ``test_*`` are the final weights (the end
 of the alpha schedule), with ``test_epoch`` and ``test_alpha``; ``best_test_*`` are the
@@ -22,34 +19,29 @@ value (``best_from="schedule_end"``), so a softmax_v run is never tested at alph
 
 from __future__ import annotations
 
-import tempfile
+import copy
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
 
-from ablate.exceptions import AblateError, ConfigError
-from ablate.tracking.checkpoints import ARTIFACT_DIR, EXPORTED, LAST, Checkpointer, read_state
-from ablate.trial.loop import EpochHook, Loop, evaluate, fit, seed_everything
+from ablate.exceptions import ConfigError
+from ablate.tracking import conventions as cv
+from ablate.trial.loop import Loop, evaluate, fit, seed_everything
 
 if TYPE_CHECKING:
     from ablate.config import RunConfig
     from ablate.data import DataBundle
     from ablate.models._contract import BuilderKwargs
     from ablate.tracking import Tracker
+    from ablate.tracking.recorder import Recorder, Tested
     from ablate.trial.resolve import ResolvedRun
 
-__all__ = ["RunResult", "run_trial", "train", "build_model", "load_data_for", "default_run_name"]
-
-_TEST_KEYS = ("loss", "acc", "precision", "recall", "f1")
-# Settings of this machine, not of the experiment: tags ``local.<key>``, never params
-# (``device`` stays a param: CPU and GPU numbers differ).
-_LOCAL_KEYS = (
-    "quiet", "data_dir", "download", "checkpoint_dir", "tracking_uri",
-    "checkpoint_upload_every", "system_metrics", "system_metrics_interval",
-)
+__all__ = [
+    "RunResult", "run_trial", "train", "build_model", "load_data_for", "trial_name",
+    "effective_config",
+]
 
 
 @dataclass
@@ -63,6 +55,87 @@ class RunResult:
     test: dict[str, float] = field(default_factory=dict)  # final weights
     best_test: dict[str, float] = field(default_factory=dict)  # best-validation weights
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch 0..E
+
+
+def run_trial(
+    run: "ResolvedRun",
+    *,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    parent_run_id: str | None = None,
+    extra_tags: Mapping[str, Any] | None = None,
+    run_name: str | None = None,
+    resume_run_id: str | None = None,
+    on_run_open: Callable[["Tracker"], None] | None = None,
+) -> RunResult:
+    """Train ``run`` and record it in one MLflow run, which is ended whatever happens.
+
+    Args:
+        run: the resolved configuration (:func:`ablate.trial.resolve.resolve`).
+        on_epoch: called after every epoch's validation with (epoch, row); raising
+            :class:`~ablate.exceptions.Pruned` ends the run as pruned.
+        parent_run_id: nest a new run under this one (a study's parent run).
+        extra_tags: more tags for a new run (study name, trial number, attempt).
+        run_name: the new run's name (default: :func:`trial_name`).
+        resume_run_id: continue this run from its last checkpoint instead of starting one.
+        on_run_open: called with the run's :class:`~ablate.tracking.Tracker` once it exists
+            (a study worker records the run id on its trial).
+    """
+    from ablate.tracking.recorder import Recorder
+    from ablate.trial.stopping import StopSignals
+
+    cfg = run.cfg
+    # Everything up to the recorder can fail on bad input before any MLflow run exists.
+    bundle, model, loop, init_info = _build(run)
+    recorder = Recorder.open(
+        cfg, name=run_name or cfg.run_name or trial_name(run), tags=dict(extra_tags or {}),
+        parent_run_id=parent_run_id, resume_run_id=resume_run_id, on_epoch=on_epoch,
+    )
+    if on_run_open is not None:
+        on_run_open(recorder.tracker)
+    # SIGTERM / SIGINT / SIGUSR1/2 end the run KILLED with its stop_reason (in a study
+    # worker they are handled already: then this is a no-op)
+    with StopSignals(), recorder:
+        config = effective_config(run, bundle, model, loop)
+        at_end = _at_schedule_end(run)
+        if resume_run_id:
+            first = recorder.resume(loop, config, bundle, at_end=at_end)
+        else:
+            first = recorder.start(loop, config, bundle, at_end=at_end,
+                                   tags=_tags(run, bundle, loop, init_info))
+        fit(loop, first, recorder.after_epoch)
+        final, best = _test(loop, bundle, recorder)
+        recorder.finish(final, best, export=run.finetuning)
+    return RunResult(recorder.tracker.run_id, "FINISHED", best.val_acc, best.epoch,
+                     final.metrics, best.metrics, recorder.history)
+
+
+def train(cfg: "RunConfig", **kwargs: Any) -> RunResult:
+    """Resolve ``cfg`` and run it as one trial (``kwargs`` go to :func:`run_trial`)."""
+    from ablate.trial.resolve import resolve
+
+    return run_trial(resolve(cfg), **kwargs)
+
+
+# -- build -------------------------------------------------------------------------------
+def _build(run: "ResolvedRun") -> tuple["DataBundle", nn.Module, Loop, dict[str, Any]]:
+    """Data on the device, the model with its initial weights, the training loop."""
+    cfg = run.cfg
+    seed_everything(cfg.seed)
+    bundle = load_data_for(run)
+    seed_everything(cfg.seed)  # the same init whatever the data loading consumed
+    model = build_model(run, bundle)
+    init_info: dict[str, Any] = {}
+    lr_scale = None
+    if run.finetuning:
+        from ablate.finetune import lr_scale_fn, prepare_model
+
+        init_info = prepare_model(model, cfg, run.init)
+        lr_scale = lr_scale_fn(model, cfg)
+    model.to(run.device)
+    for split in ("train", "val", "test"):
+        setattr(bundle, split, getattr(bundle, split).to(run.device))
+    loop = Loop.create(cfg, model, bundle, run.device, run.amp, lr_scale, run.alpha_schedule)
+    return bundle, model, loop, init_info
 
 
 def load_data_for(run: "ResolvedRun") -> "DataBundle":
@@ -113,381 +186,186 @@ def build_model(run: "ResolvedRun", bundle: "DataBundle") -> nn.Module:
         raise ConfigError(f"model {cfg.model!r}: {err}") from None
 
 
-def default_run_name(run: "ResolvedRun") -> str:
+# -- test ---------------------------------------------------------------------------------
+def _test(loop: Loop, bundle: "DataBundle", recorder: "Recorder") -> tuple["Tested", "Tested"]:
+    """Test the final weights and the best-validation checkpoint (at the alpha it was
+    validated at; the final weights stay for export)."""
+    from ablate.tracking.recorder import Tested
+
+    history, best = recorder.history, recorder.best
+    batch = loop.cfg.batch_size * 2
+    model = loop.eval_model()
+    metrics, pred = evaluate(model, bundle.test, bundle, batch, loop.device, loop.amp)
+    epochs = len(history) - 1
+    final = Tested(model, metrics, epochs, history[-1].get(cv.ALPHA),
+                   history[-1][cv.VAL_ACC], pred)
+    if best.epoch == epochs:
+        return final, Tested(model, metrics, best.epoch, final.alpha, best.val_acc)
+    state = recorder.best_state()
+    best_model = copy.deepcopy(model)
+    best_model.load_state_dict(state["model"])
+    saved = {k: v for k, v in state.get("variant_params", {}).items() if v is not None}
+    if saved:
+        best_model.set_variant_params(**saved)
+    metrics, _ = evaluate(best_model, bundle.test, bundle, batch, loop.device, loop.amp)
+    return final, Tested(best_model, metrics, best.epoch, history[best.epoch].get(cv.ALPHA),
+                         best.val_acc)
+
+
+def _at_schedule_end(run: "ResolvedRun") -> Callable[[Mapping[str, float]], bool]:
+    """Which epochs may be the best checkpoint: with a schedule (and ``best_from
+    schedule_end``), those validated at its end value."""
     cfg = run.cfg
-    parts = [cfg.model, cfg.variant.replace(":", "-")]
+    if run.alpha_schedule is None or cfg.best_from == "any":
+        return lambda row: True
+    tol = 1e-6 * max(1.0, abs(cfg.alpha_end))
+    return lambda row: abs(row.get(cv.ALPHA, float("nan")) - cfg.alpha_end) <= tol
+
+
+# -- records -------------------------------------------------------------------------------
+def trial_name(run: "ResolvedRun", prefix: str | None = None) -> str:
+    """A name that tells runs apart: model, variant with its parameters, where it runs, the
+    alpha schedule, the initial weights and the seed, e.g.
+    ``cct_2_3x2_32 softmax_v alpha 0->1 linear from best.pt s0``; a study trial's
+    name starts with ``prefix`` (``quick#3``)."""
+    cfg = run.cfg
+    spec = run.variant_spec
+    parts = [prefix, cfg.model, spec.name]
+    parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in spec.params.items()]
     if cfg.apply_to != "attention":
-        parts.append(cfg.apply_to)
-    if cfg.alpha_schedule != "none":
-        parts.append(f"a-{cfg.alpha_schedule}")
+        parts.append(f"@{cfg.apply_to}")
+    if run.alpha_schedule is not None:
+        parts.append(f"alpha {cfg.alpha_start:g}->{cfg.alpha_end:g} {cfg.alpha_schedule}")
+    if run.init is not None:
+        source = run.init.spec
+        where = (
+            source.model_uri.removeprefix("models:/") if source.model_uri
+            else f"run {source.run_id[:8]}" if source.is_run
+            else source.path.name
+        )
+        parts.append(f"from {where}")
     parts.append(f"s{cfg.seed}")
-    return "_".join(parts)
+    return " ".join(p for p in parts if p)[:250]
 
 
-def run_trial(
-    run: "ResolvedRun",
-    *,
-    on_epoch: EpochHook | None = None,
-    parent_run_id: str | None = None,
-    extra_tags: Mapping[str, Any] | None = None,
-    run_name: str | None = None,
-    resume_run_id: str | None = None,
-    on_run_open: Any = None,
-) -> RunResult:
-    """Train ``run`` and log it to MLflow; the run is ended whatever happens.
+def _tags(run: "ResolvedRun", bundle: "DataBundle", loop: Loop,
+          init_info: Mapping[str, Any]) -> dict[str, Any]:
+    """Facts about the run that are not settings: where validation and test come from, the
+    SDPA kernel that really runs, the model's size, what loading the initial weights did."""
+    from ablate.trial.sdpa_backend import probe_model_sdpa_backend, warn_if_math
 
-    Args:
-        run: the resolved configuration (:func:`ablate.trial.resolve.resolve`).
-        on_epoch: called after every epoch's validation with (epoch, row); raising
-            :class:`~ablate.exceptions.Pruned` ends the run as pruned.
-        parent_run_id: nest a new run under this one (a study's parent run).
-        extra_tags: more tags for a new run (study name, trial number, attempt).
-        run_name: the new run's name (default: model, variant, schedule and seed).
-        resume_run_id: continue this run from its last checkpoint instead of starting one.
-        on_run_open: called with the :class:`~ablate.tracking.Tracker` once the run exists
-            (a study worker records the run id on its trial).
+    model = loop.model
+    sample = bundle.eval_transform(bundle.train.x[:2])
+    backend = probe_model_sdpa_backend(
+        model, sample, dtype=torch.bfloat16 if run.amp else None, train=True
+    )
+    warn_if_math(backend, run.device, what=f"variant {run.cfg.variant}")
+    tags = {
+        "split": run.split_provenance,
+        "sdpa_backend": backend,
+        "torch": torch.__version__,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "n_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    tags.update({f"init.{k}": v for k, v in init_info.items()
+                 if k not in ("source", "source_file")})
+    return tags
+
+
+def effective_config(
+    run: "ResolvedRun", bundle: "DataBundle", model: nn.Module, loop: Loop
+) -> dict[str, Any]:
+    """Every setting that shaped the run, with the value that ran, and nothing that did not
+    apply: the run's params, its ``config.yaml`` and its checkpoints' ``config``.
+
+    Defaults are resolved (``lr`` is the effective peak rate, ``img_size`` the resolution,
+    ``dropout`` the model's, ``augment`` the choice ``auto`` stood for), settings of another
+    task or of an unused feature are left out (``max_len`` on images, ``alpha_*`` without a
+    schedule, ``lora_alpha`` at rank 0), and so are this machine's settings (paths, tracking
+    URI, progress). The variant is its registered name plus ``variant.<param>`` for each
+    parameter it ran with. Loading the mapping back
+    (:func:`ablate.config.config_from_mapping`) gives the same run.
     """
-    from ablate.tracking import Tracker, owned_run
-
     cfg = run.cfg
-    seed_everything(cfg.seed)
-    bundle = load_data_for(run)
-    seed_everything(cfg.seed)  # the same init whatever the data loading consumed
-    model = build_model(run, bundle)
-    init_info: dict[str, Any] = {}
-    lr_scale = None
+    out = {**_variant_settings(run), "apply_to": cfg.apply_to, "model": cfg.model}
+    out.update(_model_settings(run, getattr(model, "arch", {})))
+    out.update(_data_settings(run, bundle))
+    out.update(
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.effective_lr, min_lr=cfg.min_lr,
+        weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs,
+        label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip, ema=cfg.ema,
+        amp=run.amp, compile=cfg.compile,
+    )
+    if run.alpha_schedule is not None:
+        out.update(alpha_schedule=cfg.alpha_schedule, alpha_start=cfg.alpha_start,
+                   alpha_end=cfg.alpha_end, alpha_hold=cfg.alpha_hold, best_from=cfg.best_from)
+        if cfg.alpha_steps is not None:
+            out["alpha_steps"] = cfg.alpha_steps
+        else:
+            out["alpha_epochs"] = cfg.alpha_epochs if cfg.alpha_epochs is not None else cfg.epochs
+        if cfg.alpha_schedule == "step":
+            out["alpha_levels"] = cfg.alpha_levels
+    if run.variant_spec.learned is not None:
+        out["alpha_lr"] = cfg.alpha_lr if cfg.alpha_lr is not None else cfg.effective_lr
+    if run.init is not None:
+        out["init_from"] = run.init.spec.describe()
     if run.finetuning:
-        from ablate.finetune import lr_scale_fn, prepare_model
+        out.update(freeze=cfg.freeze, layer_decay=cfg.layer_decay, lora_rank=cfg.lora_rank)
+        if cfg.lora_rank:
+            out["lora_alpha"] = cfg.lora_alpha
+    out.update(seed=cfg.seed, device=str(run.device))
+    return out
 
-        init_info = prepare_model(model, cfg, run.init)
-        lr_scale = lr_scale_fn(model, cfg)
-    model.to(run.device)
-    for split in ("train", "val", "test"):
-        setattr(bundle, split, getattr(bundle, split).to(run.device))
-    loop = Loop.create(cfg, model, bundle, run.device, run.amp, lr_scale, run.alpha_schedule)
 
-    # Everything above can fail on bad input before any run exists; from here on the run is
-    # owned and always ended with a status.
-    if resume_run_id:
-        tracker = Tracker.attach(cfg.tracking_uri, resume_run_id)
+def _variant_settings(run: "ResolvedRun") -> dict[str, Any]:
+    spec = run.variant_spec
+    out: dict[str, Any] = {"variant": spec.name}
+    for key, value in spec.resolved_params().items():
+        if value is not None and not (run.alpha_schedule is not None and key == "alpha"):
+            out[f"variant.{key}"] = value
+    if spec.learned is not None:  # alpha=learned and its options, as the variant text has them
+        learned = spec.learned
+        out.update({"variant.alpha": "learned", "variant.alpha_shape": learned.shape,
+                    "variant.alpha_init": learned.init})
+        if learned.range is not None:
+            out["variant.alpha_range"] = f"[{learned.range[0]:g},{learned.range[1]:g}]"
+    if run.cfg.variant_file:
+        out["variant_file"] = run.cfg.variant_file
+    return out
+
+
+def _model_settings(run: "ResolvedRun", arch: Mapping[str, Any]) -> dict[str, Any]:
+    cfg = run.cfg
+    if run.model.external:
+        out: dict[str, Any] = {"pretrained": cfg.pretrained}
     else:
-        tags = {**run.tags, **{k: str(v) for k, v in (extra_tags or {}).items()}}
-        tracker = Tracker.start(
-            cfg.tracking_uri,
-            cfg.experiment,
-            run_name=run_name or cfg.run_name or default_run_name(run),
-            tags=tags,
-            parent_run_id=parent_run_id,
-        )
-    if on_run_open is not None:
-        on_run_open(tracker)
-    hint = f"ablate run --resume {tracker.run_id}" if parent_run_id is None else None
-    from ablate.tracking.context import system_metrics
-    from ablate.trial.stopping import StopSignals
-
-    # SIGTERM / SIGINT / SIGUSR1: the run ends KILLED with its stop_reason (a study worker
-    # already handles them: then this is a no-op)
-    with StopSignals(), owned_run(tracker, resume_hint=hint), system_metrics(
-        tracker.run_id, tracker.tracking_uri, enabled=cfg.system_metrics,
-        interval=cfg.system_metrics_interval,
-    ):
-        trial = _Trial(run, bundle, loop, tracker, init_info, on_epoch)
-        try:
-            return trial.run(resume=bool(resume_run_id))
-        except BaseException as err:
-            trial.upload_on_stop(err)  # a stop signal / error: the newest epoch reaches MLflow
-            raise
+        out = {"positional_embedding": arch.get("positional_embedding"),
+               "norm_placement": arch.get("norm_placement", cfg.norm_placement)}
+    for key in ("dropout", "attention_dropout", "stochastic_depth"):
+        value = arch.get(key, getattr(cfg, key))
+        if value is not None:
+            out[key] = value
+    return out
 
 
-class _Trial:
-    """The body of one owned run: epochs, checkpoints, test evaluation, figures."""
-
-    def __init__(
-        self,
-        run: "ResolvedRun",
-        bundle: "DataBundle",
-        loop: Loop,
-        tracker: "Tracker",
-        init_info: dict[str, Any],
-        on_epoch: EpochHook | None,
-    ):
-        self.resolved = run
-        self.cfg = run.cfg
-        self.bundle = bundle
-        self.loop = loop
-        self.tracker = tracker
-        self.init_info = init_info
-        self.on_epoch = on_epoch
-        self.ckpt = Checkpointer(Path(self.cfg.checkpoint_dir) / tracker.run_id)
-        self.history: list[dict[str, float]] = []
-        self.best = {"val_acc": -1.0, "epoch": 0}
-        self.any_at_end = False  # some epoch was validated at the schedule's end value
-        self.logged_epochs: set[int] = set()  # epochs already in the run's history (resume)
-        from ablate.tracking.checkpoint_uploads import CheckpointUploads
-
-        self.uploads = CheckpointUploads(tracker, self.ckpt, self.cfg.checkpoint_upload_every)
-        self.datasets: dict[str, Any] = {}  # split -> (name, digest) of its MLflow data set
-        self.best_model: nn.Module | None = None  # set when the best weights are tested
-
-    # -- the run ---------------------------------------------------------------------------
-    def run(self, resume: bool) -> RunResult:
-        from ablate.tracking.progress import epoch_progress
-        from ablate.trial.stopping import deferred
-
-        start = self._resume() if resume else self._start()
-        # a bar in a terminal, one plain line per epoch in a log file
-        progress = None if self.cfg.quiet else epoch_progress(self.cfg.epochs, max(start - 1, 0))
-        try:
-            # a stop signal abandons the current step, never an epoch's checkpoint + logging
-            fit(self.loop, start, deferred(self._after_epoch), progress)
-        finally:
-            if progress is not None:
-                progress.close()
-        return self._finish()
-
-    def _start(self) -> int:
-        import yaml
-
-        from ablate.tracking.models import log_datasets
-
-        cfg, model = self.cfg, self.loop.model
-        params = {k: v for k, v in cfg.to_dict().items() if k not in _LOCAL_KEYS}
-        self.tracker.set_tags({f"local.{k}": getattr(cfg, k) for k in _LOCAL_KEYS})
-        self.datasets = log_datasets(self.tracker, self.bundle)
-        if cfg.variant_file:
-            self.tracker.log_artifact(cfg.variant_file, "code")
-        params["amp"] = self.resolved.amp  # what really ran: autocast exists only on CUDA
-        params.update({f"data.{k}": v for k, v in self.bundle.info.items()})
-        params.update({f"init.{k}": v for k, v in self.init_info.items()})
-        params["n_params"] = sum(p.numel() for p in model.parameters())
-        params["n_trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        params["steps_per_epoch"] = self.loop.steps_per_epoch
-        self.tracker.log_params(params)
-        self.tracker.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
-        self._tag_sdpa_backend()
-        return 0
-
-    def _resume(self) -> int:
-        state = self.ckpt.load_last()
-        if state is None:
-            state = self._download_last()
-        self.loop.restore(state)
-        from ablate.tracking.models import log_datasets
-
-        self.datasets = log_datasets(self.tracker, self.bundle, log=False)
-        self.best = dict(state["best"])
-        self.any_at_end = bool(state.get("any_at_end", False))
-        self.history = [dict(row) for row in state.get("history", [])]
-        self._log_missing_rows()
-        for epoch, row in enumerate(self.history):  # the caller's view of the curve so far
-            if self.on_epoch is not None:
-                self.on_epoch(epoch, row)
-        self.tracker.set_tags({"resumed_from_epoch": state["epoch"]})
-        return int(state["epoch"]) + 1
-
-    def _download_last(self) -> dict[str, Any]:
-        with tempfile.TemporaryDirectory(prefix="ablate-resume-") as tmp:
-            try:
-                path = self.tracker.download_artifact(f"{ARTIFACT_DIR}/{LAST}", tmp)
-            except Exception:
-                path = None
-            state = read_state(path) if path is not None else None
-            if state is not None:
-                self.uploads.restore_best(tmp)  # for the final test and the "best" model
-        if state is None:
-            raise AblateError(
-                f"run {self.tracker.run_id} has no readable last checkpoint to resume from "
-                f"(looked in {self.ckpt.folder} and the run's artifacts)"
-            )
-        return state
-
-    def _log_missing_rows(self) -> None:
-        """Rows checkpointed by a run killed before it could log them.
-
-        Epochs logged after the checkpoint resumed from (when ``last.pt`` was unreadable
-        and its predecessor was used) are trained again but not logged again: each epoch
-        appears once in the history (on the CPU the repeat computes the same numbers).
-        """
-        self.logged_epochs = {step for step, _ in self.tracker.metric_history("val_acc")}
-        for epoch, row in enumerate(self.history):
-            if epoch not in self.logged_epochs:
-                self.tracker.log_metrics(row, step=epoch)
-                self.logged_epochs.add(epoch)
-
-    # -- each epoch ----------------------------------------------------------------------
-    def _after_epoch(self, epoch: int, row: dict[str, float]) -> None:
-        self.history.append(row)
-        if epoch > 0:
-            self._select_best(epoch, row)
-            # Checkpoint before logging: a kill in between is repaired on resume.
-            self._save_last(epoch)
-        if epoch not in self.logged_epochs:
-            self.tracker.log_metrics(row, step=epoch)
-        if epoch > 0:
-            self.uploads.after_epoch(epoch)  # every K epochs, in the background
-        if self.on_epoch is not None:
-            self.on_epoch(epoch, row)
-
-    def _at_schedule_end(self, row: Mapping[str, float]) -> bool:
-        if self.loop.schedule is None or self.cfg.best_from == "any":
-            return True
-        return abs(row.get("alpha", float("nan")) - self.cfg.alpha_end) <= 1e-6 * max(
-            1.0, abs(self.cfg.alpha_end)
-        )
-
-    def _select_best(self, epoch: int, row: Mapping[str, float]) -> None:
-        at_end = self._at_schedule_end(row)
-        if at_end and not self.any_at_end:
-            # The first epoch at the end value: earlier epochs are no longer candidates.
-            self.any_at_end = True
-            self.best = {"val_acc": -1.0, "epoch": 0}
-        if self.any_at_end and not at_end:
-            return
-        if row["val_acc"] > self.best["val_acc"]:
-            self.best = {"val_acc": row["val_acc"], "epoch": epoch}
-            self._save_best(epoch, row)
-
-    def _save_last(self, epoch: int) -> None:
-        from ablate.models.checkpoint import checkpoint_payload
-
-        extra = self.loop.state()
-        extra.update(
-            epoch=epoch,
-            best=dict(self.best),
-            any_at_end=self.any_at_end,
-            history=[dict(r) for r in self.history],
-            config=self.cfg.to_dict(),
-        )
-        self.ckpt.save_last(
-            checkpoint_payload(
-                self.loop.model, optimizer=self.loop.opt, scheduler=self.loop.sched, extra=extra
-            )
-        )
-
-    def _save_best(self, epoch: int, row: Mapping[str, float]) -> None:
-        from ablate.models.checkpoint import checkpoint_payload
-
-        model = self.loop.eval_model()
-        extra = {
-            "config": self.cfg.to_dict(),
-            "epoch": epoch,
-            "val_acc": row["val_acc"],
-            # the alpha these weights were validated with: the best checkpoint is tested
-            # and exported at that value
-            "variant_params": dict(getattr(model, "variant_params", dict)()),
-        }
-        self.ckpt.save_best(checkpoint_payload(model, extra=extra))
-
-    # -- the end -------------------------------------------------------------------------
-    def _finish(self) -> RunResult:
-        from ablate.tracking.models import log_trial_models
-
-        cfg, loop = self.cfg, self.loop
-        self.uploads.submit()  # the final last.pt / best.pt, while the test split runs
-        batch = cfg.batch_size * 2
-        final_model = loop.eval_model()
-        final_alpha = self.history[-1].get("alpha")  # the exact value, not the f32 buffer
-        test, pred = evaluate(
-            final_model, self.bundle.test, self.bundle, batch, loop.device, loop.amp
-        )
-        metrics = {f"test_{k}": v for k, v in test.items()}
-        metrics["test_epoch"] = cfg.epochs
-        if final_alpha is not None:
-            metrics["test_alpha"] = final_alpha
-        best_test, self.best_model = dict(test), final_model
-        if self.best["epoch"] != cfg.epochs:
-            best_test = self._test_best(batch)
-        metrics.update({f"best_test_{k}": best_test[k] for k in _TEST_KEYS})
-        metrics.update(best_val_acc=self.best["val_acc"], best_epoch=self.best["epoch"])
-        best_alpha = self.history[self.best["epoch"]].get("alpha")
-        if best_alpha is not None:
-            metrics["best_test_alpha"] = best_alpha
-        self.model_ids = log_trial_models(
-            self.tracker, config=cfg.to_dict(), datasets=self.datasets, metrics=metrics,
-            epochs=cfg.epochs,
-            final=(final_model, final_alpha, self.history[-1].get("val_acc")),
-            best=(self.best_model, self.best["epoch"], best_alpha, self.best["val_acc"]),
-        )
-        self.tracker.set_tags(
-            {
-                "best_selection": "epochs at the schedule's end value"
-                if self.any_at_end and self.loop.schedule is not None and cfg.best_from != "any"
-                else "all epochs"
-            }
-        )
-        self._log_figures(pred)
-        if self.resolved.finetuning:
-            from ablate.finetune import export_model
-
-            path = export_model(final_model, self.ckpt.folder / EXPORTED, cfg)
-            self.tracker.log_artifact(path, ARTIFACT_DIR)
-        self.uploads.close()
-        return RunResult(
-            self.tracker.run_id,
-            "FINISHED",
-            self.best["val_acc"],
-            self.best["epoch"],
-            test,
-            best_test,
-            self.history,
-        )
-
-    def _test_best(self, batch: int) -> dict[str, float]:
-        """Test metrics of the best-validation checkpoint, at the alpha it was validated at."""
-        import copy
-
-        state = self.ckpt.load_best()
-        model = copy.deepcopy(self.loop.eval_model())  # the final weights stay for export
-        model.load_state_dict(state["model"])
-        saved = {k: v for k, v in state.get("variant_params", {}).items() if v is not None}
-        if saved:
-            model.set_variant_params(**saved)
-        metrics, _ = evaluate(
-            model, self.bundle.test, self.bundle, batch, self.loop.device, self.loop.amp
-        )
-        self.best_model = model  # logged as the run's "best" model
-        return metrics
-
-    def upload_on_stop(self, err: BaseException | None = None) -> None:
-        """The hook a stop signal calls: the newest checkpoint reaches the artifact store."""
-        self.uploads.on_stop(err)
-
-    def _tag_sdpa_backend(self) -> None:
-        """Which SDPA kernel the training step really runs (a variant may force math)."""
-        from ablate.trial.sdpa_backend import probe_model_sdpa_backend, warn_if_math
-
-        run, loop = self.resolved, self.loop
-        sample = self.bundle.eval_transform(self.bundle.train.x[:2])
-        backend = probe_model_sdpa_backend(
-            loop.model, sample, dtype=torch.bfloat16 if run.amp else None, train=True
-        )
-        warn_if_math(backend, run.device, what=f"variant {self.cfg.variant}")
-        self.tracker.set_tags({"sdpa_backend": backend})
-
-    def _log_figures(self, pred: Any) -> None:
-        import matplotlib.pyplot as plt
-
-        from ablate.tracking.figures import confusion_matrix_figure, learning_curve_figure
-
-        cfg = self.cfg
-        true = self.bundle.test.y.cpu().numpy()
-        title = f"{cfg.model} / {cfg.variant}: test, final weights (epoch {cfg.epochs})"
-        fig = confusion_matrix_figure(true, pred, self.bundle.class_names, title=title)
-        self.tracker.log_figure(fig, "figures/confusion_matrix.png")
-        plt.close(fig)
-        from ablate.models.learned_alpha import alpha_metric_keys
-
-        fig = learning_curve_figure(
-            self.tracker,
-            title=f"{cfg.model} / {cfg.variant} ({cfg.dataset}, seed {cfg.seed})",
-            alpha_keys=alpha_metric_keys(self.loop.model),
-        )
-        self.tracker.log_figure(fig, "figures/learning_curves.png")
-        plt.close(fig)
-
-
-def train(cfg: "RunConfig", **kwargs: Any) -> RunResult:
-    """Resolve ``cfg`` and run it as one trial (``kwargs`` go to :func:`run_trial`)."""
-    from ablate.trial.resolve import resolve
-
-    return run_trial(resolve(cfg), **kwargs)
+def _data_settings(run: "ResolvedRun", bundle: "DataBundle") -> dict[str, Any]:
+    cfg = run.cfg
+    out: dict[str, Any] = {"task": run.task, "dataset": cfg.dataset, "val_split": cfg.val_split}
+    if cfg.val_split == "train":
+        out["val_fraction"] = cfg.val_fraction
+    if bundle.info.get("test_source", "").startswith("held out"):
+        out["test_fraction"] = cfg.test_fraction
+    if run.task == "image":
+        out["img_size"] = bundle.img_size
+        plan = getattr(bundle.train_transform, "plan", None)
+        if plan is not None:  # "auto" becomes the choice that does the same
+            augment = plan.policy or ("crop_flip" if plan.flip else "crop" if plan.crop_padding
+                                      else "none")
+            out.update(augment=augment, mixup=plan.mixup_alpha, cutmix=plan.cutmix_alpha)
+        return out
+    if cfg.dataset.startswith(("csv:", "tsv:", "jsonl:")):
+        out.update(text_col=cfg.text_col, label_col=cfg.label_col)
+    out.update(max_len=cfg.max_len, freeze_embeddings=cfg.freeze_embeddings)
+    if cfg.embeddings:
+        out["embeddings"] = cfg.embeddings
+    return out

@@ -27,21 +27,15 @@ imported, or in another package through the ``ablate.schedules`` entry-point gro
 
 from __future__ import annotations
 
-import fnmatch
-import importlib.metadata
 import math
-import warnings
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Any, Callable
+
+from variants import Registry
 
 __all__ = [
-    "AlphaSchedule",
-    "SCHEDULES",
-    "ENTRY_POINT_GROUP",
-    "ScheduleShape",
-    "register_schedule",
-    "get_schedule",
-    "list_schedules",
+    "AlphaSchedule", "SCHEDULES", "ENTRY_POINT_GROUP", "ScheduleShape", "register_schedule",
+    "get_schedule", "list_schedules",
 ]
 
 ENTRY_POINT_GROUP = "ablate.schedules"
@@ -49,59 +43,34 @@ ENTRY_POINT_GROUP = "ablate.schedules"
 # shape(p, levels) -> fraction of the way from start to end, p in [0, 1]
 ScheduleShape = Callable[[float, int], float]
 
-SCHEDULES: dict[str, ScheduleShape] = {}  # the registry: name -> shape
-_entry_points_loaded = False
+
+def _adopt(ep: Any, fn: ScheduleShape) -> None:
+    register_schedule(ep.name)(fn)  # a plain function, under its entry point's name
+
+
+SCHEDULES: Registry[ScheduleShape] = Registry(
+    "alpha schedule", "schedules", ENTRY_POINT_GROUP, _adopt
+)
 
 
 def register_schedule(name: str | None = None) -> Callable[[ScheduleShape], ScheduleShape]:
-    """Decorator that registers a schedule shape under ``name`` (default: its __name__).
-
-    Args:
-        name: the value of ``--alpha-schedule`` that selects it.
-    """
+    """Decorator that registers a shape as ``--alpha-schedule name`` (default: its __name__)."""
 
     def decorator(fn: ScheduleShape) -> ScheduleShape:
-        key = name or fn.__name__
-        if key in SCHEDULES and SCHEDULES[key] is not fn:
-            warnings.warn(f"alpha schedule {key!r} re-registered", stacklevel=2)
-        SCHEDULES[key] = fn
+        SCHEDULES.add(name or fn.__name__, fn)
         return fn
 
     return decorator
 
 
-def _load_entry_points() -> None:
-    """Import every ``ablate.schedules`` entry point once; a plain function is registered
-    under its entry-point name."""
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as err:  # a broken plug-in must not break the harness
-            warnings.warn(f"could not load alpha schedule entry point {ep.name!r}: {err}")
-            continue
-        if ep.name not in SCHEDULES:
-            register_schedule(ep.name)(obj)
-
-
 def list_schedules(pattern: str = "*") -> list[str]:
     """Names of all registered schedules (entry points included) matching ``pattern``, sorted."""
-    _load_entry_points()
-    return [n for n in sorted(SCHEDULES) if fnmatch.fnmatch(n, pattern)]
+    return SCHEDULES.names(pattern)
 
 
 def get_schedule(name: str) -> ScheduleShape:
     """The shape registered as ``name``; unknown names raise ValueError listing the valid ones."""
-    if name not in SCHEDULES:
-        _load_entry_points()
-    try:
-        return SCHEDULES[name]
-    except KeyError:
-        valid = ", ".join(list_schedules())
-        raise ValueError(f"unknown alpha schedule {name!r}; valid schedules: {valid}") from None
+    return SCHEDULES.get(name)
 
 
 @register_schedule("constant")

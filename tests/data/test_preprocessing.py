@@ -7,7 +7,8 @@ import torch
 
 from ablate.config import RunConfig
 from ablate.data import load_data
-from ablate.data.preprocessing import TokenizerEncoding, library_normalisation
+from ablate.data.augment import library_normalisation
+from ablate.data.text.encoding import TokenizerEncoding
 from ablate.exceptions import ConfigError, DataError
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie", "plot", "fun"]

@@ -53,7 +53,7 @@ spec = CorpusSpec(
 go = Path(sys.argv[5])
 while not go.exists():
     time.sleep(0.01)
-root = ensure_corpus(spec, sys.argv[4], download=True, progress=False)
+root = ensure_corpus(spec, sys.argv[4], download=True)
 print((root / "fake" / "train.csv").read_text().strip())
 """
 
@@ -62,7 +62,7 @@ import sys, time
 from pathlib import Path
 import torchvision.datasets as tvd
 import torchvision.datasets.mnist as mnist
-from ablate.data.image_readers import read_torchvision
+from ablate.data.images import read_torchvision
 
 log = Path(sys.argv[1])
 real = mnist.download_and_extract_archive

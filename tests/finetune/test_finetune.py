@@ -63,7 +63,7 @@ def source_run(store):
     """A small softmax model trained on digits; its best.pt is what fine-tuning starts from."""
     from ablate.trial.run import train
 
-    result = train(RunConfig(epochs=2, run_name="source", **FAST))
+    result = train(RunConfig(epochs=2, run_name="source", keep_checkpoints=True, **FAST))
     assert result.status == "FINISHED"
     return result
 
@@ -103,34 +103,34 @@ def test_finetune_from_a_run_starts_at_the_source_accuracy_and_anneals_alpha(
     run = client.get_run(result.run_id)
 
     # Step 0 (alpha = 0, before any update): exactly the source model's best accuracy.
-    val_acc = _history(client, result.run_id, "val_acc")
+    val_acc = _history(client, result.run_id, "acc/val")
     assert val_acc[0][0] == 0
     assert val_acc[0][1] == source_run.best_val_acc
-    assert result.history[0]["val_acc"] == source_run.best_val_acc
+    assert result.history[0]["acc/val"] == source_run.best_val_acc
     # ... which is also what the source checkpoint itself recorded; the loss (a much finer
     # fingerprint of the logits than the accuracy) matches bit for bit too.
-    assert run.data.params["init.source_val_acc"] == str(source_run.best_val_acc)
-    source_loss = dict(_history(client, source_run.run_id, "val_loss"))[source_run.best_epoch]
-    assert _history(client, result.run_id, "val_loss")[0][1] == source_loss
+    assert run.data.tags["init.source_val_acc"] == str(source_run.best_val_acc)
+    source_loss = dict(_history(client, source_run.run_id, "loss/val"))[source_run.best_epoch]
+    assert _history(client, result.run_id, "loss/val")[0][1] == source_loss
 
     # The logged alpha is the schedule at step 0, then at each epoch's last optimizer step.
     spe = math.ceil(DIGITS_TRAIN / cfg.batch_size)
     schedule = AlphaSchedule("linear", 0.0, 1.0, steps=alpha_epochs * spe)
-    alpha = _history(client, result.run_id, "alpha")
+    alpha = _history(client, result.run_id, "alpha/value")
     assert [s for s, _ in alpha] == list(range(epochs + 1))
     expected = [schedule(0)] + [schedule(e * spe - 1) for e in range(1, epochs + 1)]
     assert [v for _, v in alpha] == pytest.approx(expected, abs=1e-12)
     assert alpha[0][1] == 0.0 and alpha[-1][1] == 1.0  # starts as softmax, ends at softmax^T(V)
     assert alpha[1][1] == 1.0  # --alpha-epochs 1 ends at the end of epoch 1, like the default
 
-    params = run.data.params
-    assert params["init.source"] == f"runs:/{rid}"
-    assert params["init.source_kind"] == "checkpoint"
-    assert params["init.source_run_id"] == rid
-    assert params["init.source_file"] == f"runs:/{rid}/checkpoints/best.pt"
-    assert params["init.source_model"] == "cct_2_3x2_32"
-    assert params["init.head"] == "loaded" and params["init.resized"] == "none"
-    assert float(_history(client, result.run_id, "lr")[0][1]) <= 1e-4  # fine-tuning default lr
+    # the setting is a param, resolved to the file it named; what loading did is tags
+    assert run.data.params["init_from"] == f"runs:/{rid}/checkpoints/best.pt"
+    tags = run.data.tags
+    assert tags["init.source_kind"] == "checkpoint"
+    assert tags["init.source_run_id"] == rid
+    assert tags["init.source_model"] == "cct_2_3x2_32"
+    assert tags["init.head"] == "loaded" and tags["init.resized"] == "none"
+    assert float(_history(client, result.run_id, "optim/lr")[0][1]) <= 1e-4  # fine-tuning lr
 
     # The exported model: plain keys, alpha recorded at its final value, loads by itself.
     local = Path(client.download_artifacts(result.run_id, "checkpoints/model.pt", str(store)))
@@ -290,6 +290,7 @@ def test_official_weights_finetune_on_digits_with_lora_and_resume(
         batch_size=128,
         quiet=True,
         run_name="official-lora",
+        keep_checkpoints=True,
     )
 
     def stop_after_first(epoch, row):
@@ -306,9 +307,9 @@ def test_official_weights_finetune_on_digits_with_lora_and_resume(
         result.status == "FINISHED" and len(result.history) == 3
     )  # epochs 0-2: the resumed run knows its whole curve
     rid = run.info.run_id
-    assert [s for s, _ in _history(client, rid, "val_acc")] == [0, 1, 2]
+    assert [s for s, _ in _history(client, rid, "acc/val")] == [0, 1, 2]
 
-    params = client.get_run(rid).data.params
+    params = client.get_run(rid).data.tags
     assert params["init.source_kind"] == "official" and params["init.lora_modules"] == "8"
     assert params["init.head"] == "loaded"  # digits have 10 classes, like CIFAR-10
     # 32 px weights at the digits' 16 px: the 8x8 token grid becomes 4x4.
@@ -489,12 +490,12 @@ def test_finetune_command_applies_finetuning_defaults(store, source_run, client)
         "0.0",
         "1.0",
     )
-    assert p["init.source_run_id"] == source_run.run_id
-    alphas = [m.value for m in client.get_metric_history(run.info.run_id, "alpha")]
+    assert run.data.tags["init.source_run_id"] == source_run.run_id
+    alphas = [m.value for m in client.get_metric_history(run.info.run_id, "alpha/value")]
     assert alphas[0] == 0.0 and alphas[-1] == 1.0
     # the first point is the source model itself (alpha = 0 is standard attention)
     val0 = next(
-        m.value for m in client.get_metric_history(run.info.run_id, "val_acc") if m.step == 0
+        m.value for m in client.get_metric_history(run.info.run_id, "acc/val") if m.step == 0
     )
     assert val0 == source_run.best_val_acc
 

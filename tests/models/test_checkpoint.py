@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from ablate.models import create_model
 from ablate.models._blocks import sinusoidal_embedding
 from ablate.models.checkpoint import (
     LoadReport,
+    atomic_torch_save,
     load_checkpoint,
     load_pretrained,
     model_from_checkpoint,
@@ -392,3 +394,19 @@ def test_parameter_count_unchanged_by_loading(official_state_dict):
     expected = 3783269 + (pe_rows - 256) * 256  # the c100 table count, with a larger table
     assert sum(p.numel() for p in model.parameters()) == expected
     assert math.isqrt(pe_rows) ** 2 == pe_rows
+
+
+def test_a_write_that_dies_midway_leaves_the_old_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    atomic_torch_save({"epoch": 1}, path)
+
+    def dying_save(obj, handle):  # the process dies after writing part of the file
+        handle.write(b"PK\x03\x04 partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    assert os.listdir(tmp_path) == ["last.pt"]

@@ -127,7 +127,7 @@ def test_two_epoch_run_logs_every_alpha_each_epoch_and_draws_them(workdir):
     metrics = client.get_run(result.run_id).data.metrics
     keys = sorted(k for k in metrics if k.startswith("alpha/"))
     assert keys == [f"alpha/layer{i}/head{j}" for i in range(2) for j in range(2)]
-    assert "alpha" not in metrics  # no single fixed alpha to report
+    assert "alpha/value" not in metrics  # no single fixed alpha to report
     for key in keys:
         history = _history(client, result.run_id, key)
         assert [s for s, _ in history] == [0, 1, 2] and history[0][1] == 0.0
@@ -153,7 +153,7 @@ def test_resume_brings_the_learned_alphas_back(workdir):
     run_id = runs[0].run_id
     resumed = run_trial(resolve(cfg), resume_run_id=run_id)
     client = MlflowClient()
-    for key in ("alpha/layer0", "alpha/layer1", "val_loss"):
+    for key in ("alpha/layer0", "alpha/layer1", "loss/val"):
         # epoch 3 continues from the restored alphas exactly as the uninterrupted run did
         assert _history(client, run_id, key) == _history(client, reference.run_id, key)
     assert _history(client, run_id, "alpha/layer0")[-1][1] != 0.0

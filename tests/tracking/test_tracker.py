@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from ablate.exceptions import ConfigError, Pruned
 from ablate.tracking import (
     DEFAULT_TRACKING_URI,
     EXPERIMENT_TAGS,
     Tracker,
     git_commit,
-    owned_run,
     resolve_tracking_uri,
 )
 from ablate.tracking import conventions as cv
@@ -68,7 +66,7 @@ def test_start_opens_a_tagged_running_run_under_its_parent(uri, client):
     assert run.info.status == cv.RUNNING and run.info.run_name == "child"
     assert run.data.tags["mlflow.parentRunId"] == parent.run_id
     commit = git_commit()  # this checkout is a git repository
-    assert commit and run.data.tags["git_commit"] == commit
+    assert commit and run.data.tags["mlflow.source.git.commit"] == commit
     assert "none" not in _run(client, parent).data.tags  # None values are not logged
     exp = client.get_experiment_by_name("exp")
     assert exp.tags["mlflow.experimentKind"] == EXPERIMENT_TAGS["mlflow.experimentKind"]
@@ -78,15 +76,15 @@ def test_start_opens_a_tagged_running_run_under_its_parent(uri, client):
 def test_logging_batches_params_metrics_tags_and_artifacts(uri, client, workdir):
     tracker = Tracker.start(uri, "exp")
     tracker.log_params({f"p{i}": i for i in range(250)})  # > 100 per call: batched
-    tracker.log_metrics({"val_acc": 0.5, "skipped": None}, step=0)
-    tracker.log_metrics({"val_acc": 0.75}, step=1)
+    tracker.log_metrics({"acc/val": 0.5, "skipped": None}, step=0)
+    tracker.log_metrics({"acc/val": 0.75}, step=1)
     tracker.set_tags({"sdpa_backend": "math"})
     (workdir / "last.pt").write_bytes(b"x")
     tracker.log_artifact(workdir / "last.pt", "checkpoints")
     tracker.log_text("a,b\n", "trials.csv")
     data = _run(client, tracker).data
     assert len(data.params) == 250 and data.params["p249"] == "249"
-    assert tracker.metric_history("val_acc") == [(0, 0.5), (1, 0.75)]
+    assert tracker.metric_history("acc/val") == [(0, 0.5), (1, 0.75)]
     assert "skipped" not in data.metrics
     assert data.tags["sdpa_backend"] == "math"
     assert tracker.list_artifacts("checkpoints") == ["checkpoints/last.pt"]
@@ -98,39 +96,15 @@ def test_logging_batches_params_metrics_tags_and_artifacts(uri, client, workdir)
 def test_attach_reopens_and_find_tells_missing_and_deleted_runs(uri, client):
     tracker = Tracker.start(uri, "exp")
     tracker.end(cv.KILLED, "interrupted")
+    tracker.set_tags({cv.STOP_REASON: "preempted"})
     again = Tracker.attach(uri, tracker.run_id)
     assert again.status() == cv.RUNNING
+    # the reason it stopped goes with the stop: a resumed run that finishes carries none
+    assert not {cv.FAILURE_REASON, cv.STOP_REASON} & set(_run(client, again).data.tags)
     assert Tracker.find(uri, tracker.run_id).run_id == tracker.run_id
     assert Tracker.find(uri, "0" * 32) is None
     client.delete_run(tracker.run_id)
     assert Tracker.find(uri, tracker.run_id) is None
-
-
-@pytest.mark.parametrize(
-    "error, status, reason, trial_state",
-    [
-        (None, cv.FINISHED, None, None),
-        (Pruned("pruned at epoch 2"), cv.KILLED, None, "PRUNED"),
-        (KeyboardInterrupt(), cv.KILLED, "interrupted (resume with: ablate run --resume X)", None),
-        (ConfigError("epochs: must be >= 1"), cv.FAILED, "epochs: must be >= 1", None),
-        (RuntimeError("CUDA out of memory"), cv.FAILED, "RuntimeError: CUDA out of memory", None),
-    ],
-)
-def test_owned_run_ends_the_run_with_the_status_the_block_earned(
-    uri, client, error, status, reason, trial_state
-):
-    tracker = Tracker.start(uri, "exp")
-    if error is None:
-        with owned_run(tracker, resume_hint="ablate run --resume X"):
-            pass
-    else:
-        with pytest.raises(type(error)):
-            with owned_run(tracker, resume_hint="ablate run --resume X"):
-                raise error
-    run = _run(client, tracker)
-    assert run.info.status == status
-    assert run.data.tags.get(cv.FAILURE_REASON) == reason
-    assert run.data.tags.get(cv.TRIAL_STATE) == trial_state
 
 
 def test_close_orphan_fails_a_running_run_once(uri, client):

@@ -36,13 +36,13 @@ def test_fit_validates_epoch_zero_then_trains_every_epoch(workdir):
     loop = _loop(epochs=2)
     rows = _fit(loop)
     assert sorted(rows) == [0, 1, 2]
-    assert "train_loss" not in rows[0] and 0.0 <= rows[0]["val_acc"] <= 1.0  # untrained
+    assert "loss/train" not in rows[0] and 0.0 <= rows[0]["acc/val"] <= 1.0  # untrained
     for epoch in (1, 2):
-        assert math.isfinite(rows[epoch]["train_loss"]) and rows[epoch]["lr"] > 0
-        assert {"val_loss", "val_acc", "val_f1", "samples_per_s"} <= set(rows[epoch])
+        assert math.isfinite(rows[epoch]["loss/train"]) and rows[epoch]["optim/lr"] > 0
+        assert {"loss/val", "acc/val", "f1/val", "speed/samples_per_s"} <= set(rows[epoch])
     assert loop.global_step == 2 * loop.steps_per_epoch
-    assert rows[2]["train_loss"] < rows[1]["train_loss"]  # it learns
-    assert "alpha" not in rows[2] and loop.schedule is None  # softmax: nothing to anneal
+    assert rows[2]["loss/train"] < rows[1]["loss/train"]  # it learns
+    assert "alpha/value" not in rows[2] and loop.schedule is None  # softmax: nothing to anneal
 
 
 def test_the_resolved_schedule_object_is_sized_to_the_data_and_set_every_step(workdir):
@@ -51,8 +51,8 @@ def test_the_resolved_schedule_object_is_sized_to_the_data_and_set_every_step(wo
     loop = _loop(epochs=3, variant="softmax_v", alpha_schedule="linear")
     assert loop.schedule.steps == 3 * loop.steps_per_epoch  # the whole run
     rows = _fit(loop)
-    assert rows[0]["alpha"] == 0.0 and rows[3]["alpha"] == 1.0
-    assert 0.0 < rows[1]["alpha"] < rows[2]["alpha"] < 1.0
+    assert rows[0]["alpha/value"] == 0.0 and rows[3]["alpha/value"] == 1.0
+    assert 0.0 < rows[1]["alpha/value"] < rows[2]["alpha/value"] < 1.0
     assert loop.model.variant_params()["alpha"] == pytest.approx(1.0)  # set in the model
 
 
@@ -60,13 +60,13 @@ def test_a_window_in_epochs_ends_on_the_last_step_of_that_epoch(workdir):
     loop = _loop(epochs=3, variant="softmax_v", alpha_schedule="linear", alpha_epochs=1)
     assert loop.schedule.steps == loop.steps_per_epoch
     rows = _fit(loop)
-    assert rows[1]["alpha"] == 1.0 and rows[3]["alpha"] == 1.0  # held after the window
+    assert rows[1]["alpha/value"] == 1.0 and rows[3]["alpha/value"] == 1.0  # held after the window
 
 
 def test_without_a_schedule_the_variants_own_alpha_is_reported(workdir):
     loop = _loop(epochs=1, variant="softmax_v:alpha=0.25")
     rows = _fit(loop)
-    assert rows[1]["alpha"] == pytest.approx(0.25)
+    assert rows[1]["alpha/value"] == pytest.approx(0.25)
 
 
 def test_evaluate_reports_metrics_that_match_its_predictions(workdir):
@@ -99,7 +99,7 @@ def test_restore_continues_the_same_curve(workdir):
     assert resumed.global_step == straight.steps_per_epoch
     rows = _fit(resumed, start=2)
     for epoch in (2, 3):
-        assert rows[epoch]["train_loss"] == first[epoch]["train_loss"]
-        assert rows[epoch]["val_acc"] == first[epoch]["val_acc"]
-        assert rows[epoch]["alpha"] == first[epoch]["alpha"]
+        assert rows[epoch]["loss/train"] == first[epoch]["loss/train"]
+        assert rows[epoch]["acc/val"] == first[epoch]["acc/val"]
+        assert rows[epoch]["alpha/value"] == first[epoch]["alpha/value"]
     assert torch.equal(next(resumed.model.parameters()), next(straight.model.parameters()))

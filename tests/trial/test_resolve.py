@@ -25,7 +25,7 @@ def test_resolve_parses_the_variant_and_model_once():
     assert run.variant == "alpha_remix" and dict(run.variant_params) == {"alpha": 1.0, "beta": 1.0}
     assert run.model.name == "cct_2_3x2_32" and run.task == "image"
     assert run.img_size == 16  # digits' own preferred size beats the model's 32
-    assert run.tags["variant"] == "alpha_remix:alpha=1,beta=1" and run.tags["task"] == "image"
+    assert str(run.variant_spec) == "alpha_remix:alpha=1,beta=1"
     assert run.cfg.val_split == "train" and not run.amp
 
 
@@ -48,8 +48,8 @@ def test_bad_combinations_are_one_line_config_errors(values, message):
 def test_official_weights_on_cifar_validate_on_half_of_the_test_split(official_like):
     run = resolve(RunConfig(dataset="cifar10", init_from=str(official_like)))
     assert run.cfg.val_split == "test_half"
-    assert "official test split" in run.tags["split"]
-    assert "whole training split" in run.tags["split"]
+    assert "official test split" in run.split_provenance
+    assert "whole training split" in run.split_provenance
     with pytest.raises(ConfigError, match="use --val-split test_half"):
         resolve(RunConfig(dataset="cifar10", init_from=str(official_like), val_split="train"))
 

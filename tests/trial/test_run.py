@@ -30,7 +30,7 @@ def test_annealed_run_reports_final_and_best_weights_with_their_alpha(workdir, c
     assert metrics["test_epoch"] == 4 and metrics["test_alpha"] == pytest.approx(1.0)
     # only epochs validated at the schedule's end value are candidates: the last one
     assert metrics["best_epoch"] == 4 and metrics["best_test_alpha"] == pytest.approx(1.0)
-    alphas = dict(_history(client, result.run_id, "alpha"))
+    alphas = dict(_history(client, result.run_id, "alpha/value"))
     assert alphas[0] == 0.0 and alphas[4] == pytest.approx(1.0) and alphas[3] < 1.0
     assert client.get_run(result.run_id).data.tags["best_selection"].startswith("epochs at")
 
@@ -41,11 +41,11 @@ def test_best_from_any_may_pick_an_earlier_epoch_and_tests_it_at_its_alpha(workd
     )
     result = run_trial(resolve(cfg))
     metrics = client.get_run(result.run_id).data.metrics
-    alphas = dict(_history(client, result.run_id, "alpha"))
+    alphas = dict(_history(client, result.run_id, "alpha/value"))
     best = int(metrics["best_epoch"])
     assert metrics["best_test_alpha"] == pytest.approx(alphas[best])
     assert metrics["best_val_acc"] == max(
-        v for s, v in _history(client, result.run_id, "val_acc") if s
+        v for s, v in _history(client, result.run_id, "acc/val") if s
     )
 
 
@@ -71,7 +71,7 @@ def test_resume_after_a_damaged_last_checkpoint_matches_an_uninterrupted_run(wor
         resumed = run_trial(resolve(cfg), resume_run_id=run_id)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["resumed_from_epoch"] == "2"
-    for key in ("val_acc", "val_loss", "train_loss"):
+    for key in ("acc/val", "loss/val", "loss/train"):
         assert _history(client, run_id, key) == _history(client, reference.run_id, key)
     assert resumed.test == reference.test
     assert isinstance(AblateError, type)

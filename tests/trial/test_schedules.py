@@ -16,8 +16,8 @@ BUILTINS = ["constant", "cosine", "linear", "step"]
 @pytest.fixture(autouse=True)
 def isolated_registry(monkeypatch):
     """Each test works on a copy of the registry; whatever it registers disappears after."""
-    monkeypatch.setattr(schedules, "SCHEDULES", dict(schedules.SCHEDULES))
-    monkeypatch.setattr(schedules, "_entry_points_loaded", schedules._entry_points_loaded)
+    monkeypatch.setattr(schedules.SCHEDULES, "entries", dict(schedules.SCHEDULES.entries))
+    monkeypatch.setattr(schedules.SCHEDULES, "plugins_loaded", schedules.SCHEDULES.plugins_loaded)
     yield
 
 
@@ -148,7 +148,7 @@ def test_entry_point_schedule_is_selectable(tmp_path, monkeypatch):
         "def sqrt_shape(p, levels):\n    return p ** 0.5\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(schedules, "_entry_points_loaded", False)
+    monkeypatch.setattr(schedules.SCHEDULES, "plugins_loaded", False)
     monkeypatch.delitem(sys.modules, "ablate_test_sched_mod", raising=False)
     try:
         with pytest.warns(UserWarning, match="could not load alpha schedule entry point"):

@@ -17,8 +17,8 @@ from variants.reference import naive_attention
 @pytest.fixture(autouse=True)
 def isolated_registry(monkeypatch):
     """Each test works on a copy of the registry; whatever it registers disappears after."""
-    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
-    monkeypatch.setattr(_registry, "_entry_points_loaded", _registry._entry_points_loaded)
+    monkeypatch.setattr(_registry.VARIANTS, "entries", dict(_registry.VARIANTS.entries))
+    monkeypatch.setattr(_registry.VARIANTS, "plugins_loaded", _registry.VARIANTS.plugins_loaded)
     yield
 
 
@@ -204,10 +204,10 @@ def test_entry_point_variant_is_found_by_name(tmp_path, monkeypatch):
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))  # also invalidates the import/metadata caches
-    monkeypatch.setattr(_registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(_registry.VARIANTS, "plugins_loaded", False)
     monkeypatch.delitem(sys.modules, DIST_MODULE, raising=False)
     try:
-        assert "test_ep_plain" not in _registry._REGISTRY
+        assert "test_ep_plain" not in _registry.VARIANTS.entries
         with pytest.warns(
             UserWarning, match="could not load attention variant entry point 'test_ep_broken'"
         ):

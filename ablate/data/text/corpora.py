@@ -22,16 +22,8 @@ from ablate.data.text.tokenizer import TEXT_SEPARATOR, join_texts
 from ablate.exceptions import DataError
 
 __all__ = [
-    "RemoteFile",
-    "CorpusSpec",
-    "CORPORA",
-    "ensure_corpus",
-    "read_ag_news",
-    "read_dbpedia",
-    "read_yelp_polarity",
-    "read_trec",
-    "read_sst2",
-    "read_imdb",
+    "RemoteFile", "CorpusSpec", "CORPORA", "ensure_corpus", "read_ag_news", "read_dbpedia",
+    "read_yelp_polarity", "read_trec", "read_sst2", "read_imdb",
 ]
 
 AG_NEWS_CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
@@ -45,10 +37,7 @@ SENTIMENT_CLASSES = ["negative", "positive"]
 
 
 def _train_test(
-    name: str,
-    class_names: Sequence[str],
-    read_split: Callable[[Path], RawText],
-    train: Path,
+    name: str, class_names: Sequence[str], read_split: Callable[[Path], RawText], train: Path,
     test: Path,
 ) -> RawCorpus:
     """The shape every named corpus has: a training and a test split read the same way."""
@@ -110,20 +99,12 @@ def _read_zhang(name: str, base: Path, class_names: Sequence[str]) -> RawCorpus:
 
 
 def read_ag_news(root: Path) -> RawCorpus:
-    """AG News: ``train.csv`` / ``test.csv`` rows of ``class(1-4),title,description``.
-
-    Args:
-        root: the corpus directory.
-    """
+    """AG News: ``train.csv`` / ``test.csv`` rows of ``class(1-4),title,description``."""
     return _read_zhang("ag_news", root, AG_NEWS_CLASSES)
 
 
 def read_dbpedia(root: Path) -> RawCorpus:
-    """DBpedia-14: ``dbpedia_csv/{train,test}.csv`` rows of ``class(1-14),title,content``.
-
-    Args:
-        root: the corpus directory.
-    """
+    """DBpedia-14: ``dbpedia_csv/{train,test}.csv`` rows of ``class(1-14),title,content``."""
     base = root / "dbpedia_csv"
     names = list(DBPEDIA_CLASSES)
     classes_file = base / "classes.txt"
@@ -136,11 +117,7 @@ def read_dbpedia(root: Path) -> RawCorpus:
 
 
 def read_yelp_polarity(root: Path) -> RawCorpus:
-    """Yelp polarity: ``yelp_review_polarity_csv/{train,test}.csv`` rows of ``class(1-2),text``.
-
-    Args:
-        root: the corpus directory.
-    """
+    """Yelp polarity: ``yelp_review_polarity_csv/{train,test}.csv`` rows of ``class(1-2),text``."""
     return _read_zhang("yelp_polarity", root / "yelp_review_polarity_csv", SENTIMENT_CLASSES)
 
 
@@ -168,11 +145,7 @@ def _read_trec_file(path: Path) -> RawText:
 
 
 def read_trec(root: Path) -> RawCorpus:
-    """TREC-6: ``train_5500.label`` / ``TREC_10.label`` lines of ``COARSE:fine question``.
-
-    Args:
-        root: the corpus directory.
-    """
+    """TREC-6: ``train_5500.label`` / ``TREC_10.label`` lines of ``COARSE:fine question``."""
     return _train_test(
         "trec", TREC_CLASSES, _read_trec_file, root / "train_5500.label", root / "TREC_10.label"
     )
@@ -196,11 +169,7 @@ def read_sst2(root: Path) -> RawCorpus:
     """SST-2 (GLUE): ``SST-2/train.tsv`` and ``SST-2/dev.tsv`` with ``sentence<TAB>label``.
 
     GLUE's ``test.tsv`` has no labels, so the public dev set is the test split (as in most
-    papers) and the validation split is held out from training.
-
-    Args:
-        root: the corpus directory.
-    """
+    papers) and the validation split is held out from training."""
     base = root / "SST-2"
     return _train_test(
         "sst2", SENTIMENT_CLASSES, _read_sst2_file, base / "train.tsv", base / "dev.tsv"
@@ -230,11 +199,7 @@ def _read_imdb_split(base: Path) -> RawText:
 
 
 def read_imdb(root: Path) -> RawCorpus:
-    """IMDb: ``aclImdb/{train,test}/{neg,pos}/*.txt`` (the unlabelled ``unsup`` is skipped).
-
-    Args:
-        root: the corpus directory.
-    """
+    """IMDb: ``aclImdb/{train,test}/{neg,pos}/*.txt`` (the unlabelled ``unsup`` is skipped)."""
     base = root / "aclImdb"
     return _train_test("imdb", SENTIMENT_CLASSES, _read_imdb_split, base / "train", base / "test")
 
@@ -274,86 +239,45 @@ def _remote(url: str, sha256: str, *, extract: bool = False) -> RemoteFile:
 _AG_NEWS_URL = "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/ag_news_csv"
 _TREC_URL = "https://cogcomp.seas.upenn.edu/Data/QA/QC"
 _FAST_AI_URL = "https://s3.amazonaws.com/fast-ai-nlp"
-CORPORA: dict[str, CorpusSpec] = {
-    "ag_news": CorpusSpec(
-        "ag_news",
-        (
-            _remote(f"{_AG_NEWS_URL}/train.csv",
-                    "76a0a2d2f92b286371fe4d4044640910a04a803fdd2538e0f3f29a5c6f6b672e"),
-            _remote(f"{_AG_NEWS_URL}/test.csv",
-                    "521465c2428ed7f02f8d6db6ffdd4b5447c1c701962353eb2c40d548c3c85699"),
-        ),
-        ("train.csv", "test.csv"),
-        read_ag_news,
-    ),
-    "trec": CorpusSpec(
-        "trec",
-        (
-            _remote(f"{_TREC_URL}/train_5500.label",
-                    "9e4c8bdcaffb96ed61041bd64b564183d52793a8e91d84fc3a8646885f466ec3"),
-            _remote(f"{_TREC_URL}/TREC_10.label",
-                    "033f22c028c2bbba9ca682f68ffe204dc1aa6e1cf35dd6207f2d4ca67f0d0e8e"),
-        ),
-        ("train_5500.label", "TREC_10.label"),
-        read_trec,
-    ),
-    "sst2": CorpusSpec(
-        "sst2",
-        (
-            _remote("https://dl.fbaipublicfiles.com/glue/data/SST-2.zip",
-                    "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa",
-                    extract=True),
-        ),
-        ("SST-2/train.tsv", "SST-2/dev.tsv"),
-        read_sst2,
-    ),
-    "imdb": CorpusSpec(
-        "imdb",
-        (
-            _remote("https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
-                    "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe",
-                    extract=True),
-        ),
-        ("aclImdb/train/pos", "aclImdb/train/neg", "aclImdb/test/pos", "aclImdb/test/neg"),
-        read_imdb,
-    ),
-    "dbpedia": CorpusSpec(
-        "dbpedia",
-        (
-            _remote(f"{_FAST_AI_URL}/dbpedia_csv.tgz",
-                    "42db5221ddedddb673a4cabcc5f3a7d869714c878bcfe4ba94b29d14aa38e417",
-                    extract=True),
-        ),
-        ("dbpedia_csv/train.csv", "dbpedia_csv/test.csv"),
-        read_dbpedia,
-    ),
-    "yelp_polarity": CorpusSpec(
-        "yelp_polarity",
-        (
-            _remote(f"{_FAST_AI_URL}/yelp_review_polarity_csv.tgz",
-                    "528f22e286cad085948acbc3bea7e58188416546b0e364d0ae4ca0ce666abe35",
-                    extract=True),
-        ),
-        ("yelp_review_polarity_csv/train.csv", "yelp_review_polarity_csv/test.csv"),
-        read_yelp_polarity,
-    ),
-}
+_SPECS = (
+    CorpusSpec("ag_news", (
+        _remote(f"{_AG_NEWS_URL}/train.csv",
+                "76a0a2d2f92b286371fe4d4044640910a04a803fdd2538e0f3f29a5c6f6b672e"),
+        _remote(f"{_AG_NEWS_URL}/test.csv",
+                "521465c2428ed7f02f8d6db6ffdd4b5447c1c701962353eb2c40d548c3c85699"),
+    ), ("train.csv", "test.csv"), read_ag_news),
+    CorpusSpec("trec", (
+        _remote(f"{_TREC_URL}/train_5500.label",
+                "9e4c8bdcaffb96ed61041bd64b564183d52793a8e91d84fc3a8646885f466ec3"),
+        _remote(f"{_TREC_URL}/TREC_10.label",
+                "033f22c028c2bbba9ca682f68ffe204dc1aa6e1cf35dd6207f2d4ca67f0d0e8e"),
+    ), ("train_5500.label", "TREC_10.label"), read_trec),
+    CorpusSpec("sst2", (
+        _remote("https://dl.fbaipublicfiles.com/glue/data/SST-2.zip",
+                "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa", extract=True),
+    ), ("SST-2/train.tsv", "SST-2/dev.tsv"), read_sst2),
+    CorpusSpec("imdb", (
+        _remote("https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
+                "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe", extract=True),
+    ), tuple(f"aclImdb/{s}/{c}" for s in ("train", "test") for c in ("pos", "neg")), read_imdb),
+    CorpusSpec("dbpedia", (
+        _remote(f"{_FAST_AI_URL}/dbpedia_csv.tgz",
+                "42db5221ddedddb673a4cabcc5f3a7d869714c878bcfe4ba94b29d14aa38e417", extract=True),
+    ), ("dbpedia_csv/train.csv", "dbpedia_csv/test.csv"), read_dbpedia),
+    CorpusSpec("yelp_polarity", (
+        _remote(f"{_FAST_AI_URL}/yelp_review_polarity_csv.tgz",
+                "528f22e286cad085948acbc3bea7e58188416546b0e364d0ae4ca0ce666abe35", extract=True),
+    ), tuple(f"yelp_review_polarity_csv/{s}.csv" for s in ("train", "test")), read_yelp_polarity),
+)
+CORPORA: dict[str, CorpusSpec] = {spec.name: spec for spec in _SPECS}
 
 
-def ensure_corpus(
-    spec: CorpusSpec, data_dir: str | Path, *, download: bool, progress: bool = True
-) -> Path:
+def ensure_corpus(spec: CorpusSpec, data_dir: str | Path, *, download: bool) -> Path:
     """Make sure ``data_dir/<name>/`` holds the corpus; return that directory.
 
     Files already extracted are used as they are. An archive that is present (downloaded
     earlier or placed by hand) is verified and extracted. Anything else is fetched only
     with ``download=True``; otherwise DataError says which files are expected where.
-
-    Args:
-        spec: the corpus.
-        data_dir: root data directory (``cfg.data_dir``).
-        download: allowed to fetch missing files.
-        progress: show download progress bars.
     """
     from ablate.data.download import prepare_lock
 
@@ -364,7 +288,7 @@ def ensure_corpus(
     # find the corpus ready.
     with prepare_lock(root, f"preparing the {spec.name} corpus"):
         if not _is_ready(spec, root):
-            _prepare(spec, root, download, progress)
+            _prepare(spec, root, download)
     return root
 
 
@@ -381,7 +305,7 @@ def _is_ready(spec: CorpusSpec, root: Path) -> bool:
     return unpacked and all((root / r).exists() for r in spec.required)
 
 
-def _prepare(spec: CorpusSpec, root: Path, download: bool, progress: bool) -> None:
+def _prepare(spec: CorpusSpec, root: Path, download: bool) -> None:
     from ablate.data.download import download as fetch
     from ablate.data.download import extract_archive, verify_file
 
@@ -390,7 +314,7 @@ def _prepare(spec: CorpusSpec, root: Path, download: bool, progress: bool) -> No
         if not target.is_file():
             if not download:
                 continue  # reported below with everything else that is missing
-            fetch(remote.url, target, sha256=remote.sha256, md5=remote.md5, progress=progress)
+            fetch(remote.url, target, sha256=remote.sha256, md5=remote.md5)
         elif remote.extract:
             # An archive from an earlier run or placed by hand: check it before unpacking.
             verify_file(target, sha256=remote.sha256, md5=remote.md5)

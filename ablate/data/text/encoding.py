@@ -7,25 +7,39 @@ initial vectors, or none for a model that brings its own). It sees all three spl
 once because a fitted vocabulary (:class:`GloveEncoding`) is built from the training
 split and the held-out words that have a pretrained vector.
 
-:func:`encoding_for` picks the encoding for a run; ``load_text_data`` accepts any other.
+Two encodings: :class:`GloveEncoding` (GloVe-style words, a per-data-set
+:class:`Vocabulary`, initial vectors; ablate's own models) and :class:`TokenizerEncoding`
+(a ``timm:`` / ``hf:`` model's own Hugging Face tokenizer, named by its registry entry's
+``extras["preprocessing"]``). :func:`encoding_for` picks one for a run.
+
+Vocabulary policy (:func:`build_vocab`): every token of the training split plus the
+validation / test tokens that have a pretrained vector. The latter adds no label
+information -- their vectors were pretrained on unrelated text -- and keeps test words like
+"magnificent" from collapsing into ``<unk>`` just because training happened not to contain
+them. Index 0 is ``<pad>``, 1 is ``<unk>``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
+from itertools import chain, repeat
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from ablate.data.glove import build_embedding_matrix, load_glove
+from ablate.data.glove import PAD_TOKEN, UNK_TOKEN, build_embedding_matrix, load_glove
 from ablate.data.text.tokenizer import tokenize_batch
-from ablate.data.text.vocab import Vocabulary, build_vocab
+from ablate.exceptions import ConfigError, DataError
 
 if TYPE_CHECKING:
     from ablate.config import RunConfig
 
-__all__ = ["EncodedText", "TextEncoding", "GloveEncoding", "encoding_for"]
+__all__ = [
+    "EncodedText", "TextEncoding", "GloveEncoding", "TokenizerEncoding", "Vocabulary",
+    "build_vocab", "encoding_for",
+]
 
 
 @dataclass
@@ -57,14 +71,10 @@ class GloveEncoding:
     at ``max_len``; the vocabulary (:func:`~ablate.data.text.vocab.build_vocab`) holds the
     training words plus held-out words with a vector; the embedding table has the vector
     of every word that has one and a random row (drawn with ``seed``) for the others.
-
-    Args:
-        embeddings: a GloVe file (``cfg.embeddings``); None = the packaged 6B 50-d vectors.
-        seed: seed of the random rows of words without a vector.
     """
 
-    embeddings: str | None = None
-    seed: int = 0
+    embeddings: str | None = None  # a GloVe file; None = the packaged 6B 50-d vectors
+    seed: int = 0  # of the random rows of words without a vector
 
     def __call__(self, texts: Mapping[str, Sequence[str]], max_len: int) -> EncodedText:
         wv = load_glove(self.embeddings)
@@ -97,10 +107,132 @@ class GloveEncoding:
         )
 
 
-def encoding_for(cfg: "RunConfig") -> TextEncoding:
-    """The encoding a run uses: GloVe words for every built-in text model.
+@dataclass(frozen=True)
+class TokenizerEncoding:
+    """Texts -> ids with a Hugging Face tokenizer (``AutoTokenizer``), padded to ``max_len``.
 
-    Args:
-        cfg: uses embeddings and seed.
+    The tokenizer's own special tokens (``[CLS] ... [SEP]``) and ``pad_token_id`` as
+    ``pad_index``; no vocabulary or embedding table (the model has its own).
     """
+
+    tokenizer: str  # a Hub id or a local directory holding the tokenizer files
+    download: bool = False  # fetch it when it is not in the local cache
+
+    def load(self) -> Any:
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            raise ConfigError(
+                'hf:... models need the optional package transformers; install it with '
+                'pip install -e ".[hf]"'
+            ) from None
+        try:
+            tok = AutoTokenizer.from_pretrained(self.tokenizer, local_files_only=not self.download)
+        except (OSError, ValueError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise DataError(
+                f"tokenizer {self.tokenizer!r} not found locally ({first}); pass --download to "
+                "fetch it, or save it next to the model (tokenizer.save_pretrained(DIR))"
+            ) from None
+        if tok.pad_token_id is None:
+            raise DataError(
+                f"tokenizer {self.tokenizer!r} has no padding token; batches of texts need one"
+            )
+        return tok
+
+    def __call__(self, texts: Mapping[str, Sequence[str]], max_len: int) -> Any:
+        tok = self.load()
+        ids: dict[str, torch.Tensor] = {}
+        lengths: dict[str, np.ndarray] = {}
+        for split, part in texts.items():
+            enc = tok(
+                list(part), truncation=True, max_length=max_len, padding="max_length",
+                return_attention_mask=True, return_tensors="np",
+            )
+            ids[split] = torch.from_numpy(np.asarray(enc["input_ids"], dtype=np.int64))
+            lengths[split] = np.asarray(enc["attention_mask"], dtype=np.int64).sum(axis=1)
+        return EncodedText(
+            ids=ids,
+            lengths=lengths,
+            pad_index=int(tok.pad_token_id),
+            info={"tokenizer": self.tokenizer, "vocab_size": len(tok)},
+        )
+
+
+# -- the vocabulary of GloveEncoding --------------------------------------------------
+
+
+class Vocabulary:
+    """Token <-> id mapping (``tokens``: index -> token) with ``<pad>`` at 0, ``<unk>`` at 1."""
+
+    pad_index = 0
+    unk_index = 1
+
+    def __init__(self, tokens: Sequence[str]):
+        tokens = list(tokens)
+        if tokens[:2] != [PAD_TOKEN, UNK_TOKEN]:
+            raise ValueError(f"a vocabulary starts with {PAD_TOKEN}, {UNK_TOKEN}")
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("vocabulary tokens must be unique")
+        self.tokens = tokens
+        self.index = {t: i for i, t in enumerate(tokens)}
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self.index
+
+    def encode(self, docs: Sequence[Sequence[str]], max_len: int) -> np.ndarray:
+        """Ids (N, max_len) int64 of tokenized ``docs``: cut after max_len, padded with 0,
+        unknown -> 1. An example without tokens becomes one ``<unk>``: no row is all padding."""
+        n = len(docs)
+        lengths = np.fromiter((min(len(d), max_len) for d in docs), dtype=np.int64, count=n)
+        flat = list(chain.from_iterable(d[:max_len] for d in docs))
+        ids = np.fromiter(map(self.index.get, flat, repeat(self.unk_index)), np.int64, len(flat))
+        out = np.full((n, max_len), self.pad_index, dtype=np.int64)
+        # Row-major boolean assignment fills each row's first `length` slots in order.
+        out[np.arange(max_len)[None, :] < lengths[:, None]] = ids
+        out[lengths == 0, 0] = self.unk_index
+        return out
+
+
+def build_vocab(
+    train_docs: Sequence[Sequence[str]], *, extra_docs: Sequence[Sequence[str]] = (),
+    has_vector: Callable[[list[str]], np.ndarray] | None = None, min_freq: int = 1,
+) -> Vocabulary:
+    """Vocabulary of the training tokens plus the held-out tokens (``extra_docs``) for which
+    ``has_vector`` (tokens -> bool array) is True.
+
+    Order: ``<pad>``, ``<unk>``, training tokens by falling frequency (ties: first seen),
+    then the extra tokens by falling frequency. Deterministic for a given input. Training
+    tokens without a vector need ``min_freq`` occurrences (a random vector seen once cannot
+    be learned); pretrained ones always join.
+    """
+    counts = Counter(chain.from_iterable(train_docs))
+    ranked = [t for t, _ in counts.most_common() if t not in (PAD_TOKEN, UNK_TOKEN)]
+    if min_freq > 1:
+        rare = [t for t in ranked if counts[t] < min_freq]
+        keep = {t for t, ok in zip(rare, has_vector(rare)) if ok} if has_vector and rare else ()
+        ranked = [t for t in ranked if counts[t] >= min_freq or t in keep]
+    tokens = [PAD_TOKEN, UNK_TOKEN] + ranked
+    if has_vector is not None and extra_docs:
+        seen = set(tokens)
+        extra = Counter(t for t in chain.from_iterable(extra_docs) if t not in seen)
+        candidates = [t for t, _ in extra.most_common()]
+        if candidates:
+            mask = has_vector(candidates)
+            tokens += [t for t, ok in zip(candidates, mask) if ok]
+    return Vocabulary(tokens)
+
+
+def encoding_for(
+    cfg: "RunConfig", preprocessing: Mapping[str, Any] | None = None
+) -> TextEncoding:
+    """The encoding a run uses: the model library's tokenizer when its preprocessing names
+    one (``{"tokenizer": NAME_OR_DIR}``), else GloVe words (``cfg.embeddings``, ``cfg.seed``).
+    """
+    name = (preprocessing or {}).get("tokenizer")
+    if name:
+        return TokenizerEncoding(str(name), cfg.download)
     return GloveEncoding(cfg.embeddings, cfg.seed)

@@ -10,20 +10,20 @@ from pathlib import Path
 import pytest
 
 from ablate.config import RunConfig
-from ablate.data.text import (
+from ablate.data.text import load_text_data
+from ablate.data.text.corpora import (
     CORPORA,
     CorpusSpec,
     RemoteFile,
     ensure_corpus,
-    load_text_data,
     read_ag_news,
     read_dbpedia,
     read_imdb,
     read_sst2,
     read_trec,
     read_yelp_polarity,
-    tokenize,
 )
+from ablate.data.text.tokenizer import tokenize
 from ablate.exceptions import DataError
 
 
@@ -183,7 +183,7 @@ def test_ensure_corpus_downloads_verifies_and_extracts(tmp_path):
         real.reader,
     )
     data_dir = tmp_path / "data"
-    root = ensure_corpus(spec, data_dir, download=True, progress=False)
+    root = ensure_corpus(spec, data_dir, download=True)
     assert (root / "aclImdb" / "train" / "pos" / "2_8.txt").is_file()
     assert len(spec.reader(root).train) == 3
     # A second call is offline and does nothing.
@@ -196,7 +196,7 @@ def test_ensure_corpus_downloads_verifies_and_extracts(tmp_path):
                      real.reader)
     (tmp_path / "x.tgz").write_bytes(b"junk")
     with pytest.raises(DataError, match="checksum mismatch"):
-        ensure_corpus(bad, tmp_path / "other", download=True, progress=False)
+        ensure_corpus(bad, tmp_path / "other", download=True)
     assert not (tmp_path / "other" / "imdb" / "x.tgz").exists()
 
 

@@ -6,7 +6,7 @@ import torch
 
 from ablate.config import RunConfig
 from ablate.data.glove import PAD_TOKEN, UNK_TOKEN
-from ablate.data.text import EncodedText, GloveEncoding, encoding_for
+from ablate.data.text.encoding import EncodedText, GloveEncoding, encoding_for
 
 
 def test_glove_encoding_of_three_splits():

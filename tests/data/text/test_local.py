@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ablate.data.text import read_local
+from ablate.data.text.raw import read_local
 from ablate.exceptions import ConfigError, DataError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ablate.data.text import SPLIT_SEED, RawText, split_holdout
+from ablate.data.text.raw import SPLIT_SEED, RawText, split_holdout
 
 
 def test_split_holdout_is_stratified_fixed_and_falls_back_when_it_must():

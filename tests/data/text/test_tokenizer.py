@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from ablate.data.text import tokenize, tokenize_batch
+from ablate.data.text.tokenizer import tokenize, tokenize_batch
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ablate.data.glove import PAD_TOKEN, UNK_TOKEN
-from ablate.data.text import Vocabulary, build_vocab
+from ablate.data.text.encoding import Vocabulary, build_vocab
 
 
 def test_vocabulary_encode_cuts_pads_and_never_leaves_a_row_empty():
