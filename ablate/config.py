@@ -28,7 +28,6 @@ __all__ = [
     "config_fields",
     "APPLY_TO_CHOICES",
     "DEVICE_CHOICES",
-    "alpha_schedule_choices",
     "AUGMENT_CHOICES",
     "TASK_CHOICES",
     "VAL_SPLIT_CHOICES",
@@ -232,12 +231,8 @@ class RunConfig:
                 raise ConfigError(
                     f"{f.name}: {value!r} is not valid; choose one of {', '.join(choices)}"
                 )
-        # A --variant-file may register schedules too: resolve() checks those after loading it.
-        if not self.variant_file and self.alpha_schedule not in alpha_schedule_choices():
-            raise ConfigError(
-                f"alpha_schedule: {self.alpha_schedule!r} is not valid; choose one of "
-                f"{', '.join(alpha_schedule_choices())}"
-            )
+        # alpha_schedule is checked by ablate.trial.resolve.check: schedules are a registry (a
+        # --variant-file or a plug-in may add one), which needs torch, and a config is cheap.
         if self.epochs < 1:
             raise ConfigError(f"epochs: must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -261,13 +256,6 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> "RunConfig":
         return config_from_mapping({**self.to_dict(), **changes})
-
-
-def alpha_schedule_choices() -> tuple[str, ...]:
-    """``none`` and every registered schedule (a new schedule file is selectable at once)."""
-    from ablate.trial.schedules import list_schedules
-
-    return ("none", *list_schedules())
 
 
 def config_fields() -> list[dataclasses.Field]:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from html import unescape
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,8 @@ def served(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", uri)
-        args = ["run", "--img-size", "8", "--epochs", "1", "--quiet", "--no-system-metrics"]
+        args = ["run", "--img-size", "8", "--epochs", "1", "--quiet", "--no-system-metrics",
+                "--variant", "softmax_v", "--alpha-schedule", "linear"]
         assert main([*args, "--run-name", "ui-run"]) == 0
     port = _free_port()
     cmd = [sys.executable, "-m", "ablate.cli", "ui", "--tracking-uri", uri, "--port", str(port)]
@@ -80,16 +80,51 @@ def _post(port: int, path: str, body: dict) -> dict:
         return json.loads(resp.read())
 
 
-def _page_text(url: str, tmp_path: Path) -> str:
-    dom = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run", f"--user-data-dir={tmp_path}", "--virtual-time-budget=30000",
-         "--dump-dom", url],
-        capture_output=True, text=True, timeout=180,
-    ).stdout
-    text = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)
-    return " ".join(unescape(re.sub(r"<[^>]+>", " ", text)).split())
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium driven by Playwright (waits on what the page renders, where
+    ``--dump-dom`` raced the charts' lazy rendering)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (optional)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run",
+        ])
+        yield browser
+        browser.close()
+
+
+def _open(browser, url: str, wait_for: str):
+    """The page at ``url``, once ``wait_for`` (a text) is on it; 1600 x 1400 px."""
+    page = browser.new_page(viewport={"width": 1600, "height": 1400})
+    page.goto(url)
+    page.get_by_text(wait_for).first.wait_for(timeout=90_000)
+    return page
+
+
+def _chart_rows(page, legend: str) -> list[list[str]]:
+    """Metric charts top to bottom, each row left to right, by the metric their legend names
+    (``<run name> (acc/val)``)."""
+    cards = page.evaluate(
+        """legend => {
+            const found = new Map();
+            for (const el of document.querySelectorAll('div')) {
+                const box = el.getBoundingClientRect();
+                const text = el.innerText || '';
+                if (box.width < 150 || box.width > 450 || !text.includes(legend)) continue;
+                const m = text.match(/\\(([^()]+)\\)\\s*$/);
+                if (m && !found.has(m[1])) found.set(m[1], [box.top, box.left]);
+            }
+            return Array.from(found, ([metric, [top, left]]) => [metric, top, left]);
+        }""",
+        legend,
+    )
+    rows: dict[float, list] = {}
+    for metric, top, left in sorted(cards, key=lambda c: (c[1], c[2])):
+        rows.setdefault(next((t for t in rows if abs(t - top) < 20), top), []).append(metric)
+    return list(rows.values())
 
 
 @pytest.mark.slow
@@ -111,17 +146,32 @@ def test_rest_api_behind_the_page_has_the_run_its_datasets_and_models(served):
     models = _post(
         port, "/ajax-api/2.0/mlflow/logged-models/search", {"experiment_ids": [exp_id]}
     )["models"]
-    assert {m["info"]["name"] for m in models} == {"final", "best"}
+    assert {m["info"]["name"] for m in models} == {"ui-run final", "ui-run best"}
     assert {m["info"]["source_run_id"] for m in models} == {run["info"]["run_id"]}
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (optional)")
-def test_headless_chromium_shows_run_dataset_and_logged_models(served, tmp_path):
+def test_headless_chromium_shows_run_dataset_and_logged_models(served, browser):
     url, _ = served
-    runs_page = _page_text(url, tmp_path / "a")
+    runs_page = _open(browser, url, "digits-train").inner_text("body")
     assert "Model training" in runs_page and "ui-run" in runs_page
-    assert "digits-train" in runs_page
     assert "Judges" not in runs_page  # not the GenAI view
-    models_page = _page_text(url.replace("/runs?", "/models?"), tmp_path / "b")
-    assert "final" in models_page and "best" in models_page and "ui-run" in models_page
+    models_page = _open(browser, url.replace("/runs?", "/models?"), "ui-run best").inner_text(
+        "body")
+    assert "ui-run final" in models_page and "ui-run best" in models_page
+
+
+@pytest.mark.slow
+def test_run_page_opens_on_the_learning_curves(served, browser):
+    """MLflow groups charts into sections by the part of a metric's name before "/" and puts
+    un-prefixed metrics last: the first row is the accuracy curves (train and val), and the
+    one-point end-of-run scalars (test_*, best_*) come after every curve."""
+    url, port = served
+    exp_id = re.search(r"/experiments/(\d+)/", url).group(1)
+    runs = _post(port, "/ajax-api/2.0/mlflow/runs/search", {"experiment_ids": [exp_id]})["runs"]
+    run_url = f"{url.split('#')[0]}#/experiments/{exp_id}/runs/{runs[0]['info']['run_id']}"
+    page = _open(browser, f"{run_url}/model-metrics", "(acc/val)")
+    rows = _chart_rows(page, "ui-run (")
+    assert rows[0] == ["acc/train", "acc/val"]
+    sections = re.findall(r"^([^\n]+)\n\((\d+)\)\nAdd chart", page.inner_text("body"), flags=re.M)
+    assert sections[0] == ("acc", "2") and sections[-1][0] == "Model metrics"

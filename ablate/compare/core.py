@@ -1,74 +1,141 @@
 """`ablate compare` end to end: select, group, measure, test, and write.
 
-Data flow: :func:`~ablate.compare.select.select_runs` (MLflow) -> ``RunRecord`` per run
-(lost runs kept aside) -> :func:`~ablate.compare.grouping.assign_groups` (refuses to pool
-different configs) -> :func:`~ablate.compare.endpoints.per_run_frame` (the end point, the
-model it came from, the AUC over the epochs every run has, epochs to target) ->
-:func:`~ablate.compare.units.collapse_repeats` (one unit per seed) ->
-:func:`~ablate.compare.summary.summarize` (per-group statistics, one Holm family) and
-:mod:`~ablate.compare.curves` (mean curves, differences per epoch with pointwise and
-simultaneous bands) -> :mod:`~ablate.compare.render` (tables, figures; for a study, logged
-to its parent run). ``--x`` adds :mod:`~ablate.compare.dose` (end point against a number).
+Data flow: :func:`~.select.select_runs` (MLflow; lost runs kept aside) ->
+:func:`~.grouping.assign_groups` (every run, lost ones included; refuses to pool different
+configs) -> :func:`_measure` (the compared runs: a finite end point, not diverged; the AUC
+window, the target and every curve come from them only) -> :func:`~.endpoints.per_run_frame`
+and :func:`~.endpoints.collapse_repeats` (one unit per seed) -> :func:`~.summary.summarize`
+(one Holm family) and :mod:`~.curves` -> :mod:`~.render` and :mod:`~.files` (for a study,
+also attached to its parent run). ``--x`` adds :mod:`~.dose`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+from ablate.cli_options import option
 from ablate.compare.curves import (
     CURVE_METRICS,
     aggregate_curves,
-    common_epoch,
     default_target,
     diff_curves,
+    shortest_curve,
 )
 from ablate.compare.endpoints import (
-    SELECTION_METRIC,
+    CHECKPOINTS,
+    REPEATS,
     MetricSpec,
+    collapse_repeats,
     parse_metric,
     per_run_frame,
     resolve_source,
+    run_endpoint,
 )
-from ablate.compare.grouping import assign_groups, following_keys, parse_keys
-from ablate.compare.notes import data_description, family_count, group_trials, notes_for
+from ablate.compare.grouping import (
+    assign_groups,
+    confounders,
+    following_keys,
+    lost_counts,
+    parse_keys,
+)
+from ablate.compare.intervals import BOOTSTRAP_MIN_N
+from ablate.compare.notes import data_description, evaluated_sizes, family_count, notes_for
 from ablate.compare.result import ComparisonResult
-from ablate.compare.select import RunRecord, Selection, join_names, log_files, select_runs
+from ablate.compare.select import DEFAULT_EXPERIMENT, RunRecord, join_names, select_runs
 from ablate.compare.stats import PAIRING_CHOICES
-from ablate.compare.summary import resolve_baseline, summarize
-from ablate.compare.units import REPEATS, collapse_repeats, lost_counts
+from ablate.compare.summary import DEFAULT_BASELINE, resolve_baseline, summarize
 from ablate.exceptions import ConfigError, DataError
+from ablate.tracking import conventions as cv
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ComparisonResult", "compare_runs", "FORMATS"]
+__all__ = ["FORMATS", "CompareOptions", "compare_runs", "measure"]
 
 FORMATS = ("png", "pdf", "svg")
 
 
-def _check_metric(runs: Sequence[RunRecord], spec: MetricSpec) -> None:
-    keys = {k for r in runs for k in r.latest}
-    wanted = (
-        [spec.requested]
-        if spec.base is None
-        else [f"val_{spec.base}", f"test_{spec.base}", f"best_test_{spec.base}"]
+@dataclass(frozen=True)
+class CompareOptions:
+    """The options of `ablate compare`, one field per flag (``--group-by`` is ``group_by``);
+    :func:`compare_runs` takes them as keyword arguments."""
+
+    experiment: str | None = option(None, "MLflow experiment whose runs are compared (default: "
+                                    f"{DEFAULT_EXPERIMENT})", metavar="NAME")  # fmt: skip
+    study: str | None = option(None, "compare the trial runs of this Optuna study (across "
+                               "experiments); the files are also attached to the study's "
+                               "parent run under compare/", metavar="NAME")  # fmt: skip
+    filter: str | None = option(None, "MLflow search filter, e.g. \"params.dataset = 'digits' "
+                                "and params.epochs = '30'\"", metavar="EXPR")  # fmt: skip
+    group_by: str | None = option(None, "comma-separated params (or tags) that define a group "
+                                  "(default: every config key that varies, seed excepted); runs "
+                                  "of a group may differ only by seed and --pool-over keys",
+                                  metavar="KEYS")  # fmt: skip
+    pool_over: str | None = option(None, "config keys allowed to vary inside a group, e.g. "
+                                   "lr,epochs (default: only seed)", metavar="KEYS")  # fmt: skip
+    metric: str = option("acc", "end point: acc, loss, f1, precision or recall (the final "
+                         "model's test number when every run has one, else the validation "
+                         "curve's last epoch), acc/val, test_f1, best_test_acc, ... or any "
+                         "logged metric")  # fmt: skip
+    checkpoint: str | None = option(None, "the weights the end point measures: final (the "
+                                    "default) or best (the best-validation checkpoint, chosen "
+                                    "on acc/val over epochs >= 1)",
+                                    choices=CHECKPOINTS)  # fmt: skip
+    baseline: str | None = option(None, "the group the others are compared with (default: "
+                                  f"{DEFAULT_BASELINE} when present)",
+                                  metavar="GROUP")  # fmt: skip
+    pairing: str = option("auto", "auto: paired t-test on the seeds a group shares with the "
+                          "baseline (same split, init and data order) when they have the same "
+                          "seeds or share 3 and at least half, Welch's t-test otherwise; "
+                          "paired: on the shared seeds; welch: never pair",
+                          choices=PAIRING_CHOICES)  # fmt: skip
+    target: str = option("auto", "report the epochs (>= 1) runs needed to reach this "
+                         "validation value; auto: the worst group's mean at the last common "
+                         "epoch, rounded down; none: off", metavar="VALUE")  # fmt: skip
+    x: str | None = option(None, "dose-response: the end point against this numeric variant "
+                           "parameter (param variant.X) or config key, e.g. alpha: a row per "
+                           "level and a trend test over per-seed slopes",
+                           metavar="PARAM")  # fmt: skip
+    baseline_x: str | None = option(None, "with --x: the level the others are compared with "
+                                    "(default: the lowest)", metavar="VALUE")  # fmt: skip
+    mode: str | None = option(None, "higher (max) or lower (min) is better (default: max for "
+                              "accuracy, f1, precision, recall; min for losses)",
+                              choices=("max", "min"))  # fmt: skip
+    include_pruned: bool = option(
+        False,
+        "partial look: also pruned trials; every end point is "
+        "then the validation value at the last epoch all runs reached",
     )
-    if not keys & set(wanted):
-        raise ConfigError(
-            f"metric {spec.requested!r} was not logged by any selected run; "
-            f"metrics: {join_names(keys)} (or acc, loss, f1, precision, recall)"
-        )
+    include_running: bool = option(
+        False,
+        "partial look: also RUNNING runs (left out and "
+        "counted by default), labelled as for --include-pruned",
+    )
+    repeats: str = option("mean", "a seed run more than once in a group is one unit: the mean "
+                          "of its runs, or its latest run", choices=REPEATS)  # fmt: skip
+    bootstrap: int = option(10_000, "BCa bootstrap resamples of the difference's interval, "
+                            f"shown for unpaired groups from {BOOTSTRAP_MIN_N} seeds each, where "
+                            "it covers its 95%%; 0: none", metavar="N")  # fmt: skip
+    bootstrap_seed: int = option(0, "seed of the bootstrap and permutation generators",
+                                 metavar="SEED")  # fmt: skip
+    out: str | None = option("./compare", "directory for the figures and tables (CSV, "
+                             "Markdown)", metavar="DIR")  # fmt: skip
+    format: str = option("png", f"figure formats, comma-separated from {', '.join(FORMATS)}; "
+                         "PNG at 300 dpi, PDF with TrueType fonts, SVG with text as text",
+                         metavar="LIST")  # fmt: skip
+    plots: bool = option(True, "draw the figures (--no-plots: the tables only)")
+    titles: bool = option(True, "title the figures (--no-titles: for a caption instead)")
+    tracking_uri: str | None = None  # declared once for every command: ablate.cli_options
 
 
-def _resolve_target(target: float | str | None) -> tuple[float | str | None, bool]:
-    """A number, ``"auto"`` (computed once the runs are known) or None."""
-    if target is None or (isinstance(target, str) and target.lower() == "none"):
-        return None, False
-    if isinstance(target, str) and target.lower() == "auto":
-        return "auto", True
+def _resolve_target(target: Any) -> tuple[float | str | None, bool]:
+    """A number, ``auto`` (computed once the runs are known) or None; and whether auto."""
+    text = str(target).strip().lower() if target is not None else "none"
+    if text in ("none", "auto"):
+        return (None, False) if text == "none" else ("auto", True)
     try:
         value = float(target)
     except (TypeError, ValueError):
@@ -78,10 +145,9 @@ def _resolve_target(target: float | str | None) -> tuple[float | str | None, boo
     return value, False
 
 
-def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+def parse_formats(formats: str) -> tuple[str, ...]:
     """``"png,pdf"`` -> ``("png", "pdf")``; an unknown format is a one-line error."""
-    parts = formats.split(",") if isinstance(formats, str) else list(formats)
-    out = tuple(dict.fromkeys(p.strip().lower() for p in parts if p.strip()))
+    out = tuple(dict.fromkeys(p.strip().lower() for p in str(formats).split(",") if p.strip()))
     bad = [f for f in out if f not in FORMATS]
     if bad or not out:
         raise ConfigError(
@@ -91,209 +157,189 @@ def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     return out
 
 
-def _validate(pairing: str, n_boot: int, repeats: str, group_by, pool_over):
-    if n_boot < 0:
-        raise ConfigError(f"--bootstrap: must be >= 0 resamples, got {n_boot}")
-    if pairing not in PAIRING_CHOICES:
+def _check(opts: CompareOptions, spec: MetricSpec, runs: Sequence[RunRecord]) -> None:
+    for value, name, choices in ((opts.pairing, "pairing", PAIRING_CHOICES),
+                                 (opts.repeats, "repeats", REPEATS)):  # fmt: skip
+        if value not in choices:
+            raise ConfigError(
+                f"--{name}: {value!r} is not valid; choose one of {', '.join(choices)}"
+            )
+    if opts.bootstrap < 0:
+        raise ConfigError(f"--bootstrap: must be >= 0 resamples, got {opts.bootstrap}")
+    keys = {k for r in runs for k in r.latest}
+    wanted = {spec.requested} if spec.base is None else {spec.curve, f"test_{spec.base}",
+                                                         f"best_test_{spec.base}"}  # fmt: skip
+    if runs and not keys & wanted:
         raise ConfigError(
-            f"--pairing: {pairing!r} is not valid; choose one of {', '.join(PAIRING_CHOICES)}"
+            f"metric {spec.requested!r} was not logged by any selected run; metrics: "
+            f"{join_names(keys)} (or acc, loss, f1, precision, recall)"
         )
-    if repeats not in REPEATS:
-        raise ConfigError(f"--repeats: {repeats!r} is not valid; choose one of mean, latest")
-    keys = parse_keys(group_by, "--group-by") if group_by is not None else None
-    if keys == ():
-        raise ConfigError("--group-by: give at least one tag or param name, e.g. variant")
-    return keys, parse_keys(pool_over, "--pool-over")
 
 
 @dataclass
-class _Measured:
-    """The runs measured: one source, one end point epoch rule, the frames."""
+class Measured:
+    """What :func:`measure` found: where the end points come from (test, val, raw), the
+    compared runs, the partial look's epoch, the AUC window and the run that set it, one
+    row per run and per unit, runs lost per group, the epochs-to-target level."""
 
     source: str
-    runs: list[RunRecord]
+    runs: list[RunRecord]  # the compared runs
     notes: list[str]
     at_epoch: int | None
     auc_epochs: int | None
+    auc_set_by: RunRecord | None
     per_run: "pd.DataFrame"
     units: "pd.DataFrame"
     lost: dict[str, dict[str, int]]
     target: float | None
 
 
-def _measure(
-    selection: Selection, spec: MetricSpec, keys: tuple[str, ...], target, repeats: str
-) -> _Measured:
-    """End points per run and per unit; a partial look when unfinished runs are included."""
+def measure(selection, spec: MetricSpec, target: Any, repeats: str) -> Measured:
+    """The compared runs and their numbers; windows, targets and curves come from them only,
+    never from a run the tables leave out."""
     source, runs, notes = resolve_source(selection.runs, spec)
-    partial = source != "test" and any(r.status == "RUNNING" or r.pruned for r in runs)
-    at_epoch = common_epoch(runs, spec.curve) if partial else None
+    partial = source != "test" and any(r.status == cv.RUNNING or r.pruned for r in runs)
     if partial and spec.checkpoint == "best":
+        raise ConfigError("--checkpoint best needs finished runs; drop --include-running/"
+                          "--include-pruned or use --checkpoint final")  # fmt: skip
+    zero = [r.name for r in runs if r.latest.get("best_epoch", 1) < 1]
+    if spec.checkpoint == "best" and zero:
         raise ConfigError(
-            "--checkpoint best needs finished runs; drop --include-running/--include-pruned "
-            "or use --checkpoint final"
+            f"--checkpoint best: {join_names(zero[:5])} logged best_epoch 0, the untrained or "
+            "pretrained model, which is never a best checkpoint; use --checkpoint final"
         )
-    auc_epochs = common_epoch(runs, spec.curve)
+    healthy = [r for r in runs if r.diverged_at is None]
+    at_epoch = None
+    if partial:
+        at_epoch, short = shortest_curve(healthy, spec.curve)
+        if not (at_epoch or 0) >= 1:
+            who = f"run {short.name} has {spec.curve} at epoch 0 only" if short else (
+                f"no run has {spec.curve}")  # fmt: skip
+            raise ConfigError(
+                f"partial look: the runs share no trained epoch ({who}); wait for an epoch or "
+                "leave out --include-running/--include-pruned"
+            )
+    compared = [
+        r
+        for r in healthy
+        if math.isfinite(run_endpoint(r, spec, source, spec.checkpoint, at_epoch).value)
+    ]
+    if not compared:
+        raise DataError(f"metric {spec.requested!r} has no finite values in the selected runs "
+                        f"on the {spec.checkpoint} checkpoint")  # fmt: skip
+    window, short = shortest_curve(compared, spec.curve)
+    longest = max((int(r.histories[spec.curve].index[-1]) for r in compared
+                   if len(r.histories.get(spec.curve, ()))), default=-1)  # fmt: skip
     if target == "auto":
-        target = default_target(runs, spec.curve, spec.mode, auc_epochs)
-    per_run = per_run_frame(
-        runs, spec, source, target, auc_epochs=auc_epochs, at_epoch=at_epoch
-    )
-    if per_run.empty:
-        raise DataError(
-            f"metric {spec.requested!r} has no finite values in the selected runs "
-            f"on the {spec.checkpoint} checkpoint"
-        )
-    valued = set(per_run["run_id"])
-    no_value = [r for r in runs if r.run_id not in valued]
-    lost = lost_counts(selection.lost, no_value, keys)
-    units = collapse_repeats(per_run, repeats)
-    return _Measured(
-        source, runs, notes, at_epoch, auc_epochs, per_run, units, lost, target
-    )
+        target = default_target(compared, spec.curve, spec.mode, window)
+    per_run = per_run_frame(compared, spec, source, target, auc_epochs=window, at_epoch=at_epoch)
+    lost = lost_counts([*selection.lost, *(r for r in runs if r not in compared)])
+    return Measured(source, compared, notes, at_epoch, window,
+                     short if window is not None and window < longest else None, per_run,
+                     collapse_repeats(per_run, repeats), lost, target)  # fmt: skip
 
 
-def _order(units: "pd.DataFrame", spec: MetricSpec, baseline: str | None) -> list[str]:
-    """Baseline first, then best-first by the tested mean: the table reads as a ranking."""
-    groups = sorted(units["group"].unique())
+def _order(units: "pd.DataFrame", spec: MetricSpec, baseline: str | None, groups) -> list[str]:
+    """Baseline first, then best-first by the tested mean (the table reads as a ranking),
+    then the groups without a finished run."""
     means = units.groupby("group")[spec.checkpoint].mean()
     sign = -1.0 if spec.mode == "max" else 1.0
-    order = sorted((g for g in groups if g != baseline), key=lambda g: (sign * means[g], g))
-    return ([baseline] if baseline is not None else []) + order
+    ranked = sorted((g for g in means.index if g != baseline), key=lambda g: (sign * means[g], g))
+    rest = sorted(set(groups) - set(means.index))
+    return [g for g in [baseline] if g is not None] + ranked + rest
 
 
-def compare_runs(
-    *,
-    experiment: str | None = None,
-    study: str | None = None,
-    filter_string: str | None = None,
-    group_by: str | Sequence[str] | None = None,
-    pool_over: str | Sequence[str] | None = None,
-    metric: str = "acc",
-    checkpoint: str | None = None,
-    baseline: str | None = None,
-    target: float | str | None = "auto",
-    pairing: str = "auto",
-    out_dir: str | Path | None = "./compare",
-    tracking_uri: str | None = None,
-    mode: str | None = None,
-    include_pruned: bool = False,
-    include_running: bool = False,
-    repeats: str = "mean",
-    x: str | None = None,
-    baseline_x: float | str | None = None,
-    n_boot: int = 10_000,
-    seed: int = 0,
-    plots: bool = True,
-    formats: str | Sequence[str] = "png",
-    log_to_parent: bool = True,
-) -> ComparisonResult:
-    """Compare groups of runs: statistics, learning curves, and (with ``out_dir``) files.
-
-    Args:
-        experiment / study: MLflow experiment name (default ``ablate``), or the trial runs
-            of an Optuna study across experiments; filter_string: extra MLflow filter.
-        group_by: tag/param names defining a group (None: every config key that varies);
-            pool_over: config keys allowed to vary inside a group (besides the seed).
-        metric: ``acc`` (the final model's test accuracy, else the last validation epoch),
-            ``val_acc``, ``test_f1``, ``best_test_acc``, ... or any logged key; checkpoint:
-            ``final`` or ``best``; mode: ``max`` / ``min`` (inferred when None).
-        baseline: group the others are tested against (default ``softmax`` when present).
-        target: epochs-to-target level: a number, ``"auto"`` or None (not reported).
-        pairing: ``auto`` (paired by seed when the seeds match), ``paired`` or ``welch``.
-        out_dir: where figures and tables are written (None: nothing); tracking_uri: see
-            :func:`ablate.compare.resolve_tracking_uri`.
-        include_pruned / include_running: a partial look: pruned trials / RUNNING runs join,
-            and every end point becomes the curve at the last epoch all reached.
-        repeats: ``mean`` or ``latest``: a seed run more than once is one unit.
-        x / baseline_x: dose-response against a numeric variant parameter or config key
-            (e.g. ``alpha``), compared with the level ``baseline_x`` (default: the lowest).
-        n_boot: BCa resamples, shown only where it covers (0: none); seed: their seed.
-        plots / formats: draw the figures, e.g. in ``"png,pdf,svg"`` (with ``out_dir``).
-        log_to_parent: for a study, log the written files to its parent run (``compare/``).
-    """
-    spec = parse_metric(metric, checkpoint, mode)
-    keys, pooled = _validate(pairing, n_boot, repeats, group_by, pool_over)
-    formats = parse_formats(formats)
-    target, target_auto = _resolve_target(target)
+def compare_runs(**options: Any) -> ComparisonResult:
+    """Compare groups of runs; the keyword arguments are the fields of
+    :class:`CompareOptions` (``out=None``: write no files)."""
+    opts = CompareOptions(**options)
+    spec = parse_metric(opts.metric, opts.checkpoint, opts.mode)
+    group_by = parse_keys(opts.group_by, "--group-by") if opts.group_by is not None else None
+    if group_by == ():
+        raise ConfigError("--group-by: give at least one param name, e.g. variant")
+    pool_over = parse_keys(opts.pool_over, "--pool-over")
+    formats = parse_formats(opts.format)
+    target, target_auto = _resolve_target(opts.target)
+    _check(opts, spec, [])
     selection = select_runs(
-        experiment=experiment, study=study, filter_string=filter_string,
-        metrics=[*CURVE_METRICS, spec.curve, SELECTION_METRIC], tracking_uri=tracking_uri,
-        include_pruned=include_pruned, include_running=include_running,
+        experiment=opts.experiment, study=opts.study, filter_string=opts.filter,
+        metrics=[*CURVE_METRICS, spec.curve, cv.VAL_ACC], tracking_uri=opts.tracking_uri,
+        include_pruned=opts.include_pruned, include_running=opts.include_running,
     )  # fmt: skip
-    _check_metric(selection.runs, spec)
-    keys = assign_groups(selection.runs, _with_x(selection.runs, x, keys), pooled)
-    measured = _measure(selection, spec, keys, target, repeats)
-    groups = sorted(measured.units["group"].unique())
-    resolved, note = (None, None) if x is not None else resolve_baseline(baseline, groups)
-    order = _order(measured.units, spec, resolved)
-    result = _analyse(selection, spec, measured, order, resolved, pairing, n_boot, seed, repeats)
-    result.group_by, result.pool_over = keys, pooled
-    result.following = following_keys(selection.runs, keys, pooled)
-    result.target_auto, result.include_running = target_auto, include_running
-    result.filter_string, result.formats = filter_string, formats
+    _check(opts, spec, selection.runs)
+    everyone = [*selection.runs, *selection.lost]
+    if opts.x is not None:
+        from ablate.compare.dose import x_key
+
+        group_by = (x_key(selection.runs, opts.x), *(group_by or ()))
+    keys = assign_groups(everyone, group_by, pool_over)
+    measured = measure(selection, spec, target, opts.repeats)
+    groups = sorted({r.group for r in everyone})
+    finished = sorted(set(measured.units["group"]))
+    baseline, note = (None, None) if opts.x else resolve_baseline(opts.baseline, groups, finished)
+    order = _order(measured.units, spec, baseline, groups)
+    result = _analyse(selection, spec, measured, order, baseline, opts)
+    following = following_keys(everyone, keys, pool_over)
+    result = replace(result, group_by=keys, pool_over=pool_over, following=following,
+                     confounders=confounders(following, keys),
+                     target_auto=target_auto)  # fmt: skip
     result.notes += [note] if note else []
-    if x is not None:
-        result.dose = _dose(result, x, baseline_x, pairing)
-    result.notes.extend(notes_for(selection, result))
-    if out_dir is not None:
-        log = study is not None and log_to_parent
-        _write(result, Path(out_dir), order, plots, tracking_uri if log else False)
+    if opts.x is not None:
+        from ablate.compare.dose import dose_response
+
+        result.dose = dose_response(result, opts.x, opts.baseline_x, pairing=opts.pairing)
+    if result.confounders:
+        _withhold_stars(result)
+    result.notes += notes_for(selection, result)
+    if opts.out is not None:
+        from ablate.compare.files import write_outputs
+        from ablate.compare.select import attach_to_parent
+
+        result.files = write_outputs(result, Path(opts.out), order, draw=opts.plots,
+                                     formats=formats, titles=opts.titles)  # fmt: skip
+        if opts.study is not None and result.parent_run_id:
+            result.logged_artifacts = attach_to_parent(result.parent_run_id, result.files,
+                                                       opts.tracking_uri)  # fmt: skip
     return result
 
 
-def _with_x(
-    runs: Sequence[RunRecord], x: str | None, keys: tuple[str, ...] | None
-) -> tuple[str, ...] | None:
-    """With ``--x``, its level comes first among the group-by keys."""
-    if x is None:
-        return keys
-    from ablate.compare.dose import x_key
-
-    return (x_key(runs, x), *(keys or ()))
-
-
-def _dose(result: ComparisonResult, x: str, baseline_x, pairing: str):
-    from ablate.compare.dose import dose_response
-
-    return dose_response(result, x, baseline_x, pairing=pairing)
-
-
-def _write(
-    result: ComparisonResult, out: Path, order: list[str], plots: bool, log: str | None | bool
-) -> None:
-    """Files under ``out``; unless ``log`` is False (then: the tracking URI), logged to the
-    study's parent run under ``compare/``."""
-    from ablate.compare.files import write_outputs
-
-    result.files = write_outputs(result, out, order, plots=plots)
-    if log is not False and result.parent_run_id:
-        result.logged_artifacts = log_files(result.parent_run_id, result.files, log)
+def _withhold_stars(result: ComparisonResult) -> None:
+    """Groups that also differ in a confounder (lr, epochs) measure the combination: no star."""
+    for column in ("significant", "auc_significant"):
+        if column in result.table:
+            result.table[column] = False
+    if result.dose is not None:
+        result.dose.levels["significant"] = False
+        for t in result.dose.trends:
+            t["significant"] = False
 
 
 def _analyse(
-    selection: Selection, spec: MetricSpec, measured: _Measured, order: list[str],
-    baseline: str | None, pairing: str, n_boot: int, seed: int, repeats: str,
-) -> ComparisonResult:
-    """The group table, the curves and the differences per epoch."""
-    trials = group_trials(measured.runs, measured.source)
-    table = summarize(
-        measured.units, spec=spec, order=order, baseline=baseline,
-        target=measured.target, pairing=pairing, n_boot=n_boot, seed=seed,
-        trials=trials, lost=measured.lost,
-    )  # fmt: skip
+    selection, spec: MetricSpec, measured: Measured, order: list[str], baseline: str | None,
+    opts: CompareOptions,
+) -> ComparisonResult:  # fmt: skip
+    """The group table, the curves and the differences per epoch, of the compared runs."""
     runs = measured.runs
-    wanted = dict.fromkeys([*CURVE_METRICS, spec.curve])
-    curve_metrics = [m for m in wanted if any(m in r.histories for r in runs)]
-    bounds = {m: (0.0, 1.0) for m in curve_metrics if parse_metric(m, mode="max").bounds}
-    curves = aggregate_curves(runs, curve_metrics, order, bounds=bounds, repeats=repeats)
-    diffs = diff_curves(runs, spec.curve, order, baseline, bounds=spec.bounds, repeats=repeats)
+    table = summarize(
+        measured.units, spec=spec, order=order, baseline=baseline, target=measured.target,
+        pairing=opts.pairing, n_boot=opts.bootstrap, seed=opts.bootstrap_seed,
+        n_items=evaluated_sizes(runs, measured.source), lost=measured.lost,
+    )  # fmt: skip
+    metrics = [
+        m
+        for m in dict.fromkeys([*CURVE_METRICS, spec.curve])
+        if any(m in r.histories for r in runs)
+    ]
+    bounds = {m: (0.0, 1.0) for m in metrics if parse_metric(m, mode="max").bounds}
     return ComparisonResult(
-        spec=spec, endpoint_source=measured.source, group_by=(), pool_over=(), following=(),
-        baseline=baseline, target=measured.target, target_auto=False,
-        source=selection.source, filter_string=None, runs=runs, per_run=measured.per_run,
-        table=table, curves=curves, diffs=diffs, notes=list(selection.notes + measured.notes),
-        units=measured.units, at_epoch=measured.at_epoch, auc_epochs=measured.auc_epochs,
-        repeats=repeats, data=data_description(runs), parent_run_id=selection.parent_run_id,
+        spec=spec, endpoint_source=measured.source, source=selection.source, runs=runs,
+        per_run=measured.per_run, units=measured.units, table=table,
+        curves=aggregate_curves(runs, metrics, order, bounds=bounds, repeats=opts.repeats),
+        diffs=diff_curves(runs, spec.curve, order, baseline, bounds=spec.bounds,
+                          repeats=opts.repeats),
+        notes=list(selection.notes + measured.notes), baseline=baseline,
+        target=measured.target, at_epoch=measured.at_epoch, auc_epochs=measured.auc_epochs,
+        auc_set_by=measured.auc_set_by, repeats=opts.repeats, data=data_description(runs),
+        parent_run_id=selection.parent_run_id,
         family=family_count(table) if baseline is not None else 0,
     )  # fmt: skip

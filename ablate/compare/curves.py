@@ -1,16 +1,16 @@
-"""Learning curves for `ablate compare`: per-epoch aggregation and per-run curve metrics.
+"""Learning curves: per-epoch aggregation, curve metrics, differences per epoch.
 
 Curves are aligned by epoch (step = epoch): the value at epoch ``e`` averages the runs that
-reached ``e`` and ``n`` says how many. Two numbers summarise a run's curve besides its end:
+reached ``e``, and ``n`` says how many. Two numbers summarise a run's curve besides its end:
 
-* ``auc``: the mean of the validation metric over epochs 1..E, the area under the curve
-  divided by its length (epoch 0, the untrained model, is the same for every variant with
-  the same seed and would only dilute it). It rewards learning fast as well as ending well.
+* ``auc``: the mean of the validation curve over epochs 1..E, the area under the curve
+  divided by its length (epoch 0, the same untrained model for every variant of a seed,
+  would only dilute it). It rewards learning fast as well as ending well; it is comparable
+  only over the same epochs, so every run is cut to the epochs all compared runs have.
 * ``epochs_to_target``: the first epoch whose value reaches a target.
 
-:func:`diff_curves` gives each group's difference from the baseline per epoch with a 95%
-interval, paired by seed when both groups have the same seeds at that epoch (Welch's
-interval otherwise), so "is it better early on?" has an answer with its uncertainty.
+:func:`diff_curves` gives each group's difference from the baseline per epoch with a
+pointwise 95% interval and a simultaneous 95% band over all epochs shown.
 """
 
 from __future__ import annotations
@@ -18,75 +18,72 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-from ablate.compare.intervals import sup_t_critical
 from ablate.compare.select import RunRecord
 from ablate.compare.stats import CONFIDENCE, paired_test, t_interval, welch_test
+from ablate.tracking import conventions as cv
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 __all__ = [
     "CURVE_METRICS",
     "auc",
-    "common_epoch",
+    "shortest_curve",
     "median_censored",
     "epochs_to_target",
     "default_target",
     "aggregate_curves",
     "diff_curves",
+    "sup_t_critical",
 ]
 
-# Learning curves drawn for every comparison (a metric no selected run has is skipped).
-# train_loss is the training objective (label smoothing, MixUp/CutMix): it gets its own
-# figure and label and is never drawn on the val_loss axis.
-CURVE_METRICS = ("val_acc", "val_loss", "train_loss", "alpha")
+# Drawn for every comparison (a metric no run has is skipped). loss/train is the training
+# objective (label smoothing, MixUp/CutMix): its own figure, never on the loss/val axis.
+CURVE_METRICS = (cv.VAL_ACC, cv.VAL_LOSS, cv.TRAIN_LOSS, cv.ALPHA)
 CURVE_COLUMNS = ["metric", "group", "step", "n", "mean", "std", "ci_low", "ci_high"]
 DIFF_COLUMNS = [
     "metric", "group", "step", "n", "test", "diff", "ci_low", "ci_high", "band_low",
     "band_high", "band",
 ]  # fmt: skip
+SUP_T_DRAWS = 2000  # simulated max-|t| draws per band (fixed generator seed)
+
+
+def _trained(history: "pd.Series", last: int | None) -> "pd.Series":
+    """Epochs 1..last (epoch 0 is the untrained or pretrained start)."""
+    return history[(history.index >= 1) & (history.index <= (math.inf if last is None else last))]
 
 
 def auc(history: "pd.Series", last: int | None = None) -> float:
-    """Mean of a per-epoch curve over epochs 1..``last`` (default: every epoch >= 1); NaN
-    when none was logged. Comparable only between runs with the same ``last``."""
-    trained = history[history.index >= 1]
-    if last is not None:
-        trained = trained[trained.index <= last]
+    """Mean of a curve over epochs 1..``last`` (default: all); NaN without any."""
+    trained = _trained(history, last)
     return float(trained.mean()) if len(trained) else math.nan
 
 
 def epochs_to_target(
     history: "pd.Series", target: float, mode: str, last: int | None = None
 ) -> float:
-    """First epoch >= 1 (and <= ``last``) whose value reaches ``target`` (>= for max, <= for
-    min); ``inf`` if never (censored: it did not within the epochs looked at). Epoch 0 is
-    the untrained or pretrained start, not an epoch of training."""
-    trained = history[history.index >= 1]
-    if last is not None:
-        trained = trained[trained.index <= last]
-    reached = trained >= target if mode == "max" else trained <= target
-    hits = trained.index[reached.to_numpy()]
+    """The first epoch >= 1 (and <= ``last``) whose value reaches ``target`` (>= for max, <=
+    for min); ``inf`` if none did (censored within the epochs looked at)."""
+    trained = _trained(history, last)
+    hits = trained.index[(trained >= target if mode == "max" else trained <= target).to_numpy()]
     return float(hits[0]) if len(hits) else math.inf
 
 
-def common_epoch(runs: Sequence[RunRecord], metric: str) -> int | None:
-    """The last epoch every run with a ``metric`` curve has reached (None without curves)."""
-    ends = [
-        int(r.histories[metric].index[-1])
-        for r in runs
-        if metric in r.histories and not r.histories[metric].empty
-    ]
-    return min(ends) if ends else None
+def shortest_curve(runs: Sequence[RunRecord], metric: str) -> tuple[int | None, RunRecord | None]:
+    """The last epoch every run with a ``metric`` curve reached, and the run that set it."""
+    ends = [(int(r.histories[metric].index[-1]), r) for r in runs
+            if metric in r.histories and len(r.histories[metric])]  # fmt: skip
+    return min(ends, key=lambda e: e[0]) if ends else (None, None)
 
 
 def median_censored(values: Sequence[float]) -> float:
-    """Median of epochs-to-target where ``inf`` marks a run that never reached it; NaN when
-    half or more never did (the median is then not known)."""
+    """Median epochs-to-target where ``inf`` marks a run that never reached it; NaN when the
+    median itself is censored (half or more never did)."""
     import numpy as np
 
     x = np.sort(np.asarray(values, dtype=float))
-    if x.size == 0 or np.isinf(x[(x.size - 1) // 2 + (x.size % 2 == 0)]):
+    if x.size == 0 or np.isinf(x[x.size // 2]):
         return math.nan
     return float(np.median(x))
 
@@ -94,25 +91,23 @@ def median_censored(values: Sequence[float]) -> float:
 def default_target(
     runs: Sequence[RunRecord], metric: str, mode: str, last: int | None = None
 ) -> float | None:
-    """The worst group's mean value of the curve at its end (or at epoch ``last``), rounded
-    to 2 significant digits (1 decimal of a percentage): a level every group reaches on
-    average, so epochs-to-target compares speed. None without curves."""
+    """The worst group's mean value at epoch ``last`` (or its end), rounded toward easier
+    to 3 significant digits: a level every group reaches on average, so epochs-to-target
+    compares speed. None without curves."""
     finals: dict[str, list[float]] = {}
     for run in runs:
         history = run.histories.get(metric)
-        if history is not None and not history.empty:
-            upto = history if last is None else history[history.index <= last]
-            if not upto.empty:
-                finals.setdefault(run.group, []).append(float(upto.iloc[-1]))
+        upto = history[history.index <= (math.inf if last is None else last)] if (
+            history is not None) else ()  # fmt: skip
+        if len(upto):
+            finals.setdefault(run.group, []).append(float(upto.iloc[-1]))
     if not finals:
         return None
     means = [sum(v) / len(v) for v in finals.values()]
     worst = min(means) if mode == "max" else max(means)
     if worst == 0 or not math.isfinite(worst):
         return worst
-    digits = 3 if 0 < abs(worst) < 1 else 2 - int(math.floor(math.log10(abs(worst))))
-    factor = 10.0**digits
-    # round toward "easier", so every group still reaches it on average
+    factor = 10.0 ** (3 if abs(worst) < 1 else 2 - int(math.floor(math.log10(abs(worst)))))
     return (math.floor if mode == "max" else math.ceil)(worst * factor) / factor
 
 
@@ -120,80 +115,55 @@ def _unit(run: RunRecord) -> str:
     return str(run.seed) if run.seed is not None else f"run:{run.run_id}"
 
 
-def _wide(
-    runs: Sequence[RunRecord], metric: str, group: str, repeats: str = "mean"
-) -> "pd.DataFrame":
-    """(steps, units) table of one group's curves, one column per seed (runs without a seed
-    are their own unit), NaN where a unit has not reached the step. A seed run more than
-    once is one unit: the mean of its runs per epoch, or its latest run (``repeats``)."""
+def _wide(runs: Sequence[RunRecord], metric: str, group: str, repeats: str) -> "pd.DataFrame":
+    """(steps, units) curves of one group, one column per seed (a run without a seed is its
+    own unit), NaN where a unit has not reached the step; a seed run more than once is the
+    mean of its runs per epoch, or its latest run (``repeats``)."""
     import pandas as pd
 
-    members = [
-        r for r in runs
-        if r.group == group and metric in r.histories and not r.histories[metric].empty
-    ]  # fmt: skip
     by_unit: dict[str, list[RunRecord]] = {}
-    for run in sorted(members, key=lambda r: r.start_time):
-        by_unit.setdefault(_unit(run), []).append(run)
+    for run in sorted(runs, key=lambda r: r.start_time):
+        if run.group == group and len(run.histories.get(metric, ())):
+            by_unit.setdefault(_unit(run), []).append(run)
     if not by_unit:
         return pd.DataFrame()
-    series = {}
-    for unit, repeated in by_unit.items():
-        if repeats == "latest" or len(repeated) == 1:
-            series[unit] = repeated[-1].histories[metric]
-        else:
-            series[unit] = pd.concat([r.histories[metric] for r in repeated], axis=1).mean(axis=1)
+    series = {
+        unit: (rs[-1].histories[metric] if repeats == "latest" or len(rs) == 1 else
+               pd.concat([r.histories[metric] for r in rs], axis=1).mean(axis=1))
+        for unit, rs in by_unit.items()
+    }  # fmt: skip
     return pd.concat(series, axis=1).sort_index()
 
 
 def aggregate_curves(
-    runs: Sequence[RunRecord],
-    metrics: Iterable[str],
-    order: Sequence[str],
+    runs: Sequence[RunRecord], metrics: Iterable[str], order: Sequence[str],
+    bounds: dict[str, tuple[float, float]] | None = None, repeats: str = "mean",
     confidence: float = CONFIDENCE,
-    bounds: dict[str, tuple[float, float]] | None = None,
-    repeats: str = "mean",
-) -> "pd.DataFrame":
-    """Mean curve and pointwise t-interval per group and epoch, aligned by epoch.
-
-    Args:
-        runs: the grouped runs.
-        metrics: per-epoch metric keys.
-        order: groups to include, in order.
-        confidence: interval coverage (pointwise: at each epoch on its own).
-        bounds: metric -> range; its intervals are clipped to it (accuracy stays <= 1).
-        repeats: ``mean`` or ``latest``: how a seed run more than once counts (one unit).
-
-    Returns:
-        Long format: metric, group, step, n (seeds), mean, std, ci_low, ci_high.
-    """
+) -> "pd.DataFrame":  # fmt: skip
+    """Mean curve and pointwise t-interval (clipped to the metric's ``bounds``) per group and
+    epoch: metric, group, step, n (seeds), mean, std, ci_low, ci_high."""
     import pandas as pd
 
     rows = []
     for metric in metrics:
-        limit = (bounds or {}).get(metric)
         for group in order:
-            wide = _wide(runs, metric, group, repeats)
-            for step, values in wide.iterrows():
+            for step, values in _wide(runs, metric, group, repeats).iterrows():
                 x = values.dropna().to_numpy(float)
-                mean, std, low, high = t_interval(x, confidence, limit)
-                rows.append([metric, group, int(step), x.size, mean, std, low, high])
+                stats = t_interval(x, confidence, (bounds or {}).get(metric))
+                rows.append([metric, group, int(step), x.size, *stats])
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
 def _epoch_diffs(wide: "pd.DataFrame", base: "pd.DataFrame", confidence: float) -> list[list]:
-    """Per-epoch differences of one group from the baseline (see :func:`diff_curves`)."""
+    """[step, n, test, diff, low, high] per common epoch: the paired t-interval when both
+    groups have the same seeds there, Welch's otherwise."""
     rows: list[list] = []
     for step in wide.index.intersection(base.index):
         a, b = wide.loc[step].dropna(), base.loc[step].dropna()
         if a.empty or b.empty:
             continue
-        paired = (
-            not any(str(c).startswith("run:") for c in [*a.index, *b.index])
-            and set(a.index) == set(b.index)
-            and a.size >= 2
-        )
-        if paired:
+        seeded = not any(str(c).startswith("run:") for c in [*a.index, *b.index])
+        if seeded and set(a.index) == set(b.index) and a.size >= 2:
             diff, _, low, high = paired_test(
                 a.to_numpy(float), b[a.index].to_numpy(float), confidence
             )
@@ -204,75 +174,74 @@ def _epoch_diffs(wide: "pd.DataFrame", base: "pd.DataFrame", confidence: float) 
     return rows
 
 
-def _band(
-    rows: list[list], wide: "pd.DataFrame", base: "pd.DataFrame", confidence: float
-) -> tuple[list[float], list[float], str]:
-    """Simultaneous band over the epochs of ``rows``: sup-t on the per-seed difference
-    curves when every epoch is paired on the same seeds, else Bonferroni over the epochs."""
+def sup_t_critical(diffs: "np.ndarray", confidence: float = CONFIDENCE, seed: int = 0) -> float:
+    """Critical value c of the simultaneous band mean_e ± c·se_e over the epochs of
+    (seeds, epochs) per-seed difference curves: the 95% quantile of the largest |t| over
+    epochs, simulated from the epochs' estimated correlation shrunk toward independence
+    (weight 1/sqrt(n): with 3 seeds the estimate has rank 2 and alone under-covers), never
+    above the Bonferroni value, which is valid for any correlation. NaN below 2 seeds."""
+    import numpy as np
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=float)
+    n, epochs = d.shape
+    if n < 2 or epochs == 0:
+        return math.nan
+    bonferroni = float(stats.t.ppf(1 - (1 - confidence) / (2 * epochs), n - 1))
+    varying = d.std(axis=0, ddof=1) > 0
+    if epochs == 1 or varying.sum() < 2:
+        return bonferroni
+    weight = 1.0 - 1.0 / math.sqrt(n)
+    corr = weight * np.corrcoef(d[:, varying], rowvar=False) + (1 - weight) * np.eye(varying.sum())
+    z = np.random.default_rng(seed).standard_normal((SUP_T_DRAWS, n, len(corr)))
+    z = z @ np.linalg.cholesky(corr).T  # (draws, n, epochs)
+    t = np.abs(z.mean(axis=1) / (z.std(axis=1, ddof=1) / math.sqrt(n)))
+    return min(float(np.quantile(t.max(axis=1), confidence)), bonferroni)
+
+
+def _band(rows: list[list], wide, base, confidence: float) -> tuple[list, list, str]:
+    """The simultaneous band over the epochs of ``rows``: sup-t on the per-seed difference
+    curves when every epoch pairs the same seeds, else Bonferroni over the epochs."""
     steps = [r[0] for r in rows]
     seeds = [c for c in wide.columns if c in set(base.columns)]
     pairs = wide.loc[steps, seeds] - base.loc[steps, seeds]  # (epochs, seeds)
-    complete = (
-        all(r[2] == "paired t" for r in rows)
-        and not pairs.isna().to_numpy().any()
-        and len(seeds) >= 2
-    )
-    if not complete:  # each epoch's interval at level / epochs: valid for any dependence
-        wider = 1.0 - (1.0 - confidence) / len(rows)
-        at = {r[0]: r for r in _epoch_diffs(wide, base, wider)}
+    if not (all(r[2] == "paired t" for r in rows) and len(seeds) >= 2
+            and not pairs.isna().to_numpy().any()):  # fmt: skip
+        at = {r[0]: r for r in _epoch_diffs(wide, base, 1 - (1 - confidence) / len(rows))}
         return [at[s][4] for s in steps], [at[s][5] for s in steps], (
-            f"Bonferroni over {len(steps)} epochs"
-        )
+            f"Bonferroni over {len(steps)} epochs")  # fmt: skip
     d = pairs.to_numpy(float).T  # (seeds, epochs)
-    crit = sup_t_critical(d, confidence)
-    se = d.std(axis=0, ddof=1) / math.sqrt(d.shape[0])  # (epochs,)
-    means = d.mean(axis=0)
-    return list(means - crit * se), list(means + crit * se), f"sup-t over {len(steps)} epochs"
+    half = sup_t_critical(d, confidence) * d.std(axis=0, ddof=1) / math.sqrt(d.shape[0])
+    mean = d.mean(axis=0)
+    return list(mean - half), list(mean + half), f"sup-t over {len(steps)} epochs"
 
 
 def diff_curves(
-    runs: Sequence[RunRecord],
-    metric: str,
-    order: Sequence[str],
-    baseline: str | None,
+    runs: Sequence[RunRecord], metric: str, order: Sequence[str], baseline: str | None,
+    bounds: tuple[float, float] | None = None, repeats: str = "mean",
     confidence: float = CONFIDENCE,
-    bounds: tuple[float, float] | None = None,
-    repeats: str = "mean",
-    first_epoch: int = 1,
-) -> "pd.DataFrame":
-    """Each group minus the baseline per epoch >= ``first_epoch``, with two intervals.
-
-    ``ci_low``/``ci_high`` are *pointwise* 95% intervals (each epoch on its own: over 20
-    epochs of a null difference some epoch excludes 0 in about half the studies):
-    the paired t-interval of the per-seed differences when the seeds match one to one,
-    else Welch's. ``band_low``/``band_high`` are a *simultaneous* 95% band over all the
-    epochs shown (it contains the whole true difference curve in 95% of studies): sup-t
-    when paired, Bonferroni otherwise; ``band`` names the method. Intervals of a metric in
-    ``bounds`` are clipped to the difference's range.
-
-    Returns:
-        Long format: metric, group, step, n (pairs, or seeds of the smaller group), test,
-        diff, ci_low, ci_high, band_low, band_high, band.
-    """
+) -> "pd.DataFrame":  # fmt: skip
+    """Each group minus the baseline per epoch >= 1, with two intervals: ``ci_*`` pointwise
+    (each epoch alone: over 20 null epochs some epoch excludes 0 in about half the
+    studies), ``band_*`` simultaneous over all epochs shown (it holds the whole difference
+    curve in 95% of studies; ``band`` names the method). Clipped to the difference's range
+    for a metric in ``bounds``. Columns: :data:`DIFF_COLUMNS`."""
     import pandas as pd
 
     out: list[list] = []
-    if baseline is None:
-        return pd.DataFrame(out, columns=DIFF_COLUMNS)
-    base = _wide(runs, metric, baseline, repeats)
-    span = None if bounds is None else (bounds[0] - bounds[1], bounds[1] - bounds[0])
+    base = _wide(runs, metric, baseline, repeats) if baseline is not None else pd.DataFrame()
+    span = None if bounds is None else bounds[0] - bounds[1]
     for group in order:
         if group == baseline or base.empty:
             continue
         wide = _wide(runs, metric, group, repeats)
-        rows = [r for r in _epoch_diffs(wide, base, confidence) if r[0] >= first_epoch]
+        rows = [r for r in _epoch_diffs(wide, base, confidence) if r[0] >= 1]
         if not rows:
             continue
         lows, highs, method = _band(rows, wide, base, confidence)
-        for row, band_low, band_high in zip(rows, lows, highs):
-            step, n, test, diff, low, high = row
-            cells = [low, high, band_low, band_high]
+        for row, low, high in zip(rows, lows, highs):
+            cells = [*row[4:], low, high]
             if span is not None:
-                cells = [min(max(c, span[0]), span[1]) if math.isfinite(c) else c for c in cells]
-            out.append([metric, group, step, n, test, diff, *cells, method])
+                cells = [min(max(c, span), -span) if math.isfinite(c) else c for c in cells]
+            out.append([metric, group, *row[:4], *cells, method])
     return pd.DataFrame(out, columns=DIFF_COLUMNS)

@@ -17,61 +17,61 @@ __all__ = ["ComparisonResult"]
 
 @dataclass
 class ComparisonResult:
-    """Everything `ablate compare` computed; ``table`` is numeric, ``format_table`` renders it.
+    """Everything `ablate compare` computed; ``table`` is numeric, :meth:`format_table`
+    renders it.
 
-    ``per_run``: one row per run (see :func:`ablate.compare.endpoints.per_run_frame`).
-    ``units``: one row per seed, the unit every statistic counts (repeated seeds collapsed
-    by ``repeats``). ``table``: one row per group (see :func:`ablate.compare.summary.summarize`).
-    ``curves``: long format (metric, group, step, n, mean, std, ci_low, ci_high; pointwise).
-    ``diffs``: each group minus the baseline per epoch (pointwise ``ci_*`` and simultaneous
-    ``band_*``). ``endpoint_source``: where the tested numbers came from, ``test``, ``val``
-    or ``raw``. ``at_epoch``: set for a partial look (RUNNING or pruned runs included): every
-    end point is the curve at this epoch, the last one every run reached. ``auc_epochs``:
-    the AUC's last epoch, common to every run. ``following``: config keys that differ between
-    groups along with the group-by keys. ``data``: what the numbers were measured on
-    (dataset, split, set sizes: key -> distinct values). ``dose``: the ``--x`` table.
+    ``runs``: the compared runs (finite end point, not diverged). ``per_run``: one row per
+    run; ``units``: one row per seed, the unit every statistic counts; ``table``: one row
+    per group (:func:`ablate.compare.summary.summarize`); ``curves``: mean curves with
+    pointwise CIs; ``diffs``: each group minus the baseline per epoch (pointwise ``ci_*``,
+    simultaneous ``band_*``). ``endpoint_source``: ``test``, ``val`` or ``raw``.
+    ``at_epoch``: a partial look's epoch (every end point is the curve there).
+    ``auc_epochs``: the AUC's last epoch, reached by every compared run; ``auc_set_by``:
+    the run that stopped there while others went on (None when all reach it).
+    ``following``: config keys that differ between groups besides the group-by keys;
+    ``confounders``: those that are not part of the compared treatment (no star then).
+    ``data``: what the numbers were measured on (key -> distinct values).
     """
 
     spec: MetricSpec
     endpoint_source: str
-    group_by: tuple[str, ...]
-    pool_over: tuple[str, ...]
-    following: tuple[str, ...]
-    baseline: str | None
-    target: float | None
-    target_auto: bool
     source: str
-    filter_string: str | None
     runs: list[RunRecord]
     per_run: "pd.DataFrame"
+    units: "pd.DataFrame"
     table: "pd.DataFrame"
     curves: "pd.DataFrame"
     diffs: "pd.DataFrame"
     notes: list[str]
-    units: "pd.DataFrame | None" = None
+    baseline: str | None = None
+    group_by: tuple[str, ...] = ()
+    pool_over: tuple[str, ...] = ()
+    following: tuple[str, ...] = ()
+    confounders: tuple[str, ...] = ()
+    target: float | None = None
+    target_auto: bool = False
     at_epoch: int | None = None
     auc_epochs: int | None = None
+    auc_set_by: RunRecord | None = None
     repeats: str = "mean"
-    include_running: bool = False
     data: dict[str, list[str]] = field(default_factory=dict)
     family: int = 0  # comparisons in the one Holm family of this invocation
     dose: Any = None  # ablate.compare.dose.DoseResponse with --x
-    formats: tuple[str, ...] = ("png",)
     files: list[Path] = field(default_factory=list)
     parent_run_id: str | None = None
     logged_artifacts: list[str] = field(default_factory=list)
 
     @property
     def metric(self) -> str:
-        """The metric key the tested numbers are, e.g. ``test_acc`` or ``val_acc``."""
+        """The key the tested numbers are, e.g. ``test_acc`` or ``acc/val``."""
         return self.spec.label(self.endpoint_source)
 
     @property
     def metric_label(self) -> str:
-        """The metric with where it was read: ``val_acc at epoch 3`` for a partial look."""
-        if self.at_epoch is None:
-            return self.metric
-        return f"{self.spec.curve} at epoch {self.at_epoch}"
+        """The metric with where it was read: ``acc/val at epoch 3`` for a partial look."""
+        return (
+            self.metric if self.at_epoch is None else f"{self.spec.curve} at epoch {self.at_epoch}"
+        )
 
     @property
     def mode(self) -> str:
@@ -81,14 +81,8 @@ class ComparisonResult:
     def checkpoint(self) -> str:
         return self.spec.checkpoint
 
-    def format_table(self) -> str:
-        """The summary tables with aligned columns, as printed by the command."""
+    def format_table(self, markdown: bool = False) -> str:
+        """The tables as printed (aligned columns), or as GitHub-flavoured Markdown."""
         from ablate.compare import render
 
-        return render.format_table(self)
-
-    def to_markdown(self) -> str:
-        """The summary tables as GitHub-flavoured Markdown."""
-        from ablate.compare import render
-
-        return render.format_table(self, markdown=True)
+        return render.format_table(self, markdown)

@@ -1,21 +1,20 @@
-"""Selecting the runs `ablate compare` reads from MLflow: one :class:`RunRecord` per run.
+"""Reading the runs `ablate compare` compares from MLflow: one :class:`RunRecord` per run.
 
 An experiment or a study (its trial runs across experiments), narrowed by an MLflow
-``--filter``; study parent runs, failed and killed runs are left out (pruned trials and
-RUNNING runs too, unless asked for) and kept aside so the table counts them per group.
-For each kept run: tags, params, the latest value of every
-metric (the end-of-training numbers are logged once) and the full per-epoch history
-(step = epoch) of the metrics asked for.
+``--filter``. Study parent runs are skipped; FAILED, KILLED, pruned and (by default) RUNNING
+runs are kept aside in :attr:`Selection.lost`, so the table counts them per group. For each
+compared run: tags, params (the run's effective configuration), the latest value of every
+metric and the per-epoch history (step = epoch) of the curves asked for.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ablate.exceptions import ConfigError, DataError
+from ablate.tracking import conventions as cv
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,9 +26,8 @@ __all__ = [
     "RunRecord",
     "Selection",
     "resolve_tracking_uri",
-    "open_client",
     "select_runs",
-    "log_files",
+    "attach_to_parent",
     "one_line",
     "join_names",
 ]
@@ -39,14 +37,11 @@ DEFAULT_EXPERIMENT = "ablate"
 
 @dataclass
 class RunRecord:
-    """One selected run and what was read for it.
-
-    ``latest`` holds the last value of every metric the run logged (end-of-training
-    numbers such as ``test_acc`` are logged once). ``histories[key]`` is a float Series
-    indexed by step (= epoch), sorted, one value per step (the last one logged for that
-    step), non-finite values removed. ``group`` and ``group_values`` are filled in by
-    :func:`ablate.compare.grouping.assign_groups`.
-    """
+    """One run. ``latest``: the last value of every metric; ``histories[key]``: a float
+    Series indexed by step (= epoch), the last value logged per step (a resumed run may log
+    an epoch twice). ``diverged_at``: the first epoch a curve read was NaN or infinite (the
+    run diverged; the history keeps the finite epochs before it). ``group`` and
+    ``group_values`` are set by :func:`ablate.compare.grouping.assign_groups`."""
 
     run_id: str
     name: str
@@ -60,44 +55,36 @@ class RunRecord:
     group: str = ""
     group_values: dict[str, str] = field(default_factory=dict)
     start_time: int = 0  # ms since the epoch: the latest of repeated runs is the newest
-
-    @property
-    def metric_keys(self) -> frozenset[str]:
-        return frozenset(self.latest)
+    diverged_at: int | None = None
 
     @property
     def seed(self) -> str | None:
-        """The run's seed (tag, else param): runs of two groups with one seed are paired."""
-        return self.tags.get("seed", self.params.get("seed"))
+        """Runs of two groups with one seed share split, init and data order: paired."""
+        return self.params.get("seed")
 
 
 @dataclass
 class Selection:
-    """The runs a comparison reads, and what was left out and why."""
+    """The runs read, and what was left out: ``excluded`` (reason -> count) and ``lost``
+    (FAILED, KILLED, pruned, RUNNING runs: counted per group, without histories)."""
 
-    source: str  # human-readable: "experiment 'ablate'" / "study 'lr-sweep'"
+    source: str  # "experiment 'ablate'" / "study 'lr-sweep'"
     runs: list[RunRecord]
-    excluded: dict[str, int]  # reason -> count
-    # FAILED, KILLED, pruned and (by default) RUNNING runs: not compared, but counted per
-    # group (a variant that diverges more often is a result), without their histories
+    excluded: dict[str, int]
     lost: list[RunRecord] = field(default_factory=list)
     parent_run_id: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
-# --------------------------------------------------------------------------------------
-# small helpers
-# --------------------------------------------------------------------------------------
 def one_line(text: str, limit: int = 220) -> str:
-    """First line of an (MLflow) error message, shortened, so errors stay one line."""
+    """The first line of an (MLflow) error message, shortened: errors stay one line."""
     line = next((part.strip() for part in str(text).splitlines() if part.strip()), "")
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def join_names(names: Iterable[str], empty: str = "none") -> str:
-    """Sorted, de-duplicated, comma-separated: for 'valid choices' in error messages."""
-    names = sorted({str(n) for n in names})
-    return ", ".join(names) if names else empty
+    """Sorted, de-duplicated, comma-separated: the valid choices in error messages."""
+    return ", ".join(sorted({str(n) for n in names})) or empty
 
 
 def _quote(value: str, what: str) -> str:
@@ -112,26 +99,22 @@ def _quote(value: str, what: str) -> str:
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else ``sqlite:///mlflow.db`` (working dir).
+    """The writer's rule (flag, $MLFLOW_TRACKING_URI, ``sqlite:///mlflow.db``), except that a
+    SQLite store that does not exist is an error: comparing must not create an empty one."""
+    from ablate.tracking import resolve_tracking_uri as precedence
 
-    A SQLite store that does not exist yet is an error here: comparing must not silently
-    create an empty database in the wrong directory.
-    """
-    from ablate.tracking import resolve_tracking_uri as _precedence  # the writer's rule
-
-    uri = _precedence(tracking_uri)
+    uri = precedence(tracking_uri)
     if uri.startswith("sqlite:///") and ":memory:" not in uri:
         path = Path(uri[len("sqlite:///") :])
         if not path.is_file():
             raise DataError(
-                f"no MLflow store at {path.resolve() if not path.is_absolute() else path}; "
-                "pass --tracking-uri or set MLFLOW_TRACKING_URI"
+                f"no MLflow store at {path.resolve()}; pass --tracking-uri or set "
+                "MLFLOW_TRACKING_URI"
             )
     return uri
 
 
-def open_client(tracking_uri: str | None) -> "MlflowClient":
-    """A client on the resolved store; an unusable URI is one line, not a traceback."""
+def _open_client(tracking_uri: str | None) -> "MlflowClient":
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -144,89 +127,73 @@ def open_client(tracking_uri: str | None) -> "MlflowClient":
     return client
 
 
-# --------------------------------------------------------------------------------------
-# searching
-# --------------------------------------------------------------------------------------
+def _all_pages(search: Callable[..., Any], **kwargs: Any) -> list[Any]:
+    """Every page of an MLflow search (``search_runs``, ``search_experiments``)."""
+    items: list[Any] = []
+    token = None
+    while True:
+        page = search(max_results=1000, page_token=token, **kwargs)
+        items.extend(page)
+        token = page.token
+        if not token:
+            return items
+
+
 def _search_runs(
     client: "MlflowClient", experiment_ids: list[str], filter_string: str, user_filter: str | None
 ) -> list["Run"]:
-    """All active runs matching ``filter_string`` (paginated); bad filters become ConfigError."""
     from mlflow.entities import ViewType
     from mlflow.exceptions import MlflowException
 
-    runs: list[Run] = []
-    token: str | None = None
-    while True:
-        try:
-            page = client.search_runs(
-                experiment_ids,
-                filter_string=filter_string,
-                run_view_type=ViewType.ACTIVE_ONLY,
-                max_results=1000,
-                order_by=["attributes.start_time ASC"],
-                page_token=token,
-            )
-        except MlflowException as err:
-            if err.error_code == "INVALID_PARAMETER_VALUE" and user_filter:
-                raise ConfigError(
-                    f"--filter {user_filter!r} is not a valid MLflow filter: "
-                    f"{one_line(err.message)}"
-                ) from None
-            raise DataError(f"cannot search MLflow runs: {one_line(err.message)}") from None
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    try:
+        return _all_pages(
+            client.search_runs, experiment_ids=experiment_ids, filter_string=filter_string,
+            run_view_type=ViewType.ACTIVE_ONLY, order_by=["attributes.start_time ASC"],
+        )  # fmt: skip
+    except MlflowException as err:
+        if err.error_code == "INVALID_PARAMETER_VALUE" and user_filter:
+            raise ConfigError(
+                f"--filter {user_filter!r} is not a valid MLflow filter: {one_line(err.message)}"
+            ) from None
+        raise DataError(f"cannot search MLflow runs: {one_line(err.message)}") from None
 
 
 def _active_experiments(client: "MlflowClient") -> list[Any]:
     from mlflow.entities import ViewType
 
-    experiments: list[Any] = []
-    token: str | None = None
-    while True:
-        page = client.search_experiments(
-            view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
-        )
-        experiments.extend(page)
-        token = page.token
-        if not token:
-            return experiments
+    return _all_pages(client.search_experiments, view_type=ViewType.ACTIVE_ONLY)
 
 
-def _combine(base: str, user_filter: str | None) -> str:
-    return f"{base} and {user_filter}" if base and user_filter else (base or user_filter or "")
-
-
-def _history(client: "MlflowClient", run_id: str, key: str) -> "pd.Series":
-    """A metric's history as a Series indexed by step; the last value logged per step wins
-    (a resumed run may log an epoch twice), non-finite values are dropped."""
+def _history(client: "MlflowClient", run: RunRecord, key: str) -> "pd.Series":
+    """A curve by step, the last value logged per step; a NaN or infinite value marks the
+    run diverged from that epoch on (``run.diverged_at``) and ends the curve there."""
     import pandas as pd
 
-    points = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-    values: dict[int, float] = {}
-    for point in points:
-        values[int(point.step)] = float(point.value)
+    points = sorted(
+        client.get_metric_history(run.run_id, key), key=lambda m: (m.step, m.timestamp)
+    )
+    values = {int(p.step): float(p.value) for p in points}
+    # MLflow stores an infinite value as the largest float
+    bad = [step for step, value in values.items() if not abs(value) < 1.7e308]
+    if bad:
+        run.diverged_at = min(bad + ([run.diverged_at] if run.diverged_at is not None else []))
+        values = {step: v for step, v in values.items() if step < min(bad)}
     series = pd.Series(values, dtype=float, name=key)
     series.index = series.index.astype(int)
-    series.index.name = "step"
-    return series[series.map(math.isfinite)].sort_index()
+    return series.sort_index()
 
 
 def _raise_empty(
-    client: "MlflowClient",
-    experiment_ids: list[str],
-    study: str | None,
-    filter_string: str | None,
-    source: str,
-) -> None:
-    """Say precisely why nothing matched: unknown study, no trials yet, or the filter."""
+    client: "MlflowClient", experiment_ids: list[str], study: str | None,
+    filter_string: str | None, source: str,
+) -> None:  # fmt: skip
+    """Say why nothing matched: an unknown study, no trials yet, or the filter."""
     if study is not None:
-        quoted = _quote(study, "study name")
-        if not _search_runs(client, experiment_ids, f"tags.study = {quoted}", None):
+        if not _search_runs(
+            client, experiment_ids, f"tags.study = {_quote(study, 'study')}", None
+        ):
             parents = _search_runs(client, experiment_ids, "tags.role = 'study'", None)
-            studies = [r.data.tags.get("study", "") for r in parents]
-            listed = join_names(s for s in studies if s)
+            listed = join_names(s for r in parents if (s := r.data.tags.get("study")))
             raise ConfigError(f"unknown study {study!r}; existing studies: {listed}")
         if not filter_string:
             raise DataError(f"study {study!r} has no trial runs yet")
@@ -244,26 +211,13 @@ def select_runs(
     tracking_uri: str | None = None,
     include_pruned: bool = False,
     include_running: bool = False,
-    client: "MlflowClient | None" = None,
 ) -> Selection:
-    """Find the trial runs to compare and read their metrics.
-
-    Args:
-        experiment: MLflow experiment name (default ``ablate`` when no study is given).
-        study: Optuna study name: its trial runs across all experiments instead.
-        filter_string: extra MLflow search filter, e.g. ``tags.dataset = 'digits'``.
-        metrics: metric keys whose full per-epoch histories are read (when a run has them).
-        tracking_uri: MLflow tracking URI (see :func:`resolve_tracking_uri`).
-        include_pruned: also keep pruned trials (``trial_state=PRUNED``).
-        include_running: also keep RUNNING runs (partial curves); counted otherwise.
-        client: an existing client (tracking_uri is then ignored).
-    """
+    """The runs of an experiment (default ``ablate``) or of a study, with the histories of
+    ``metrics`` (where a run has them); see :class:`ablate.compare.core.CompareOptions`."""
     if experiment is not None and study is not None:
         raise ConfigError("give --experiment or --study, not both")
     filter_string = (filter_string or "").strip() or None
-    if client is None:
-        client = open_client(tracking_uri)
-
+    client = _open_client(tracking_uri)
     if study is None:
         name = experiment or DEFAULT_EXPERIMENT
         exp = client.get_experiment_by_name(name)
@@ -272,88 +226,68 @@ def select_runs(
             raise ConfigError(
                 f"unknown experiment {name!r}; existing experiments: {join_names(names)}"
             )
-        experiment_ids = [exp.experiment_id]
-        base = ""
-        source = f"experiment {name!r}"
+        experiment_ids, base, source = [exp.experiment_id], "", f"experiment {name!r}"
     else:
         experiment_ids = [e.experiment_id for e in _active_experiments(client)]
-        base = f"tags.study = {_quote(study, 'study name')} and tags.role = 'trial'"
+        base = f"tags.study = {_quote(study, 'study')} and tags.role = 'trial'"
         source = f"study {study!r}"
-    raw = _search_runs(client, experiment_ids, _combine(base, filter_string), filter_string)
+    combined = " and ".join(part for part in (base, filter_string) if part)
+    raw = _search_runs(client, experiment_ids, combined, filter_string)
     if not raw:
         _raise_empty(client, experiment_ids, study, filter_string, source)
-
     kept, lost, excluded = _sort_out(raw, include_pruned, include_running)
     if not kept:
         what = ", ".join(f"{n} {reason}" for reason, n in excluded.items())
-        way_out = ""
-        if any(r.info.status == "RUNNING" for r in lost) and not include_running:
-            way_out = "; wait for them to finish or look at partial curves with --include-running"
+        running = any(r.status == cv.RUNNING for r in lost) and not include_running
+        way_out = "; wait for them or look at partial curves with --include-running" * running
         raise DataError(
             f"no usable runs in {source}: all {len(raw)} matching runs are left out "
             f"({what}){way_out}"
         )
-
-    wanted = list(dict.fromkeys(metrics))
-    records: list[RunRecord] = []
-    for run in kept:
-        record = _record(run)
-        for key in wanted:
+    for record in kept:
+        for key in dict.fromkeys(metrics):
             if key in record.latest:
-                record.histories[key] = _history(client, record.run_id, key)
-        records.append(record)
-
-    selection = Selection(
-        source=source, runs=records, excluded=excluded, lost=[_record(r) for r in lost]
-    )
+                record.histories[key] = _history(client, record, key)
     if filter_string:
-        selection.source = f"{source} with filter {filter_string!r}"
+        source = f"{source} with filter {filter_string!r}"
+    selection = Selection(source, kept, excluded, lost)
     if study is not None:
         selection.parent_run_id, note = _study_parent(client, study, raw, experiment_ids)
-        if note:
-            selection.notes.append(note)
+        selection.notes += [note] if note else []
     return selection
 
 
 def _record(run: "Run") -> RunRecord:
     tags = dict(run.data.tags)
     return RunRecord(
-        run_id=run.info.run_id,
-        name=run.info.run_name or run.info.run_id[:8],
-        experiment_id=run.info.experiment_id,
-        status=run.info.status,
-        pruned=tags.get("trial_state") == "PRUNED",
-        tags=tags,
-        params=dict(run.data.params),
+        run_id=run.info.run_id, name=run.info.run_name or run.info.run_id[:8],
+        experiment_id=run.info.experiment_id, status=run.info.status,
+        pruned=tags.get(cv.TRIAL_STATE) == "PRUNED", tags=tags, params=dict(run.data.params),
         latest={k: float(v) for k, v in run.data.metrics.items()},
         start_time=int(run.info.start_time or 0),
-    )
+    )  # fmt: skip
 
 
 def _sort_out(
     raw: list["Run"], include_pruned: bool, include_running: bool
-) -> tuple[list["Run"], list["Run"], dict[str, int]]:
+) -> tuple[list[RunRecord], list[RunRecord], dict[str, int]]:
     """(compared runs, lost runs counted per group, excluded reason -> count)."""
     excluded: dict[str, int] = {}
-    kept: list[Run] = []
-    lost: list[Run] = []
-    for run in raw:
-        tags = run.data.tags
-        status = run.info.status
-        pruned = tags.get("trial_state") == "PRUNED"
-        if tags.get("role") == "study":
-            reason = "study parent run"  # holds the study summary, not a learning curve
-        elif pruned and not include_pruned:
+    kept: list[RunRecord] = []
+    lost: list[RunRecord] = []
+    for run in map(_record, raw):
+        if run.tags.get("role") == "study":
+            reason = "study parent run"  # the study's summary, not a learning curve
+        elif run.pruned and not include_pruned:
             reason = "pruned (add them with --include-pruned)"
-            lost.append(run)
-        elif status == "RUNNING" and not pruned and not include_running:
+        elif run.status == cv.RUNNING and not run.pruned and not include_running:
             reason = "RUNNING (add their partial curves with --include-running)"
-            lost.append(run)
-        elif pruned or status in ("FINISHED", "RUNNING"):
+        elif run.pruned or run.status in (cv.FINISHED, cv.RUNNING):
             kept.append(run)
             continue
         else:
-            reason = status  # FAILED, KILLED (interrupted), SCHEDULED
+            reason = run.status  # FAILED, KILLED (interrupted), SCHEDULED
+        if reason != "study parent run":
             lost.append(run)
         excluded[reason] = excluded.get(reason, 0) + 1
     return kept, lost, excluded
@@ -362,11 +296,8 @@ def _sort_out(
 def _study_parent(
     client: "MlflowClient", study: str, trials: list["Run"], experiment_ids: list[str]
 ) -> tuple[str | None, str | None]:
-    """The study's parent run: referenced by its trials, or tagged ``role=study``.
-
-    When a study name was reused (several parents), the most recently started one gets the
-    artifacts and a note says so.
-    """
+    """The study's parent run: referenced by its trials, else tagged ``role=study``; when a
+    study name was reused, the most recently started parent, with a note."""
     from mlflow.exceptions import MlflowException
 
     candidates: dict[str, Any] = {}
@@ -374,22 +305,14 @@ def _study_parent(
         try:
             run = client.get_run(run_id)
         except MlflowException:
-            continue  # parent deleted or in an unreadable store: not an error for compare
+            continue  # a deleted parent is not an error for compare
         if run.info.lifecycle_stage == "active":
             candidates[run_id] = run
     if not candidates:
-        tagged = _search_runs(
-            client,
-            experiment_ids,
-            f"tags.study = {_quote(study, 'study name')} and tags.role = 'study'",
-            None,
-        )
-        candidates = {r.info.run_id: r for r in tagged}
+        tagged = f"tags.study = {_quote(study, 'study')} and tags.role = 'study'"
+        candidates = {r.info.run_id: r for r in _search_runs(client, experiment_ids, tagged, None)}
     if not candidates:
-        return (
-            None,
-            f"study {study!r} has no parent run; figures and tables were not logged to MLflow",
-        )
+        return None, f"study {study!r} has no parent run; figures and tables were not logged"
     chosen = max(candidates.values(), key=lambda r: r.info.start_time or 0)
     note = None
     if len(candidates) > 1:
@@ -400,18 +323,20 @@ def _study_parent(
     return chosen.info.run_id, note
 
 
-def log_files(parent_run_id: str, files: Iterable[Path], tracking_uri: str | None) -> list[str]:
-    """Log written files to a run (the study's parent) under ``compare/``."""
+def attach_to_parent(
+    parent_run_id: str, files: Iterable[Path], tracking_uri: str | None
+) -> list[str]:
+    """Copy the written files into the study's parent run under ``compare/`` (through the
+    one MLflow writer, :class:`ablate.tracking.Tracker`)."""
     from mlflow.exceptions import MlflowException
 
-    client = open_client(tracking_uri)
-    logged = []
-    for path in files:
-        try:
-            client.log_artifact(parent_run_id, str(path), artifact_path="compare")
-        except (MlflowException, OSError) as err:
-            raise DataError(
-                f"cannot log {path.name} to study parent run {parent_run_id}: {one_line(str(err))}"
-            ) from None
-        logged.append(f"compare/{path.name}")
-    return logged
+    from ablate.tracking import Tracker
+
+    files = list(files)
+    try:
+        Tracker(resolve_tracking_uri(tracking_uri), parent_run_id).attach_files(files, "compare")
+    except (MlflowException, OSError) as err:
+        raise DataError(
+            f"cannot attach files to study parent run {parent_run_id}: {one_line(str(err))}"
+        ) from None
+    return [f"compare/{path.name}" for path in files]

@@ -1,27 +1,27 @@
-"""Statistics on plain numbers for `ablate compare`: no MLflow, no pandas.
+"""Tests and intervals on plain numbers for `ablate compare`: no MLflow, no pandas.
 
 The design this fits: every group (an attention variant, say) is trained with the same
 seeds, and a seed fixes the data split, the initial weights and the data order. Runs of two
-groups with the same seed are therefore *paired*, and the per-seed difference removes the
-seed's share of the noise. :func:`compare_to_baseline` uses a paired t-test when the two
-groups have exactly the same seeds and Welch's t-test otherwise, and says which.
-
-Choices (simulated in ``benchmarks/compare_null.py`` and ``benchmarks/compare_coverage.py``):
+groups with the same seed are *paired*: the per-seed difference removes the seed's share
+of the noise. Measured in ``benchmarks/compare_null.py`` and ``compare_coverage.py``:
 
 * Intervals on a mean and on a difference are t-intervals (exact under normal noise, the
-  right width at 3-5 seeds). A metric bounded to [0, 1] (accuracy, F1, ...) gets its
-  interval clipped to [0, 1], its difference to [-1, 1]: the true value lies inside the
-  bounds, so clipping never lowers coverage and never reports an impossible accuracy.
-* Per-seed differences that are all equal (accuracies on a small test set tie) have no
-  spread, so no t-test: the exact sign test is used (it can still say "every seed moved the
-  same way", at p = 2 / 2^n) and the interval is reported as undefined, never zero-width.
-* Every comparison of one invocation (end points and curves) forms one family; Holm's
-  step-down (:func:`holm_family`) keeps the chance of any false "significant" at or below
-  the level (0.05).
-* The minimal detectable difference is the true difference the test used would detect with
-  80% power at the seeds at hand, from the noncentral t distribution, at the level Holm
-  demands of a lone real effect (0.05 / number of comparisons).
-* Bootstrap and P(better) intervals live in :mod:`ablate.compare.intervals`.
+  right width at 3-5 seeds), clipped to the metric's range ([0, 1] for an accuracy): the
+  truth lies inside, so clipping never lowers coverage.
+* Pairing: on the seeds both groups have, when they have the same seeds, or share at least
+  3 and half of the larger group's; a group that lost a seed keeps its pairs ("paired t (4
+  of 5 pairs)": 48% power for a 1-point effect where Welch over all seeds has 3-41%).
+* Ties are decided at the metric's resolution (:func:`tie_tolerance`): an accuracy on N
+  test items moves in steps of 1/N, and values logged in float32 differ in the 8th digit.
+  Identical numbers never get a p-value below 1. Without spread there is no t-test: per-seed
+  differences that are all equal get the exact sign test; a group without spread against
+  another gets the exact permutation test (Welch's t would take that group's variance as
+  0). Their intervals are undefined, never zero-width.
+* Every comparison of one invocation forms one family: Holm's step-down keeps the chance of
+  any false star at or below 0.05.
+* The minimal detectable difference (MDE) is the true difference the t-test used detects
+  with 80% power at these seeds (noncentral t), at the level Holm asks of a lone real
+  effect (0.05 / number of comparisons).
 """
 
 from __future__ import annotations
@@ -31,16 +31,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ablate.compare.intervals import (
-    BOOTSTRAP_MIN_N,
-    BOOTSTRAP_MIN_PAIRS,
     CONFIDENCE,
-    _clip,
-    _diff_bounds,
     bca_diff_ci,
+    clip,
     paired_prob_improvement,
     prob_improvement,
+    rng_kwarg,
 )
-from ablate.compare.power import LEVEL, POWER, min_detectable_diff, seeds_needed
 from ablate.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -50,34 +47,34 @@ __all__ = [
     "CONFIDENCE",
     "LEVEL",
     "POWER",
-    "BOOTSTRAP_MIN_N",
-    "BOOTSTRAP_MIN_PAIRS",
     "PAIRING_CHOICES",
     "Comparison",
+    "tie_tolerance",
+    "snap",
     "t_interval",
     "welch_test",
     "paired_test",
     "sign_test",
+    "permutation_test",
     "holm",
     "holm_family",
+    "t_power",
+    "min_detectable_diff",
     "compare_to_baseline",
     "compare_groups",
-    "family_size",
 ]
 
+LEVEL = 0.05  # family-wise significance level
+POWER = 0.80
 PAIRING_CHOICES = ("auto", "paired", "welch")
-# |difference| below this is a floating-point zero (0.97 - 0.97 need not be exactly 0)
-ZERO_DIFF = 1e-9
+PERMUTATIONS = 9999  # random relabelings when the exact test would enumerate more
 
 
 @dataclass
 class Comparison:
-    """One group against the baseline. Differences are group - baseline.
-
-    ``test`` names the test actually used: ``"paired t"`` (seeds matched one to one) or
-    ``"Welch t"``; ``n_pairs`` is the number of matched seeds (0 for Welch). NaN marks what
-    could not be computed (fewer than 2 runs, no spread, bootstrap below its minimum size).
-    """
+    """One group against the baseline; differences are group - baseline. ``test`` names the
+    test used; ``n_pairs`` the seeds paired, of ``n_units`` seeds in either group. NaN marks
+    what could not be computed, and ``reason`` says why."""
 
     diff: float
     ci_low: float
@@ -93,322 +90,302 @@ class Comparison:
     p_improve_low: float = math.nan
     p_improve_high: float = math.nan
     mde: float = math.nan
-    seeds_needed: float = math.nan
-    reason: str = ""  # why a test could not be made (empty when it was)
+    reason: str = ""
+    n_units: int = 0
 
 
-# --------------------------------------------------------------------------------------
-# intervals and tests
-# --------------------------------------------------------------------------------------
 def _array(values: Sequence[float]) -> "np.ndarray":
     import numpy as np
 
     return np.asarray(values, dtype=float)
 
 
+def tie_tolerance(values: Sequence[float], resolution: float | None = None) -> float:
+    """Numbers closer than this are one number: a tenth of the metric's resolution (1/N for
+    an accuracy on N items), else a millionth of their magnitude (float32 noise is 6e-8)."""
+    if resolution:
+        return 0.1 * resolution
+    x = _array(values)
+    return 1e-6 * max(1.0, float(abs(x).max()) if x.size else 1.0)
+
+
+def snap(values: Sequence[float], tol: float) -> "np.ndarray":
+    """Values in units of ``tol``, rounded: equal numbers become equal integers."""
+    import numpy as np
+
+    return np.round(_array(values) / tol)
+
+
 def t_interval(
-    values: Sequence[float],
-    confidence: float = CONFIDENCE,
+    values: Sequence[float], confidence: float = CONFIDENCE,
     bounds: tuple[float, float] | None = None,
-) -> tuple[float, float, float, float]:
-    """Mean, sample std (ddof=1) and the t-interval on the mean, clipped to ``bounds``.
-
-    Args:
-        values: one number per run.
-        confidence: two-sided coverage of the interval.
-        bounds: the metric's range, e.g. ``(0, 1)`` for accuracy; None for unbounded.
-
-    Returns:
-        ``(mean, std, low, high)``; std and the interval are NaN when n < 2.
-    """
+) -> tuple[float, float, float, float]:  # fmt: skip
+    """(mean, std (ddof=1), low, high): the t-interval on the mean, clipped to ``bounds``;
+    std and the interval are NaN below 2 values."""
     from scipy import stats
 
     x = _array(values)
-    n = x.size
-    if n == 0:
-        return (math.nan,) * 4
-    mean = float(x.mean())
-    if n < 2:
-        return mean, math.nan, math.nan, math.nan
-    std = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    low, high = _clip(mean - half, mean + half, bounds)
-    return mean, std, low, high
+    if x.size < 2:
+        return (float(x.mean()) if x.size else math.nan), math.nan, math.nan, math.nan
+    mean, std = float(x.mean()), float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1)) * std / math.sqrt(x.size)
+    return (mean, std, *clip(mean - half, mean + half, bounds))
+
+
+def _t(diff: float, se: float, df: float, confidence: float) -> tuple[float, float, float]:
+    """Two-sided p-value and t-interval of ``diff``."""
+    from scipy import stats
+
+    if not (se > 0 and math.isfinite(df)):
+        return math.nan, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    return float(2 * stats.t.sf(abs(diff) / se, df)), diff - half, diff + half
 
 
 def _welch_se_df(a: "np.ndarray", b: "np.ndarray") -> tuple[float, float]:
-    """Standard error of mean(a) - mean(b) and the Welch-Satterthwaite degrees of freedom."""
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    se = math.sqrt(va + vb)
-    if se == 0.0:
+    if va + vb == 0:
         return 0.0, math.nan
-    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-    return se, float(df)
+    return math.sqrt(va + vb), float(
+        (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    )
 
 
-def _t_test(diff: float, se: float, df: float, confidence: float) -> tuple[float, float, float]:
-    """Two-sided p-value and t-interval of ``diff``; NaN p (and a point interval) at se 0."""
-    from scipy import stats
-
-    if se == 0.0 or not math.isfinite(df):
-        return math.nan, diff, diff
-    p = float(2 * stats.t.sf(abs(diff) / se, df))
-    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
-    return p, diff - half, diff + half
-
-
-def welch_test(
-    a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE
-) -> tuple[float, float, float, float]:
-    """Welch's t-test of mean(a) - mean(b).
-
-    Returns:
-        ``(diff, p, ci_low, ci_high)``; p and the interval are NaN when a group has n < 2,
-        p is NaN when neither group has any spread.
-    """
+def welch_test(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE):
+    """Welch's t-test of mean(a) - mean(b): (diff, p, low, high); NaN below 2 per group."""
     a, b = _array(a), _array(b)
-    if a.size == 0 or b.size == 0:
-        return (math.nan,) * 4
-    diff = float(a.mean() - b.mean())
+    diff = float(a.mean() - b.mean()) if a.size and b.size else math.nan
     if a.size < 2 or b.size < 2:
         return diff, math.nan, math.nan, math.nan
-    se, df = _welch_se_df(a, b)
-    p, low, high = _t_test(diff, se, df, confidence)
-    return diff, p, low, high
+    return (diff, *_t(diff, *_welch_se_df(a, b), confidence))
 
 
-def paired_test(
-    a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE
-) -> tuple[float, float, float, float]:
-    """Paired t-test of a - b (``a[i]`` and ``b[i]`` share a seed).
-
-    Returns:
-        ``(mean difference, p, ci_low, ci_high)``; NaN where fewer than 2 pairs.
-    """
+def paired_test(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE):
+    """Paired t-test of a - b (``a[i]``, ``b[i]`` share a seed): (diff, p, low, high)."""
     d = _array(a) - _array(b)
-    if d.size == 0:
-        return (math.nan,) * 4
-    diff = float(d.mean())
+    diff = float(d.mean()) if d.size else math.nan
     if d.size < 2:
         return diff, math.nan, math.nan, math.nan
-    se = float(d.std(ddof=1)) / math.sqrt(d.size)
-    p, low, high = _t_test(diff, se, float(d.size - 1), confidence)
-    return diff, p, low, high
+    return (diff, *_t(diff, float(d.std(ddof=1)) / math.sqrt(d.size), d.size - 1.0, confidence))
 
 
-def sign_test(diffs: Sequence[float]) -> float:
-    """Exact two-sided sign test of per-seed differences (zeros dropped); 1 without any."""
+def sign_test(diffs: Sequence[float], tol: float | None = None) -> float:
+    """Exact two-sided sign test of per-seed differences, ties (within ``tol``) dropped;
+    1 when every difference is a tie."""
     from scipy import stats
 
-    d = _array(diffs)
-    d = d[abs(d) > ZERO_DIFF]
-    if d.size == 0:
-        return 1.0
-    return float(stats.binomtest(int((d > 0).sum()), int(d.size)).pvalue)
+    q = snap(diffs, tol or tie_tolerance(diffs))
+    q = q[q != 0]
+    return float(stats.binomtest(int((q > 0).sum()), int(q.size)).pvalue) if q.size else 1.0
+
+
+def permutation_test(
+    a: Sequence[float], b: Sequence[float], tol: float | None = None, seed: int = 0
+) -> float:
+    """Two-sided permutation test of mean(a) = mean(b) over relabelings of the runs (exact
+    up to :data:`PERMUTATIONS` relabelings): assumes no variance, only exchangeability
+    under the null; identical numbers give 1."""
+    import numpy as np
+    from scipy import stats
+
+    tol = tol or tie_tolerance(np.concatenate([_array(a), _array(b)]))
+    result = stats.permutation_test(
+        (snap(a, tol), snap(b, tol)),
+        lambda x, y, axis: np.abs(x.mean(axis=axis) - y.mean(axis=axis)),
+        permutation_type="independent", vectorized=True, n_resamples=PERMUTATIONS,
+        alternative="greater", **rng_kwarg(stats.permutation_test, seed),
+    )  # fmt: skip
+    return float(result.pvalue)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm step-down adjusted p-values (NaN entries stay NaN and are not counted).
-
-    Rejecting where the adjusted p < level keeps the family-wise error rate at the level
-    for any dependence between the tests.
-    """
-    finite = [(p, i) for i, p in enumerate(p_values) if math.isfinite(p)]
-    adjusted = [math.nan] * len(p_values)
-    m = len(finite)
-    running = 0.0
-    for rank, (p, i) in enumerate(sorted(finite)):
-        running = max(running, min(1.0, (m - rank) * p))  # step-down stays monotone
+    """Holm step-down adjusted p-values (NaN stays NaN and is not counted): rejecting where
+    the adjusted p < level keeps the family-wise error at the level, for any dependence."""
+    finite = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    adjusted, running = [math.nan] * len(p_values), 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (len(finite) - rank) * p))
         adjusted[i] = running
     return adjusted
 
 
-# --------------------------------------------------------------------------------------
-# a group against the baseline, and a family of groups
-# --------------------------------------------------------------------------------------
-def _pairs(
-    seeds: Sequence[object], base_seeds: Sequence[object]
-) -> tuple[list[int], list[int]] | None:
-    """Indices of runs matched by seed, or None when a seed is unknown or repeated."""
-    if any(s is None for s in [*seeds, *base_seeds]):
-        return None
-    if len(set(seeds)) != len(seeds) or len(set(base_seeds)) != len(base_seeds):
+def holm_family(comparisons: Sequence[Comparison], level: float = LEVEL) -> None:
+    """Holm over every comparison given (one family): sets ``p_holm`` and ``significant``."""
+    for c, p_adj in zip(comparisons, holm([c.p_value for c in comparisons])):
+        c.p_holm, c.significant = p_adj, bool(math.isfinite(p_adj) and p_adj < level)
+
+
+def t_power(effect: float, se: float, df: float, level: float = LEVEL) -> float:
+    """Power of a two-sided t-test (``df``) to detect a true difference ``effect`` whose
+    estimate has standard error ``se``: P(|T| > t_crit), T ~ noncentral t (NaN if se 0)."""
+    from scipy import special
+
+    if not (se > 0 and math.isfinite(df) and df > 0):
+        return math.nan
+    # scipy.special's ufuncs rather than scipy.stats.nct: the same functions, ~100x faster
+    crit, nc = float(special.stdtrit(df, 1 - level / 2)), abs(effect) / se
+    upper = 1.0 - float(special.nctdtr(df, nc, crit))
+    if math.isnan(upper):  # deep in a tail nctdtr is NaN; the normal approximation is exact
+        upper = float(special.ndtr(nc - crit))
+    lower = float(special.nctdtr(df, nc, -crit))
+    return min(1.0, upper + (0.0 if math.isnan(lower) else lower))
+
+
+def min_detectable_diff(se: float, df: float, level: float = LEVEL, power: float = POWER) -> float:
+    """The smallest true difference a two-sided t-test detects with ``power`` (NaN if se 0)."""
+    from scipy import special
+    from scipy.optimize import brentq
+
+    if not (se > 0 and math.isfinite(df) and df > 0):
+        return math.nan
+    # the central-t approximation is within a few percent: bracket the exact root around it
+    guess = float(special.stdtrit(df, 1 - level / 2) + special.stdtrit(df, power)) * se
+    low, high = 0.5 * guess, 1.5 * guess
+    while t_power(high, se, df, level) < power:
+        high *= 2
+    while low > 0 and t_power(low, se, df, level) > power:
+        low /= 2
+    return float(brentq(lambda d: t_power(d, se, df, level) - power, low, high, xtol=se * 1e-6))
+
+
+def _shared(seeds: Sequence[object], base_seeds: Sequence[object]):
+    """(indices in the group, in the baseline, seeds in either) of the seeds both have;
+    None when a seed is unknown or repeated (pooled over lr: unpairable)."""
+    if None in [*seeds, *base_seeds] or len(set(seeds)) < len(seeds) or (
+            len(set(base_seeds)) < len(base_seeds)):  # fmt: skip
         return None
     where = {s: i for i, s in enumerate(base_seeds)}
-    common = [s for s in seeds if s in where]
-    return [list(seeds).index(s) for s in common], [where[s] for s in common]
+    pairs = [(i, where[s]) for i, s in enumerate(seeds) if s in where]
+    return [i for i, _ in pairs], [j for _, j in pairs], len(set(seeds) | set(base_seeds))
 
 
-def _paired(
-    a: "np.ndarray", b: "np.ndarray", level: float | None, confidence: float
-) -> tuple[Comparison, float, float]:
-    """Paired comparison of matched runs; (comparison, se, df). No spread: sign test."""
+def _paired(a, b, tol: float, confidence: float) -> tuple[Comparison, float]:
+    """Matched runs: the paired t-test, or the sign test when every seed moved alike."""
+    import numpy as np
+
     d = a - b
-    diff = float(d.mean())
-    d_std = float(d.std(ddof=1))
-    if d_std <= ZERO_DIFF * max(1.0, abs(diff)):
-        comparison = Comparison(
-            diff, math.nan, math.nan, "sign (no spread)", int(d.size), sign_test(d),
-            reason="per-seed differences all equal: no spread, interval undefined",
-        )  # fmt: skip
-        return comparison, math.nan, math.nan
-    _, p, low, high = paired_test(a, b, confidence)
-    se, df = d_std / math.sqrt(d.size), float(d.size - 1)
-    comparison = Comparison(diff, low, high, "paired t", int(d.size), p)
-    comparison.seeds_needed = (_needed if level else _skip)(diff, lambda: seeds_needed(
-        diff, 0.0, 0.0, paired_std=d_std, level=level))  # fmt: skip
-    return comparison, se, df
+    if np.ptp(snap(d, tol)) == 0:
+        p = sign_test(d, tol)
+        return Comparison(
+            float(d.mean()),
+            math.nan,
+            math.nan,
+            "sign (no spread)",
+            d.size,
+            p,
+            reason="per-seed differences all equal: interval undefined",
+        ), math.nan
+    diff, p, low, high = paired_test(a, b, confidence)
+    return Comparison(diff, low, high, "paired t", d.size, p), float(d.std(ddof=1)) / math.sqrt(
+        d.size
+    )
 
 
-def _welch(
-    a: "np.ndarray", b: "np.ndarray", level: float | None, confidence: float
-) -> tuple[Comparison, float, float]:
-    """Welch comparison of independent runs; (comparison, se, df)."""
+def _unpaired(a, b, tol: float, confidence: float, seed: int) -> tuple[Comparison, float]:
+    """Independent runs: Welch's t-test, or the permutation test when a group has no spread."""
+    import numpy as np
+
     diff = float(a.mean() - b.mean())
     if a.size < 2 or b.size < 2:
-        smaller = min(a.size, b.size)
-        comparison = Comparison(
-            diff, math.nan, math.nan, f"none (n={smaller})", 0, math.nan,
-            reason=f"a group has n={smaller}: no test",
-        )  # fmt: skip
-        return comparison, math.nan, math.nan
-    se, df = _welch_se_df(a, b)
-    if se == 0.0:
-        comparison = Comparison(
-            diff, math.nan, math.nan, "none (no spread)", 0, math.nan,
-            reason="no spread in either group: test and interval undefined",
-        )  # fmt: skip
-        return comparison, math.nan, math.nan
+        n = min(a.size, b.size)
+        return Comparison(diff, math.nan, math.nan, f"none (n={n})", 0, math.nan,
+                          reason=f"a group has n={n}: no test"), math.nan  # fmt: skip
+    flat = [name for name, x in (("group", a), ("baseline", b)) if np.ptp(snap(x, tol)) == 0]
+    if flat:
+        return Comparison(
+            diff,
+            math.nan,
+            math.nan,
+            "permutation",
+            0,
+            permutation_test(a, b, tol, seed),
+            reason=f"no spread in the {' or '.join(flat)}: Welch's t would take "
+            "its variance as 0; exact permutation test, interval undefined",
+        ), math.nan
     _, p, low, high = welch_test(a, b, confidence)
-    comparison = Comparison(diff, low, high, "Welch t", 0, p)
-    comparison.seeds_needed = (_needed if level else _skip)(diff, lambda: seeds_needed(
-        diff, float(a.std(ddof=1)), float(b.std(ddof=1)), level=level))  # fmt: skip
-    return comparison, se, df
-
-
-def _needed(diff: float, compute) -> float:
-    """Seeds needed for the observed difference; NaN for a (floating-point) zero."""
-    return math.nan if abs(diff) <= ZERO_DIFF else compute()
-
-
-def _skip(diff: float, compute) -> float:
-    return math.nan
+    return Comparison(diff, low, high, "Welch t", 0, p), _welch_se_df(a, b)[0]
 
 
 def compare_to_baseline(
-    values: Sequence[float],
-    seeds: Sequence[object],
-    base_values: Sequence[float],
-    base_seeds: Sequence[object],
-    *,
-    mode: str = "max",
-    pairing: str = "auto",
-    bounds: tuple[float, float] | None = None,
-    n_boot: int = 0,
-    seed: int = 0,
-    confidence: float = CONFIDENCE,
-    level: float | None = LEVEL,
-) -> Comparison:
-    """Difference of one group from the baseline: interval, test, P(better), MDE.
+    values: Sequence[float], seeds: Sequence[object], base_values: Sequence[float],
+    base_seeds: Sequence[object], *, mode: str = "max", pairing: str = "auto",
+    bounds: tuple[float, float] | None = None, n_boot: int = 0, seed: int = 0,
+    confidence: float = CONFIDENCE, level: float | None = LEVEL,
+    resolution: float | None = None,
+) -> Comparison:  # fmt: skip
+    """One group against the baseline: difference, interval, test, P(better), MDE.
 
     Args:
-        values, seeds: the group's units (one value and one seed each; None = unknown).
-        base_values, base_seeds: the baseline's units.
-        mode: ``max`` / ``min``: which direction counts as an improvement.
-        pairing: ``auto`` (paired when both groups have exactly the same seeds, each once;
-            Welch otherwise), ``paired`` (the units whose seeds match; needs >= 2 pairs) or
-            ``welch``.
-        bounds: range of one value (e.g. (0, 1)); intervals are clipped to it.
-        n_boot: BCa resamples (0: none; computed only from the sizes where it covers).
-        seed: the bootstrap's generator seed.
-        confidence: interval coverage.
-        level: the level the MDE is computed for (the caller passes the level a lone true
-            effect must reach after the multiple-comparison correction); None skips the MDE
-            and seeds needed (a first pass that only counts the tests).
+        values, seeds / base_values, base_seeds: one number and one seed (None: unknown)
+            per unit of the group / of the baseline.
+        mode: ``max`` or ``min``: the direction of an improvement (P(better)).
+        pairing: ``auto`` (on the shared seeds when there are enough, see the module doc),
+            ``paired`` (the shared seeds; needs 2) or ``welch``.
+        bounds: the range of one value; intervals are clipped to it.
+        n_boot, seed: BCa resamples and their seed (shown only from 50 seeds per group).
+        level: the level the MDE is computed at (None: no MDE).
+        resolution: the metric's step (1/N for an accuracy on N items), for ties.
     """
     if pairing not in PAIRING_CHOICES:
         raise ConfigError(
             f"--pairing: {pairing!r} is not valid; choose one of {', '.join(PAIRING_CHOICES)}"
         )
+    import numpy as np
+
     a, b = _array(values), _array(base_values)
     if a.size == 0 or b.size == 0:
-        return Comparison(math.nan, math.nan, math.nan, "none", 0, math.nan, reason="no values")
-    matched = _pairs(list(seeds), list(base_seeds))
-    same_seeds = matched is not None and len(matched[0]) == a.size == b.size
-    use_paired = pairing == "paired" or (pairing == "auto" and same_seeds and a.size >= 2)
-    if use_paired and (matched is None or len(matched[0]) < 2):
-        n = 0 if matched is None else len(matched[0])
-        return Comparison(
-            float(a.mean() - b.mean()), math.nan, math.nan, "none", n, math.nan,
-            reason=f"{n} seed(s) shared with the baseline; a paired test needs 2",
-        )  # fmt: skip
-    if use_paired:
-        a, b = a[matched[0]], b[matched[1]]
-        out, se, df = _paired(a, b, level, confidence)
+        return Comparison(math.nan, math.nan, math.nan, "none", 0, math.nan,
+                          reason="a group has no finished run")  # fmt: skip
+    tol = tie_tolerance(np.concatenate([a, b]), resolution)
+    shared = _shared(list(seeds), list(base_seeds))
+    n_shared = len(shared[0]) if shared else 0
+    larger = max(a.size, b.size)
+    enough = n_shared >= 2 and (n_shared == larger or n_shared >= max(3, math.ceil(larger / 2)))
+    if pairing == "paired" and n_shared < 2:
+        return Comparison(float(a.mean() - b.mean()), math.nan, math.nan, "none", n_shared,
+                          math.nan, reason=f"{n_shared} seed(s) shared with the baseline; a "
+                          "paired test needs 2")  # fmt: skip
+    if pairing == "paired" or (pairing == "auto" and enough):
+        a, b = a[shared[0]], b[shared[1]]
+        out, se = _paired(a, b, tol, confidence)
+        out.n_units = shared[2]
         out.p_improve, out.p_improve_low, out.p_improve_high = paired_prob_improvement(
-            a - b, mode=mode, confidence=confidence
-        )
+            snap(a - b, tol), mode=mode, confidence=confidence)  # fmt: skip
+        df = a.size - 1.0
     else:
-        out, se, df = _welch(a, b, level, confidence)
-        out.p_improve = prob_improvement(a, b, mode=mode)
-    out.ci_low, out.ci_high = _clip(out.ci_low, out.ci_high, _diff_bounds(bounds))
-    if n_boot >= 1:
-        out.boot_low, out.boot_high = bca_diff_ci(
-            a, b, paired=use_paired, n_boot=n_boot, seed=seed, bounds=bounds
-        )
+        out, se = _unpaired(a, b, tol, confidence, seed)
+        out.p_improve = prob_improvement(snap(a, tol), snap(b, tol), mode=mode)
+        df = _welch_se_df(a, b)[1] if a.size > 1 and b.size > 1 else math.nan
+        if n_boot and math.isfinite(se):
+            out.boot_low, out.boot_high = bca_diff_ci(
+                a, b, n_boot=n_boot, seed=seed, bounds=bounds
+            )
+    if abs(out.diff) < tol / 2:
+        out.diff = 0.0  # a floating-point zero prints as 0, never -0.0000
+    span = None if bounds is None else (bounds[0] - bounds[1], bounds[1] - bounds[0])
+    out.ci_low, out.ci_high = clip(out.ci_low, out.ci_high, span)
     if level and math.isfinite(se):
         out.mde = min_detectable_diff(se, df, level)
     return out
 
 
-def holm_family(comparisons: Sequence[Comparison], level: float = LEVEL) -> None:
-    """Holm over every comparison given (one family), setting ``p_holm`` and
-    ``significant`` in place; comparisons without a p-value are not counted."""
-    adjusted = holm([c.p_value for c in comparisons])
-    for c, p_adj in zip(comparisons, adjusted):
-        c.p_holm = p_adj
-        c.significant = bool(math.isfinite(p_adj) and p_adj < level)
-
-
-def family_size(n_groups: int, n_tables: int) -> int:
-    """Comparisons in one invocation's family: every non-baseline group per table."""
-    return max((n_groups - 1) * n_tables, 1)
-
-
 def compare_groups(
-    groups: Mapping[str, tuple[Sequence[float], Sequence[object]]],
-    baseline: str,
-    *,
-    level: float = LEVEL,
-    holm_correct: bool = True,
-    mde_level: float | None | bool = None,
-    **kwargs: object,
-) -> dict[str, Comparison]:
-    """Every group against ``baseline``, Holm-corrected as one family.
-
-    ``significant`` is set where the Holm-adjusted p < ``level``. The MDE is computed at
-    ``mde_level`` (default ``level / m`` for m comparisons: the level Holm requires of a
-    lone true effect; ``False``: not computed). ``holm_correct=False`` leaves the
-    correction to the caller, who pools several tables into one family (:func:`holm_family`).
-
-    Args:
-        groups: group -> (values, seeds); must contain ``baseline``.
-        baseline: the reference group.
-        level: family-wise significance level.
-        **kwargs: passed to :func:`compare_to_baseline` (mode, pairing, bounds, n_boot, ...).
-    """
+    groups: Mapping[str, tuple[Sequence[float], Sequence[object]]], baseline: str, *,
+    level: float = LEVEL, holm_correct: bool = True, mde_level: float | None | bool = None,
+    **options,
+) -> dict[str, Comparison]:  # fmt: skip
+    """Every group (group -> (values, seeds)) against ``baseline``, with
+    :func:`compare_to_baseline` ``options``. The MDE is at ``mde_level`` (default
+    ``level / m`` for m comparisons, what Holm asks of a lone true effect; False: none).
+    ``holm_correct=False`` leaves the correction to a caller that pools several tables
+    into one family (:func:`holm_family`)."""
     if baseline not in groups:
         raise ConfigError(f"baseline {baseline!r} is not one of: {', '.join(groups)}")
-    base_values, base_seeds = groups[baseline]
     others = [g for g in groups if g != baseline]
-    at = mde_level if mde_level is not None else level / max(len(others), 1)
-    at = None if at is False else at
+    at = level / max(len(others), 1) if mde_level is None else (mde_level or None)
     out = {
-        g: compare_to_baseline(
-            groups[g][0], groups[g][1], base_values, base_seeds, level=at, **kwargs
-        )
-        for g in others
+        g: compare_to_baseline(*groups[g], *groups[baseline], level=at, **options) for g in others
     }
     if holm_correct:
-        holm_family([out[g] for g in others], level)
+        holm_family(list(out.values()), level)
     return out

@@ -101,7 +101,8 @@ def run_trial(
             first = recorder.resume(loop, config, bundle, at_end=at_end)
         else:
             first = recorder.start(loop, config, bundle, at_end=at_end,
-                                   tags=_tags(run, bundle, loop, init_info))
+                                   tags=_tags(run, bundle, loop, init_info),
+                                   source_model=run.init.model_id if run.init else None)
         fit(loop, first, recorder.after_epoch)
         final, best = _test(loop, bundle, recorder)
         recorder.finish(final, best, export=run.finetuning)
@@ -250,8 +251,9 @@ def trial_name(run: "ResolvedRun", prefix: str | None = None) -> str:
 
 def _tags(run: "ResolvedRun", bundle: "DataBundle", loop: Loop,
           init_info: Mapping[str, Any]) -> dict[str, Any]:
-    """Facts about the run that are not settings: where validation and test come from, the
-    SDPA kernel that really runs, the model's size, what loading the initial weights did."""
+    """Facts about the run that are not settings: where validation and test come from and
+    their sizes, the SDPA kernel that really runs, the model's size, what loading the initial
+    weights did."""
     from ablate.trial.sdpa_backend import probe_model_sdpa_backend, warn_if_math
 
     model = loop.model
@@ -266,6 +268,8 @@ def _tags(run: "ResolvedRun", bundle: "DataBundle", loop: Loop,
         "torch": torch.__version__,
         "n_params": sum(p.numel() for p in model.parameters()),
         "n_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        # the sizes every number is measured on (compare's binomial intervals need N)
+        **{f"data.{k}": bundle.info[k] for k in ("train_size", "val_size", "test_size")},
     }
     tags.update({f"init.{k}": v for k, v in init_info.items()
                  if k not in ("source", "source_file")})

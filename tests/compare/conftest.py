@@ -1,11 +1,13 @@
 """Synthetic MLflow stores for `ablate compare`, written through the real MlflowClient.
 
-Runs follow the trainer's metric contract (step = epoch): ``val_*`` and ``alpha`` at
-0..E, ``train_loss`` / ``train_acc`` / ``lr`` at 1..E, and at step E ``test_*`` on the final
-weights (with ``test_epoch``, ``test_alpha``) plus ``best_test_*`` on the best-validation
-checkpoint (with ``best_epoch``, ``best_val_acc``, ``best_test_alpha``). ``contract="old"``
-logs what earlier trainers did: ``test_*`` on the best-validation checkpoint, no
-``test_epoch``. Every number logged is also returned, so tests recompute expectations
+Runs follow the recorder's contract (ablate.tracking.conventions; step = epoch): curves
+``<quantity>/val`` and ``alpha/value`` at 0..E, ``loss/train`` / ``acc/train`` /
+``optim/lr`` at 1..E, and at step E ``test_*`` of the final weights (with ``test_epoch``,
+``test_alpha``) plus ``best_test_*`` of the best-validation checkpoint (with ``best_epoch``,
+``best_val_acc``, ``best_test_alpha``). Params are the effective configuration (``variant``,
+``seed``, ``lr``, ...; ``alpha_schedule`` / ``alpha_start`` / ``alpha_end`` only where a
+schedule drives alpha); tags only what is not config (``study``, ``role``, ``trial_state``,
+``split``). Every number logged is also returned, so tests recompute expectations
 independently of ablate.compare.
 """
 
@@ -21,6 +23,8 @@ mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 
+from ablate.tracking import conventions as cv  # noqa: E402
+
 EPOCHS = 6
 SEEDS = (0, 1, 2, 3)
 # True end levels; a seed shifts every variant's curve by the same offset (shared split,
@@ -31,7 +35,7 @@ NOISE = 0.004
 
 
 def curve(variant: str, seed: int, epochs: int = EPOCHS, salt: int = 0) -> np.ndarray:
-    """val_acc at steps 0..epochs: a saturating curve, a per-seed offset, a little noise."""
+    """acc/val at steps 0..epochs: a saturating curve, a per-seed offset, a little noise."""
     rng = np.random.default_rng(1000 * seed + 7 * len(variant) + salt)
     e = np.arange(epochs + 1)
     level = PLATEAU.get(variant, 0.85) + SEED_OFFSET.get(seed, 0.0)
@@ -47,7 +51,7 @@ def log_run(
     seed: int,
     val_acc: np.ndarray,
     status: str = "FINISHED",
-    contract: str = "new",
+    tested: bool = True,
     params: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
     alpha: bool | None = None,
@@ -55,28 +59,16 @@ def log_run(
     """Log one run; returns what was logged (run_id, arrays, end-of-run numbers).
 
     Args:
-        val_acc: validation accuracy at epochs 0..E (the other curves derive from it).
+        val_acc: validation accuracy at epochs 0..E (the other curves derive from it);
+            NaN values are logged as they are (a diverged run).
         status: FINISHED, RUNNING (no end-of-run numbers), FAILED, KILLED.
-        contract: ``new``, ``old`` or ``none`` (no test numbers at all).
+        tested: log the end-of-run test numbers (a FINISHED run).
         params: config params over a default set (variant, seed, lr, epochs, device, ...).
-        alpha: log an alpha curve (default: for every variant but softmax).
+        alpha: an alpha schedule drives alpha (default: every variant but softmax).
     """
     alpha = variant != "softmax" if alpha is None else alpha
     val_acc = np.asarray(val_acc, dtype=float)
-    run = client.create_run(
-        experiment_id,
-        run_name=f"{variant}-s{seed}",
-        tags={
-            "variant": variant,
-            "apply_to": "attention",
-            "model": "cct_2_3x2_32",
-            "dataset": "digits",
-            "task": "image",
-            "alpha_schedule": "linear" if alpha else "none",
-            "seed": str(seed),
-            **(tags or {}),
-        },
-    )
+    run = client.create_run(experiment_id, run_name=f"{variant}-s{seed}", tags=tags or {})
     run_id = run.info.run_id
     epochs = len(val_acc) - 1
     ts = int(time.time() * 1000)
@@ -85,23 +77,25 @@ def log_run(
     metrics = []
     for step in range(epochs + 1):
         m = {
-            "val_acc": val_acc[step],
-            "val_loss": val_loss[step],
-            "val_f1": val_acc[step] - 0.02,
-            "val_precision": val_acc[step] - 0.01,
-            "val_recall": val_acc[step] - 0.015,
+            cv.VAL_ACC: val_acc[step],
+            cv.VAL_LOSS: val_loss[step],
+            cv.curve("f1", "val"): val_acc[step] - 0.02,
+            cv.curve("precision", "val"): val_acc[step] - 0.01,
+            cv.curve("recall", "val"): val_acc[step] - 0.015,
         }
         if alphas is not None:
-            m["alpha"] = alphas[step]
+            m[cv.ALPHA] = alphas[step]
         if step >= 1:
-            # the objective (label smoothing, MixUp) sits well above the clean val_loss
-            m.update(train_loss=val_loss[step] + 0.6, train_acc=val_acc[step] + 0.02, lr=5e-4)
+            # the objective (label smoothing, MixUp) sits well above the clean loss/val
+            m.update({cv.TRAIN_LOSS: val_loss[step] + 0.6, cv.TRAIN_ACC: val_acc[step] + 0.02,
+                      cv.LR: 5e-4})  # fmt: skip
         metrics += [Metric(k, float(v), ts + step, step) for k, v in m.items()]
-    best_epoch = int(np.argmax(val_acc[1:]) + 1)  # the trainer's rule: first max, epoch >= 1
+    finite = np.where(np.isfinite(val_acc[1:]), val_acc[1:], -np.inf)
+    best_epoch = int(np.argmax(finite) + 1) if epochs else 0  # first max, epoch >= 1
     test_final = float(val_acc[-1] - 0.01)
     test_best = float(val_acc[best_epoch] - 0.012)
     end: dict[str, float] = {}
-    if status == "FINISHED" and contract == "new":
+    if status == "FINISHED" and tested:
         end = {
             "test_acc": test_final,
             "test_loss": 2.5 * (1 - test_final),
@@ -114,25 +108,22 @@ def log_run(
         }
         if alphas is not None:
             end.update(test_alpha=alphas[-1], best_test_alpha=alphas[best_epoch])
-    elif status == "FINISHED" and contract == "old":
-        end = {
-            "test_acc": test_best,
-            "test_loss": 2.5 * (1 - test_best),
-            "best_epoch": best_epoch,
-            "best_val_acc": float(val_acc[best_epoch]),
-        }
     metrics += [Metric(k, float(v), ts + epochs + 1, epochs) for k, v in end.items()]
+    schedule = {"alpha_schedule": "linear", "alpha_start": "0.0", "alpha_end": "1.0"}
     config = {
         "variant": variant,
         "seed": str(seed),
+        "model": "cct_2_3x2_32",
+        "dataset": "digits",
+        "apply_to": "attention",
         "lr": "0.0005",
         "epochs": str(EPOCHS),  # planned; a RUNNING or pruned run has logged fewer
-        "dataset": "digits",
         "device": "cpu",
         "data_dir": "./data",
         "run_name": f"{variant}-s{seed}",
         "n_params": "12345",
         "data.train_size": "1293",
+        **(schedule if alpha else {}),
         **{k: str(v) for k, v in (params or {}).items()},
     }
     client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in config.items()])
@@ -161,11 +152,10 @@ def make_run() -> Callable[..., dict[str, Any]]:
 def store(tmp_path_factory) -> dict[str, Any]:
     """One SQLite store shared by the compare tests.
 
-    * ``ablate``: 3 variants x 4 seeds, new contract, all FINISHED; device and data_dir
+    * ``ablate``: 3 variants x 4 seeds, all FINISHED; device and data_dir
       differ between runs (run-local: must not block pooling).
     * ``mixed``: softmax / softmax_v x 3 seeds, one softmax run still RUNNING (4 epochs),
       plus a FAILED, a pruned (KILLED) run and one on another data set.
-    * ``old``: softmax / softmax_v x 3 seeds logged with the old contract.
     * ``lrs``: softmax x 3 seeds at two learning rates (must not be pooled silently).
     * study ``sweep``: parent in ``studies``, trials there and in ``studies-b``.
     """
@@ -215,14 +205,7 @@ def store(tmp_path_factory) -> dict[str, Any]:
         status="KILLED", tags={"trial_state": "PRUNED"},
     )  # fmt: skip
     log_run(client, mixed, variant="softmax", seed=9, val_acc=curve("softmax", 9) - 0.3,
-            tags={"dataset": "cifar10"}, params={"dataset": "cifar10"})  # fmt: skip
-
-    old = exp("old")
-    out["runs"]["old"] = [
-        log_run(client, old, variant=v, seed=s, val_acc=curve(v, s, salt=2), contract="old")
-        for v in ("softmax", "softmax_v")
-        for s in (0, 1, 2)
-    ]
+            params={"dataset": "cifar10"})  # fmt: skip
 
     lrs = exp("lrs")
     out["runs"]["lrs"] = [
@@ -243,19 +226,14 @@ def store(tmp_path_factory) -> dict[str, Any]:
     out["parent_id"] = parent.info.run_id
     study_tags = {"study": "sweep", "role": "trial", "mlflow.parentRunId": parent.info.run_id}
     runs = []
-    for v, s, e in [("softmax", 0, studies), ("softmax", 1, studies), ("softmax", 2, studies_b),
-                    ("softmax_v", 0, studies), ("softmax_v", 1, studies_b),
-                    ("softmax_v", 2, studies_b)]:  # fmt: skip
-        runs.append(
-            log_run(
-                client,
-                e,
-                variant=v,
-                seed=s,
-                val_acc=curve(v, s, salt=5),
-                tags={**study_tags, "trial_state": "COMPLETE"},
-            )  # fmt: skip
-        )
+    for number, (v, s, e) in enumerate(
+        [("softmax", 0, studies), ("softmax", 1, studies), ("softmax", 2, studies_b),
+         ("softmax_v", 0, studies), ("softmax_v", 1, studies_b), ("softmax_v", 2, studies_b)]
+    ):  # fmt: skip
+        # Optuna's bookkeeping is tags, numeric ones too; never config
+        tags = {**study_tags, "trial_state": "COMPLETE", "optuna.trial_number": str(number),
+                "optuna.attempt": "0"}  # fmt: skip
+        runs.append(log_run(client, e, variant=v, seed=s, val_acc=curve(v, s, salt=5), tags=tags))
     out["runs"]["sweep"] = runs
     log_run(client, studies_b, variant="softmax_v", seed=5, val_acc=curve("softmax_v", 5, 1),
             status="KILLED", tags={**study_tags, "trial_state": "PRUNED"})  # fmt: skip

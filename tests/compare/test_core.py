@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from ablate import compare
+from ablate.compare.stats import holm
 from ablate.exceptions import AblateError, ConfigError, DataError
 
 
@@ -30,13 +31,15 @@ def _by_seed(runs, variant, key):
 @pytest.fixture(scope="module")
 def main(store):
     """The default comparison of experiment 'ablate' (no files)."""
-    return compare.compare_runs(experiment="ablate", tracking_uri=store["uri"], out_dir=None)
+    return compare.compare_runs(experiment="ablate", tracking_uri=store["uri"], out=None)
 
 
 def test_default_end_point_is_the_final_models_test_number(store, main):
     runs = store["runs"]["ablate"]
-    # only the variant varies (alpha_schedule follows it; device and data_dir are run-local)
-    assert main.group_by == ("variant",) and main.following == ("alpha_schedule",)
+    # only the variant varies (its alpha schedule follows it; device, data_dir are run-local)
+    assert main.group_by == ("variant",)
+    assert main.following == ("alpha_schedule", "alpha_start", "alpha_end")
+    assert main.confounders == ()
     assert main.endpoint_source == "test"
     assert main.metric == "test_acc" and main.checkpoint == "final"
     assert list(main.table["group"]) == ["softmax", "softmax_v", "alpha_remix"]  # ranked
@@ -79,7 +82,7 @@ def test_paired_tests_holm_and_curve_comparison(store, main):
         assert row["auc_p_value"] == pytest.approx(stats.ttest_rel(curve, base_curve).pvalue)
         raw_auc.append(stats.ttest_rel(curve, base_curve).pvalue)
     # one Holm family over the end-point and the curve comparisons
-    adjusted = compare.holm(raw + raw_auc)
+    adjusted = holm(raw + raw_auc)
     assert list(main.table["p_holm"].iloc[1:]) == pytest.approx(adjusted[:2])
     assert list(main.table["auc_p_holm"].iloc[1:]) == pytest.approx(adjusted[2:])
     # softmax_v is 0.05 better with a shared seed offset: the paired test sees it clearly
@@ -113,19 +116,19 @@ def test_paired_tests_holm_and_curve_comparison(store, main):
 def test_checkpoint_best_and_explicit_metrics(store):
     runs = store["runs"]["ablate"]
     best = compare.compare_runs(
-        experiment="ablate", checkpoint="best", tracking_uri=store["uri"], out_dir=None, n_boot=0
+        experiment="ablate", checkpoint="best", tracking_uri=store["uri"], out=None, bootstrap=0
     )
     base = _by_seed(runs, "softmax", "best_test_acc")
     other = _by_seed(runs, "softmax_v", "best_test_acc")
     assert _row(best, "softmax_v")["diff"] == pytest.approx(other.mean() - base.mean())
     assert _row(best, "softmax_v")["p_value"] == pytest.approx(stats.ttest_rel(other, base).pvalue)
     same = compare.compare_runs(
-        experiment="ablate", metric="best_test_acc", tracking_uri=store["uri"], out_dir=None,
-        n_boot=0,
+        experiment="ablate", metric="best_test_acc", tracking_uri=store["uri"], out=None,
+        bootstrap=0,
     )  # fmt: skip
     assert same.checkpoint == "best" and same.table["diff"].equals(best.table["diff"])
     val = compare.compare_runs(
-        experiment="ablate", metric="val_loss", tracking_uri=store["uri"], out_dir=None, n_boot=0
+        experiment="ablate", metric="loss/val", tracking_uri=store["uri"], out=None, bootstrap=0
     )
     assert val.mode == "min" and val.endpoint_source == "val" and val.spec.bounds is None
     losses = [2.5 * (1 - r["val_acc"][-1]) for r in runs if r["variant"] == "softmax_v"]
@@ -133,30 +136,10 @@ def test_checkpoint_best_and_explicit_metrics(store):
     assert list(val.table["group"]) == ["softmax", "softmax_v", "alpha_remix"]
 
 
-def test_old_runs_are_compared_on_validation(store):
-    runs = store["runs"]["old"]
-    result = compare.compare_runs(experiment="old", tracking_uri=store["uri"], out_dir=None)
-    assert result.endpoint_source == "val" and result.metric == "val_acc"
-    final = [r["val_acc"][-1] for r in runs if r["variant"] == "softmax_v"]
-    assert _row(result, "softmax_v")["final_mean"] == pytest.approx(np.mean(final))
-    assert any("logged before test numbers on the final weights" in n for n in result.notes)
-    # their test_acc is the best-validation checkpoint's: available as --checkpoint best
-    best = compare.compare_runs(
-        experiment="old", checkpoint="best", tracking_uri=store["uri"], out_dir=None
-    )
-    assert best.endpoint_source == "test"
-    old_test = [r["test_acc"] for r in runs if r["variant"] == "softmax_v"]
-    assert _row(best, "softmax_v")["best_mean"] == pytest.approx(np.mean(old_test))
-    with pytest.raises(ConfigError, match="--checkpoint best"):
-        compare.compare_runs(
-            experiment="old", metric="test_acc", tracking_uri=store["uri"], out_dir=None
-        )
-
-
 def test_running_failed_and_pruned_runs(store):
     result = compare.compare_runs(
-        experiment="mixed", filter_string="tags.dataset = 'digits'", tracking_uri=store["uri"],
-        out_dir=None, n_boot=0,
+        experiment="mixed", filter="params.dataset = 'digits'", tracking_uri=store["uri"],
+        out=None, bootstrap=0,
     )  # fmt: skip
     # the RUNNING run is left out by default and counted: the others keep their test numbers
     assert result.endpoint_source == "test" and result.at_epoch is None
@@ -168,42 +151,47 @@ def test_running_failed_and_pruned_runs(store):
     assert "softmax-s2" not in set(result.per_run["run_name"])
 
     partial = compare.compare_runs(
-        experiment="mixed", filter_string="tags.dataset = 'digits'", include_pruned=True,
-        include_running=True, tracking_uri=store["uri"], out_dir=None, n_boot=0,
+        experiment="mixed", filter="params.dataset = 'digits'", include_pruned=True,
+        include_running=True, tracking_uri=store["uri"], out=None, bootstrap=0,
     )  # fmt: skip
     # a partial look: every end point is val_acc at the last epoch every run reached (the
     # pruned run logged epochs 0-2), never an epoch-2 value averaged with epoch-6 ones
     assert partial.endpoint_source == "val" and partial.at_epoch == 2
-    assert partial.metric_label == "val_acc at epoch 2"
+    assert partial.metric_label == "acc/val at epoch 2"
     row = _row(partial, "softmax_v")
-    assert row["n"] == 4 and row["test"] == "Welch t"  # seed 8 has no softmax partner
+    # seed 8 has no softmax partner: the 3 shared seeds stay paired
+    assert row["n"] == 4 and (row["test"], row["n_pairs"], row["n_units"]) == ("paired t", 3, 4)
     values = [r["val_acc"][2] for r in store["runs"]["mixed"] if r["variant"] == "softmax_v"]
     values.append(store["pruned"]["val_acc"][2])
     assert row["final_mean"] == pytest.approx(np.mean(values))
     assert set(partial.per_run["final_epoch"]) == {2.0}
     assert any("partial look" in n for n in partial.notes)
-    soft = partial.curves.query("metric == 'val_acc' and group == 'softmax'")
+    soft = partial.curves.query("metric == 'acc/val' and group == 'softmax'")
     assert list(soft["n"]) == [3, 3, 3, 3, 3, 2, 2]
-    assert any("softmax n=3->2 at epoch 5" in n for n in partial.notes)
+    assert any("'softmax' n=3->2 at epoch 5" in n for n in partial.notes)
 
 
 def test_pooling_different_configs_is_refused(store):
     with pytest.raises(ConfigError) as info:
         compare.compare_runs(
-            experiment="lrs", group_by="variant", tracking_uri=store["uri"], out_dir=None
+            experiment="lrs", group_by="variant", tracking_uri=store["uri"], out=None
         )
     message = str(info.value)
     assert "\n" not in message
     for part in ("lr (0.0005, 0.001)", "epochs (6, 8)", "--pool-over epochs,lr", "'softmax'"):
         assert part in message
     # default grouping: by epochs (the first varying key); lr follows it and adds no split
-    split = compare.compare_runs(experiment="lrs", tracking_uri=store["uri"], out_dir=None)
+    split = compare.compare_runs(experiment="lrs", baseline="6", tracking_uri=store["uri"],
+                                 out=None)  # fmt: skip
     assert split.group_by == ("epochs",) and split.following == ("lr",)
     assert set(split.table["group"]) == {"6", "8"}
     assert "grouped by epochs (lr varies with them)" in compare.format_report(split)
+    # epochs and lr differ together: a difference measures both (no star; test_no_false_stars)
+    assert split.confounders == ("lr",)
+    assert any(n.startswith("no star: the groups also differ in lr") for n in split.notes)
     pooled = compare.compare_runs(
         experiment="lrs", group_by="variant", pool_over="lr,epochs", tracking_uri=store["uri"],
-        out_dir=None,
+        out=None,
     )  # fmt: skip
     # the same seed at two learning rates is one unit (3 seeds, 6 runs)
     assert list(pooled.table["group"]) == ["softmax"] and _row(pooled, "softmax")["n"] == 3
@@ -213,15 +201,15 @@ def test_pooling_different_configs_is_refused(store):
 
 def test_study_writes_files_and_logs_them_to_its_parent(store, tmp_path):
     out = tmp_path / "study"
-    result = compare.compare_runs(study="sweep", tracking_uri=store["uri"], out_dir=out)
+    result = compare.compare_runs(study="sweep", tracking_uri=store["uri"], out=out)
     assert result.parent_run_id == store["parent_id"]
     assert _row(result, "softmax_v")["n"] == 3  # across two experiments, pruned one left out
     assert _row(result, "softmax_v")["test"] == "paired t"
     names = {p.name for p in result.files}
     assert {
         "summary_test_acc.csv", "summary_test_acc.md", "runs_test_acc.csv", "curves.csv",
-        "diff_curves.csv", "curve_val_acc.png", "curve_val_loss.png", "curve_train_loss.png",
-        "curve_alpha.png", "diff_val_acc.png", "final_best_test_acc.png",
+        "diff_curves.csv", "curve_acc_val.png", "curve_loss_val.png", "curve_loss_train.png",
+        "curve_alpha_value.png", "diff_acc_val.png", "final_best_test_acc.png",
     } <= names  # fmt: skip
     logged = {f.path for f in store["client"].list_artifacts(store["parent_id"], "compare")}
     assert {f"compare/{n}" for n in names} <= logged  # other tests log to it too
@@ -233,11 +221,14 @@ def test_study_writes_files_and_logs_them_to_its_parent(store, tmp_path):
     [
         ({"experiment": "nope"}, ConfigError, ["unknown experiment 'nope'", "ablate", "studies"]),
         ({"study": "nope"}, ConfigError, ["unknown study 'nope'", "sweep"]),
-        ({"metric": "val_top5_acc"}, ConfigError, ["'val_top5_acc'", "val_acc", "train_loss"]),
-        ({"filter_string": "tags.dataset = 'imagenet'"}, DataError, ["no runs", "imagenet"]),
-        ({"filter_string": "tags.dataset == 'digits'"}, ConfigError, ["--filter", "comparator"]),
-        ({"metric": "lr"}, ConfigError, ["--mode max or --mode min"]),
+        ({"metric": "top5_acc/val"}, ConfigError, ["'top5_acc/val'", "acc/val", "loss/train"]),
+        ({"metric": "val_acc"}, ConfigError, ["--metric val_acc", "use --metric acc/val"]),
+        ({"metric": "train_loss"}, ConfigError, ["now named loss/train"]),
+        ({"filter": "params.dataset = 'imagenet'"}, DataError, ["no runs", "imagenet"]),
+        ({"filter": "params.dataset == 'digits'"}, ConfigError, ["--filter", "comparator"]),
+        ({"metric": "optim/lr"}, ConfigError, ["--mode max or --mode min"]),
         ({"group_by": "varaint"}, ConfigError, ["'varaint'", "variant", "apply_to"]),
+        ({"baseline": "nope"}, ConfigError, ["--baseline 'nope'", "softmax, softmax_v"]),
         ({"pool_over": "lrr"}, ConfigError, ["--pool-over", "'lrr'"]),
         ({"group_by": "variant", "pool_over": "variant"}, ConfigError, ["both group by"]),
         ({"pairing": "maybe"}, ConfigError, ["auto, paired, welch"]),
@@ -248,7 +239,7 @@ def test_study_writes_files_and_logs_them_to_its_parent(store, tmp_path):
 def test_errors_are_one_line(store, kwargs, error, words):
     kwargs = {"experiment": "ablate", **kwargs} if "study" not in kwargs else kwargs
     with pytest.raises(error) as info:
-        compare.compare_runs(tracking_uri=store["uri"], out_dir=None, **kwargs)
+        compare.compare_runs(tracking_uri=store["uri"], out=None, **kwargs)
     message = str(info.value)
     assert isinstance(info.value, AblateError) and "\n" not in message
     for word in words:
@@ -259,7 +250,7 @@ def test_missing_store_is_an_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(DataError, match="no MLflow store"):
-        compare.compare_runs(out_dir=None)
+        compare.compare_runs(out=None)
     assert not (tmp_path / "mlflow.db").exists()
     with pytest.raises(DataError, match="cannot open MLflow store foo://bar"):
-        compare.compare_runs(tracking_uri="foo://bar", out_dir=None)
+        compare.compare_runs(tracking_uri="foo://bar", out=None)

@@ -18,14 +18,15 @@ from ablate.compare.curves import (
     median_censored,
 )
 from ablate.compare.select import RunRecord
+from ablate.tracking.conventions import VAL_ACC, VAL_LOSS
 
 
 def _run(group: str, seed: str, values) -> RunRecord:
     series = pd.Series(np.asarray(values, float), index=pd.RangeIndex(len(values), name="step"))
     return RunRecord(
         run_id=f"{group}-{seed}", name=f"{group}-{seed}", experiment_id="1",
-        status="FINISHED", pruned=False, tags={"seed": seed}, params={}, latest={},
-        histories={"val_acc": series}, group=group,
+        status="FINISHED", pruned=False, tags={}, params={"seed": seed}, latest={},
+        histories={VAL_ACC: series}, group=group,
     )  # fmt: skip
 
 
@@ -53,7 +54,7 @@ def test_auc_and_epochs_to_target():
 
 def test_aggregate_curves_aligned_and_bounded():
     runs = [*RUNS, _run("short", "0", [0.9, 0.99]), _run("short", "1", [0.95, 0.999, 1.0])]
-    curves = aggregate_curves(runs, ["val_acc"], ["softmax", "short"], bounds={"val_acc": (0, 1)})
+    curves = aggregate_curves(runs, [VAL_ACC], ["softmax", "short"], bounds={VAL_ACC: (0, 1)})
     soft = curves[curves["group"] == "softmax"].set_index("step")
     at3 = np.array([v[3] for v in BASE.values()])
     assert soft.loc[3, "mean"] == pytest.approx(at3.mean())
@@ -66,11 +67,11 @@ def test_aggregate_curves_aligned_and_bounded():
 
 
 def test_diff_curves_paired_by_seed_else_welch():
-    diffs = diff_curves(RUNS, "val_acc", ["softmax", "softmax_v"], "softmax", bounds=(0, 1))
+    diffs = diff_curves(RUNS, VAL_ACC, ["softmax", "softmax_v"], "softmax", bounds=(0, 1))
     assert set(diffs["group"]) == {"softmax_v"} and set(diffs["test"]) == {"paired t"}
     row = diffs.set_index("step").loc[2]
-    a = np.array([r.histories["val_acc"][2] for r in RUNS if r.group == "softmax_v"])
-    b = np.array([r.histories["val_acc"][2] for r in RUNS if r.group == "softmax"])
+    a = np.array([r.histories[VAL_ACC][2] for r in RUNS if r.group == "softmax_v"])
+    b = np.array([r.histories[VAL_ACC][2] for r in RUNS if r.group == "softmax"])
     ref = stats.ttest_rel(a, b).confidence_interval(0.95)
     assert row["diff"] == pytest.approx((a - b).mean())
     assert (row["ci_low"], row["ci_high"]) == pytest.approx(tuple(ref))
@@ -83,13 +84,13 @@ def test_diff_curves_paired_by_seed_else_welch():
     assert ((half >= 1 - 1e-9) & (half <= bonferroni + 1e-9)).all()
     # other seeds in the variant: Welch's interval
     other = [*RUNS[:3], *(_run("softmax_v", f"9{s}", BASE[s] + 0.05) for s in "012")]
-    diffs = diff_curves(other, "val_acc", ["softmax", "softmax_v"], "softmax")
+    diffs = diff_curves(other, VAL_ACC, ["softmax", "softmax_v"], "softmax")
     assert set(diffs["test"]) == {"Welch t"} and set(diffs["band"]) == {"Bonferroni over 4 epochs"}
-    assert diff_curves(RUNS, "val_acc", ["softmax"], None).empty
+    assert diff_curves(RUNS, VAL_ACC, ["softmax"], None).empty
 
 
 def test_default_target_is_the_worst_groups_final_level():
     worst = np.mean([v[-1] for v in BASE.values()])
     # rounded down to 3 decimals (0.1 of a percentage point): every group still reaches it
-    assert default_target(RUNS, "val_acc", "max") == math.floor(worst * 1000) / 1000
-    assert default_target(RUNS, "val_loss", "max") is None
+    assert default_target(RUNS, VAL_ACC, "max") == math.floor(worst * 1000) / 1000
+    assert default_target(RUNS, VAL_LOSS, "max") is None

@@ -29,11 +29,9 @@ def dose_store(tmp_path_factory):
     for alpha in ALPHAS:
         for seed in range(3):
             values = curve("softmax", seed) + SLOPE * alpha + rng.normal(0, 0.002)
-            spec = f"alpha_remix:alpha={alpha:g}"
             logged.append(log_run(
-                client, eid, variant="alpha_remix", seed=seed, val_acc=values,
-                tags={"variant": spec, "variant.alpha": f"{alpha:g}"},
-                params={"variant": spec, "data.test_size": "360"},
+                client, eid, variant="alpha_remix", seed=seed, val_acc=values, alpha=False,
+                params={"variant.alpha": f"{alpha:g}", "data.test_size": "360"},
             ))  # fmt: skip
     return uri, logged
 
@@ -51,36 +49,34 @@ def test_x_alpha_prints_one_row_per_level_and_writes_the_plot(dose_store, tmp_pa
     assert [row.split()[0] for row in table[2:]] == ["0", "0.25", "0.5", "1", "trend"]
     assert all("3 (0/0)" in row for row in table[2:-1])
     assert "baseline" in table[2] and "paired t (3 pairs)" in table[3]
+    assert lines[title].endswith("; Δ vs alpha = 0:")
     assert (out / "dose_test_acc_vs_alpha.png").is_file()
     assert (out / "dose_test_acc_vs_alpha.pdf").is_file()
     assert (out / "dose_test_acc_vs_alpha.csv").is_file()
 
 
-def test_trend_is_the_blocked_regression_slope(dose_store):
+def test_trend_is_the_mean_of_per_seed_slopes(dose_store):
     uri, logged = dose_store
-    result = compare.compare_runs(experiment="ablate", x="alpha", tracking_uri=uri, out_dir=None)
+    result = compare.compare_runs(experiment="ablate", x="alpha", tracking_uri=uri, out=None)
     levels = result.dose.levels
     assert list(levels["x"]) == list(ALPHAS) and list(levels["n"]) == [3, 3, 3, 3]
     (fit,) = result.dose.trends
-    # reference: OLS with one intercept per seed (statsmodels-free: dummy columns)
-    rows = [(a, s, r["test_final"]) for r, (a, s) in
-            zip(logged, [(a, s) for a in ALPHAS for s in range(3)])]  # fmt: skip
-    design = np.array([[a] + [float(s == k) for k in range(3)] for a, s, _ in rows])
-    y = np.array([v for _, _, v in rows])
-    coef, residual, *_ = np.linalg.lstsq(design, y, rcond=None)
-    df = len(y) - design.shape[1]
-    se = np.sqrt(residual[0] / df * np.linalg.inv(design.T @ design)[0, 0])
-    assert fit["slope"] == pytest.approx(coef[0]) and fit["df"] == df
-    half = sps.t.ppf(0.975, df) * se
-    assert (fit["ci_low"], fit["ci_high"]) == pytest.approx((coef[0] - half, coef[0] + half))
-    assert fit["ci_low"] < SLOPE < fit["ci_high"] and fit["significant"]
+    # reference: a least-squares slope per seed, then a one-sample t-test over the seeds
+    slopes = [np.polyfit(ALPHAS, [r["test_final"] for r in logged if r["seed"] == s], 1)[0]
+              for s in range(3)]  # fmt: skip
+    ref = sps.ttest_1samp(slopes, 0.0)
+    assert fit["slope"] == pytest.approx(np.mean(slopes))
+    assert fit["p_value"] == pytest.approx(ref.pvalue)
+    assert (fit["ci_low"], fit["ci_high"]) == pytest.approx(tuple(ref.confidence_interval()))
+    assert fit["test"] == "mean of per-seed slopes (3 seeds)"
+    assert fit["ci_low"] < SLOPE < fit["ci_high"]
     # Δ vs a chosen baseline level; a level that does not exist is a one-line error
     other = compare.compare_runs(experiment="ablate", x="alpha", baseline_x="0.5",
-                                 tracking_uri=uri, out_dir=None)  # fmt: skip
-    assert other.dose.baseline_x == 0.5
+                                 tracking_uri=uri, out=None)  # fmt: skip
+    assert other.dose.baselines == [0.5]
     assert other.dose.levels.set_index("x").loc[0.5, "test"] == ""
     with pytest.raises(ConfigError, match="not a level of alpha; levels: 0, 0.25, 0.5, 1"):
         compare.compare_runs(experiment="ablate", x="alpha", baseline_x="0.3",
-                             tracking_uri=uri, out_dir=None)  # fmt: skip
+                             tracking_uri=uri, out=None)  # fmt: skip
     with pytest.raises(ConfigError, match="--x beta: no selected run"):
-        compare.compare_runs(experiment="ablate", x="beta", tracking_uri=uri, out_dir=None)
+        compare.compare_runs(experiment="ablate", x="beta", tracking_uri=uri, out=None)

@@ -10,8 +10,10 @@ from ablate.compare.grouping import (
     assign_groups,
     check_pooling,
     config_view,
+    confounders,
     default_group_by,
     following_keys,
+    lost_counts,
     parse_keys,
     varying_keys,
 )
@@ -21,18 +23,13 @@ from ablate.exceptions import ConfigError
 
 
 def _run(i: int, **params: str) -> RunRecord:
-    tags = {"variant": params.get("variant", "softmax"), "seed": params.get("seed", str(i))}
-    base = {"variant": tags["variant"], "seed": tags["seed"], "lr": "0.0005", "epochs": "20"}
+    base = {"variant": "softmax", "seed": str(i), "lr": "0.0005", "epochs": "20"}
+    # Optuna's and MLflow's tags vary per run and are never config
+    tags = {"optuna.trial_number": str(i), "mlflow.source.git.commit": f"c{i}", "role": "trial"}
     return RunRecord(
-        run_id=f"r{i}",
-        name=f"run{i}",
-        experiment_id="1",
-        status="FINISHED",
-        pruned=False,
-        tags=tags,
-        params={**base, **params},
-        latest={},
-    )
+        run_id=f"r{i}", name=f"run{i}", experiment_id="1", status="FINISHED", pruned=False,
+        tags=tags, params={**base, **params}, latest={},
+    )  # fmt: skip
 
 
 def test_run_local_and_derived_keys_do_not_split_groups():
@@ -46,6 +43,7 @@ def test_run_local_and_derived_keys_do_not_split_groups():
     # every run-local key is a real config field (no typo silently ignoring nothing)
     assert RUN_LOCAL_KEYS <= {f.name for f in config_fields()}
     assert "seed" not in config_view(runs[0])
+    assert not any(k.startswith(("optuna.", "mlflow.")) for k in config_view(runs[0]))
 
 
 def test_default_group_by_keeps_only_keys_that_split():
@@ -59,6 +57,10 @@ def test_default_group_by_keeps_only_keys_that_split():
     assert default_group_by(runs) == ("variant", "alpha_schedule")
     assert default_group_by(runs[:3]) == ("variant",)
     assert following_keys(runs[:3], ("variant",)) == ("alpha_schedule",)
+    # the variant's own keys follow a variant grouping without confounding it; lr would
+    assert confounders(("alpha_schedule", "variant.beta"), ("variant",)) == ()
+    assert confounders(("alpha_schedule", "lr"), ("variant",)) == ("lr",)
+    assert confounders(("alpha_schedule",), ("lr",)) == ("alpha_schedule",)
     assigned = assign_groups(runs, None)
     assert assigned == ("variant", "alpha_schedule")
     assert [r.group for r in runs] == [
@@ -96,7 +98,7 @@ def test_missing_key_counts_as_a_value():
 
 def test_bad_keys():
     runs = [_run(0), _run(1)]
-    with pytest.raises(ConfigError, match="--group-by: no selected run has a tag or param 'vari'"):
+    with pytest.raises(ConfigError, match="--group-by: no selected run has a param or tag 'vari'"):
         assign_groups(runs, ("vari",))
     with pytest.raises(ConfigError, match="--pool-over: no selected run"):
         assign_groups(runs, ("variant",), ("learning_rate",))
@@ -113,3 +115,20 @@ def test_long_value_lists_are_shortened():
     with pytest.raises(ConfigError) as info:
         check_pooling(runs, ("variant",))
     assert "lr (0.001, 0.002, 0.003, 0.004, ... (7 values))" in str(info.value)
+
+
+def test_lost_runs_join_their_groups():
+    """Issue 25 item 8: a variant whose runs all failed still splits the groups, and a run
+    that failed before logging its config does not block pooling."""
+    kept = [_run(0), _run(1)]
+    lost = [_run(2, variant="softmax_v"), _run(3, variant="softmax_v")]
+    for run in lost:
+        run.status = "FAILED"
+    crashed = _run(4)
+    crashed.params, crashed.status = {}, "FAILED"
+    runs = [*kept, *lost, crashed]
+    assert assign_groups(runs, None) == ("variant",)
+    assert [r.group for r in runs] == ["softmax", "softmax", "softmax_v", "softmax_v", "(none)"]
+    counts = lost_counts([*lost, crashed])
+    assert counts == {"softmax_v": {"failed": 2, "pruned": 0, "running": 0},
+                      "(none)": {"failed": 1, "pruned": 0, "running": 0}}  # fmt: skip

@@ -16,7 +16,7 @@ from ablate.compare.render import format_report, format_table, heading
 def written(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     result = compare.compare_runs(
-        experiment="ablate", target=0.8, tracking_uri=store["uri"], out_dir=out
+        experiment="ablate", target=0.8, tracking_uri=store["uri"], out=out
     )
     return result, out
 
@@ -40,10 +40,13 @@ def test_report_has_three_aligned_tables(written):
     text = format_report(result)
     assert text.splitlines()[0] == heading(result)
     assert text.splitlines()[1].startswith("measured on: dataset digits")
-    assert "grouped by variant (alpha_schedule varies with them), pooled over seed" in text
+    assert (
+        "grouped by variant (alpha_schedule, alpha_start, alpha_end vary with them), pooled "
+        "over seed"
+    ) in text
     assert "end point: test_acc of the final weights (higher is better)" in text
     assert "difference from softmax (test_acc, final):" in text
-    assert "learning curve: val_acc; AUC = mean val_acc over epochs 1-6:" in text
+    assert "learning curve: acc/val; AUC = mean acc/val over epochs 1-6:" in text
     tables = _tables(text)
     assert len(tables) == 3
     for table in tables:
@@ -52,7 +55,7 @@ def test_report_has_three_aligned_tables(written):
         assert {len(line) for line in table if "baseline" not in line} == {len(table[1])}
         assert [line.split()[0] for line in table[2:]] == ["softmax", "softmax_v", "alpha_remix"]
     end, diff, curve = tables
-    assert "best-val ckpt (mean ± std)" in end[0] and "n (failed/pruned)" in end[0]
+    assert "best-val checkpoint (mean ± std)" in end[0] and "n (failed/pruned)" in end[0]
     assert "final ep 6 α 1" in end[3] and end[2].rstrip().endswith("± " + end[2].split("± ")[-1])
     assert "4 (0/0)" in end[2]
     assert "p (Holm)" in diff[0] and "MDE (80%)" in diff[0] and "P(better)" in diff[0]
@@ -69,8 +72,9 @@ def test_markdown_and_files(written):
     assert "| softmax |" in md and "---:" in md and "**end point: test_acc" in md
     assert md.count("| :---") == 0 and md.count("|:---|") >= 3
     csv = pd.read_csv(out / "summary_test_acc.csv")
-    assert list(csv.columns[:5]) == ["group", "variant", "alpha_schedule", "metric", "checkpoint"]
-    for column in ("p_value", "p_holm", "mde", "seeds_needed", "p_improve", "auc_mean"):
+    assert list(csv.columns[:7]) == ["group", "variant", "alpha_schedule", "alpha_start",
+                                     "alpha_end", "metric", "checkpoint"]  # fmt: skip
+    for column in ("p_value", "p_holm", "mde", "n_pairs", "n_units", "p_improve", "auc_mean"):
         assert column in csv.columns
     row = csv.set_index("group").loc["softmax_v"]
     assert row["final_mean"] == pytest.approx(
@@ -82,7 +86,7 @@ def test_markdown_and_files(written):
     assert set(diffs["group"]) == {"softmax_v", "alpha_remix"}
     from matplotlib.image import imread
 
-    for name in ("curve_val_acc.png", "curve_train_loss.png", "diff_val_acc.png",
+    for name in ("curve_acc_val.png", "curve_loss_train.png", "diff_acc_val.png",
                  "final_best_test_acc.png"):  # fmt: skip
         image = imread(out / name)
         assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 500, name
@@ -92,8 +96,8 @@ def test_markdown_and_files(written):
 
 def test_single_run_group_and_no_baseline(store):
     result = compare.compare_runs(
-        experiment="mixed", filter_string="tags.dataset = 'cifar10'", tracking_uri=store["uri"],
-        out_dir=None,
+        experiment="mixed", filter="params.dataset = 'cifar10'", tracking_uri=store["uri"],
+        out=None,
     )  # fmt: skip
     row = result.table.iloc[0]
     assert row["n"] == 1 and math.isnan(row["final_std"])

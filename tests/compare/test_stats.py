@@ -94,8 +94,13 @@ def test_pairing_rules():
     # identical per-seed differences: no t-test, the exact sign test, no interval
     assert flat.test == "sign (no spread)" and flat.p_value == pytest.approx(0.25)
     assert math.isnan(flat.ci_low) and "interval undefined" in flat.reason
+    # a group without spread against another: the exact permutation test (2 of 6
+    # relabelings are as extreme), never Welch with a variance of 0
     welch_flat = stats.compare_to_baseline([0.9, 0.9], ["0", "1"], [0.8, 0.8], ["5", "6"])
-    assert math.isnan(welch_flat.p_value) and "no spread" in welch_flat.reason
+    assert welch_flat.test == "permutation" and welch_flat.p_value == pytest.approx(2 / 6)
+    assert (
+        math.isnan(welch_flat.ci_low) and "no spread in the group or baseline" in welch_flat.reason
+    )
     single = stats.compare_to_baseline([0.9], ["7"], base, seeds)
     assert single.test == "none (n=1)" and math.isnan(single.p_value)
     other = stats.compare_to_baseline([0.81, 0.83, 0.86], ["0", "1", "5"], base, seeds, n_boot=0)
@@ -106,6 +111,15 @@ def test_pairing_rules():
     assert forced.test == "paired t" and forced.n_pairs == 2
     repeated = stats.compare_to_baseline([0.8, 0.9], ["0", "0"], [0.7, 0.8], ["0", "1"], n_boot=0)
     assert repeated.test == "Welch t"  # a seed twice in one group (pooled over lr): unpairable
+    # a group that lost one of 5 seeds keeps its 4 pairs (Welch over all would lose the
+    # seed's share of the noise, most of it here)
+    rng = np.random.default_rng(0)
+    shift = rng.normal(0, 0.02, 5)
+    noise = rng.normal(0, 0.002, 4)
+    lost = stats.compare_to_baseline(0.91 + shift[:4] + noise, list("0123"), 0.9 + shift,
+                                     list("01234"))  # fmt: skip
+    assert (lost.test, lost.n_pairs, lost.n_units) == ("paired t", 4, 5)
+    assert lost.diff == pytest.approx(0.01 + noise.mean())
     with pytest.raises(ConfigError, match="auto, paired, welch"):
         stats.compare_to_baseline([1.0], ["0"], [1.0], ["0"], pairing="maybe")
 
@@ -215,10 +229,11 @@ def test_bca_is_withheld_where_it_under_covers():
     rng = np.random.default_rng(9)
     assert _bca_coverage(rng, 3, paired=False) < 0.85
     assert _bca_coverage(rng, 5, paired=True) < 0.87
-    a, b = rng.normal(size=(2, stats.BOOTSTRAP_MIN_N - 1))
+    a, b = rng.normal(size=(2, intervals.BOOTSTRAP_MIN_N - 1))
     assert math.isnan(intervals.bca_diff_ci(a, b)[0])
     a, b = rng.normal(size=(2, 200))
-    assert math.isnan(intervals.bca_diff_ci(a, b, paired=True)[0])  # never paired
+    paired = stats.compare_to_baseline(a, range(200), b, range(200), n_boot=500)
+    assert paired.test == "paired t" and math.isnan(paired.boot_low)  # never paired
     low, high = intervals.bca_diff_ci(a[:50], b[:50], n_boot=1000, seed=1)
     assert low < high and math.isfinite(low)
 
@@ -254,3 +269,32 @@ def test_compare_groups_family():
     assert c.mde == pytest.approx(stats.min_detectable_diff(se, 4, 0.01))
     with pytest.raises(ConfigError, match="baseline 'nope'"):
         stats.compare_groups(groups, "nope")
+
+
+def test_ties_are_decided_at_the_metrics_resolution():
+    """Issue 24 item 1: accuracies k/360 logged in float32 differ in the 8th digit; before,
+    '+0.0000 [+0.0000, +0.0000] Welch t 0.0150 *' between identical numbers."""
+    k = np.float32(359 / 360)
+    base = [float(k), 359 / 360, float(np.float32(359) / np.float32(360))] * 3 + [359 / 360]
+    other = [359 / 360 + 1e-9 * i for i in range(9)]  # 9 seeds: one failed
+    assert np.std(base) > 0  # not exactly equal: the old `std == 0` test did not fire
+    c = stats.compare_to_baseline(other, [f"s{i}" for i in range(9)], base,
+                                  [f"t{i}" for i in range(10)], resolution=1 / 360)  # fmt: skip
+    assert c.test == "permutation" and c.p_value == 1.0 and c.diff == 0.0
+    assert math.isnan(c.ci_low) and math.isnan(c.mde)
+    assert stats.sign_test([1e-9, -1e-9, 0.0], stats.tie_tolerance([], 1 / 360)) == 1.0
+    assert stats.tie_tolerance([0.97, 0.98]) == pytest.approx(1e-6)
+    assert stats.tie_tolerance([0.97], 1 / 360) == pytest.approx(1 / 3600)
+
+
+def test_power_and_mde():
+    """The MDE is detected with 80% power: checked by simulating paired t-tests at it."""
+    n, sd = 5, 1.0
+    mde = stats.min_detectable_diff(sd / math.sqrt(n), n - 1)
+    rng = np.random.default_rng(11)
+    p = sps.ttest_1samp(rng.normal(mde, sd, size=(4000, n)), 0.0, axis=1).pvalue
+    assert abs((p < 0.05).mean() - 0.80) < 0.03
+    assert stats.t_power(0.0, 1.0, 4) == pytest.approx(0.05)  # no effect: the level
+    assert stats.t_power(1.0, 0.5, 4) < stats.t_power(2.0, 0.5, 4) < stats.t_power(2.0, 0.5, 40)
+    assert stats.t_power(0.68, 1.3 / math.sqrt(1000), 999, 0.01) == 1.0  # nct NaN tail
+    assert math.isnan(stats.t_power(1.0, 0.0, 4)) and math.isnan(stats.min_detectable_diff(0.0, 4))

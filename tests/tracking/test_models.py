@@ -98,12 +98,20 @@ def test_run_context_tags_system_metrics_and_clean_params(store):
     assert "system/system_memory_usage_megabytes" in system
 
 
-def test_final_and_best_weights_are_logged_models_of_the_run(store):
+def _logged_models(uri: str, name: str) -> dict:
+    client = _client(uri)
+    run = _run(uri, name)
+    models = client.search_logged_models([run.info.experiment_id])
+    return {m.tags["ablate.weights"]: m for m in models if m.source_run_id == run.info.run_id}
+
+
+def test_final_and_best_weights_are_pytorch_models_of_the_run_without_pickles(store):
+    from mlflow.models import Model
+
     _, uri = store
     client = _client(uri)
     run = _run(uri, "source")
-    models = client.search_logged_models([run.info.experiment_id])
-    ours = {m.tags["ablate.weights"]: m for m in models if m.source_run_id == run.info.run_id}
+    ours = _logged_models(uri, "source")
     assert {m.name for m in ours.values()} == {"source final", "source best"}
     outputs = {o.model_id: o.step for o in run.outputs.model_outputs}
     for name, model in ours.items():
@@ -114,8 +122,18 @@ def test_final_and_best_weights_are_logged_models_of_the_run(store):
         prefix = "test_" if name == "final" else "best_test_"
         assert linked[f"{prefix}acc"] == "digits-test"
         arts = {f.path for f in client.list_logged_model_artifacts(model.model_id)}
-        assert {"model.safetensors", "ablate_model.json", "config.yaml", "MLmodel"} <= arts
-        assert not any(a.endswith((".pt", ".pkl", ".pth")) for a in arts)
+        arts |= {f.path for f in client.list_logged_model_artifacts(model.model_id, "data")}
+        assert {"MLmodel", "model.safetensors", "data/model.pt2", "requirements.txt",
+                "input_example.json"} <= arts
+        assert not any(a.endswith((".pt", ".pkl", ".pth")) for a in arts)  # nothing pickled
+        mlmodel = Model.load(f"models:/{model.model_id}")
+        assert {"pytorch", "python_function", "ablate"} <= set(mlmodel.flavors)
+        assert mlmodel.flavors["ablate"]["epoch"] == int(model.params["epoch"])
+        assert mlmodel.flavors["ablate"]["variant_params"] == {"alpha": 1.0}
+        schema = mlmodel.signature.to_dict()
+        assert json.loads(schema["inputs"])[0]["tensor-spec"] == {"dtype": "float32",
+                                                                 "shape": [-1, 1, 8, 8]}
+        assert json.loads(schema["outputs"])[0]["tensor-spec"]["shape"] == [-1, 10]
     assert {m.key: m.dataset_name for m in ours["best"].metrics}["best_val_acc"] == (
         "digits-validation"
     )
@@ -123,8 +141,61 @@ def test_final_and_best_weights_are_logged_models_of_the_run(store):
     assert len(client.get_metric_history(run.info.run_id, "test_acc")) == 1
 
 
-def test_registered_version_fine_tunes_from_exactly_its_weights(store, monkeypatch):
+@pytest.fixture(scope="module")
+def registered(store):
+    """The source run's best weights registered as cct-digits version 1, alias champion."""
     import mlflow
+
+    root, uri = store
+    best = _logged_models(uri, "source")["best"]
+    with pytest.MonkeyPatch.context() as mp:
+        # the registry is the tracking store ($MLFLOW_TRACKING_URI), as for any MLflow user
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        version = mlflow.register_model(f"models:/{best.model_id}", "cct-digits")
+    assert str(version.version) == "1" and version.source == f"models:/{best.model_id}"
+    _client(uri).set_registered_model_alias("cct-digits", "champion", "1")
+    return best
+
+
+def test_registered_best_model_loads_with_mlflow_flavors_to_ablate_logits(
+    store, registered, monkeypatch
+):
+    """Issue #26 item 1: mlflow.pytorch / mlflow.pyfunc load the registered version and
+    compute the logits of ablate's own module on a batch of the data set."""
+    import mlflow
+    import torch
+
+    from ablate.config import RunConfig
+    from ablate.data import load_data
+    from ablate.tracking.models import load_model
+
+    root, uri = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(root)
+    bundle = load_data(RunConfig(img_size=8, val_split="train"), task="image", img_size=8)
+    batch = bundle.eval_transform(bundle.test.x[:32])  # (32, 1, 8, 8), normalised
+
+    ours = load_model("models:/cct-digits/1")
+    assert isinstance(ours, torch.nn.Module) and not ours.training
+    with torch.no_grad():
+        expected = ours(batch)
+    graph = mlflow.pytorch.load_model("models:/cct-digits/1")
+    with torch.no_grad():
+        torch.testing.assert_close(graph(batch), expected, rtol=0, atol=1e-5)
+    served = mlflow.pyfunc.load_model("models:/cct-digits@champion")
+    predicted = served.predict(batch.numpy())
+    torch.testing.assert_close(torch.from_numpy(predicted), expected, rtol=0, atol=1e-5)
+    assert (predicted.argmax(1) == expected.argmax(1).numpy()).all()
+    # the registry's view of the version carries the schema
+    info = mlflow.models.get_model_info("models:/cct-digits/1")
+    assert info.signature.inputs.inputs[0].shape == (-1, 1, 8, 8)
+    assert info.signature.outputs.inputs[0].shape == (-1, 10)
+
+
+def test_fine_tune_from_an_alias_starts_from_exactly_its_weights_with_lineage(
+    store, registered, monkeypatch
+):
+    import torch
 
     from ablate.tracking.models import load_model
 
@@ -132,51 +203,77 @@ def test_registered_version_fine_tunes_from_exactly_its_weights(store, monkeypat
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     client = _client(uri)
-    run = _run(uri, "source")
-    best = next(
-        m for m in client.search_logged_models([run.info.experiment_id])
-        if m.source_run_id == run.info.run_id and m.tags["ablate.weights"] == "best"
-    )
-    # the registry is the tracking store ($MLFLOW_TRACKING_URI), as for any MLflow user
-    version = mlflow.register_model(f"models:/{best.model_id}", "cct-digits")
-    assert str(version.version) == "1" and version.source == f"models:/{best.model_id}"
-
-    # a plain PyTorch module, read without executing code
-    import torch
-
-    module = load_model("models:/cct-digits/1")
-    assert isinstance(module, torch.nn.Module) and not module.training
-    assert module(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
-
+    source = _run(uri, "source")
     args = ["run", "--variant", "softmax_v", "--epochs", "1", "--lr", "1e-9"]
-    assert main([*args, *FAST, "--init-from", "models:/cct-digits/1", "--run-name", "ft"]) == 0
+    code = main([*args, *FAST, "--init-from", "models:/cct-digits@champion", "--run-name", "ft"])
+    assert code == 0
     ft = _run(uri, "ft")
     start = client.get_metric_history(ft.info.run_id, "acc/val")
-    at_zero = [m.value for m in start if m.step == 0]
-    assert at_zero == [run.data.metrics["best_val_acc"]]
+    assert [m.value for m in start if m.step == 0] == [source.data.metrics["best_val_acc"]]
+    # the alias is resolved and recorded; the logged model is the run's model input
     assert ft.data.params["init_from"] == "models:/cct-digits/1"
+    tags = ft.data.tags
+    assert tags["init.source_alias"] == "models:/cct-digits@champion = models:/cct-digits/1"
+    assert tags["init.source_model_id"] == registered.model_id
+    inputs = client.get_run(ft.info.run_id).inputs.model_inputs  # search_runs leaves them out
+    assert [m.model_id for m in inputs] == [registered.model_id]
+    assert tags["init.attention"] == "as the source: softmax_v:alpha=1.0"
 
     # `ablate export` writes it as a plain checkpoint file that rebuilds the same module
     from ablate.models.checkpoint import model_from_checkpoint
 
     assert main(["export", "models:/cct-digits/1", "exported.pt"]) == 0
     exported = model_from_checkpoint(root / "exported.pt")
+    module = load_model("models:/cct-digits/1")
     x = torch.randn(3, 1, 8, 8)
-    assert torch.equal(exported.eval()(x), module(x))
-
+    assert torch.equal(exported(x), module(x))
     # the logged model's own id works as well
-    again = load_model(f"models:/{best.model_id}")
+    again = load_model(f"models:/{registered.model_id}")
     for (k, a), (_, b) in zip(module.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), k
 
 
-def test_unknown_model_uri_is_one_line(store, monkeypatch, capsys):
+def test_bad_model_uris_are_one_line_naming_the_way_out(store, registered, monkeypatch, capsys):
     root, uri = store
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    assert main(["run", *FAST, "--epochs", "1", "--init-from", "models:/nope/3"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "cannot find models:/nope/3" in err and len(err.splitlines()) == 1
+    cases = {
+        "models:/nope/3": "cannot find models:/nope/3",
+        # a registered name without a version: its versions and aliases
+        "models:/cct-digits": "give models:/cct-digits/VERSION or models:/cct-digits@ALIAS "
+                              "(versions: 1; aliases: @champion = 1)",
+        "models:/nope": "no registered model 'nope'",
+    }
+    for bad, expected in cases.items():
+        assert main(["export", bad, "x.pt"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and len(err.splitlines()) == 1, err
+    assert main(["run", *FAST, "--epochs", "1", "--init-from", "models:/cct-digits"]) == 2
+    assert "versions: 1" in capsys.readouterr().err
+
+
+def test_a_truncated_weights_file_is_one_line_naming_the_model_and_the_file(
+    store, registered, tmp_path, monkeypatch, capsys
+):
+    root, uri = store
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = _client(uri)
+    from mlflow.artifacts import download_artifacts
+
+    # a copy of the registered model whose weights upload was cut short
+    folder = Path(download_artifacts(f"models:/{registered.model_id}", dst_path=str(tmp_path)))
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    damaged = client.create_logged_model(registered.experiment_id, name="damaged")
+    client.log_model_artifacts(damaged.model_id, str(folder))
+    capsys.readouterr()  # the download's progress bars
+    assert main(["export", f"models:/{damaged.model_id}", "x.pt"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines()
+           if line.strip() and "Downloading artifacts" not in line]  # MLflow's progress bars
+    assert len(err) == 1, err
+    assert f"logged model {damaged.model_id}" in err[0]
+    assert "model.safetensors is unreadable" in err[0]
 
 
 def test_resume_checkpoint_is_uploaded_only_every_k_epochs_and_at_the_end(workdir):

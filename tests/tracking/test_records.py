@@ -59,7 +59,7 @@ def test_tags_do_not_repeat_params(scheduled):
     assert not set(tags) & set(run.data.params)
     assert not [k for k in tags if k.startswith(("local.", "variant", "init."))]
     assert tags["split"].startswith("validation: held out") and tags["sdpa_backend"]
-    assert int(tags["n_params"]) > 0
+    assert int(tags["n_params"]) > 0 and tags["data.test_size"] == "360"
 
 
 def test_loading_the_params_back_gives_the_same_run(scheduled):
