@@ -15,10 +15,11 @@ import argparse
 import difflib
 import importlib
 import os
+import re
 import sys
 from typing import Any, Callable, Sequence
 
-from ablate.cli_options import add_output, add_tracking_uri, print_rows
+from ablate.cli_options import add_dataclass_options, add_output, add_tracking_uri, print_rows
 from ablate.config import RunConfig, config_fields, config_from_mapping, load_yaml
 from ablate.exceptions import AblateError
 
@@ -35,31 +36,10 @@ _GROUP_TITLES = {
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    groups = {key: parser.add_argument_group(title) for key, title in _GROUP_TITLES.items()}
-    hints = {f.name: f.type for f in config_fields()}
-    for f in config_fields():
-        group = groups[f.metadata.get("group", "run")]
-        if f.name == "tracking_uri":  # shared with other commands
-            add_tracking_uri(group, default=argparse.SUPPRESS)
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        help_text = f.metadata["help"]
-        if default is not None and not isinstance(default, bool):
-            help_text += f" (default: {default})"
-        kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
-        hint = str(hints[f.name])
-        if "bool" in hint:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
-            continue
-        if f.metadata.get("choices"):
-            kwargs["choices"] = f.metadata["choices"]
-        if "int" in hint:
-            kwargs["type"] = int
-        elif "float" in hint:
-            kwargs["type"] = float
-        kwargs["metavar"] = f.name.upper() if "choices" not in kwargs else None
-        group.add_argument(flag, **kwargs)
+    add_dataclass_options(
+        parser, RunConfig, groups=_GROUP_TITLES, skip=("tracking_uri",), default=argparse.SUPPRESS
+    )
+    add_tracking_uri(parser, default=argparse.SUPPRESS)  # shared with other commands
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -89,10 +69,11 @@ def resolve_run_config(args: argparse.Namespace, base: dict[str, Any] | None = N
 
 
 def _run_command(args: argparse.Namespace, base: dict[str, Any] | None = None) -> int:
+    # values are checked before torch and MLflow load (seconds): a bad one fails at once
+    cfg = _config_of_run(args) if args.resume else resolve_run_config(args, base)
     from ablate.trial.resolve import resolve
     from ablate.trial.run import run_trial
 
-    cfg = _config_of_run(args) if args.resume else resolve_run_config(args, base)
     result = run_trial(resolve(cfg), resume_run_id=args.resume)
     if not cfg.quiet:
         from ablate.tracking import resolve_tracking_uri
@@ -104,11 +85,14 @@ def _run_command(args: argparse.Namespace, base: dict[str, Any] | None = None) -
             f"best-validation weights (epoch {result.best_epoch}, val_acc "
             f"{result.best_val_acc:.4f}): test_acc {b.get('acc', float('nan')):.4f}"
         )
-        from ablate.ui import url_of_run
+        from ablate.tracking.store import is_server, url_of_run
 
         uri = resolve_tracking_uri(cfg.tracking_uri)
-        print(f"see the curves with: ablate ui --tracking-uri {uri}, then open")
-        print(f"  {url_of_run(uri, result.run_id)}")
+        url = url_of_run(uri, result.run_id)
+        if is_server(uri):  # a tracking server is its own UI
+            print(f"see the curves at {url}")
+        else:
+            print(f"see the curves with: ablate ui --tracking-uri {uri}, then open\n  {url}")
     return 0
 
 
@@ -133,7 +117,9 @@ def _config_of_run(args: argparse.Namespace) -> RunConfig:
             f"{str(err).splitlines()[0]}"
         ) from None
     logged = yaml.safe_load(path.read_text())
-    allowed = {"quiet", "device", "tracking_uri", "checkpoint_dir"}
+    from ablate.study.common import RUN_FLAGS  # where and how a run trains, never what
+
+    allowed = {*RUN_FLAGS, "quiet", "tracking_uri"}
     changed = sorted(k for k, v in flags.items() if k not in allowed and logged.get(k) != v)
     if changed:
         raise AblateError(
@@ -144,18 +130,21 @@ def _config_of_run(args: argparse.Namespace) -> RunConfig:
 
 
 def _finetune_command(args: argparse.Namespace) -> int:
-    if not getattr(args, "init_from", None) and not args.config and not args.resume:
+    """`ablate run` that continues from ``--init-from``: by default the source's own variant,
+    parameters and final alpha, or softmax_v annealed from alpha 0 (exactly standard
+    attention) to 1 from standard-attention weights (``SourceWeights.continuation``)."""
+    if args.resume:
+        return _run_command(args)
+    cfg = resolve_run_config(args)  # bad values fail before torch and MLflow load
+    if not cfg.init_from:
         raise AblateError(
-            "finetune needs --init-from SOURCE (a .pth file, runs:/RUN_ID or a run id)"
+            "finetune needs --init-from SOURCE (a .pth file, runs:/RUN_ID, a run id or "
+            "models:/NAME/VERSION)"
         )
-    base = {
-        "variant": "softmax_v",
-        "alpha_schedule": "linear",
-        "alpha_start": 0.0,
-        "alpha_end": 1.0,
-        "warmup_epochs": 1.0,
-    }
-    return _run_command(args, base)
+    from ablate.finetune import load_source
+
+    source = load_source(cfg.init_from, cfg.tracking_uri)  # read once: the trial reuses it
+    return _run_command(args, {"warmup_epochs": 1.0, **source.continuation()})
 
 
 def _add_list_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,7 +159,9 @@ def _variants_command(args: argparse.Namespace) -> int:
     import variants
 
     if args.variant_file:
-        variants.load_variant_file(args.variant_file)
+        from ablate.trial.resolve import load_variant_file_once
+
+        load_variant_file_once(args.variant_file)
     rows = [
         {
             "name": s.name,
@@ -205,6 +196,13 @@ def _models_command(args: argparse.Namespace) -> int:
             }
         )
     print_rows(rows, args.output)
+    return 0
+
+
+def _completion_command(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
     return 0
 
 
@@ -245,6 +243,12 @@ _COMMANDS: dict[str, tuple[str, Any, Any]] = {
     ),
     "variants": ("list the registered attention variants", _add_list_arguments, _variants_command),
     "models": ("list the registered backbones", _add_list_arguments, _models_command),
+    "completion": (
+        "print a shell completion script: eval \"$(ablate completion bash)\" in ~/.bashrc, or "
+        "ablate completion zsh > ~/.zfunc/_ablate",
+        lambda p: p.add_argument("shell", choices=("bash", "zsh"), help="the shell"),
+        _completion_command,
+    ),
 }
 
 
@@ -252,6 +256,13 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors in one line plus a hint, not a screenful of usage first."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        # "invalid choice: 'rn' (choose from ...)": name the closest choice first
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        choices = re.findall(r"'([^']*)'", wrong.group(2)) if wrong else []
+        close = difflib.get_close_matches(wrong.group(1), choices, n=1) if wrong else []
+        if close:
+            guess = f"invalid choice: {wrong.group(1)!r} (did you mean {close[0]}?)"
+            message = message[: wrong.start()] + guess
         self.exit(2, f"{self.prog}: error: {message}\nhint: run '{self.prog} --help' for usage\n")
 
 
@@ -284,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list):  # after a flag
+        args.overrides += [e for e in extra if not e.startswith("-")]
+        extra = [e for e in extra if e.startswith("-")]
     if extra:  # reported by the command's own parser, with its usage hint
         command = _subparser(parser, args.command)
         command.error(_unrecognized(command, extra))

@@ -1,10 +1,8 @@
 """``ablate ui`` (the MLflow UI) and ``ablate dashboard`` (optuna-dashboard), both bound to
 127.0.0.1 by default, and ``ablate export`` (a logged model as a plain checkpoint file).
 
-MLflow 3's UI opens experiments in its GenAI view (traces, judges, prompts) unless the URL
-asks for the model-training view: every URL printed here carries
-``?workflowType=machine_learning`` (the query parameter the UI's router reads), so the first
-click shows runs, learning curves, data sets and logged models.
+Every URL printed here opens the model-training view (:func:`ablate.tracking.store.run_url`).
+For a tracking server (``http(s)://``) the UI is the server itself: nothing is started.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ from typing import Any
 
 from ablate.cli_options import add_server_address, add_tracking_uri
 from ablate.exceptions import AblateError
+from ablate.tracking.store import WORKFLOW_QUERY, experiment_url, is_server
 
 __all__ = [
     "add_arguments",
@@ -24,33 +23,7 @@ __all__ = [
     "dashboard_command",
     "add_export_arguments",
     "export_command",
-    "experiment_url",
-    "run_url",
-    "WORKFLOW_QUERY",
 ]
-
-WORKFLOW_QUERY = "workflowType=machine_learning"
-
-
-def experiment_url(base: str, experiment_id: str) -> str:
-    """The experiment's runs table in the model-training view."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{WORKFLOW_QUERY}"
-
-
-def run_url(base: str, experiment_id: str, run_id: str) -> str:
-    """One run's page in the model-training view."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{WORKFLOW_QUERY}"
-
-
-def url_of_run(tracking_uri: str | None, run_id: str, base: str = "http://127.0.0.1:5000") -> str:
-    """``run_url`` for a run id of ``tracking_uri`` (what `ablate run` / `ablate study` print)."""
-    from mlflow import MlflowClient
-
-    from ablate.tracking import resolve_tracking_uri
-
-    run = MlflowClient(resolve_tracking_uri(tracking_uri)).get_run(run_id)
-    return run_url(base, run.info.experiment_id, run_id)
-
 
 def _newest_experiment(client: Any, name: str | None) -> str | None:
     """The id of experiment ``name``, else of the one with the newest run (None: no runs)."""
@@ -94,25 +67,47 @@ def command(args: argparse.Namespace) -> int:
 
     quiet_mlflow()  # a new store's "creating tables" notices are not the first line
     uri = resolve_tracking_uri(args.tracking_uri)
-    base = f"http://{args.host}:{args.port}"
+    base = uri.rstrip("/") if is_server(uri) else f"http://{args.host}:{args.port}"
     exp_id = _newest_experiment(MlflowClient(uri), args.experiment)
     url = experiment_url(base, exp_id) if exp_id is not None else f"{base}/?{WORKFLOW_QUERY}"
-    if args.print_url:
-        print(url, flush=True)
-        return 0
-    print(f"MLflow UI for {uri} at {url}  (Ctrl-C to stop)", flush=True)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-           "--host", args.host, "--port", str(args.port)]
-    proc = subprocess.Popen(cmd)
+    if args.print_url or is_server(uri):
+        print(url if args.print_url else f"MLflow UI of the tracking server {uri}: {url}")
+    else:
+        print(f"MLflow UI for {uri} at {url}  (Ctrl-C to stop)", flush=True)
     if args.open:
         import webbrowser
 
         webbrowser.open(url)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
+    if args.print_url or is_server(uri):
         return 0
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", args.host, "--port", str(args.port)]
+    return _serve(cmd)
+
+
+def _serve(cmd: list[str]) -> int:
+    """Run a server in its own process group until it ends; SIGINT, SIGTERM and SIGHUP sent
+    to this process reach the whole group (the UI's worker processes too), then it is
+    waited for, so nothing keeps serving after ``ablate ui`` is gone."""
+    import os
+    import signal
+
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    stopped: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        stopped.append(signum)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
+    code = proc.wait()
+    if not stopped:
+        return code
+    return 0 if stopped[0] == signal.SIGINT else 128 + stopped[0]
 
 
 def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,21 +125,25 @@ def dashboard_command(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
+    from sqlalchemy.engine import make_url
+
     from ablate.study.storage import resolve_storage_url
 
+    storage = resolve_storage_url(args.storage)
+    database = make_url(storage).database if storage.startswith("sqlite") else None
+    if database and database != ":memory:" and not Path(database).is_file():
+        raise AblateError(  # optuna-dashboard would create an empty file and fail at length
+            f"--storage {args.storage or storage}: no such SQLite file {database!r}; give the "
+            "storage a study ran with (ablate study ... --storage URL)"
+        )
     beside = Path(sys.executable).with_name("optuna-dashboard")
     exe = str(beside) if beside.is_file() else shutil.which("optuna-dashboard")
     if exe is None:
         raise AblateError(
             "ablate dashboard needs optuna-dashboard: pip install 'ablate[dashboard]'"
         )
-    storage = resolve_storage_url(args.storage)
     print(f"optuna-dashboard at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
-    cmd = [exe, storage, "--host", args.host, "--port", str(args.port)]
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    return _serve([exe, storage, "--host", args.host, "--port", str(args.port)])
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:

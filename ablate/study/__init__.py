@@ -1,4 +1,4 @@
-"""`ablate study FILE`: an ablation declared in a study file, scheduled by Optuna.
+"""`ablate study FILE [KEY=VALUE ...]`: an ablation declared in a study file, run by Optuna.
 
 Every trial is one ``run_trial`` call and one MLflow run, nested under the study's parent
 run. Grid cells (e.g. variant x apply_to x seed) each finish exactly once, also with several
@@ -6,102 +6,103 @@ worker processes (``--workers N``) or machines (``--storage postgresql://...``, 
 machine runs the same command), and when workers crash: a killed trial is marked failed
 and retried, resuming its MLflow run from its last checkpoint. Search spaces are sampled
 with TPE or random search, optionally pruned (median / hyperband) on the validation curve.
+Hydra-style overrides edit the file on the command line (``base.epochs=1 grid.seed=[0]``),
+validated as the file is and recorded on the parent run.
 
-Modules: :mod:`~ablate.study.spec` (study files), :mod:`~ablate.study.storage` (Optuna
-storage, study lock, heartbeats), :mod:`~ablate.study.parent` (study and parent run),
-:mod:`~ablate.study.worker` (claiming and running trials), :mod:`~ablate.study.sampling`
-(sampler, pruner, suggested parameters), :mod:`~ablate.study.recovery`
-(dead workers, retries), :mod:`~ablate.study.supervisor` (the command: devices, worker
-processes, signals), :mod:`~ablate.study.report` (dry run, progress, summary),
-:mod:`~ablate.study.state` (reading trial states), :mod:`~ablate.study.common` (settings).
-This module stays import-light: optuna, mlflow, torch and pydantic load only when a
-command runs.
+Modules: spec / schema / checks (study files), storage (storage, lock, heartbeats), parent
+(study and parent run), worker (claiming and running trials), sampling (sampler, pruner),
+recovery (dead and stopped trials), supervisor (devices, worker processes, signals),
+launcher (job arrays), report / status / optuna_figures (what a study shows), state
+(reading trial states), common (settings). This module stays import-light: optuna, mlflow,
+torch and pydantic load only when a command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
+import json
 import sys
+from dataclasses import dataclass
 from typing import Any
 
-from ablate.cli_options import add_tracking_uri
+from ablate.cli_options import add_dataclass_options, add_tracking_uri, option
+from ablate.exceptions import AblateError, ConfigError
+from ablate.study.common import MAX_CELLS, RUN_FLAGS
 
 __all__ = ["add_arguments", "command", "load_study", "run_study", "StudyPlan", "StudyOutcome"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("load_study", "StudyPlan"):
-        from ablate.study import spec
 
-        return getattr(spec, name)
-    if name == "run_study":
-        from ablate.study.supervisor import run_study
+def __getattr__(name: str) -> Any:  # the Python API loads its modules when first used
+    modules = {"load_study": "spec", "StudyPlan": "spec", "run_study": "supervisor",
+               "StudyOutcome": "common"}
+    if name not in modules:
+        raise AttributeError(f"module 'ablate.study' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ablate.study.{modules[name]}"), name)
 
-        return run_study
-    if name == "StudyOutcome":
-        from ablate.study.common import StudyOutcome
 
-        return StudyOutcome
-    raise AttributeError(f"module 'ablate.study' has no attribute {name!r}")
+@dataclass(frozen=True)
+class StudyOptions:
+    """The flags of ``ablate study`` (one ``--flag`` each), checked before anything loads."""
+
+    trials: int | None = option(
+        None, "run at most N trials in this command (all workers together); the study's "
+        "total is one trial per grid cell, or the file's n_trials", metavar="N",
+    )
+    timeout: float | None = option(
+        None, "start no new trial after S seconds (default: the file's timeout); running "
+        "trials finish", metavar="S",
+    )
+    workers: int | None = option(
+        None, "worker processes on this machine (default: --workers-per-device per device, "
+        "i.e. 1 without GPUs); other machines join by running the same command with the same "
+        "--storage", metavar="N",
+    )
+    devices: str | None = option(
+        None, "devices the workers take round-robin, e.g. cuda:0,cuda:1 (default: every "
+        "visible GPU; without GPUs the study file's device)", metavar="LIST",
+    )
+    workers_per_device: int = option(
+        1, "trials sharing each device at once when --workers is not given", metavar="K"
+    )
+    storage: str | None = option(
+        None, "Optuna storage (default: the file's storage, else sqlite:///ablate-optuna.db "
+        "here); postgresql://USER@HOST/DB or mysql://... for many machines", metavar="URL",
+    )
+    dry_run: bool = option(False, "print the resolved trials and exit without running")
+    quiet: bool = option(False, "no progress bar and no per-trial or per-epoch lines; only "
+                         "the summary")
+    yes: bool = option(False, f"run a grid of more than {MAX_CELLS:,} cells")
+
+    def __post_init__(self) -> None:
+        for flag, value in (
+            ("--trials", self.trials),
+            ("--workers", self.workers),
+            ("--workers-per-device", self.workers_per_device),
+        ):
+            if value is not None and value < 1:
+                raise ConfigError(f"{flag}: must be >= 1, got {value}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"--timeout: must be > 0 seconds, got {self.timeout:g}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="study file (YAML), e.g. studies/quick.yaml")
+    from ablate.config import RunConfig
+
+    file = parser.add_argument("file", metavar="FILE", help="study file, e.g. studies/quick.yaml")
+    file.complete = {"bash": "_shtab_compgen_files", "zsh": "_files"}  # type: ignore[attr-defined]
     parser.add_argument(
-        "--trials",
-        type=int,
-        default=None,
-        metavar="N",
-        help="run at most N trials in this command (all workers together); the study's total "
-        "is one trial per grid cell, or the file's n_trials",
+        "overrides", nargs="*", metavar="KEY=VALUE",
+        help="edit the study file, Hydra-style: base.epochs=2, grid.seed=[0,1] (YAML values), "
+        "search_space.lr.high=0.01, ~grid.lr (remove a key)",
     )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        metavar="S",
-        help="start no new trial after S seconds (default: the file's timeout); running "
-        "trials finish",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        metavar="N",
-        help="worker processes on this machine (default: --workers-per-device per device, "
-        "i.e. 1 without GPUs); other machines join by running the same command with the same "
-        "--storage",
-    )
-    parser.add_argument(
-        "--devices",
-        default=None,
-        metavar="LIST",
-        help="devices the workers take round-robin, e.g. cuda:0,cuda:1 (default: every visible "
-        "GPU; without GPUs the study file's device)",
-    )
-    parser.add_argument(
-        "--workers-per-device",
-        type=int,
-        default=1,
-        metavar="K",
-        help="trials sharing each device at once when --workers is not given (default: 1)",
-    )
-    parser.add_argument(
-        "--storage",
-        default=None,
-        metavar="URL",
-        help="Optuna storage (default: the file's storage, else sqlite:///ablate-optuna.db here); "
-        "postgresql://USER@HOST/DB or mysql://... for many machines",
-    )
+    add_dataclass_options(parser, StudyOptions)
     add_tracking_uri(parser, first="the file's base.tracking_uri")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print the resolved trials and exit without running"
-    )
-    parser.add_argument(
-        "--quiet",
-        action="store_true",
-        help="no progress bar and no per-trial lines; only the summary",
-    )
+    runs = parser.add_argument_group("run settings of every trial (each a base.KEY override)")
+    skip = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in RUN_FLAGS)
+    add_dataclass_options(runs, RunConfig, skip=skip, default=argparse.SUPPRESS)
     from ablate.study.launcher import add_arguments as add_launcher_arguments
 
     add_launcher_arguments(parser)  # --launcher slurm|local, --array N, --slurm-*, --status
@@ -109,68 +110,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Validate the study file, then dry-run it or run it; 0 = done, 1 = cells failed for good."""
-    from ablate.exceptions import AblateError, ConfigError
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(StudyOptions)}
+    options = StudyOptions(**given)  # bad values fail here, before torch or MLflow load
+    flags = {k: getattr(args, k) for k in RUN_FLAGS if hasattr(args, k)}
+    if args.quiet:
+        flags["quiet"] = True
+    overrides = [*args.overrides, *(f"base.{k}={json.dumps(v)}" for k, v in flags.items())]
+
     from ablate.study.report import format_plan
     from ablate.study.spec import load_study
     from ablate.study.storage import resolve_storage_url
     from ablate.study.supervisor import run_study
     from ablate.tracking import resolve_tracking_uri
 
-    for flag, value, low in (
-        ("--trials", args.trials, 1),
-        ("--workers", args.workers, 1),
-        ("--workers-per-device", args.workers_per_device, 1),
-    ):
-        if value is not None and value < low:
-            raise ConfigError(f"{flag}: must be >= {low}, got {value}")
-    if args.timeout is not None and args.timeout <= 0:
-        raise ConfigError(f"--timeout: must be > 0 seconds, got {args.timeout:g}")
-    plan = load_study(args.file)
+    plan = load_study(args.file, overrides, confirm_large=options.yes)
     try:
-        storage = resolve_storage_url(args.storage or plan.spec.storage)
+        storage = resolve_storage_url(options.storage or plan.spec.storage)
     except ConfigError as err:
-        where = "--storage" if args.storage else f"{plan.path}: storage"
+        where = "--storage" if options.storage else f"{plan.path}: storage"
         raise ConfigError(f"{where}: {err}") from None
     tracking_uri = resolve_tracking_uri(args.tracking_uri or plan.base.get("tracking_uri"))
+    if tracking_uri == storage and not storage.startswith("sqlite:///:memory:"):
+        raise ConfigError(  # both keep their schema version in a table named alembic_version
+            f"--storage and the MLflow tracking URI are one database ({tracking_uri}); give "
+            "each its own, e.g. postgresql://HOST/optuna and postgresql://HOST/mlflow"
+        )
     from ablate.study.launcher import launch_command, launcher_flags
 
     if args.status or args.launcher or launcher_flags(args):
-
         outcome = launch_command(args, plan, storage, tracking_uri)
         if outcome is None:  # --status, submitted without --wait, or --dry-run
             return 0
-    elif args.dry_run:
-        print(
-            format_plan(
-                plan,
-                storage=storage,
-                tracking_uri=tracking_uri,
-                max_trials=args.trials,
-                timeout=args.timeout if args.timeout is not None else plan.spec.timeout,
-                workers=args.workers or args.workers_per_device,
-            )
-        )
+    elif options.dry_run:
+        timeout = options.timeout if options.timeout is not None else plan.spec.timeout
+        print(format_plan(plan, storage=storage, tracking_uri=tracking_uri,
+                          max_trials=options.trials, timeout=timeout,
+                          workers=options.workers or options.workers_per_device))
         return 0
     else:
         outcome = run_study(
-            plan,
-            storage=storage,
-            tracking_uri=tracking_uri,
-            workers=args.workers,
-            devices=args.devices,
-            workers_per_device=args.workers_per_device,
-            max_trials=args.trials,
-            timeout=args.timeout,
-            quiet=args.quiet,
+            plan, storage=storage, tracking_uri=tracking_uri, workers=options.workers,
+            devices=options.devices, workers_per_device=options.workers_per_device,
+            max_trials=options.trials, timeout=options.timeout, quiet=options.quiet,
         )
     print(outcome.table)
-    if not outcome.complete:
+    if outcome.errors:  # never "complete" next to an error
+        state = "stopped by the error below"
+    elif not outcome.complete:
         state = "incomplete (run the same command again to continue)"
     elif outcome.exhausted:
         state = (
             f"finished, but {len(outcome.exhausted)} cells failed {1 + plan.spec.max_retries} "
-            "times and "
-            "were given up (raise max_retries in the study file and rerun to try them again)"
+            "times and were given up (raise max_retries in the study file and rerun to try "
+            "them again)"
         )
     else:
         state = "complete"
@@ -181,15 +173,10 @@ def command(args: argparse.Namespace) -> int:
         f"(compare with: ablate compare --study {outcome.name} "
         f"--tracking-uri {outcome.tracking_uri})"
     )
-    _print_ui_url(tracking_uri, outcome.parent_run_id)
+    from ablate.tracking.store import url_of_run
+
+    print(f"parent run in the MLflow UI: {url_of_run(tracking_uri, outcome.parent_run_id)}")
     sys.stdout.flush()
     if outcome.errors:
         raise AblateError(outcome.errors[0])
     return 1 if outcome.exhausted else 0
-
-
-def _print_ui_url(tracking_uri: str, parent_run_id: str) -> None:
-    """The parent run's page in the MLflow UI's model-training view (``ablate ui``)."""
-    from ablate.ui import url_of_run
-
-    print(f"parent run in the MLflow UI (ablate ui): {url_of_run(tracking_uri, parent_run_id)}")

@@ -20,15 +20,9 @@ from ablate.exceptions import ConfigError
 from ablate.study.schema import ParamSpec, StudyFile
 
 __all__ = [
-    "check_config",
-    "check_base",
-    "load_variant_files",
-    "check_grid",
-    "expand_grid",
-    "check_search_space",
-    "check_sampler",
-    "check_budget",
-]
+    "check_config", "check_base", "load_variant_files", "check_grid", "expand_grid",
+    "check_search_space", "check_sampler", "check_budget",
+]  # fmt: skip
 
 # Run-config keys a study sets itself: one experiment per study, one run name per trial.
 _STUDY_OWNED_KEYS = {
@@ -43,16 +37,21 @@ def _norm(key: Any) -> str:
     return str(key).replace("-", "_")
 
 
-def _unknown_config_key(key: str, where: str) -> ConfigError:
+def _config_key(key: Any, section: str, source: str) -> str:
+    """A ``base`` / ``grid`` / ``search_space`` key: a run-config key the study leaves open."""
     import difflib
 
-    close = difflib.get_close_matches(_norm(key), _CONFIG_FIELDS, n=3)
-    hint = (
-        f"; did you mean {', '.join(close)}?"
-        if close
-        else " (keys are those of `ablate run`, see `ablate run --help`)"
-    )
-    return ConfigError(f"{where}: unknown run-config key {key!r}{hint}")
+    name = _norm(key)
+    if name not in _CONFIG_FIELDS:
+        close = difflib.get_close_matches(name, _CONFIG_FIELDS, n=3)
+        hint = (f"; did you mean {', '.join(close)}?" if close
+                else " (keys are those of `ablate run`, see `ablate run --help`)")
+        raise ConfigError(f"{source}: {section}: unknown run-config key {key!r}{hint}")
+    if name in _STUDY_OWNED_KEYS:
+        raise ConfigError(
+            f"{source}: {section}.{key}: not allowed in a study; {_STUDY_OWNED_KEYS[name]}"
+        )
+    return name
 
 
 def check_config(
@@ -80,14 +79,7 @@ def check_config(
 def check_base(spec: StudyFile, source: str) -> dict[str, Any]:
     base: dict[str, Any] = {}
     for key, value in spec.base.items():
-        name = _norm(key)
-        if name in _STUDY_OWNED_KEYS:
-            raise ConfigError(
-                f"{source}: base.{key}: not allowed in a study; {_STUDY_OWNED_KEYS[name]}"
-            )
-        if name not in _CONFIG_FIELDS:
-            raise _unknown_config_key(key, f"{source}: base")
-        base[name] = value
+        base[_config_key(key, "base", source)] = value
     cfg = check_config(base, f"{source}: base")
     # Keep the coerced values (``lr: 1e-4`` arrives from YAML as a string).
     return {k: getattr(cfg, k) for k in base}
@@ -119,13 +111,7 @@ def check_grid(spec: StudyFile, base: dict[str, Any], source: str) -> dict[str, 
         )
     grid: dict[str, list[Any]] = {}
     for key, values in spec.grid.items():
-        name = _norm(key)
-        if name not in _CONFIG_FIELDS:
-            raise _unknown_config_key(key, f"{source}: grid")
-        if name in _STUDY_OWNED_KEYS:
-            raise ConfigError(
-                f"{source}: grid.{key}: not allowed in a study; {_STUDY_OWNED_KEYS[name]}"
-            )
+        name = _config_key(key, "grid", source)
         if name in grid:
             raise ConfigError(f"{source}: grid.{key}: given twice (as {name!r} and {key!r})")
         coerced: list[Any] = []
@@ -193,12 +179,8 @@ def check_search_space(
         )
     space: dict[str, ParamSpec] = {}
     for key, param in spec.search_space.items():
-        name = _norm(key)
+        name = _config_key(key, "search_space", source)
         where = f"{source}: search_space.{key}"
-        if name not in _CONFIG_FIELDS:
-            raise _unknown_config_key(key, f"{source}: search_space")
-        if name in _STUDY_OWNED_KEYS:
-            raise ConfigError(f"{where}: not allowed in a study; {_STUDY_OWNED_KEYS[name]}")
         if name in grid:
             raise ConfigError(
                 f"{where}: is also a grid key; a key is either crossed (grid) or sampled"

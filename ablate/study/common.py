@@ -13,10 +13,20 @@ from typing import Any
 
 from ablate.study.storage import GRACE_PERIOD, HEARTBEAT_INTERVAL
 
-__all__ = ["RunSettings", "StudyOutcome", "PARENT_ATTR", "quiet_optuna", "one_line"]
+__all__ = [
+    "RunSettings", "StudyOutcome", "PARENT_ATTR", "MAX_CELLS", "RUN_FLAGS", "quiet_optuna",
+    "one_line",
+]  # fmt: skip
 
 # Study user attribute holding the study's MLflow parent run.
 PARENT_ATTR = "mlflow_parent_run_id"
+MAX_CELLS = 10_000  # a larger grid runs only with --yes (10^6 cells took 65 s only to list)
+# Run settings that say where and how a command trains, never what: `ablate study` takes them
+# as flags (base overrides), and a resumed study accepts changed ones.
+RUN_FLAGS = (
+    "device", "data_dir", "download", "checkpoint_dir", "checkpoint_upload_every",
+    "keep_checkpoints", "system_metrics", "system_metrics_interval",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -67,14 +77,12 @@ class StudyOutcome:
 
 
 def quiet_optuna() -> None:
-    import logging
-
     import optuna
 
+    from ablate.tracking.store import quiet_mlflow
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # MLflow's and alembic's schema notices are noise next to a progress bar.
-    for name in ("alembic", "mlflow.store.db.utils"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_mlflow()  # schema notices are noise next to a progress bar
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 

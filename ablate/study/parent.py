@@ -5,59 +5,50 @@ from __future__ import annotations
 from typing import Any
 
 from ablate.exceptions import AblateError, ConfigError
-from ablate.study.common import PARENT_ATTR, RunSettings, quiet_optuna
+from ablate.study.common import PARENT_ATTR, RUN_FLAGS, RunSettings, quiet_optuna
 from ablate.study.spec import StudyPlan
 from ablate.study.storage import StudyLock, display_url, open_storage
 
 __all__ = ["prepare_study"]
 
-# Study user attributes that must not change between commands joining the same study.
-_FIXED_STUDY_ATTRS = ("metric", "objective")
 # Base keys that may differ between commands and machines without changing results.
-_RUN_LOCAL_KEYS = frozenset(
-    {"device", "quiet", "data_dir", "download", "checkpoint_dir", "tracking_uri"}
-)
+_RUN_LOCAL_KEYS = frozenset({*RUN_FLAGS, "quiet", "tracking_uri"})
 
 
 def prepare_study(plan: StudyPlan, settings: RunSettings) -> str:
     """Create or load the study and its MLflow parent run; returns the parent run id.
 
     Runs under the study lock, so concurrent commands (other machines, or a second command
-    on this one) create the study, its tables and its parent run exactly once.
+    on this one) create the study, its tables and its parent run exactly once. Both stores
+    are checked first: an unusable one is one line, and nothing is created in the other.
     """
     import optuna
+
+    from ablate.tracking.store import check_store
 
     quiet_optuna()
     lock = StudyLock(settings.storage_url, plan.name)
     try:
-        with lock:
+        with lock:  # a server storage that cannot be reached fails here, at once
+            check_store(settings.tracking_uri)
             storage = open_storage(settings.storage_url)
-            study = optuna.create_study(
-                study_name=plan.name,
-                storage=storage,
-                direction=plan.direction,
-                load_if_exists=True,
-            )
+            study = optuna.create_study(study_name=plan.name, storage=storage,
+                                        direction=plan.direction, load_if_exists=True)
             if study.metric_names is None:  # optuna-dashboard shows the metric, not "Objective"
                 study.set_metric_names([plan.metric])
-            if study.direction.name.lower() != plan.direction:
-                raise ConfigError(
-                    f"{plan.path}: direction: study {plan.name!r} in "
-                    f"{display_url(settings.storage_url)} was created to "
-                    f"{study.direction.name.lower()}; use a new study name to change it"
-                )
-            attrs = study.user_attrs
-            wanted = {"metric": plan.metric, "objective": plan.spec.objective}
-            for key in _FIXED_STUDY_ATTRS:
-                if key in attrs and attrs[key] != wanted[key]:
+            # what a study was created with stays: a change would mix incomparable trials
+            fixed = {"direction": study.direction.name.lower(), **study.user_attrs}
+            wanted = {"direction": plan.direction, "metric": plan.metric,
+                      "objective": plan.spec.objective}
+            for key, value in wanted.items():
+                if key not in fixed:
+                    study.set_user_attr(key, value)
+                elif fixed[key] != value:
                     raise ConfigError(
                         f"{plan.path}: {key}: study {plan.name!r} in "
-                        f"{display_url(settings.storage_url)} "
-                        f"was created with {key} {attrs[key]!r}; use a new study name to change it"
+                        f"{display_url(settings.storage_url)} was created with {key} "
+                        f"{fixed[key]!r}; use a new study name to change it"
                     )
-            for key, value in wanted.items():
-                if key not in attrs:
-                    study.set_user_attr(key, value)
             _check_base_unchanged(study, plan, settings)
             parent = _ensure_parent_run(study, plan, settings)
     finally:
@@ -99,15 +90,11 @@ def _ensure_parent_run(study: Any, plan: StudyPlan, settings: RunSettings) -> st
         parent.resume()
         return run_id
     tags = {
-        "study": plan.name,
-        "role": "study",
-        "optuna.study_name": plan.name,
-        "optuna.storage": display_url(settings.storage_url),
-        "optuna.sampler": plan.sampler,
-        "optuna.pruner": plan.spec.pruner.type,
-        "optuna.metric": plan.metric,
+        "study": plan.name, "role": "study", "optuna.study_name": plan.name,
+        "optuna.storage": display_url(settings.storage_url), "optuna.sampler": plan.sampler,
+        "optuna.pruner": plan.spec.pruner.type, "optuna.metric": plan.metric,
         "optuna.direction": plan.direction,
-    }
+    }  # fmt: skip
     if plan.spec.description:
         tags["mlflow.note.content"] = plan.spec.description
     tracker = Tracker.start(settings.tracking_uri, plan.experiment, run_name=plan.name, tags=tags)
@@ -115,20 +102,17 @@ def _ensure_parent_run(study: Any, plan: StudyPlan, settings: RunSettings) -> st
     study.set_user_attr("mlflow_tracking_uri", settings.tracking_uri)
     study.set_user_attr("mlflow_experiment", plan.experiment)
     params = {
-        "study_file": plan.path,
-        "sampler": plan.sampler,
-        "pruner": plan.spec.pruner.type,
-        "metric": plan.metric,
-        "direction": plan.direction,
-        "objective": plan.spec.objective,
-        "total_trials": plan.total_trials,
-        "max_retries": plan.spec.max_retries,
+        "study_file": plan.path, "sampler": plan.sampler, "pruner": plan.spec.pruner.type,
+        "metric": plan.metric, "direction": plan.direction, "objective": plan.spec.objective,
+        "total_trials": plan.total_trials, "max_retries": plan.spec.max_retries,
         **{f"grid.{k}": ", ".join(map(str, v)) for k, v in plan.grid.items()},
         **{f"search_space.{k}": p.describe() for k, p in plan.search_space.items()},
         **{f"base.{k}": v for k, v in plan.base.items()},
-    }
-    tracker.log_params(params)
-    if plan.text:
-        tracker.log_text(plan.text, "study.yaml")
+        **{  # the command line's edits of the study file (the effective file is study.yaml)
+            "override." + o.partition("=")[0].lstrip("+~"): o.partition("=")[2] or "(removed)"
+            for o in plan.overrides
+        },
+    }  # fmt: skip
+    tracker.describe_study(params, plan.text)
     return tracker.run_id
 

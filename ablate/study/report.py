@@ -13,22 +13,22 @@ import statistics
 import threading
 from typing import Any
 
+from ablate.exceptions import AblateError
 from ablate.study import state as st
 from ablate.study.common import RunSettings, StudyOutcome
 from ablate.study.spec import StudyPlan
 from ablate.study.storage import display_url, open_storage
 
-__all__ = ["format_plan", "Progress", "summarize", "summary_rows", "format_table"]
+__all__ = ["format_plan", "Progress", "summarize", "summary_rows", "format_table", "epoch_of"]
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+
+def epoch_of(plan: StudyPlan, trial: Any) -> str:
+    """``epoch 2/20``: where a running trial is."""
+    total = st.trial_params(plan, trial).get("epochs", plan.base.get("epochs", _default("epochs")))
+    return f"epoch {trial.last_step or 0}/{total}"
 
 
-def _params_text(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={_short(v)}" for k, v in params.items())
 
 
 def format_plan(
@@ -55,35 +55,27 @@ def format_plan(
         f"study {plan.name!r} ({plan.path}): "
         f"{total if total is not None else 'open-ended'} trials, {shape}",
         f"objective: {spec.objective} {plan.metric} per trial, {plan.direction}; "
-        f"pruner {spec.pruner.type}; "
-        f"max_retries {spec.max_retries}",
+        f"pruner {spec.pruner.type}; max_retries {spec.max_retries}",
         f"storage: {display_url(storage)}; MLflow: {tracking_uri}, experiment {plan.experiment!r}",
     ]
-    limits = []
-    if max_trials is not None:
-        limits.append(f"at most {max_trials} trials")
-    if timeout is not None:
-        limits.append(f"no new trial after {timeout:g} s")
-    if workers > 1:
-        limits.append(f"{workers} worker processes")
+    limits = [text for given, text in (
+        (max_trials is not None, f"at most {max_trials} trials"),
+        (timeout is not None, f"no new trial after {timeout or 0:g} s"),
+        (workers > 1, f"{workers} worker processes"),
+    ) if given]  # fmt: skip
     if limits:
         lines.append("this command: " + ", ".join(limits))
-    lines.append("base: " + (_params_text(plan.base) if plan.base else "(run-config defaults)"))
-    for name, param in plan.search_space.items():
-        lines.append(f"sampled: {name} ~ {param.describe()}")
+    lines.append("base: " + (st.params_text(plan.base) if plan.base else "(run-config defaults)"))
+    lines += [f"sampled: {name} ~ {param.describe()}" for name, param in plan.search_space.items()]
     if plan.is_grid:
         width = len(str(len(plan.cells)))
         sampled = f" + sampled {', '.join(plan.search_space)}" if plan.search_space else ""
-        for cell in plan.cells:
-            lines.append(
-                f"trial {cell.index + 1:>{width}}/{len(plan.cells)}: {cell.describe()}{sampled}"
-            )
+        lines += [
+            f"trial {cell.index + 1:>{width}}/{len(plan.cells)}: {cell.describe()}{sampled}"
+            for cell in plan.cells
+        ]
     else:
-        until = (
-            f"trials 1-{spec.n_trials}"
-            if spec.n_trials
-            else "trials until the timeout (or --trials)"
-        )
+        until = f"trials 1-{spec.n_trials}" if spec.n_trials else "trials until the timeout"
         lines.append(f"{until}: {', '.join(plan.search_space)} sampled by {plan.sampler}")
     return "\n".join(lines)
 
@@ -145,12 +137,7 @@ class Progress:
                 self._bar.write(self._line(t))
         self._bar.n = st.finished_count(self.plan, trials)
         running = [t for t in trials if t.state == TrialState.RUNNING]
-        epochs = self.plan.base.get("epochs", _default("epochs"))
-        parts = []
-        for t in running[:4]:
-            total = st.trial_params(self.plan, t).get("epochs", epochs)
-            step = t.last_step
-            parts.append(f"#{t.number} epoch {0 if step is None else step}/{total}")
+        parts = [f"#{t.number} {epoch_of(self.plan, t)}" for t in running[:4]]
         if len(running) > 4:
             parts.append(f"+{len(running) - 4} more")
         self._bar.set_postfix_str(", ".join(parts), refresh=False)
@@ -159,18 +146,18 @@ class Progress:
     def _line(self, trial: Any) -> str:
         from optuna.trial import TrialState
 
-        params = _params_text(st.trial_params(self.plan, trial))
+        label = st.trial_label(self.plan, trial)
         took = ""
         if trial.datetime_start and trial.datetime_complete:
             took = f" ({(trial.datetime_complete - trial.datetime_start).total_seconds():.0f} s)"
         if trial.state == TrialState.COMPLETE:
-            return f"#{trial.number} COMPLETE {self.plan.metric} {trial.value:.4f}  {params}{took}"
+            return f"{label}{took}: COMPLETE {self.plan.metric} {trial.value:.4f}"
         if trial.state == TrialState.PRUNED:
             at = f" at epoch {trial.last_step}" if trial.last_step is not None else ""
-            return f"#{trial.number} PRUNED{at}  {params}{took}"
+            return f"{label}{took}: PRUNED{at}"
         error = trial.user_attrs.get(st.ERROR_ATTR) or "its worker died (it runs again)"
         state = "STOPPED" if st.was_handed_over(trial) else trial.state.name
-        return f"#{trial.number} {state}  {params}{took}: {error}"
+        return f"{label}{took}: {state}: {error}"
 
     def stop(self) -> None:
         if not self.enabled or self._bar is None:
@@ -201,16 +188,8 @@ def summary_rows(plan: StudyPlan, trials: list[Any]) -> list[dict[str, Any]]:
         values = plan.config_values(params)
         label = tuple(values.get(k, _default(k)) for k in keys)
         if label not in groups:
-            groups[label] = {
-                **dict(zip(keys, label)),
-                "cells": 0,
-                "trials": 0,
-                "complete": 0,
-                "pruned": 0,
-                "failed": 0,
-                "pending": 0,
-                "_values": [],
-            }
+            counts = ("cells", "trials", "complete", "pruned", "failed", "pending")
+            groups[label] = {**dict(zip(keys, label)), **dict.fromkeys(counts, 0), "_values": []}
         return groups[label]
 
     if plan.is_grid:
@@ -297,12 +276,17 @@ def summarize(
     """Read the study's final state, log the summary to the parent run, set its status."""
     from optuna.trial import TrialState
 
-    storage = open_storage(settings.storage_url)
     try:
-        study_id = storage.get_study_id_from_name(plan.name)
-        trials = storage.get_all_trials(study_id, deepcopy=False)
-    finally:
-        storage.engine.dispose()
+        storage = open_storage(settings.storage_url)
+        try:
+            trials = storage.get_all_trials(
+                storage.get_study_id_from_name(plan.name), deepcopy=False
+            )
+        finally:
+            storage.engine.dispose()
+    except AblateError as err:  # the database went away (or never came back)
+        resume = plan.resume_command(settings.storage_url)
+        raise AblateError(f"{err}; once it is back, continue with: {resume}") from None
     rows = summary_rows(plan, trials)
     table = format_table(rows, plan.metric)
     complete = st.is_complete(plan, trials)
@@ -316,7 +300,7 @@ def summarize(
     if best is not None:
         text += (
             f"\nbest: #{best.number} {plan.metric} {best.value:.4f} "
-            f"({_params_text(st.trial_params(plan, best))}), "
+            f"({st.params_text(st.trial_params(plan, best))}), "
             f"MLflow run {best.user_attrs.get(st.RUN_ATTR, '-')}"
         )
     _log_to_parent(plan, settings, parent_run_id, rows, trials, complete, bool(exhausted), best)
@@ -350,13 +334,16 @@ def _log_to_parent(
 
     parent = Tracker(settings.tracking_uri, run_id)
     try:
-        parent.log_text(format_table(rows, plan.metric, markdown=True) + "\n", "summary.md")
-        parent.log_text(_trials_csv(plan, trials), "trials.csv")
-        from ablate.study.optuna_figures import log_figures_of
+        from ablate.study.optuna_figures import figures_of
 
-        log_figures_of(parent, plan.name, settings.storage_url, bool(plan.search_space))
-        if best is not None:
-            parent.log_metrics({f"best_{plan.metric}": float(best.value)}, step=0)
+        parent.publish_summary(
+            {
+                "summary.md": format_table(rows, plan.metric, markdown=True) + "\n",
+                "trials.csv": _trials_csv(plan, trials),
+            },
+            figures_of(plan, settings.storage_url),
+            {"best_objective": float(best.value)} if best is not None else {},  # metric: a param
+        )
         parent.close_study(
             complete, failures, trials_running=any(t.state == TrialState.RUNNING for t in trials)
         )
@@ -374,28 +361,18 @@ def _trials_csv(plan: StudyPlan, trials: list[Any]) -> str:
     import csv
     import io
 
-    param_keys: list[str] = []
-    for t in trials:
-        for k in st.trial_params(plan, t):
-            if k not in param_keys:
-                param_keys.append(k)
+    def when(moment: Any) -> str:
+        return moment.isoformat() if moment else ""
+
+    rows = [
+        {"number": t.number, "state": t.state.name, "value": "" if t.value is None else t.value,
+         **st.trial_params(plan, t), "mlflow_run_id": t.user_attrs.get(st.RUN_ATTR, ""),
+         "start": when(t.datetime_start), "complete": when(t.datetime_complete),
+         "error": t.user_attrs.get(st.ERROR_ATTR, "")}
+        for t in trials
+    ]  # fmt: skip
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(
-        ["number", "state", "value", *param_keys, "mlflow_run_id", "start", "complete", "error"]
-    )
-    for t in trials:
-        params = st.trial_params(plan, t)
-        writer.writerow(
-            [
-                t.number,
-                t.state.name,
-                "" if t.value is None else t.value,
-                *[params.get(k, "") for k in param_keys],
-                t.user_attrs.get(st.RUN_ATTR, ""),
-                t.datetime_start.isoformat() if t.datetime_start else "",
-                t.datetime_complete.isoformat() if t.datetime_complete else "",
-                t.user_attrs.get(st.ERROR_ATTR, ""),
-            ]
-        )
+    writer = csv.DictWriter(buffer, list(dict.fromkeys(k for row in rows for k in row)))
+    writer.writeheader()
+    writer.writerows(rows)
     return buffer.getvalue()

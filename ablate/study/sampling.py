@@ -31,21 +31,14 @@ def make_pruner(plan: StudyPlan) -> Any:
     import optuna
 
     spec = plan.spec.pruner
+    options = spec.model_dump(exclude={"type"}, exclude_none=True)  # unset: Optuna's defaults
     if spec.type == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=5 if spec.n_startup_trials is None else spec.n_startup_trials,
-            n_warmup_steps=spec.n_warmup_steps or 0,
-            interval_steps=spec.interval_steps or 1,
-        )
+        return optuna.pruners.MedianPruner(**options)
     if spec.type == "hyperband":
         epochs = plan.base.get("epochs")
-        varies = "epochs" in plan.grid or "epochs" in plan.search_space
-        max_resource: Any = spec.max_resource or ("auto" if varies or epochs is None else epochs)
-        return optuna.pruners.HyperbandPruner(
-            min_resource=spec.min_resource or 1,
-            max_resource=max_resource,
-            reduction_factor=spec.reduction_factor or 3,
-        )
+        if epochs and "epochs" not in plan.grid and "epochs" not in plan.search_space:
+            options.setdefault("max_resource", epochs)  # every trial runs the base's epochs
+        return optuna.pruners.HyperbandPruner(**options)
     return optuna.pruners.NopPruner()
 
 

@@ -20,16 +20,19 @@ from pydantic import (
     model_validator,
 )
 
-__all__ = [
-    "METRICS",
-    "ParamSpec",
-    "PrunerSpec",
-    "StudyFile",
-    "format_validation_error",
-]
+from ablate.tracking import conventions as cv
 
-# Validation metrics the objective can follow (reported by ``train`` at every epoch).
-METRICS = ("val_acc", "val_loss", "val_f1", "val_precision", "val_recall")
+__all__ = ["METRICS", "ParamSpec", "PrunerSpec", "StudyFile", "format_validation_error"]
+
+# Validation curves the objective can follow (logged by every trial at every epoch).
+METRICS = tuple(cv.curve(q, "val") for q in ("acc", "loss", "f1", "precision", "recall"))
+
+
+def _metric(value: Any) -> Any:
+    # The names before the curves were grouped (val_acc is now acc/val).
+    if isinstance(value, str) and value.startswith("val_"):
+        raise ValueError(f"{value!r} is now called {cv.curve(value[4:], 'val')!r}")
+    return value
 
 
 # -- scalar helpers used by the schema ------------------------------------------------------
@@ -132,14 +135,10 @@ class PrunerSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "PrunerSpec":
-        allowed = {"none": (), "median": _MEDIAN_OPTIONS, "hyperband": _HYPERBAND_OPTIONS}[
-            self.type
-        ]
-        wrong = [
-            k
-            for k in _MEDIAN_OPTIONS + _HYPERBAND_OPTIONS
-            if getattr(self, k) is not None and k not in allowed
-        ]
+        options = {"none": (), "median": _MEDIAN_OPTIONS, "hyperband": _HYPERBAND_OPTIONS}
+        allowed = options[self.type]
+        given = [k for k in _MEDIAN_OPTIONS + _HYPERBAND_OPTIONS if getattr(self, k) is not None]
+        wrong = [k for k in given if k not in allowed]
         if wrong:
             valid = ", ".join(allowed) if allowed else "no options"
             raise ValueError(
@@ -166,8 +165,8 @@ class StudyFile(BaseModel):
     sampler: grid (default for a grid alone) | tpe (default with a search_space) | random.
     pruner: none (default: complete learning curves) | median | hyperband, or a mapping
         with ``type`` and the pruner's options.
-    metric / direction: the validation metric followed (default val_acc; direction
-        maximize, minimize for val_loss). objective: best (default) or final epoch value.
+    metric / direction: the validation curve followed (default acc/val; direction
+        maximize, minimize for loss/val). objective: best (default) or final epoch value.
     n_trials / timeout: sampled trials in the study / seconds after which no trial starts.
     storage: Optuna storage URL (``--storage`` wins). seed: sampler seed (the training
         seed is ``base.seed`` or a grid key). max_retries: how often a failed cell reruns.
@@ -184,7 +183,7 @@ class StudyFile(BaseModel):
     search_space: dict[str, ParamSpec] | None = None
     sampler: Literal["grid", "tpe", "random"] | None = None
     pruner: Annotated[PrunerSpec, BeforeValidator(_pruner_shorthand)] = PrunerSpec()
-    metric: Literal[METRICS] = "val_acc"  # type: ignore[valid-type]
+    metric: Annotated[Literal[METRICS], BeforeValidator(_metric)] = cv.VAL_ACC  # type: ignore
     direction: Literal["maximize", "minimize"] | None = None
     objective: Literal["best", "final"] = "best"
     n_trials: PositiveInt | None = None

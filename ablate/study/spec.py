@@ -1,9 +1,7 @@
 """Study files: YAML -> validated :class:`StudyPlan` -> the trials (grid cells) it stands for.
 
-Three modules: :mod:`~ablate.study.schema` (the file's keys, pydantic),
-:mod:`~ablate.study.checks` (the run-config values, through :func:`ablate.trial.resolve.check`)
-and this one (the plan: cells, samplers, the trial configs).
-
+With :mod:`~ablate.study.schema` (the file's keys, pydantic) and
+:mod:`~ablate.study.checks` (the run-config values, through :func:`ablate.trial.resolve.check`).
 A study file declares an ablation. Everything in it is checked before any trial starts:
 the file's own keys (pydantic, unknown keys are errors), the ``base`` run config and
 every grid value and search-space bound (through :func:`ablate.config.config_from_mapping`,
@@ -24,43 +22,23 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from pydantic import ValidationError
 
 from ablate.config import RunConfig, config_from_mapping
 from ablate.exceptions import ConfigError
-from ablate.study.checks import (
-    check_base,
-    check_budget,
-    check_config,
-    check_grid,
-    check_sampler,
-    check_search_space,
-    expand_grid,
-    load_variant_files,
-)
-from ablate.study.schema import (
-    METRICS,
-    ParamSpec,
-    PrunerSpec,
-    StudyFile,
-    format_validation_error,
-)
+from ablate.study import checks
+from ablate.study.common import MAX_CELLS, one_line
+from ablate.study.schema import ParamSpec, StudyFile, format_validation_error
+from ablate.tracking import conventions as cv
 
-__all__ = [
-    "METRICS",
-    "ParamSpec",
-    "PrunerSpec",
-    "StudyFile",
-    "Cell",
-    "StudyPlan",
-    "load_study",
-    "parse_study",
-]
+__all__ = ["Cell", "StudyPlan", "load_study", "apply_overrides", "parse_study"]
 
 
 # -- the resolved plan ------------------------------------------------------------------------
@@ -103,6 +81,7 @@ class StudyPlan:
     sampler: str
     direction: str
     variant_files: tuple[str, ...] = field(default_factory=tuple)
+    overrides: tuple[str, ...] = ()  # the command line's edits (load_study)
 
     @property
     def name(self) -> str:
@@ -135,33 +114,89 @@ class StudyPlan:
             {**self.config_values(params), **run}, source=f"{self.path}: trial"
         )
 
+    def resume_command(self, storage_url: str) -> str:
+        """The command that continues this study (what a one-line error suggests)."""
+        import shlex
+
+        from ablate.study.storage import display_url
+
+        return shlex.join(
+            ["ablate", "study", self.path, *self.overrides, "--storage", display_url(storage_url)]
+        )
+
     def group_keys(self) -> list[str]:
         """Columns of the summary table: the variant and every grid key except the seed."""
         keys = ["variant"] + [k for k in self.grid if k not in ("variant", "seed")]
         return keys
 
 
-def load_study(path: str | Path) -> StudyPlan:
-    """Read, validate and expand a study file; raises ConfigError (one line) when it is bad."""
+def load_study(
+    path: str | Path, overrides: Sequence[str] = (), *, confirm_large: bool = False
+) -> StudyPlan:
+    """Read, validate and expand a study file; raises ConfigError (one line) when it is bad.
+
+    Args:
+        path: the study file.
+        overrides: Hydra-style edits applied before validation, e.g. ``base.epochs=2``,
+            ``grid.seed=[0,1]`` (the value is YAML), ``~grid.lr`` (remove a key).
+        confirm_large: accept a grid of more than :data:`MAX_CELLS` cells.
+    """
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"{path}: no such study file (studies are YAML files, e.g. studies/quick.yaml)"
-        )
-    text = path.read_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
-    return parse_study(data, source=str(path), text=text)
+    from ablate.config import load_yaml
+
+    data = load_yaml(path, kind="study file", keys="study keys (name, base, grid, ...)")
+    text = Path(path).read_text()
+    source = str(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source = f"{path} (with {one_line(' '.join(overrides), 100)})"
+        text = f"# {path} with {' '.join(overrides)}\n" + yaml.safe_dump(data, sort_keys=False)
+    plan = parse_study(data, source=source, text=text, confirm_large=confirm_large)
+    plan.path, plan.overrides = str(path), tuple(overrides)
+    return plan
 
 
-def parse_study(data: Any, source: str = "study", text: str = "") -> StudyPlan:
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``key.path=value`` (``+key.path=value`` too) sets a value, ``~key.path`` removes it."""
+    import yaml
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        remove = key.startswith("~")
+        path = key.lstrip("+~").split(".")
+        if not all(path) or remove == bool(eq):
+            raise ConfigError(
+                f"override {item!r}: expected KEY=VALUE (e.g. base.epochs=2, grid.seed=[0,1]) "
+                "or ~KEY to remove a key"
+            )
+        if path[0] not in StudyFile.model_fields:
+            raise ConfigError(
+                f"override {item!r}: unknown key {path[0]!r}; valid keys: "
+                + ", ".join(StudyFile.model_fields)
+            )
+        node = data
+        for depth, part in enumerate(path[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(
+                    f"override {item!r}: {'.'.join(path[: depth + 1])} is not a mapping"
+                )
+        if remove:
+            node.pop(path[-1], None)
+            continue
+        try:
+            node[path[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise ConfigError(f"override {item!r}: not a YAML value ({problem})") from None
+    return data
+
+
+def parse_study(
+    data: Any, source: str = "study", text: str = "", confirm_large: bool = False
+) -> StudyPlan:
     """Validate a study mapping (already parsed YAML); ``source`` names it in errors."""
     if not isinstance(data, dict):
         got = "an empty file" if data is None else type(data).__name__
@@ -173,29 +208,25 @@ def parse_study(data: Any, source: str = "study", text: str = "") -> StudyPlan:
     except ValidationError as err:
         raise ConfigError(format_validation_error(source, err)) from None
 
-    base = check_base(spec, source)
-    variant_files = load_variant_files(spec, base, source)
-    grid = check_grid(spec, base, source)
-    cells = [Cell(i, c) for i, c in enumerate(expand_grid(spec, grid, source))]
-    space = check_search_space(spec, base, grid, source)
-    for cell in cells:  # cross-field rules (alpha_steps vs alpha_epochs, model vs data) per cell
-        check_config(
-            {**base, **cell.params},
-            f"{source}: grid cell {cell.describe()}",
-            combinations=True,
+    size = math.prod(len(v) for v in (spec.grid or {}).values())
+    if size > MAX_CELLS and not confirm_large:  # sized before anything is expanded
+        sizes = " x ".join(str(len(v)) for v in (spec.grid or {}).values())
+        raise ConfigError(
+            f"{source}: grid: {sizes} = {size:,} cells, more than {MAX_CELLS:,}; shrink it "
+            "(e.g. the override grid.seed=[0,1]) or confirm with --yes"
         )
-    sampler = check_sampler(spec, grid, space, source)
-    check_budget(spec, cells, source)
-    direction = spec.direction or ("minimize" if spec.metric == "val_loss" else "maximize")
+    base = checks.check_base(spec, source)
+    variant_files = checks.load_variant_files(spec, base, source)
+    grid = checks.check_grid(spec, base, source)
+    cells = [Cell(i, c) for i, c in enumerate(checks.expand_grid(spec, grid, source))]
+    space = checks.check_search_space(spec, base, grid, source)
+    for cell in cells:  # cross-field rules (alpha_steps vs alpha_epochs, model vs data) per cell
+        where = f"{source}: grid cell {cell.describe()}"
+        checks.check_config({**base, **cell.params}, where, combinations=True)
+    sampler = checks.check_sampler(spec, grid, space, source)
+    checks.check_budget(spec, cells, source)
+    direction = spec.direction or ("minimize" if spec.metric == cv.VAL_LOSS else "maximize")
     return StudyPlan(
-        path=source,
-        text=text,
-        spec=spec,
-        base=base,
-        grid=grid,
-        cells=cells,
-        search_space=space,
-        sampler=sampler,
-        direction=direction,
-        variant_files=variant_files,
+        path=source, text=text, spec=spec, base=base, grid=grid, cells=cells, search_space=space,
+        sampler=sampler, direction=direction, variant_files=variant_files,
     )

@@ -11,7 +11,7 @@ to run next), the progress bar and the summary. The trial attributes written by 
   ``interrupted`` and ``stopped``: do not). A FAIL trial without a fail kind was failed
   because its worker died (heartbeat stale or process gone) and counts as an attempt. A
   ``stopped`` trial (a stop signal: preemption, time limit, Ctrl-C) was handed over: a retry
-  resumes its MLflow run (:mod:`ablate.study.handover`).
+  resumes its MLflow run (:mod:`ablate.study.recovery`).
 """
 
 from __future__ import annotations
@@ -25,24 +25,11 @@ if TYPE_CHECKING:
     from ablate.study.spec import StudyPlan
 
 __all__ = [
-    "CELL_ATTR",
-    "RUN_ATTR",
-    "ERROR_ATTR",
-    "WORKER_ATTR",
-    "INVOCATION_ATTR",
-    "FAIL_KIND_ATTR",
-    "STOPPED",
-    "CellState",
-    "cell_states",
-    "counts_as_attempt",
-    "was_handed_over",
-    "retried_numbers",
-    "sampled_used",
-    "finished_count",
-    "is_complete",
-    "exhausted_cells",
-    "trial_params",
-]
+    "CELL_ATTR", "RUN_ATTR", "ERROR_ATTR", "WORKER_ATTR", "INVOCATION_ATTR", "FAIL_KIND_ATTR",
+    "STOPPED", "CellState", "cell_states", "counts_as_attempt", "was_handed_over",
+    "retried_numbers", "sampled_used", "finished_count", "is_complete", "exhausted_cells",
+    "trial_params", "params_text", "trial_label",
+]  # fmt: skip
 
 CELL_ATTR = "cell"
 RUN_ATTR = "mlflow_run_id"
@@ -53,10 +40,8 @@ FAIL_KIND_ATTR = "ablate.fail_kind"
 STOPPED = "stopped"  # the fail kind of a trial a stop signal ended and handed over
 
 
-def _states():
-    from optuna.trial import TrialState
-
-    return TrialState
+def _in(trial: "FrozenTrial", *names: str) -> bool:
+    return trial.state.name in names
 
 
 def was_handed_over(trial: "FrozenTrial") -> bool:
@@ -66,11 +51,7 @@ def was_handed_over(trial: "FrozenTrial") -> bool:
 
 def counts_as_attempt(trial: "FrozenTrial") -> bool:
     """A failed run of a cell that uses up one of its retries (not a setup error or Ctrl-C)."""
-    TrialState = _states()
-    return trial.state == TrialState.FAIL and trial.system_attrs.get(FAIL_KIND_ATTR) in (
-        None,
-        "error",
-    )
+    return _in(trial, "FAIL") and trial.system_attrs.get(FAIL_KIND_ATTR) in (None, "error")
 
 
 @dataclass
@@ -80,17 +61,11 @@ class CellState:
     trials: list["FrozenTrial"] = field(default_factory=list)
 
     def _with(self, *names: str) -> list["FrozenTrial"]:
-        TrialState = _states()
-        wanted = {TrialState[n] for n in names}
-        return [t for t in self.trials if t.state in wanted]
+        return [t for t in self.trials if _in(t, *names)]
 
-    @property
-    def complete(self) -> list["FrozenTrial"]:
-        return self._with("COMPLETE")
-
-    @property
-    def pruned(self) -> list["FrozenTrial"]:
-        return self._with("PRUNED")
+    complete = property(lambda self: self._with("COMPLETE"))
+    running = property(lambda self: self._with("RUNNING"))
+    waiting = property(lambda self: self._with("WAITING"))
 
     @property
     def done(self) -> bool:
@@ -98,29 +73,13 @@ class CellState:
         return bool(self._with("COMPLETE", "PRUNED"))
 
     @property
-    def running(self) -> list["FrozenTrial"]:
-        return self._with("RUNNING")
-
-    @property
-    def waiting(self) -> list["FrozenTrial"]:
-        return self._with("WAITING")
-
-    @property
-    def failed(self) -> list["FrozenTrial"]:
-        return self._with("FAIL")
-
-    @property
     def attempts_failed(self) -> int:
         return sum(counts_as_attempt(t) for t in self.trials)
 
     def exhausted(self, max_retries: int) -> bool:
         """Failed ``1 + max_retries`` times and nothing else pending: given up."""
-        return (
-            not self.done
-            and not self.running
-            and not self.waiting
-            and self.attempts_failed >= 1 + max_retries
-        )
+        pending = self.done or self.running or self.waiting
+        return not pending and self.attempts_failed >= 1 + max_retries
 
 
 def cell_states(plan: "StudyPlan", trials: Iterable["FrozenTrial"]) -> dict[str, CellState]:
@@ -139,10 +98,7 @@ def exhausted_cells(plan: "StudyPlan", trials: Iterable["FrozenTrial"]) -> list[
 
 def retried_numbers(trials: Iterable["FrozenTrial"]) -> set[int]:
     """Numbers of trials that a later trial retries (Optuna's ``retry_history``)."""
-    out: set[int] = set()
-    for t in trials:
-        out.update(t.system_attrs.get("retry_history", []) or [])
-    return out
+    return {n for t in trials for n in t.system_attrs.get("retry_history", []) or []}
 
 
 def sampled_used(trials: list["FrozenTrial"]) -> int:
@@ -151,59 +107,47 @@ def sampled_used(trials: list["FrozenTrial"]) -> int:
     Everything except interrupted / setup failures and dead trials that were retried (their
     retry is counted instead).
     """
-    TrialState = _states()
     retried = retried_numbers(trials)
-    used = 0
-    for t in trials:
-        if t.state == TrialState.FAIL:
-            if not counts_as_attempt(t) or t.number in retried:
-                continue
-        used += 1
-    return used
+    return sum(
+        not _in(t, "FAIL") or (counts_as_attempt(t) and t.number not in retried) for t in trials
+    )
 
 
 def finished_count(plan: "StudyPlan", trials: list["FrozenTrial"]) -> int:
     """Progress: cells done or given up (grid), or trials finished (sampled)."""
-    TrialState = _states()
     if plan.is_grid:
-        return sum(
-            1
-            for s in cell_states(plan, trials).values()
-            if s.done or s.exhausted(plan.spec.max_retries)
-        )
+        states = cell_states(plan, trials).values()
+        return sum(s.done or s.exhausted(plan.spec.max_retries) for s in states)
     retried = retried_numbers(trials)
     return sum(
-        1
+        _in(t, "COMPLETE", "PRUNED") or (counts_as_attempt(t) and t.number not in retried)
         for t in trials
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (counts_as_attempt(t) and t.number not in retried)
     )
 
 
 def is_complete(plan: "StudyPlan", trials: list["FrozenTrial"]) -> bool:
     """Nothing left to run: every cell done or given up / ``n_trials`` used, none running."""
-    TrialState = _states()
-    if any(
-        t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials if _relevant(plan, t)
-    ):
+    cells = {c.key for c in plan.cells}
+    relevant = [t for t in trials if not plan.is_grid or t.user_attrs.get(CELL_ATTR) in cells]
+    if any(_in(t, "RUNNING", "WAITING") for t in relevant):
         return False
     if plan.is_grid:
-        return all(
-            s.done or s.exhausted(plan.spec.max_retries)
-            for s in cell_states(plan, trials).values()
-        )
-    n_trials = plan.spec.n_trials
-    return n_trials is None or sampled_used(trials) >= n_trials
-
-
-def _relevant(plan: "StudyPlan", trial: "FrozenTrial") -> bool:
-    if not plan.is_grid:
-        return True
-    return trial.user_attrs.get(CELL_ATTR) in {c.key for c in plan.cells}
+        states = cell_states(plan, trials).values()
+        return all(s.done or s.exhausted(plan.spec.max_retries) for s in states)
+    return plan.spec.n_trials is None or sampled_used(trials) >= plan.spec.n_trials
 
 
 def trial_params(plan: "StudyPlan", trial: "FrozenTrial") -> dict[str, Any]:
     """The trial's parameters: Optuna params, or the fixed cell values if never suggested."""
-    params = dict(trial.system_attrs.get("fixed_params", {}) or {})
-    params.update(trial.params)
-    return params
+    return {**(trial.system_attrs.get("fixed_params", {}) or {}), **trial.params}
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """``variant=softmax_v lr=0.001``: parameters for a line of text."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in params.items())
+
+
+def trial_label(plan: "StudyPlan", trial: "FrozenTrial") -> str:
+    """``#3 variant=softmax_v seed=1``: a trial named by its number and cell (or sample)."""
+    return f"#{trial.number} {params_text(trial_params(plan, trial))}".strip()

@@ -24,7 +24,7 @@ def status_text(plan: StudyPlan, storage_url: str) -> str:
     from optuna.trial import TrialState
 
     from ablate.study import state as st
-    from ablate.study.report import format_table, summary_rows
+    from ablate.study.report import epoch_of, format_table, summary_rows
     from ablate.study.storage import open_storage
 
     storage = open_storage(storage_url)
@@ -46,16 +46,9 @@ def status_text(plan: StudyPlan, storage_url: str) -> str:
            + ")")
         + ("; complete" if st.is_complete(plan, trials) else "")
     ]
-    epochs = plan.base.get("epochs")
-    for t in trials:
-        if t.state != TrialState.RUNNING:
-            continue
+    for t in (t for t in trials if t.state == TrialState.RUNNING):
         worker = t.system_attrs.get(st.WORKER_ATTR) or {}
-        total = st.trial_params(plan, t).get("epochs", epochs)
-        step = 0 if t.last_step is None else t.last_step
-        lines.append(
-            f"  #{t.number} running: epoch {step}/{total} on {worker.get('host', '?')} "
-            f"(pid {worker.get('pid', '?')})"
-        )
+        where = f"{worker.get('host', '?')} (pid {worker.get('pid', '?')})"
+        lines.append(f"  #{t.number} running: {epoch_of(plan, t)} on {where}")
     lines.append(format_table(summary_rows(plan, trials), plan.metric))
     return "\n".join(lines)

@@ -1,32 +1,36 @@
 """Where studies live: Optuna RDB storages, a cross-process lock per study, worker liveness.
 
-* Default storage: ``sqlite:///ablate-optuna.db`` in the working directory, with a 60 s
-  busy timeout so that several worker processes on this machine wait for each other
-  instead of failing with "database is locked". ``postgresql://`` / ``mysql://`` URLs
-  let workers on many machines join one study.
-* :class:`StudyLock` serialises the few short steps that must not interleave between
-  workers (creating the study and its MLflow parent run, reaping dead trials, choosing
-  and claiming the next trial): a ``filelock`` lock file ``<db>.lock`` for SQLite, a
-  session-level advisory lock for PostgreSQL (``pg_advisory_lock``) and MySQL
-  (``GET_LOCK``). Those locks die with the process or connection that holds them, so a
-  killed worker never leaves a study locked.
-* Crashed workers: every running trial records a heartbeat; a trial whose heartbeat is
-  older than the grace period is failed by the next worker that looks
-  (``optuna.storages.fail_stale_trials``), and on this machine a trial whose worker process
-  is gone is failed at once (:func:`is_dead`, through ``psutil``: Linux, macOS, Windows).
+* Storages: ``sqlite:///ablate-optuna.db`` here by default (a 60 s busy timeout, so that
+  workers on this machine wait for each other), ``postgresql://`` / ``mysql://`` for many
+  machines. Transient errors of an opened storage (a server restart, "the database system
+  is starting up", a reset connection) are retried with backoff for :func:`patience`
+  seconds, then :class:`StorageUnavailable` names it; a first contact fails at once.
+* :class:`StudyLock` serialises the short steps that must not interleave between workers
+  (creating the study and its parent run, reaping dead trials, claiming the next trial): a
+  ``filelock`` file ``<db>.lock`` for SQLite, a session-level advisory lock for PostgreSQL
+  and MySQL. They die with the process or connection that holds them; a frozen holder is
+  named (host, pid) after :func:`patience` seconds.
+* Crashed workers: a trial whose heartbeat is older than the grace period is failed by the
+  next worker that looks (``optuna.storages.fail_stale_trials``); on this machine one whose
+  worker process is gone is failed at once (:func:`is_dead`, through ``psutil``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
 import socket
+import sys
 import threading
+import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ablate.exceptions import AblateError, ConfigError
+from ablate.tracking.store import display_url, with_installed_driver
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -35,10 +39,12 @@ __all__ = [
     "resolve_storage_url",
     "display_url",
     "open_storage",
+    "patience",
+    "StorageUnavailable",
     "StudyLock",
     "process_identity",
     "is_dead",
-    "Heartbeat",
+    "heartbeat",
 ]
 
 DEFAULT_STORAGE = "sqlite:///ablate-optuna.db"
@@ -46,6 +52,13 @@ HEARTBEAT_INTERVAL = 10  # seconds between heartbeats of a running trial
 GRACE_PERIOD = 60  # a running trial without a heartbeat for this long counts as dead
 SQLITE_BUSY_TIMEOUT = 60  # seconds a SQLite writer waits for the lock before failing
 _SCHEMES = ("sqlite", "postgresql", "mysql")
+PATIENCE_ENV = "ABLATE_STORAGE_PATIENCE"  # seconds; default 300
+# Words of the errors worth waiting out: the server restarts, or the connection was lost.
+_TRANSIENT = (
+    "starting up", "shutting down", "terminating connection", "server closed the connection",
+    "connection refused", "could not connect", "connection reset", "timed out", "broken pipe",
+    "lost connection", "gone away", "database is locked",
+)  # fmt: skip
 
 
 def resolve_storage_url(given: str | None) -> str:
@@ -56,45 +69,12 @@ def resolve_storage_url(given: str | None) -> str:
     url = given or DEFAULT_STORAGE
     if "://" not in url:
         url = f"sqlite:///{url}"
-    scheme = url.split("://", 1)[0].split("+", 1)[0]
-    if scheme not in _SCHEMES:
+    if _scheme(url) not in _SCHEMES:
         raise ConfigError(
             f"{display_url(url)!r} is not a supported database; use sqlite:///FILE (one machine), "
             "postgresql://USER@HOST/DB or mysql://USER@HOST/DB (many machines)"
         )
-    return _with_installed_driver(url)
-
-
-def _with_installed_driver(url: str) -> str:
-    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when only it is here.
-
-    Likewise ``mysql://`` (mysqlclient) falls back to PyMySQL. An explicit ``+driver`` is kept.
-    """
-    import importlib.util
-
-    head, rest = url.split("://", 1)
-    if "+" in head:
-        return url
-    choices = {"postgresql": ("psycopg", "psycopg2"), "mysql": ("MySQLdb", "pymysql")}.get(head)
-    if choices is None:
-        return url
-    default, fallback = choices
-    if (
-        importlib.util.find_spec(default) is None
-        and importlib.util.find_spec(fallback) is not None
-    ):
-        return f"{head}+{fallback}://{rest}"
-    return url
-
-
-def display_url(url: str) -> str:
-    """The URL without its password, for messages and tags."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1] if "@" in url else url
+    return with_installed_driver(url)
 
 
 def _scheme(url: str) -> str:
@@ -140,7 +120,7 @@ def open_storage(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            return _patient_storage_class()(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_interval,
@@ -151,6 +131,100 @@ def open_storage(
         raise _storage_error(url, err) from None
 
 
+def patience() -> float:
+    """Seconds to wait out a database that is away or a study lock that is held
+    (``$ABLATE_STORAGE_PATIENCE``, default 300)."""
+    try:
+        return max(0.0, float(os.environ.get(PATIENCE_ENV, 300)))
+    except ValueError:
+        raise ConfigError(f"${PATIENCE_ENV}: expected seconds, got {os.environ[PATIENCE_ENV]!r}")
+
+
+class StorageUnavailable(AblateError):
+    """The study's database stayed unreachable for :func:`patience` seconds."""
+
+
+def _is_transient(err: BaseException) -> bool:
+    """A lost connection or a restarting server, found anywhere in the exception chain
+    (Optuna reports them as "invalid data in the commit")."""
+    import sqlalchemy.exc
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+            return any(words in str(seen).lower() for words in _TRANSIENT)
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+_waiting = threading.local()  # set while a call retries: calls nested in it do not retry
+_outage = threading.Event()  # this process said that its storage is away
+
+
+def patiently(call: Callable[[], Any], url: str) -> Any:
+    """``call()``, retried with backoff while it fails transiently, for :func:`patience` s."""
+    if getattr(_waiting, "active", False):
+        return call()
+    deadline, delay = None, 0.25
+    _waiting.active = True
+    try:
+        while True:
+            try:
+                result = call()
+                if deadline is not None:
+                    _outage.clear()  # back: a later outage is announced again
+                return result
+            except Exception as err:
+                if not _is_transient(err):
+                    raise
+                reason = _first_line(err.__cause__ or err)
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + patience()
+                    if not _outage.is_set():  # once per outage, not once per thread
+                        _outage.set()
+                        print(f"ablate study: storage {display_url(url)} unreachable "
+                              f"({reason}); retrying for up to {patience():.0f} s",
+                              file=sys.stderr, flush=True)
+                if now >= deadline:
+                    raise StorageUnavailable(
+                        f"storage {display_url(url)} unreachable for {patience():.0f} s "
+                        f"({reason})"
+                    ) from None
+                time.sleep(min(delay, deadline - now))
+                delay = min(2 * delay, 5.0)
+    finally:
+        _waiting.active = False
+
+
+@functools.cache
+def _patient_storage_class() -> type:
+    """``RDBStorage`` whose storage calls go through :func:`patiently` once it is open."""
+    import optuna
+
+    base = optuna.storages.RDBStorage
+
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return patiently(lambda: method(self, *args, **kwargs), self.url)
+
+        return call
+
+    names = [n for n in vars(optuna.storages.BaseStorage) if not n.startswith("_")]
+    names += ["record_heartbeat", "_get_stale_trial_ids"]
+    methods = {n: wrap(getattr(base, n)) for n in names if callable(getattr(base, n, None))}
+    return type("PatientRDBStorage", (base,), methods)
+
+
+def _first_line(err: BaseException) -> str:
+    err = getattr(err, "orig", None) or err  # the driver's words, not SQLAlchemy's wrapper
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:300]
+
+
 def _storage_error(url: str, err: Exception) -> AblateError:
     """One line for a storage that cannot be reached or has no driver installed."""
     if isinstance(err, ImportError) or "No module named" in str(err):
@@ -159,35 +233,34 @@ def _storage_error(url: str, err: Exception) -> AblateError:
             f"storage {display_url(url)}: the database driver is not installed; install it with: "
             f"pip install {driver}"
         )
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    first = lines[0] if lines else type(err).__name__
-    return AblateError(f"cannot open study storage {display_url(url)}: {first[:300]}")
+    return AblateError(f"cannot open study storage {display_url(url)}: {_first_line(err)}")
 
 
 class StudyLock:
     """A lock shared by every worker of one study, on this machine or (RDB servers) any.
 
-    Use as a context manager around short critical sections; re-entrant per thread is
-    not needed and not supported.
+    Use as a context manager around short critical sections; not re-entrant. A holder that
+    does not let go within ``wait`` seconds (a stopped process, a hung command) is named in
+    an :class:`AblateError`: host and pid, and for PostgreSQL its database session.
 
     Args:
         url: the study's storage URL.
         study_name: the lock is per study, so different studies never wait for each other.
+        wait: seconds to wait for another holder (default: :func:`patience`).
     """
 
-    def __init__(self, url: str, study_name: str):
+    def __init__(self, url: str, study_name: str, wait: float | None = None):
         self.url = url
         self.study_name = study_name
+        self.wait = patience() if wait is None else wait
         self._scheme = _scheme(url)
         self._thread_lock = threading.Lock()  # one holder per process at a time
         self._file_lock: Any = None  # SQLite: a filelock.FileLock on <db>.lock
         self._conn: Any = None
         self._engine: Any = None
-        self._lock_path: Path | None = None
-        if self._scheme == "sqlite":
-            path = _sqlite_path(url)
-            if path is not None:
-                self._lock_path = Path(path + ".lock")
+        self._connected = False  # a lost server is waited out only after a first contact
+        path = _sqlite_path(url) if self._scheme == "sqlite" else None
+        self._lock_path = Path(path + ".lock") if path is not None else None
 
     def _key(self) -> int:
         digest = hashlib.blake2b(
@@ -195,56 +268,98 @@ class StudyLock:
         ).digest()
         return int.from_bytes(digest, "big", signed=True)  # PostgreSQL advisory keys are bigint
 
-    def _server_engine(self) -> Any:
-        if self._engine is None:
-            import sqlalchemy
-            from sqlalchemy.pool import NullPool
-
-            # Its own connection: the lock belongs to the session that took it, so it must
-            # not be shared with (or returned to) the storage's connection pool.
-            self._engine = sqlalchemy.create_engine(self.url, poolclass=NullPool)
-        return self._engine
-
     def __enter__(self) -> "StudyLock":
         self._thread_lock.acquire()
         try:
-            self._acquire()
-        except Exception as err:
+            deadline = time.monotonic() + self.wait
+            if self._lock_path is not None:
+                self._acquire_file()
+            elif self._scheme != "sqlite":
+                take = functools.partial(self._acquire_server, deadline)
+                patiently(take, self.url) if self._connected else take()
+        except BaseException as err:  # KeyboardInterrupt while waiting too
             self._release()
-            if isinstance(err, AblateError):
-                raise
-            raise _storage_error(self.url, err) from None
-        except BaseException:  # KeyboardInterrupt while waiting for the lock
-            self._release()
+            if isinstance(err, Exception) and not isinstance(err, AblateError):
+                raise _storage_error(self.url, err) from None
             raise
         return self
 
-    def _acquire(self) -> None:
-        if self._scheme == "sqlite":
-            if self._lock_path is not None:
-                from filelock import FileLock
+    def _acquire_file(self) -> None:
+        from filelock import FileLock, Timeout
 
-                self._lock_path.parent.mkdir(parents=True, exist_ok=True)
-                self._file_lock = FileLock(self._lock_path)
-                self._file_lock.acquire()
-        else:
-            import sqlalchemy
+        assert self._lock_path is not None
+        holder = self._lock_path.with_name(self._lock_path.name + ".holder")
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        self._file_lock = FileLock(self._lock_path)
+        try:
+            self._file_lock.acquire(timeout=self.wait)
+        except Timeout:
+            who = holder.read_text().strip() if holder.is_file() else "another process"
+            raise self._held(who) from None
+        holder.write_text(_whoami())
 
-            self._conn = self._server_engine().connect()
-            if self._scheme == "postgresql":
-                self._conn.execute(
-                    sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key()}
-                )
-            else:  # mysql: names are limited to 64 characters
-                name = f"ablate:{self._key():x}"
-                got = self._conn.execute(
-                    sqlalchemy.text("SELECT GET_LOCK(:n, -1)"), {"n": name}
-                ).scalar()
-                if got != 1:
-                    raise AblateError(
-                        f"could not take the study lock {name} on {display_url(self.url)}"
-                    )
+    def _acquire_server(self, deadline: float) -> None:
+        import sqlalchemy
+
+        if self._conn is not None:  # a connection lost while waiting
+            self._close_connection()
+        if self._engine is None:
+            from sqlalchemy.pool import NullPool
+
+            # Its own connection: the lock belongs to the session that took it, so it must
+            # not be shared with (or returned to) the storage's connection pool. Its name
+            # tells a waiting command who holds the lock.
+            named = {"application_name": _whoami()[:63]} if self._scheme == "postgresql" else {}
+            self._engine = sqlalchemy.create_engine(
+                self.url, poolclass=NullPool, connect_args=named
+            )
+        self._conn = self._engine.connect()
+        self._connected = True
+        take = (
+            ("SELECT pg_try_advisory_lock(:k)", self._key())
+            if self._scheme == "postgresql"
+            else ("SELECT GET_LOCK(:k, 0)", f"ablate:{self._key():x}")  # names: 64 chars
+        )
+        pause = 0.05
+        while not self._conn.execute(sqlalchemy.text(take[0]), {"k": take[1]}).scalar():
             self._conn.commit()
+            if time.monotonic() >= deadline:
+                raise self._held(*self._server_holder())
+            time.sleep(pause)
+            pause = min(2 * pause, 1.0)
+        self._conn.commit()
+
+    def _server_holder(self) -> tuple[str, str]:
+        """Who holds the lock, and how to end that database session."""
+        import sqlalchemy
+
+        if self._scheme != "postgresql":
+            conn_id = self._conn.execute(
+                sqlalchemy.text("SELECT IS_USED_LOCK(:k)"), {"k": f"ablate:{self._key():x}"}
+            ).scalar()
+            return f"MySQL connection {conn_id}", f"KILL {conn_id}"
+        key = self._key() & 0xFFFFFFFFFFFFFFFF
+        row = self._conn.execute(
+            sqlalchemy.text(
+                "SELECT a.application_name, a.pid, a.client_addr FROM pg_locks l "
+                "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+                "AND l.granted AND l.classid::bigint = :hi AND l.objid::bigint = :lo"
+            ),
+            {"hi": key >> 32, "lo": key & 0xFFFFFFFF},
+        ).first()
+        if row is None:
+            return "another session", ""
+        name, pid, client = row
+        who = f"{name or 'a client'} (database session {pid} from {client or 'a local socket'})"
+        return who, f"SELECT pg_terminate_backend({pid})"
+
+    def _held(self, who: str, end_session: str = "") -> AblateError:
+        session = f" or end its database session ({end_session})" if end_session else ""
+        return AblateError(
+            f"study lock of {self.study_name!r} on {display_url(self.url)} held for more than "
+            f"{self.wait:.0f} s by {who}; if that command is stuck (stopped or hung), end "
+            f"it{session}, then run this command again"
+        )
 
     def __exit__(self, *exc: Any) -> None:
         self._release()
@@ -256,23 +371,27 @@ class StudyLock:
             if self._conn is not None:
                 import sqlalchemy
 
+                unlock = (
+                    ("SELECT pg_advisory_unlock(:k)", self._key())
+                    if self._scheme == "postgresql"
+                    else ("SELECT RELEASE_LOCK(:k)", f"ablate:{self._key():x}")
+                )
                 try:
-                    if self._scheme == "postgresql":
-                        self._conn.execute(
-                            sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key()}
-                        )
-                    else:
-                        self._conn.execute(
-                            sqlalchemy.text("SELECT RELEASE_LOCK(:n)"),
-                            {"n": f"ablate:{self._key():x}"},
-                        )
-                finally:
-                    self._conn.close()  # closing the session releases the lock in any case
+                    self._conn.execute(sqlalchemy.text(unlock[0]), {"k": unlock[1]})
+                except Exception:
+                    pass  # the session is gone, and its lock with it
+                self._close_connection()
         finally:
             self._file_lock = None
-            self._conn = None
             if self._thread_lock.locked():
                 self._thread_lock.release()
+
+    def _close_connection(self) -> None:
+        try:
+            self._conn.close()  # closing the session releases the lock in any case
+        except Exception:
+            pass
+        self._conn = None
 
     def close(self) -> None:
         if self._engine is not None:
@@ -280,17 +399,11 @@ class StudyLock:
             self._engine = None
 
 
+def _whoami() -> str:
+    return f"ablate on {socket.gethostname()} pid {os.getpid()}"
+
+
 # -- liveness of worker processes on this machine ---------------------------------------------
-def _process_start(pid: int) -> float | None:
-    """When a process started (seconds since the epoch), to tell reused pids apart."""
-    import psutil
-
-    try:
-        return round(psutil.Process(pid).create_time(), 2)
-    except (psutil.Error, OSError):
-        return None
-
-
 def _pid_space() -> str:
     """Where pids of this process are comparable: kernel boot and pid namespace (Linux).
 
@@ -308,14 +421,13 @@ def _pid_space() -> str:
 
 
 def process_identity() -> dict[str, Any]:
-    """Host, pid space, pid and pid start time of this process, stored with each trial."""
-    pid = os.getpid()
-    return {
-        "host": socket.gethostname(),
-        "pid_space": _pid_space(),
-        "pid": pid,
-        "pid_start": _process_start(pid),
-    }
+    """Host, pid space, pid and start time (to tell reused pids apart) of this process,
+    stored with each trial."""
+    import psutil
+
+    start = round(psutil.Process().create_time(), 2)
+    return {"host": socket.gethostname(), "pid_space": _pid_space(), "pid": os.getpid(),
+            "pid_start": start}
 
 
 def is_dead(identity: dict[str, Any] | None) -> bool:
@@ -347,35 +459,28 @@ def is_dead(identity: dict[str, Any] | None) -> bool:
     return abs(now - started) > 1.0
 
 
-class Heartbeat:
-    """Records a trial's heartbeat every ``interval`` seconds from a daemon thread.
+@contextlib.contextmanager
+def heartbeat(storage: Any, trial_id: int, interval: float) -> Iterator[None]:
+    """Record a trial's heartbeat every ``interval`` seconds from a daemon thread.
 
     ``optuna.Study.optimize`` runs such a thread itself; workers here claim trials under
     the study lock and ask/tell them, so they run their own.
     """
+    stop = threading.Event()
 
-    def __init__(self, storage: Any, trial_id: int, interval: float):
-        self.storage = storage
-        self.trial_id = trial_id
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"heartbeat-{trial_id}", daemon=True
-        )
-
-    def _run(self) -> None:
+    def beat() -> None:
         while True:
             try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception:  # a database hiccup must not kill the trial; retry next beat
+                storage.record_heartbeat(trial_id)
+            except Exception:  # a database hiccup must not kill the trial; next beat
                 pass
-            if self._stop.wait(self.interval):
+            if stop.wait(interval):
                 return
 
-    def __enter__(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.interval + 5)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=interval + 5)

@@ -27,14 +27,15 @@ from typing import Any
 from ablate.exceptions import AblateError, Pruned, Stopped, TrainingDiverged
 from ablate.study import state as st
 from ablate.study.common import PARENT_ATTR, RunSettings, one_line, quiet_optuna
-from ablate.study.handover import STOPPED, hand_over
-from ablate.study.recovery import DeadTrialHandler
+from ablate.study.recovery import DeadTrialHandler, hand_over
 from ablate.study.sampling import FollowMetric, make_pruner, make_sampler, suggest
 from ablate.study.spec import StudyPlan
+from ablate.study.state import STOPPED
 from ablate.study.storage import (
-    Heartbeat,
+    StorageUnavailable,
     StudyLock,
     display_url,
+    heartbeat,
     is_dead,
     open_storage,
     process_identity,
@@ -184,6 +185,13 @@ class _Worker:
     # -- outside the lock ----------------------------------------------------------------
     def run(self) -> int:
         """Claim and run trials until the study is done, the limit or the deadline is hit."""
+        try:
+            return self._run()
+        except StorageUnavailable as err:  # a running trial resumes from its checkpoint
+            resume = self.plan.resume_command(self.settings.storage_url)
+            raise AblateError(f"{err}; once it is back, continue with: {resume}") from None
+
+    def _run(self) -> int:
         ran = 0
         while True:
             check()  # a stop that arrived while the last trial was told
@@ -216,7 +224,7 @@ class _Worker:
         self.study.get_trials(deepcopy=False)
         trial = optuna.Trial(self.study, trial_id)
         run: dict[str, Any] = {"trial_id": trial_id}
-        with Heartbeat(self.storage, trial_id, self.settings.heartbeat_interval):
+        with heartbeat(self.storage, trial_id, self.settings.heartbeat_interval):
             try:
                 value = self._objective(trial, run)
             except optuna.TrialPruned:
@@ -228,6 +236,8 @@ class _Worker:
                 raise
             except KeyboardInterrupt:
                 self._fail(trial, run, "interrupted", "interrupted by the user", status="KILLED")
+                raise
+            except StorageUnavailable:  # nothing can be told; the next command reaps it
                 raise
             except TrainingDiverged as err:
                 self._fail(trial, run, "error", str(err))
@@ -247,19 +257,21 @@ class _Worker:
         check()  # stopped while claiming: hand the trial over before any work
 
         from ablate.trial.resolve import resolve
-        from ablate.trial.run import run_trial
+        from ablate.trial.run import run_trial, trial_name
 
         params = suggest(trial, self.plan)
-        overrides: dict[str, Any] = dict(
-            experiment=self.plan.experiment, tracking_uri=self.settings.tracking_uri, quiet=True
+        # not quiet unless the command is (--quiet sets base.quiet): one line per epoch in a
+        # log, named by the run name
+        local: dict[str, Any] = dict(
+            experiment=self.plan.experiment, tracking_uri=self.settings.tracking_uri
         )
         if self.device is not None:
-            overrides["device"] = self.device
-        cfg = self.plan.trial_config(params, **overrides)
+            local["device"] = self.device
+        cfg = self.plan.trial_config(params, **local)
         resolved = resolve(cfg)  # bad input fails here, before any MLflow run exists
         frozen = self.storage.get_trial(run["trial_id"])
         resume = self._resumable_run(frozen, cfg)
-        tags = {**self._tags(trial, frozen, params), **resolved.tags}
+        tags = self._tags(trial, frozen, params)
 
         def opened(tracker: Any) -> None:
             run["tracker"] = tracker
@@ -274,7 +286,7 @@ class _Worker:
                 on_epoch=follow,
                 parent_run_id=self.parent_run_id,
                 extra_tags=tags,
-                run_name=_run_name(self.plan, trial.number, params),
+                run_name=trial_name(resolved, prefix=f"{self.plan.name}#{trial.number}"),
                 resume_run_id=resume,
                 on_run_open=opened,
             )
@@ -293,7 +305,7 @@ class _Worker:
         if not run_id:
             return None
         from ablate.tracking import Tracker
-        from ablate.tracking.checkpoints import ARTIFACT_DIR, LAST, PREVIOUS
+        from ablate.tracking.conventions import ARTIFACT_DIR, LAST, PREVIOUS
 
         folder = Path(cfg.checkpoint_dir) / run_id
         if any((folder / name).is_file() for name in (LAST, PREVIOUS)):
@@ -306,27 +318,21 @@ class _Worker:
 
     def _tags(self, trial: Any, frozen: Any, params: dict[str, Any]) -> dict[str, Any]:
         tags: dict[str, Any] = {
-            "study": self.plan.name,
-            "role": "trial",
-            "optuna.study_name": self.plan.name,
+            "study": self.plan.name, "role": "trial", "optuna.study_name": self.plan.name,
             "optuna.trial_number": trial.number,
-        }
-        tags.update({f"optuna.param.{k}": v for k, v in params.items()})
+            **{f"optuna.param.{k}": v for k, v in params.items()},
+        }  # fmt: skip
         history = frozen.system_attrs.get("retry_history") or []
         if history:
             tags["optuna.retry_of"] = history[-1]
         cell = frozen.user_attrs.get(st.CELL_ATTR)
-        if cell is not None:
-            tags["optuna.cell"] = cell
-            # 1 for the cell's first run; more after failed runs of the same cell
-            earlier = [
-                t
-                for t in self.storage.get_all_trials(self.study_id, deepcopy=False)
-                if t.user_attrs.get(st.CELL_ATTR) == cell
-                and t.number < trial.number
+        if cell is not None:  # attempt 1 is the cell's first run; more after failed ones
+            earlier = sum(
+                t.user_attrs.get(st.CELL_ATTR) == cell and t.number < trial.number
                 and t.state.is_finished()
-            ]
-            tags["optuna.attempt"] = len(earlier) + 1
+                for t in self.storage.get_all_trials(self.study_id, deepcopy=False)
+            )
+            tags.update({"optuna.cell": cell, "optuna.attempt": earlier + 1})
         return tags
 
     def _tell(self, trial: Any, run: dict[str, Any], **kwargs: Any) -> str:
@@ -353,14 +359,8 @@ class _Worker:
             return "FAIL"
         if tracker is not None and wanted == TrialState.COMPLETE:
             tracker.set_trial_state("COMPLETE")
-            value = float(kwargs["values"])
-            tracker.log_metrics({"objective": value}, step=0)
-            if self.parent_run_id:
-                try:
-                    parent = tracker.other(self.parent_run_id)
-                    parent.log_metrics({"objective": value}, step=trial.number)
-                except Exception:
-                    pass  # the parent's history chart only
+            parent = tracker.other(self.parent_run_id) if self.parent_run_id else None
+            tracker.record_objective(float(kwargs["values"]), parent, trial.number)
         return told.name
 
     def _fail(
@@ -387,14 +387,6 @@ class _Worker:
                 tracker.set_trial_state("FAIL")
         except Exception:
             pass
-
-
-def _run_name(plan: StudyPlan, number: int, params: dict[str, Any]) -> str:
-    def short(value: Any) -> str:
-        return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-    name = f"{plan.name}#{number} " + " ".join(f"{k}={short(v)}" for k, v in params.items())
-    return name.strip()[:250]
 
 
 def run_worker(plan: StudyPlan, settings: RunSettings, index: int = 0) -> int:

@@ -1,4 +1,5 @@
-"""Where runs are stored: the tracking URI, experiments, and what every run is tagged with."""
+"""Where runs are stored: the tracking URI, experiments, what every run is tagged with, and
+where the MLflow UI shows a run."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ __all__ = [
     "DEFAULT_TRACKING_URI",
     "EXPERIMENT_TAGS",
     "resolve_tracking_uri",
+    "with_installed_driver",
+    "display_url",
+    "check_store",
+    "WORKFLOW_QUERY",
+    "experiment_url",
+    "run_url",
+    "is_server",
+    "url_of_run",
     "git_commit",
     "experiment_id",
     "quiet_mlflow",
@@ -22,8 +31,59 @@ EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else a SQLite file in the working dir."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else a SQLite file in the working dir.
+
+    A database URI gets the driver that is installed (:func:`with_installed_driver`).
+    """
+    return with_installed_driver(
+        uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    )
+
+
+def with_installed_driver(url: str) -> str:
+    """``postgresql://`` means psycopg 3 to SQLAlchemy 2; use psycopg2 when only it is here.
+
+    ``ablate[postgres]`` installs psycopg2, so the URL a user copies from the README works for
+    the Optuna storage and the MLflow store alike. Likewise ``mysql://`` (mysqlclient) falls
+    back to PyMySQL. An explicit ``+driver`` is kept.
+    """
+    import importlib.util
+
+    head, sep, rest = url.partition("://")
+    drivers = {"postgresql": ("psycopg", "psycopg2"), "mysql": ("MySQLdb", "pymysql")}
+    default, fallback = drivers.get(head, (None, None))
+    if not sep or default is None or importlib.util.find_spec(default) is not None:
+        return url
+    return f"{head}+{fallback}://{rest}" if importlib.util.find_spec(fallback) else url
+
+
+def display_url(url: str) -> str:
+    """The URL without its password, for messages and tags."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+
+
+def check_store(uri: str) -> None:
+    """Fail in one line when the MLflow store cannot be used (no database driver, not
+    reachable), before anything is created elsewhere (a study's Optuna storage)."""
+    from mlflow import MlflowClient
+
+    from ablate.exceptions import AblateError
+
+    quiet_mlflow()
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        first = (lines[0] if lines else type(err).__name__)[:300]
+        hint = "; install the database driver (pip install 'ablate[postgres]')" * (
+            "No module named" in first
+        )
+        raise AblateError(f"MLflow tracking store {display_url(uri)}: {first}{hint}") from None
 
 
 def git_commit() -> str | None:
@@ -64,3 +124,35 @@ def experiment_id(client: Any, name: str) -> str:
         if exp is None:
             raise
         return exp.experiment_id
+
+
+# -- where the MLflow UI shows a run ----------------------------------------------------------
+# MLflow 3's UI opens experiments in its GenAI view (traces, judges, prompts) unless the URL
+# asks for the model-training view with this query (the parameter its router reads).
+WORKFLOW_QUERY = "workflowType=machine_learning"
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs table in the model-training view."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{WORKFLOW_QUERY}"
+
+
+def run_url(base: str, experiment_id: str, run_id: str) -> str:
+    """One run's page in the model-training view."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{WORKFLOW_QUERY}"
+
+
+def is_server(tracking_uri: str) -> bool:
+    """An MLflow tracking server: it serves its own UI at the same address."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def url_of_run(tracking_uri: str | None, run_id: str) -> str:
+    """``run_url`` for a run id of ``tracking_uri`` (what `ablate run` / `ablate study` print):
+    on the tracking server itself, else on the UI ``ablate ui`` starts (127.0.0.1:5000)."""
+    from mlflow import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri)
+    run = MlflowClient(uri).get_run(run_id)
+    base = uri if is_server(uri) else "http://127.0.0.1:5000"
+    return run_url(base, run.info.experiment_id, run_id)

@@ -28,7 +28,7 @@ def test_the_parent_run_is_created_once_and_resumed(grid_plan, settings):
     run_id = prepare_study(grid_plan, settings)
     study = _study(settings, "grid")
     assert study.user_attrs[PARENT_ATTR] == run_id
-    assert study.user_attrs["metric"] == "val_acc"
+    assert study.user_attrs["metric"] == "acc/val"
     client = MlflowClient(settings.tracking_uri)
     run = client.get_run(run_id)
     assert run.info.status == "RUNNING" and run.info.run_name == "grid"

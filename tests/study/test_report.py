@@ -47,12 +47,12 @@ def test_rows_group_seeds_per_variant_with_counts_and_stats(grid_plan, settings)
     assert rows["softmax"]["std"] == pytest.approx(0.1414, abs=1e-4)
     assert (rows["softmax_v"]["failed"], rows["softmax_v"]["pending"]) == (1, 2)
     assert rows["softmax_v"]["best"] is None
-    table = format_table(list(rows.values()), "val_acc")
+    table = format_table(list(rows.values()), "acc/val")
     assert table.splitlines()[0].split()[:2] == ["variant", "cells"]
-    assert "best val_acc" in table and "0.7000" in table and " - " in table
-    markdown = format_table(list(rows.values()), "val_acc", markdown=True)
+    assert "best acc/val" in table and "0.7000" in table and " - " in table
+    markdown = format_table(list(rows.values()), "acc/val", markdown=True)
     assert markdown.splitlines()[1].startswith("|---|")
-    assert format_table([], "val_acc") == "(no trials yet)"
+    assert format_table([], "acc/val") == "(no trials yet)"
 
 
 def test_an_unfinished_study_leaves_its_parent_killed_and_resumable(grid_plan, settings):
@@ -72,12 +72,12 @@ def test_a_finished_study_logs_its_summary_and_ends_the_parent(grid_plan, settin
     _add(settings, grid_plan, results)
     outcome = summarize(grid_plan, settings, parent, trials_run=5, errors=[])
     assert outcome.complete and outcome.exhausted == [grid_plan.cells[3].key]
-    assert "best: #1 val_acc 0.9000" in outcome.table and "MLflow run run1" in outcome.table
+    assert "best: #1 acc/val 0.9000" in outcome.table and "MLflow run run1" in outcome.table
     client = MlflowClient(settings.tracking_uri)
     run = client.get_run(parent)
     assert run.info.status == "FINISHED"
     assert run.data.tags["study_state"] == "complete_with_failed_cells"
-    assert run.data.metrics["best_val_acc"] == 0.9
+    assert run.data.metrics["best_objective"] == 0.9
     with open(client.download_artifacts(parent, "trials.csv", str(workdir))) as handle:
         csv = handle.read()
     header, *lines = csv.splitlines()

@@ -11,6 +11,7 @@ optuna = pytest.importorskip("optuna")
 
 from ablate.exceptions import Pruned  # noqa: E402
 from ablate.study.sampling import FollowMetric, make_pruner, make_sampler, suggest  # noqa: E402
+from ablate.tracking.conventions import TRAIN_LOSS, VAL_ACC  # noqa: E402
 
 
 def test_sampler_is_seeded_per_worker(search_plan):
@@ -63,12 +64,12 @@ def test_follow_metric_reports_each_epoch_and_keeps_the_best_or_final(grid_plan)
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
     follow = FollowMetric(trial, grid_plan)
-    follow(0, {"val_acc": 0.99})  # before training: reported, never the trial's value
-    follow(1, {"val_acc": 0.5})
-    follow(2, {"val_acc": math.nan})  # not finite: skipped
-    follow(3, {"val_acc": 0.7, "other": 1.0})
-    follow(4, {"val_acc": 0.6})
-    follow(5, {"train_loss": 0.1})  # the metric is missing: nothing to report
+    follow(0, {VAL_ACC: 0.99})  # before training: reported, never the trial's value
+    follow(1, {VAL_ACC: 0.5})
+    follow(2, {VAL_ACC: math.nan})  # not finite: skipped
+    follow(3, {VAL_ACC: 0.7, "other": 1.0})
+    follow(4, {VAL_ACC: 0.6})
+    follow(5, {TRAIN_LOSS: 0.1})  # the metric is missing: nothing to report
     assert study.trials[0].intermediate_values == {0: 0.99, 1: 0.5, 3: 0.7, 4: 0.6}
     assert follow.value() == 0.7
     follow.mode = "final"
@@ -86,6 +87,6 @@ def test_follow_metric_raises_pruned_when_the_pruner_says_so(grid_plan):
         good.report(0.9, epoch)
     study.tell(good, 0.9)
     follow = FollowMetric(study.ask(), grid_plan)
-    follow(0, {"val_acc": 0.05})  # epoch 0 never prunes
-    with pytest.raises(Pruned, match="pruned at epoch 1 \\(val_acc 0.1\\)"):
-        follow(1, {"val_acc": 0.1})
+    follow(0, {VAL_ACC: 0.05})  # epoch 0 never prunes
+    with pytest.raises(Pruned, match="pruned at epoch 1 \\(acc/val 0.1\\)"):
+        follow(1, {VAL_ACC: 0.1})

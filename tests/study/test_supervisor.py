@@ -49,5 +49,4 @@ def test_workers_take_devices_round_robin(workdir):
     client = MlflowClient()
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, "tags.role = 'trial'")
-    assert sorted(r.data.tags["device"] for r in runs) == ["cpu", "cpu"]
-    assert {r.data.params["device"] for r in runs} == {"cpu"}  # the worker's, not 'auto'
+    assert sorted(r.data.params["device"] for r in runs) == ["cpu", "cpu"]  # not 'auto'

@@ -13,7 +13,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from ablate.study import state as st  # noqa: E402
 from ablate.study.parent import prepare_study  # noqa: E402
-from ablate.study.worker import _Claim, _run_name, _Worker  # noqa: E402
+from ablate.study.worker import _Claim, _Worker  # noqa: E402
 from ablate.tracking import Tracker  # noqa: E402
 
 
@@ -97,6 +97,11 @@ def test_a_trial_trains_logs_and_reports_its_objective(worker, settings):
     assert run.data.tags["mlflow.parentRunId"] == w.parent_run_id
     assert run.data.tags["optuna.cell"] == trial.user_attrs[st.CELL_ATTR]
     assert run.data.tags["optuna.attempt"] == "1"
+    # named apart from its siblings: study#trial, model, variant, seed
+    params = st.trial_params(w.plan, trial)
+    assert run.info.run_name.startswith(f"grid#{trial.number} cct_")
+    assert f" {params['variant']} " in run.info.run_name
+    assert run.info.run_name.endswith(f" s{params['seed']}")
     history = client.get_metric_history(w.parent_run_id, "objective")
     assert [(m.step, m.value) for m in history] == [(trial.number, trial.value)]
 
@@ -112,9 +117,3 @@ def test_a_result_for_a_trial_failed_meanwhile_supersedes_its_run(worker, settin
     run = MlflowClient(settings.tracking_uri).get_run(tracker.run_id)
     assert run.info.status == "FAILED" and run.data.tags["trial_state"] == "FAIL"
     assert "runs again" in run.data.tags["failure_reason"]
-
-
-def test_run_names_are_short_and_readable(grid_plan):
-    name = _run_name(grid_plan, 7, {"variant": "softmax_v", "lr": 0.0012345, "seed": 1})
-    assert name == "grid#7 variant=softmax_v lr=0.00123 seed=1"
-    assert len(_run_name(grid_plan, 1, {"k": "x" * 400})) == 250
