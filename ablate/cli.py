@@ -71,10 +71,9 @@ def resolve_run_config(args: argparse.Namespace, base: dict[str, Any] | None = N
 def _run_command(args: argparse.Namespace, base: dict[str, Any] | None = None) -> int:
     # values are checked before torch and MLflow load (seconds): a bad one fails at once
     cfg = _config_of_run(args) if args.resume else resolve_run_config(args, base)
-    from ablate.trial.resolve import resolve
-    from ablate.trial.run import run_trial
+    from ablate.trial.run import train
 
-    result = run_trial(resolve(cfg), resume_run_id=args.resume)
+    result = train(cfg, resume_run_id=args.resume)
     if not cfg.quiet:
         from ablate.tracking import resolve_tracking_uri
 

@@ -10,7 +10,7 @@ times a training call (forward + backward, attention dropout 0.1, which sends CP
 math path) and an inference call, every variant once per round, round-robin; the overhead is
 the median over rounds of the per-round time ratio to softmax (a drift in machine load hits
 both alike). ``softmax_v_autograd`` is softmax_v written with plain autograd (masked token
-softmax + lerp), the implementation before ``variants/_fused.py``.
+softmax + lerp), the implementation before the fused node in ``variants/softmax_v.py``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """`ablate study FILE --launcher slurm|local` (issue 17): job arrays through submitit.
 
-The SLURM path is checked through its job script (--dry-run: no cluster here); the local
-executor runs the very same array tasks as processes on this machine, against real SQLite
-Optuna and MLflow stores: every cell finishes exactly once, and a task stopped by submitit's
-time-limit signal is requeued through submitit's checkpoint hook and resumes its trial.
+Here: the SLURM job script and the flags' checks, and the local executor, which runs the
+very same array tasks as processes on this machine against real SQLite Optuna and MLflow
+stores: every cell finishes exactly once, and a task stopped by submitit's time-limit signal
+is requeued through submitit's checkpoint hook and resumes its trial. The same command on a
+real SLURM cluster: tests/cluster/test_slurm_launcher.py.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ablate.cli import main  # noqa: E402
 from ablate.exceptions import ConfigError  # noqa: E402
 from ablate.study.launcher import parse_slurm_time  # noqa: E402
 from ablate.study.storage import open_storage  # noqa: E402
+from ablate.tracking import conventions as cv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = "postgresql://ablate@db.cluster/ablate"  # never contacted: dry runs only
@@ -70,17 +72,18 @@ def test_slurm_dry_run_prints_the_array_job_script(workdir, capsys):
          "--slurm-partition", "gpu", "--slurm-gpus-per-task", "1", "--slurm-cpus-per-task",
          "8", "--slurm-mem", "32G", "--slurm-account", "lab", "--slurm-qos", "normal",
          "--slurm-extra", "constraint=a100", "--slurm-extra", "exclusive", "--requeue",
-         "--log-dir", "logs"]
+         "--slurm-signal-offset", "300", "--log-dir", "logs"]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
+    assert out.startswith("#!/bin/bash\n")  # sbatch reads a script only from its #! line
     lines = set(out.splitlines())
     for line in (
         "#SBATCH --array=0-3%2",  # 4 tasks, at most 2 at once
         "#SBATCH --time=1590",  # minutes
         "#SBATCH --partition=gpu",
         "#SBATCH --requeue",
-        "#SBATCH --signal=USR2@90",  # the time-limit warning that triggers the requeue
+        "#SBATCH --signal=USR2@300",  # the time-limit warning that triggers the requeue
         "#SBATCH --gpus-per-task=1",
         "#SBATCH --cpus-per-task=8",
         "#SBATCH --mem=32G",
@@ -101,6 +104,7 @@ def test_slurm_without_requeue_has_no_requeue_line(workdir, capsys):
     assert main(["study", str(path), "--launcher", "slurm", "--dry-run", "--storage", SERVER]) == 0
     out = capsys.readouterr().out
     assert "#SBATCH --requeue" not in out and "#SBATCH --time=60" in out
+    assert "#SBATCH --signal=USR2@90" in out
     assert "#SBATCH --array=0-0%1" in out
 
 
@@ -120,6 +124,11 @@ def test_sqlite_storage_is_refused_for_a_slurm_launch(workdir, capsys):
         (["--slurm-mem", "lots"], "--slurm-mem: expected a size like 16G"),
         (["--slurm-extra", "bad key=1"], "--slurm-extra: expected KEY=VALUE"),
         (["--workers", "2"], "--workers: with --launcher each array task runs one worker"),
+        (["--slurm-signal-offset", "0"], "--slurm-signal-offset: must be >= 1, got 0"),
+        (
+            ["--slurm-time", "2", "--slurm-signal-offset", "120"],
+            "--slurm-signal-offset: 120 s leaves no time before the warning within the 2-minute",
+        ),
     ],
 )
 def test_bad_launcher_flags_are_one_line_errors(workdir, capsys, flags, message):
@@ -130,11 +139,14 @@ def test_bad_launcher_flags_are_one_line_errors(workdir, capsys, flags, message)
     assert message in err and "\n" not in err
 
 
-def test_launcher_flags_without_a_launcher_are_refused(workdir, capsys):
+@pytest.mark.parametrize(
+    "flags", [["--array", "4"], ["--slurm-extra", "exclusive"], ["--requeue"], ["--wait"]]
+)
+def test_launcher_flags_without_a_launcher_are_refused(workdir, capsys, flags):
     path = _study(workdir, "nolauncher", "  seed: [0]")
-    assert main(["study", str(path), "--array", "4", "--dry-run"]) == 2
+    assert main(["study", str(path), *flags, "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.endswith("--array: only with --launcher slurm|local")
+    assert err.endswith(f"{flags[0]}: only with --launcher slurm|local")
 
 
 def test_slurm_time_formats():
@@ -220,7 +232,7 @@ def test_time_limit_signal_requeues_the_task_through_submitit_and_resumes(workdi
     trials = _trials(workdir, "requeue")
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"], trials
     assert trials[0].system_attrs["ablate.fail_kind"] == "stopped"
-    assert "SIGUSR2" in trials[0].user_attrs["error"]
+    assert "stopped by SIGUSR2 (time_limit)" in trials[0].user_attrs["error"]
     # requeued by submitit: the restarted task (a new process) resumed the trial
     assert (
         trials[1].system_attrs["ablate.worker"]["pid"]
@@ -232,7 +244,7 @@ def test_time_limit_signal_requeues_the_task_through_submitit_and_resumes(workdi
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert int(run.data.tags["resumed_from_epoch"]) >= 3
-    steps = [m.step for m in client.get_metric_history(run_id, "val_acc")]
+    steps = [m.step for m in client.get_metric_history(run_id, cv.VAL_ACC)]
     assert sorted(steps) == list(range(9))
     logs = "".join(p.read_text() for p in (workdir / "ablate-logs" / "requeue").glob("*/*_log.*"))
     assert "Requeued job" in logs

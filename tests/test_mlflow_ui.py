@@ -32,12 +32,24 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """A store with one finished run, served by `ablate ui`; yields (url printed, port, run)."""
+    """A store with a 2-trial study and then one finished run, served by `ablate ui`; yields
+    (the URL `ablate ui` printed, its port, what `ablate study` printed)."""
+    import contextlib
+    import io
+
     root = tmp_path_factory.mktemp("mlflow_ui")
     uri = f"sqlite:///{root}/mlflow.db"
+    study = root / "two.yaml"
+    study.write_text(
+        "name: two\nbase: {img_size: 8, epochs: 1, quiet: true, system_metrics: false}\n"
+        "grid: {variant: [softmax, softmax_v]}\n"
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", uri)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(["study", str(study), "--storage", f"sqlite:///{root}/optuna.db"]) == 0
         args = ["run", "--img-size", "8", "--epochs", "1", "--quiet", "--no-system-metrics",
                 "--variant", "softmax_v", "--alpha-schedule", "linear"]
         assert main([*args, "--run-name", "ui-run"]) == 0
@@ -61,7 +73,7 @@ def served(tmp_path_factory):
                 time.sleep(0.5)
         else:
             pytest.fail(f"the MLflow UI did not answer (exit {proc.poll()})")
-        yield printed, port
+        yield printed, port, out.getvalue()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -129,14 +141,14 @@ def _chart_rows(page, legend: str) -> list[list[str]]:
 
 @pytest.mark.slow
 def test_printed_url_is_the_experiment_in_the_model_training_view(served):
-    url, port = served
+    url, port, _ = served
     assert url.startswith(f"http://127.0.0.1:{port}/#/experiments/")
     assert url.endswith("/runs?workflowType=machine_learning")
 
 
 @pytest.mark.slow
 def test_rest_api_behind_the_page_has_the_run_its_datasets_and_models(served):
-    url, port = served
+    url, port, _ = served
     exp_id = re.search(r"/experiments/(\d+)/", url).group(1)
     runs = _post(port, "/ajax-api/2.0/mlflow/runs/search", {"experiment_ids": [exp_id]})["runs"]
     (run,) = runs
@@ -152,7 +164,7 @@ def test_rest_api_behind_the_page_has_the_run_its_datasets_and_models(served):
 
 @pytest.mark.slow
 def test_headless_chromium_shows_run_dataset_and_logged_models(served, browser):
-    url, _ = served
+    url, _, _ = served
     runs_page = _open(browser, url, "digits-train").inner_text("body")
     assert "Model training" in runs_page and "ui-run" in runs_page
     assert "Judges" not in runs_page  # not the GenAI view
@@ -166,7 +178,7 @@ def test_run_page_opens_on_the_learning_curves(served, browser):
     """MLflow groups charts into sections by the part of a metric's name before "/" and puts
     un-prefixed metrics last: the first row is the accuracy curves (train and val), and the
     one-point end-of-run scalars (test_*, best_*) come after every curve."""
-    url, port = served
+    url, port, _ = served
     exp_id = re.search(r"/experiments/(\d+)/", url).group(1)
     runs = _post(port, "/ajax-api/2.0/mlflow/runs/search", {"experiment_ids": [exp_id]})["runs"]
     run_url = f"{url.split('#')[0]}#/experiments/{exp_id}/runs/{runs[0]['info']['run_id']}"
@@ -175,3 +187,21 @@ def test_run_page_opens_on_the_learning_curves(served, browser):
     assert rows[0] == ["acc/train", "acc/val"]
     sections = re.findall(r"^([^\n]+)\n\((\d+)\)\nAdd chart", page.inner_text("body"), flags=re.M)
     assert sections[0] == ("acc", "2") and sections[-1][0] == "Model metrics"
+
+
+@pytest.mark.slow
+def test_a_studys_trials_have_distinct_names_and_curves_side_by_side(served, browser):
+    url, port, printed = served
+    trials_url = re.search(r"its trials' curves side by side: (\S+)", printed).group(1)
+    trials_url = trials_url.replace("127.0.0.1:5000", f"127.0.0.1:{port}")
+    exp_id = re.search(r"/experiments/(\d+)/", trials_url).group(1)
+    runs = _post(port, "/ajax-api/2.0/mlflow/runs/search", {
+        "experiment_ids": [exp_id], "filter": "tags.role = 'trial'"})["runs"]
+    names = sorted(r["info"]["run_name"] for r in runs)
+    assert len(names) == 2 and names[0] != names[1]
+    assert names[0].startswith("two#") and "softmax_v" in names[1]
+    page = _open(browser, trials_url, "(acc/val)")
+    listed = page.inner_text("body")
+    assert all(name[:20] in listed for name in names)  # flat: not folded under the study run
+    legends = page.get_by_text(re.compile(r"\(acc/val\)$")).all_inner_texts()
+    assert len(legends) >= 2  # both trials' curves in the acc/val chart

@@ -180,7 +180,7 @@ def test_stop_reasons(monkeypatch):
     assert stop_reason(signal.SIGUSR2, now) == "time_limit"
     monkeypatch.setenv(JOB_END_ENV, str(now + 3600))
     assert stop_reason(signal.SIGTERM, now) == "preempted"
-    assert stop_reason(signal.SIGUSR2, now) == "preempted"  # submitit's USR2 at preemption
+    assert stop_reason(signal.SIGUSR2, now) == "time_limit"  # a warning, however early
     assert stop_reason(signal.SIGINT, now) == "user"
 
 

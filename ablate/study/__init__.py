@@ -176,6 +176,8 @@ def command(args: argparse.Namespace) -> int:
     from ablate.tracking.store import url_of_run
 
     print(f"parent run in the MLflow UI: {url_of_run(tracking_uri, outcome.parent_run_id)}")
+    trials = url_of_run(tracking_uri, outcome.parent_run_id, study=outcome.name)
+    print(f"its trials' curves side by side: {trials}")
     sys.stdout.flush()
     if outcome.errors:
         raise AblateError(outcome.errors[0])

@@ -2,19 +2,20 @@
 
     launching command:  prepare the study (storage + MLflow parent run) -> submit N tasks
     each array task:    one study worker (the usual claim loop) against the shared storage
-    --wait:             poll the jobs, show the study's progress, print the usual summary
+    --wait:             follow the queue, show the study's progress, print the usual summary
 
 Every task runs the same worker as ``ablate study FILE`` on one machine; the storage (a
 PostgreSQL or MySQL server for SLURM) decides which trial each task runs, so tasks can
 start late, die, be preempted or be requeued without running a grid cell twice. A stopped
-task hands its trial over (:mod:`ablate.trial.stopping`): the next worker resumes it in the same
-MLflow run. With ``--requeue`` the time-limit warning submitit asks SLURM for
-(``--signal=USR2@90``) stops the trial and requeues the task through submitit's
-checkpoint hook. A plain SIGTERM (preemption, ``scancel``) is left to SLURM's own requeue
-policy, so a cancelled job is never requeued by ablate.
+task hands its trial over (:mod:`ablate.trial.stopping`): the next worker resumes it in the
+same MLflow run. SLURM warns each task ``--slurm-signal-offset`` seconds before its time
+limit (USR2, the signal submitit asks for); with ``--requeue`` that warning requeues the
+task through submitit's checkpoint hook, unless the task finished no epoch since it started
+(its requeues would only start over). A SIGTERM (preemption, ``scancel``, ``scontrol
+requeue``) is left to SLURM's own requeue policy.
 
 ``--launcher local`` runs the same array with submitit's local executor (one process per
-task on this machine); the tests use it. ``--dry-run`` prints the SLURM job script.
+task on this machine). ``--dry-run`` prints the SLURM job script, ready for ``sbatch``.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ import os
 import re
 import shlex
 import signal
+import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ablate.cli_options import add_dataclass_options, option
 from ablate.exceptions import AblateError, ConfigError, Stopped
 from ablate.study.common import RunSettings
 from ablate.study.storage import display_url
@@ -39,130 +42,122 @@ if TYPE_CHECKING:
     from ablate.study.common import StudyOutcome
     from ablate.study.spec import StudyPlan
 
-__all__ = [
-    "add_arguments",
-    "LaunchOptions",
-    "parse_slurm_time",
-    "check_storage",
-    "sbatch_script",
-    "launch",
-    "launch_command",
-    "launcher_flags",
-    "ArrayTask",
-]
+__all__ = ["add_arguments", "LaunchOptions", "launch_command", "launcher_flags", "ArrayTask"]
 
 DEFAULT_TIME_MIN = 60  # --slurm-time when not given (submitit's own default is 5 minutes)
-SIGNAL_DELAY_S = 90  # SLURM warns each task this long before its time limit (USR2)
 # submitit gives up requeueing a task after this many time limits (its default: 3); a long
 # study may need many, and each requeue resumes where the storage says the study is
 MAX_REQUEUES = 100
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The launcher flags of ``ablate study``."""
-    group = parser.add_argument_group("cluster launch (submitit: pip install 'ablate[slurm]')")
-    add = group.add_argument
-    add("--launcher", choices=("slurm", "local"), default=None,
-        help="submit the study as a job array of --array workers: slurm (sbatch through "
-        "submitit) or local (the same array as processes on this machine)")
-    add("--array", type=int, default=1, metavar="N",
-        help="array tasks, each one study worker (default: 1)")
-    add("--array-parallelism", type=int, default=None, metavar="K",
-        help="SLURM runs at most K array tasks at once (default: all)")
-    add("--slurm-partition", default=None, metavar="NAME", help="sbatch --partition")
-    add("--slurm-time", default=None, metavar="TIME",
-        help=f"time limit per task: minutes, HH:MM:SS or D-HH:MM (default: {DEFAULT_TIME_MIN})")
-    add("--slurm-gpus-per-task", type=int, default=None, metavar="G",
-        help="sbatch --gpus-per-task")
-    add("--slurm-cpus-per-task", type=int, default=None, metavar="C",
-        help="sbatch --cpus-per-task (the worker uses that many torch threads)")
-    add("--slurm-mem", default=None, metavar="SIZE", help="sbatch --mem, e.g. 16G")
-    add("--slurm-account", default=None, metavar="NAME", help="sbatch --account")
-    add("--slurm-qos", default=None, metavar="NAME", help="sbatch --qos")
-    add("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
-        help="any other sbatch option, e.g. constraint=a100 or exclusive (repeatable)")
-    add("--requeue", action="store_true",
-        help="requeue a task at its time limit (its trial resumes from the checkpoint)")
-    add("--log-dir", default=None, metavar="DIR",
-        help="submitit job files and task logs (default: ablate-logs/STUDY)")
-    add("--wait", action="store_true",
-        help="block until the array ends, then print the usual study summary")
-    add("--status", action="store_true",
-        help="print where the study stands (trials per state, running epochs) and exit")
+POLL_S = 5.0  # --wait: seconds between looks at the queue
 
 
 @dataclass(frozen=True)
 class LaunchOptions:
-    """The launcher flags, checked."""
+    """The launcher flags of ``ablate study`` (one ``--field-name`` flag per field), checked."""
 
-    launcher: str
-    array: int = 1
-    parallelism: int | None = None
-    time_min: int = DEFAULT_TIME_MIN
-    slurm: dict[str, Any] = field(default_factory=dict)  # submitit SlurmExecutor parameters
-    extra: dict[str, Any] = field(default_factory=dict)  # more #SBATCH lines
-    requeue: bool = False
-    log_dir: str = "ablate-logs"
-    wait: bool = False
+    launcher: str | None = option(
+        None, "submit the study as a job array of --array workers: slurm (sbatch through "
+        "submitit) or local (the same array as processes on this machine)",
+        choices=("slurm", "local"))  # fmt: skip
+    array: int = option(1, "array tasks, each one study worker", metavar="N")
+    array_parallelism: int | None = option(
+        None, "SLURM runs at most K array tasks at once (default: all)", metavar="K"
+    )
+    slurm_partition: str | None = option(None, "sbatch --partition", metavar="NAME")
+    slurm_time: str | None = option(
+        None, "time limit per task: minutes, HH:MM:SS or D-HH:MM (default: "
+        f"{DEFAULT_TIME_MIN} minutes)", metavar="TIME")  # fmt: skip
+    slurm_signal_offset: int = option(
+        90, "SLURM warns each task (USR2) this many seconds before its time limit (up to 60 s "
+        "earlier): the task hands its trial over, and with --requeue is requeued; leave time "
+        "to save and upload a checkpoint", metavar="S")  # fmt: skip
+    slurm_gpus_per_task: int | None = option(None, "sbatch --gpus-per-task", metavar="G")
+    slurm_cpus_per_task: int | None = option(
+        None, "sbatch --cpus-per-task (the worker uses that many torch threads)", metavar="C"
+    )
+    slurm_mem: str | None = option(None, "sbatch --mem, e.g. 16G", metavar="SIZE")
+    slurm_account: str | None = option(None, "sbatch --account", metavar="NAME")
+    slurm_qos: str | None = option(None, "sbatch --qos", metavar="NAME")
+    slurm_extra: tuple[str, ...] = ()  # repeatable, so declared in add_arguments
+    requeue: bool = option(
+        False, "requeue a task at its time limit (its trial resumes from the checkpoint)"
+    )
+    log_dir: str | None = option(
+        None, "submitit job files and task logs (default: ablate-logs/STUDY)", metavar="DIR"
+    )
+    wait: bool = option(False, "block until the array ends, then print the usual study summary")
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, study_name: str) -> "LaunchOptions":
-        for flag, value in (
-            ("--array", args.array),
-            ("--array-parallelism", args.array_parallelism),
-            ("--slurm-gpus-per-task", args.slurm_gpus_per_task),
-            ("--slurm-cpus-per-task", args.slurm_cpus_per_task),
-        ):
+    def __post_init__(self) -> None:
+        for name in ("array", "array_parallelism", "slurm_gpus_per_task", "slurm_cpus_per_task",
+                     "slurm_signal_offset"):  # fmt: skip
+            value = getattr(self, name)
             if value is not None and value < 1:
-                raise ConfigError(f"{flag}: must be >= 1, got {value}")
-        if getattr(args, "workers", None) not in (None, 1):
+                raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
+        if self.slurm_mem is not None and not re.fullmatch(
+            r"\d+(\.\d+)?[KMGT]?B?", self.slurm_mem.upper()
+        ):
+            raise ConfigError(f"--slurm-mem: expected a size like 16G or 4000M, got "
+                              f"{self.slurm_mem!r}")  # fmt: skip
+        for item in self.slurm_extra:
+            _parse_extra(item)
+        if self.slurm_signal_offset >= 60 * self.time_min:
             raise ConfigError(
-                "--workers: with --launcher each array task runs one worker; use --array N"
+                f"--slurm-signal-offset: {self.slurm_signal_offset} s leaves no time before the "
+                f"warning within the {self.time_min}-minute time limit; raise --slurm-time or "
+                "lower --slurm-signal-offset"
             )
-        slurm = {
-            "partition": args.slurm_partition,
-            "gpus_per_task": args.slurm_gpus_per_task,
-            "cpus_per_task": args.slurm_cpus_per_task,
-            "account": args.slurm_account,
-            "qos": args.slurm_qos,
+
+    @property
+    def time_min(self) -> int:
+        return DEFAULT_TIME_MIN if self.slurm_time is None else parse_slurm_time(self.slurm_time)
+
+    def folder(self, plan: StudyPlan) -> Path:
+        """Where submitit keeps the job files and task logs (``%j``: one folder per job)."""
+        return Path(self.log_dir or Path("ablate-logs") / plan.name).resolve()
+
+    def executor_parameters(self, plan: StudyPlan) -> dict[str, Any]:
+        """submitit ``SlurmExecutor`` parameters (each becomes an ``#SBATCH`` line)."""
+        params: dict[str, Any] = {
+            "job_name": f"ablate-{plan.name}",
+            "time": self.time_min,
+            "signal_delay_s": self.slurm_signal_offset,
         }
-        extra = dict(_parse_extra(item) for item in args.slurm_extra)
-        if args.slurm_mem is not None:
-            if not re.fullmatch(r"\d+(\.\d+)?[KMGT]?B?", args.slurm_mem.upper()):
-                raise ConfigError(f"--slurm-mem: expected a size like 16G or 4000M, got "
-                                  f"{args.slurm_mem!r}")
-            extra["mem"] = args.slurm_mem
-        if args.requeue:
+        for name in ("partition", "gpus_per_task", "cpus_per_task", "account", "qos"):
+            if getattr(self, f"slurm_{name}") is not None:
+                params[name] = getattr(self, f"slurm_{name}")
+        if self.array_parallelism is not None:
+            params["array_parallelism"] = self.array_parallelism
+        extra = dict(_parse_extra(item) for item in self.slurm_extra)
+        if self.slurm_mem is not None:
+            extra["mem"] = self.slurm_mem
+        if self.requeue:
             extra["requeue"] = True
-        time_min = DEFAULT_TIME_MIN if args.slurm_time is None else parse_slurm_time(
-            args.slurm_time
-        )
-        return cls(
-            launcher=args.launcher,
-            array=args.array,
-            parallelism=args.array_parallelism,
-            time_min=time_min,
-            slurm={k: v for k, v in slurm.items() if v is not None},
-            extra=extra,
-            requeue=args.requeue,
-            log_dir=args.log_dir or str(Path("ablate-logs") / study_name),
-            wait=args.wait,
-        )
+        if extra:
+            params["additional_parameters"] = extra
+        return params
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The launcher flags of ``ablate study`` (from :class:`LaunchOptions`) and ``--status``."""
+    group = parser.add_argument_group("cluster launch (submitit: pip install 'ablate[slurm]')")
+    add_dataclass_options(group, LaunchOptions)
+    group.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other sbatch option, e.g. constraint=a100 or exclusive "
+                       "(repeatable)")  # fmt: skip
+    group.add_argument("--status", action="store_true",
+                       help="print where the study stands (trials per state, running epochs) "
+                       "and exit")  # fmt: skip
 
 
 def launcher_flags(args: argparse.Namespace) -> list[str]:
     """The launcher flags given on the command line (other than --launcher and --status)."""
-    defaults = {"array": 1, "slurm_extra": [], "requeue": False, "wait": False}
-    names = (
-        "array", "array_parallelism", "slurm_partition", "slurm_time", "slurm_gpus_per_task",
-        "slurm_cpus_per_task", "slurm_mem", "slurm_account", "slurm_qos", "slurm_extra",
-        "requeue", "log_dir", "wait",
-    )  # fmt: skip
-    return [
-        "--" + name.replace("_", "-")
-        for name in names
-        if getattr(args, name, defaults.get(name)) != defaults.get(name)
-    ]
+    given = []
+    for f in dataclasses.fields(LaunchOptions):
+        value = getattr(args, f.name, f.default)
+        value = tuple(value) if isinstance(value, list) else value  # --slurm-extra
+        if f.name != "launcher" and value != f.default:
+            given.append("--" + f.name.replace("_", "-"))
+    return given
 
 
 def _parse_extra(item: str) -> tuple[str, Any]:
@@ -179,95 +174,31 @@ def parse_slurm_time(text: str) -> int:
     """SLURM's time formats (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) in minutes."""
     match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
     if not match:
-        raise ConfigError(
-            f"--slurm-time: expected minutes, HH:MM:SS or D-HH:MM, got {text!r}"
-        )
-    days, a, b, c = match.groups()
-    if days is not None:  # D-HH, D-HH:MM, D-HH:MM:SS
-        hours, minutes, seconds = int(a), int(b or 0), int(c or 0)
-    elif c is not None:  # HH:MM:SS
-        hours, minutes, seconds = int(a), int(b), int(c)
-    elif b is not None:  # MM:SS
-        hours, minutes, seconds = 0, int(a), int(b)
-    else:  # MM
-        hours, minutes, seconds = 0, int(a), 0
+        raise ConfigError(f"--slurm-time: expected minutes, HH:MM:SS or D-HH:MM, got {text!r}")
+    days, *rest = match.groups()
+    values = [int(v) for v in rest if v is not None]
+    if days is not None or len(values) == 3:  # D-HH[:MM[:SS]] or HH:MM:SS
+        hours, minutes, seconds = (values + [0, 0])[:3]
+    else:  # MM or MM:SS
+        hours, (minutes, seconds) = 0, (values + [0])[:2]
     total = int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
     if total < 1:
         raise ConfigError(f"--slurm-time: must be at least one minute, got {text!r}")
     return total
 
 
-def check_storage(url: str, launcher: str) -> None:
-    """Refuse a SQLite storage for tasks that may run on other nodes."""
-    if launcher == "slurm" and url.startswith("sqlite"):
-        raise ConfigError(
-            f"--launcher slurm: the SQLite storage {display_url(url)} cannot be shared by tasks "
-            "on several nodes (SQLite on NFS corrupts); use a PostgreSQL or MySQL server: "
-            "--storage postgresql://USER@HOST/DB"
-        )
-
-
-def _executor_parameters(plan: StudyPlan, opts: LaunchOptions) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "job_name": f"ablate-{plan.name}",
-        "time": opts.time_min,
-        "signal_delay_s": SIGNAL_DELAY_S,
-        **opts.slurm,
-    }
-    if opts.parallelism is not None:
-        params["array_parallelism"] = opts.parallelism
-    if opts.extra:
-        params["additional_parameters"] = dict(opts.extra)
-    return params
-
-
-def sbatch_script(plan: StudyPlan, opts: LaunchOptions) -> str:
-    """The job script ``--launcher slurm`` submits (submitit's, for an array of tasks)."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    folder = Path(opts.log_dir).resolve() / "%j"
-    command = " ".join(
-        [shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))]
-    )
-    return _make_sbatch_string(
-        command=command,
-        folder=folder,
-        map_count=opts.array,
-        **_executor_parameters(plan, opts),
-    )
-
-
-def _executor(plan: StudyPlan, opts: LaunchOptions) -> Any:
-    import submitit
-
-    folder = Path(opts.log_dir) / "%j"
-    if opts.launcher == "local":
-        executor = submitit.LocalExecutor(folder=folder, max_num_timeout=MAX_REQUEUES)
-        executor.update_parameters(timeout_min=opts.time_min, signal_delay_s=SIGNAL_DELAY_S)
-        return executor
-    try:
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_REQUEUES)
-    except RuntimeError:
-        raise AblateError(
-            "--launcher slurm: no SLURM here (srun not found); run it on the cluster's login "
-            "node, or check the job script with --dry-run, or use --launcher local"
-        ) from None
-    executor.update_parameters(**_executor_parameters(plan, opts))
-    return executor
-
-
 class ArrayTask:
     """What each array task runs: one study worker against the shared storage.
 
     Picklable (submitit sends it to the task). Devices, threads and the ``--timeout``
-    deadline are decided in the task, on the node that runs it.
+    deadline are decided in the task, on the node that runs it. Returns None when the
+    worker found nothing more to run, else what stopped it (one line).
 
     Args:
         plan: the loaded study file.
         settings: the launching command's settings (storage, tracking URI, invocation).
+        opts: the launcher flags (time limit, requeue).
         timeout: start no new trial this many seconds after the task started.
-        time_min: the task's time limit, so a stop signal near it counts as ``time_limit``.
-        requeue: requeue the task through submitit when its time-limit warning stops it.
         threads: torch threads (None: every core the task may use).
     """
 
@@ -275,26 +206,27 @@ class ArrayTask:
         self,
         plan: StudyPlan,
         settings: RunSettings,
-        *,
+        opts: LaunchOptions,
         timeout: float | None,
-        time_min: int,
-        requeue: bool,
         threads: int | None = None,
     ):
         self.plan = plan
         self.settings = settings
+        self.opts = opts
         self.timeout = timeout
-        self.time_min = time_min
-        self.requeue = requeue
         self.threads = threads
 
-    def __call__(self, index: int) -> int:
+    def __call__(self, index: int) -> str | None:
+        import submitit
+
+        from ablate.study.storage import process_identity
         from ablate.study.supervisor import default_devices, usable_cpus
         from ablate.study.worker import run_worker
         from ablate.trial.stopping import JOB_END_ENV, StopSignals
 
         start = time.time()
-        os.environ[JOB_END_ENV] = str(start + 60 * self.time_min)
+        os.environ[JOB_END_ENV] = str(start + 60 * self.opts.time_min)  # a stop near it
+        name = f"array task {submitit.JobEnvironment().job_id}"
         threads = self.threads or max(1, usable_cpus())
         if "OMP_NUM_THREADS" not in os.environ:
             import torch
@@ -306,19 +238,38 @@ class ArrayTask:
             threads=threads,
             deadline=None if self.timeout is None else start + self.timeout,
         )
+        where = f"{os.uname().nodename}: one worker on {display_url(settings.storage_url)}"
+        print(f"ablate study: {name} of study {self.plan.name!r} on {where}", file=sys.stderr,
+              flush=True)  # fmt: skip
         try:
             with StopSignals():
-                return run_worker(self.plan, settings, index)
+                ran = run_worker(self.plan, settings, index)
         except Stopped as err:
-            print(
-                f"ablate study: array task {index} {err}; its trial was handed over and "
-                "resumes from its last checkpoint",
-                file=sys.stderr,
-                flush=True,
-            )
-            if self.requeue:
-                _requeue_through_submitit(err)
-            return 0
+            stopped = f"{name} {err}"
+            requeue = self.opts.requeue and err.reason == "time_limit"
+            if requeue and not _trained_an_epoch(self.plan, settings, process_identity()):
+                requeue = False
+                stopped += (
+                    f" {time.time() - start:.0f} s after it started, before finishing one "
+                    "epoch; not requeued (every requeue would start over): raise --slurm-time "
+                    "or lower --slurm-signal-offset, then run the same command again"
+                )
+            else:
+                stopped += "; its trial was handed over and resumes from its last checkpoint"
+            print(f"ablate study: {stopped}", file=sys.stderr, flush=True)
+            signum = getattr(signal, err.signal_name)
+            handler = signal.getsignal(signum)
+            # submitit's handler of its time-limit signal checkpoints, requeues and exits
+            if requeue and getattr(handler, "__name__", "") == "checkpoint_and_try_requeue":
+                handler(signum, None)
+        else:
+            stopped = None
+            print(f"ablate study: {name}: done, {ran} trial(s) run", file=sys.stderr, flush=True)
+        # The work is done: a time-limit warning now, while Python exits (and resets its
+        # handlers), would kill the task and SLURM would record it FAILED.
+        for warning in (signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(warning, signal.SIG_IGN)
+        return stopped
 
     def checkpoint(self, index: int) -> Any:
         """submitit's hook before a requeue: the task restarts as it is (the storage knows
@@ -328,23 +279,45 @@ class ArrayTask:
         return submitit.helpers.DelayedSubmission(self, index)
 
 
-def _requeue_through_submitit(err: Stopped) -> None:
-    """Hand the signal to the handler submitit installed for it (checkpoint, requeue, exit).
+def _trials(plan: StudyPlan, settings: RunSettings) -> list[Any]:
+    from ablate.study.storage import open_storage
 
-    Only submitit's own signal (its time-limit warning) has such a handler: a SIGTERM or
-    Ctrl-C never requeues.
-    """
-    signum = getattr(signal, err.signal_name)
-    handler = signal.getsignal(signum)
-    # submitit's SignalHandler.checkpoint_and_try_requeue (SIGTERM has its `bypass`)
-    if getattr(handler, "__name__", "") == "checkpoint_and_try_requeue":
-        handler(signum, None)
+    storage = open_storage(settings.storage_url)
+    try:
+        return storage.get_all_trials(storage.get_study_id_from_name(plan.name), deepcopy=False)
+    finally:
+        storage.engine.dispose()
+
+
+def _trained_an_epoch(plan: StudyPlan, settings: RunSettings, me: dict[str, Any]) -> bool:
+    """Whether a trial of this process got past the epoch it started from (Optuna's
+    intermediate values: one per epoch, replayed from the checkpoint when it resumes)."""
+    from optuna.trial import TrialState
+
+    from ablate.study import state as st
+
+    try:
+        trials = _trials(plan, settings)
+    except Exception:  # the storage is unreachable: cannot tell, so requeue as asked
+        return True
+    last = {t.number: max(t.intermediate_values, default=0) for t in trials}
+    for t in trials:
+        worker = t.system_attrs.get(st.WORKER_ATTR) or {}
+        if any(worker.get(key) != me[key] for key in ("host", "pid", "pid_start")):
+            continue
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            return True
+        retried = t.system_attrs.get("retry_history") or []
+        if last[t.number] > (last.get(retried[-1], 0) if retried else 0):
+            return True
+    return False
 
 
 def launch_command(
     args: argparse.Namespace, plan: StudyPlan, storage_url: str, tracking_uri: str
 ) -> StudyOutcome | None:
-    """``ablate study FILE --status`` / ``--launcher ...``: None unless it waited (--wait)."""
+    """``--status``, or submit the study's array (``--dry-run``: print its script); with
+    ``--wait``, wait for it and return the summary, else None."""
     given = launcher_flags(args)
     if given and not args.launcher:
         raise ConfigError(f"{given[0]}: only with --launcher slurm|local")
@@ -353,103 +326,92 @@ def launch_command(
 
         print(status_text(plan, storage_url))
         return None
-    return launch(
-        plan,
-        LaunchOptions.from_args(args, plan.name),
-        storage_url=storage_url,
-        tracking_uri=tracking_uri,
-        max_trials=args.trials,
-        timeout=args.timeout,
-        dry_run=args.dry_run,
-        quiet=args.quiet,
-    )
-
-
-def launch(
-    plan: StudyPlan,
-    opts: LaunchOptions,
-    *,
-    storage_url: str,
-    tracking_uri: str,
-    max_trials: int | None = None,
-    timeout: float | None = None,
-    dry_run: bool = False,
-    quiet: bool = False,
-) -> StudyOutcome | None:
-    """Submit the study's array; with ``opts.wait``, wait and return the summary.
-
-    Returns None when the array was only submitted (or ``dry_run`` printed the script).
-    """
-    check_storage(storage_url, opts.launcher)
-    _require_submitit()
-    if dry_run:
+    if args.workers not in (None, 1):
+        raise ConfigError(
+            "--workers: with --launcher each array task runs one worker; use --array N"
+        )
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(LaunchOptions)}
+    opts = LaunchOptions(**{**values, "slurm_extra": tuple(args.slurm_extra)})
+    if opts.launcher == "slurm" and storage_url.startswith("sqlite"):
+        raise ConfigError(
+            f"--launcher slurm: the SQLite storage {display_url(storage_url)} cannot be shared "
+            "by tasks on several nodes (SQLite on NFS corrupts); use a PostgreSQL or MySQL "
+            "server: --storage postgresql://USER@HOST/DB"
+        )
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError(
+            "--launcher needs submitit: pip install 'ablate[slurm]' (or pip install submitit)"
+        ) from None
+    if args.dry_run:
         print(_dry_run_text(plan, opts, storage_url))
         return None
     from ablate.study.parent import prepare_study
 
     # one invocation for the whole array: --trials counts the trials of every task
     settings = RunSettings(
-        storage_url=storage_url, tracking_uri=tracking_uri, max_trials=max_trials
+        storage_url=storage_url, tracking_uri=tracking_uri, max_trials=args.trials
     )
     parent = prepare_study(plan, settings)  # once, before any task looks for the study
-    executor = _executor(plan, opts)
-    local_threads = None
-    if opts.launcher == "local":
-        from ablate.study.supervisor import usable_cpus
-
-        local_threads = max(1, usable_cpus() // min(opts.array, opts.parallelism or opts.array))
-    task = ArrayTask(
-        plan,
-        settings,
-        timeout=timeout if timeout is not None else plan.spec.timeout,
-        time_min=opts.time_min,
-        requeue=opts.requeue,
-        threads=local_threads,
-    )
+    timeout = args.timeout if args.timeout is not None else plan.spec.timeout
+    task = ArrayTask(plan, settings, opts, timeout)
+    folder = opts.folder(plan) / "%j"
     if opts.launcher == "slurm":
+        try:
+            executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_REQUEUES)
+        except RuntimeError:
+            raise AblateError(
+                "--launcher slurm: no SLURM here (srun not found); run it on the cluster's "
+                "login node, or check the job script with --dry-run, or use --launcher local"
+            ) from None
+        executor.update_parameters(**opts.executor_parameters(plan))
         jobs = executor.map_array(task, list(range(opts.array)))
     else:
-        jobs = _submit_local(executor, task, opts.array)
+        jobs = _submit_local(submitit, folder, opts, task)
     print(_submitted_text(plan, opts, jobs, storage_url, tracking_uri), flush=True)
-    if not opts.wait:
-        return None
-    return _wait(plan, settings, parent, jobs, quiet)
+    return _wait(plan, settings, parent, jobs, args.quiet) if opts.wait else None
 
 
-def _submit_local(executor: Any, task: ArrayTask, count: int) -> list[Any]:
-    """One local job per task; with GPUs here, task i sees GPU ``i % n`` only."""
+def _submit_local(submitit: Any, folder: Path, opts: LaunchOptions, task: ArrayTask) -> list:
+    """One local process per task sharing this machine's cores; with GPUs here, task i sees
+    GPU ``i % n`` only."""
     import torch
 
+    from ablate.study.supervisor import usable_cpus
+
+    executor = submitit.LocalExecutor(folder=folder, max_num_timeout=MAX_REQUEUES)
+    executor.update_parameters(timeout_min=opts.time_min, signal_delay_s=opts.slurm_signal_offset)
+    task.threads = max(1, usable_cpus() // min(opts.array, opts.array_parallelism or opts.array))
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     jobs = []
-    for index in range(count):
+    for index in range(opts.array):
         if gpus:
             executor.update_parameters(gpus_per_node=1, visible_gpus=(index % gpus,))
         jobs.append(executor.submit(task, index))
     return jobs
 
 
-def _require_submitit() -> None:
-    try:
-        import submitit  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "--launcher needs submitit: pip install 'ablate[slurm]' (or pip install submitit)"
-        ) from None
-
-
 def _dry_run_text(plan: StudyPlan, opts: LaunchOptions, storage_url: str) -> str:
     head = (
         f"# ablate study {plan.path}: {opts.array} array task(s), each one study worker on "
-        f"{display_url(storage_url)} (--dry-run: nothing submitted)\n"
+        f"{display_url(storage_url)} (--dry-run: nothing submitted)"
     )
     if opts.launcher == "local":
         return head + (
-            f"# --launcher local: {opts.array} processes on this machine through submitit's "
-            f"local executor, time limit {opts.time_min} min each, logs in "
-            f"{Path(opts.log_dir).resolve()}"
+            f"\n# --launcher local: {opts.array} processes on this machine through submitit's "
+            f"local executor, time limit {opts.time_min} min each, logs in {opts.folder(plan)}"
         )
-    return head + sbatch_script(plan, opts)
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    folder = opts.folder(plan) / "%j"
+    command = " ".join(
+        [shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))]
+    )
+    shebang, script = _make_sbatch_string(
+        command=command, folder=folder, map_count=opts.array, **opts.executor_parameters(plan)
+    ).split("\n", 1)
+    return f"{shebang}\n{head}\n{script}"  # sbatch wants the #! line first
 
 
 def _submitted_text(
@@ -461,7 +423,7 @@ def _submitted_text(
     what = "SLURM job array" if opts.launcher == "slurm" else "local processes"
     lines = [
         f"submitted {len(ids)} array task(s) of study {plan.name!r} as {what}: {shown}",
-        f"logs: {Path(opts.log_dir).resolve()}",
+        f"logs: {opts.folder(plan)}",
         "follow the study:",
         f"  ablate study {plan.path} --status --storage {storage}",
         f"  optuna-dashboard {storage}",
@@ -475,19 +437,51 @@ def _submitted_text(
 def _wait(
     plan: StudyPlan, settings: RunSettings, parent: str, jobs: list[Any], quiet: bool
 ) -> StudyOutcome:
+    from ablate.study import state as st
     from ablate.study.report import Progress, summarize
 
     progress = Progress(plan, settings, enabled=not quiet)
     progress.start()
-    ran, errors = 0, []
     try:
-        for job in jobs:
-            try:
-                ran += int(job.result() or 0)
-            except Exception as err:  # the task's traceback is in its log
-                first = " ".join(str(err).split())[:300]
-                errors.append(f"array task {job.job_id} failed: {first} (log: {job.paths.stderr})")
+        while _in_queue(jobs):
+            time.sleep(POLL_S)
     finally:
         progress.stop()
+    errors = [error for job in jobs if (error := _task_error(job))]
+    ran = sum(  # in every task and every requeue of a task
+        1
+        for t in _trials(plan, settings)
+        if t.state.is_finished()
+        and t.system_attrs.get(st.INVOCATION_ATTR) == settings.invocation
+        and not st.was_handed_over(t)
+    )
     return summarize(plan, settings, parent, ran, errors)
 
+
+def _in_queue(jobs: list[Any]) -> bool:
+    """Whether a task is pending, running or requeued: ``squeue`` for SLURM (``sacct``,
+    which submitit asks less and less often, needs slurmdbd and misses requeues)."""
+    from submitit.slurm.slurm import SlurmJob
+
+    if not isinstance(jobs[0], SlurmJob):
+        return not all(job.done() for job in jobs)
+    ids = sorted({job.job_id.split("_")[0] for job in jobs})
+    queue = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(ids)],
+                           capture_output=True, text=True)  # fmt: skip
+    if queue.returncode != 0 and "Invalid job id" not in queue.stderr:
+        return True  # slurmctld busy or restarting: look again later
+    return bool(queue.stdout.strip())
+
+
+def _task_error(job: Any) -> str | None:
+    """Why a task ended before the study did (one line), or None."""
+    log = job.paths.stderr
+    if not job.paths.result_pickle.exists():
+        return (f"array task {job.job_id} ended without a result (cancelled before it "
+                f"started, or killed); see {log}")  # fmt: skip
+    try:
+        stopped = job.result()
+    except Exception as err:  # the task's traceback is in its log
+        first = " ".join(str(err).split())[:300]
+        return f"array task {job.job_id} failed: {first} (log: {log})"
+    return None if stopped is None else f"{stopped} (log: {log})"

@@ -20,6 +20,7 @@ __all__ = [
     "run_url",
     "is_server",
     "url_of_run",
+    "study_charts_url",
     "git_commit",
     "experiment_id",
     "quiet_mlflow",
@@ -142,17 +143,36 @@ def run_url(base: str, experiment_id: str, run_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{WORKFLOW_QUERY}"
 
 
+def study_charts_url(base: str, experiment_id: str, study: str) -> str:
+    """A study's trial runs side by side in the chart view. The UI folds child runs under
+    their parent (the study run, which has no curves) unless the runs are filtered and
+    sorted by something other than their start time, so the URL does both."""
+    from urllib.parse import quote
+
+    query = {
+        "searchFilter": f"tags.study = '{study}' and tags.role = 'trial'",
+        "orderByKey": "tags.`mlflow.runName`",
+        "orderByAsc": "true",
+        "compareRunsMode": "CHART",
+    }
+    args = "&".join(f"{k}={quote(v, safe='')}" for k, v in query.items())
+    return f"{experiment_url(base, experiment_id)}&{args}"
+
+
 def is_server(tracking_uri: str) -> bool:
     """An MLflow tracking server: it serves its own UI at the same address."""
     return tracking_uri.startswith(("http://", "https://"))
 
 
-def url_of_run(tracking_uri: str | None, run_id: str) -> str:
-    """``run_url`` for a run id of ``tracking_uri`` (what `ablate run` / `ablate study` print):
-    on the tracking server itself, else on the UI ``ablate ui`` starts (127.0.0.1:5000)."""
+def url_of_run(tracking_uri: str | None, run_id: str, *, study: str | None = None) -> str:
+    """``run_url`` for a run id of ``tracking_uri`` (what `ablate run` / `ablate study` print),
+    or with ``study`` its trials' :func:`study_charts_url`: on the tracking server itself,
+    else on the UI ``ablate ui`` starts (127.0.0.1:5000)."""
     from mlflow import MlflowClient
 
     uri = resolve_tracking_uri(tracking_uri)
     run = MlflowClient(uri).get_run(run_id)
     base = uri if is_server(uri) else "http://127.0.0.1:5000"
+    if study is not None:
+        return study_charts_url(base, run.info.experiment_id, study)
     return run_url(base, run.info.experiment_id, run_id)

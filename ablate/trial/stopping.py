@@ -12,11 +12,12 @@ previous epoch's, written atomically; at most the current epoch's work is lost.
 The reason recorded (the MLflow run's ``stop_reason`` tag):
 
 * ``user``: SIGINT (Ctrl-C);
-* ``time_limit``: any other stop signal within :data:`TIME_LIMIT_MARGIN` seconds of the
-  job's end (``ABLATE_JOB_END_TIME`` set by the launcher, else SLURM's
-  ``SLURM_JOB_END_TIME``); without a known end, SIGUSR1 / SIGUSR2 (the warnings that
-  ``sbatch --signal`` sends before the time limit);
-* ``preempted``: any other stop (a scheduler's or container runtime's SIGTERM).
+* ``time_limit``: SIGUSR1 / SIGUSR2, the warnings ``sbatch --signal`` sends before the time
+  limit (submitit's ``USR2``, also when ``scancel --signal=USR2`` sends it early); any other
+  stop signal within :data:`TIME_LIMIT_MARGIN` seconds of the job's end
+  (``ABLATE_JOB_END_TIME`` set by the launcher, else SLURM's ``SLURM_JOB_END_TIME``);
+* ``preempted``: any other stop (a scheduler's or container runtime's SIGTERM, ``scancel``,
+  ``scontrol requeue``).
 
 A second signal while a stop is being handled is ignored, so the clean-up (ending the
 MLflow run, handing the trial over) finishes.
@@ -57,6 +58,8 @@ def stop_reason(signum: int, now: float | None = None) -> str:
     """``user``, ``time_limit`` or ``preempted`` for a stop signal received now."""
     if signum == signal.SIGINT:
         return "user"
+    if signum in {getattr(signal, n, None) for n in ("SIGUSR1", "SIGUSR2")}:
+        return "time_limit"  # only a time-limit warning sends these
     now = time.time() if now is None else now
     for name in (JOB_END_ENV, "SLURM_JOB_END_TIME"):
         try:
@@ -64,9 +67,7 @@ def stop_reason(signum: int, now: float | None = None) -> str:
         except ValueError:
             continue
         return "time_limit" if now >= end - TIME_LIMIT_MARGIN else "preempted"
-    # no known end: USR1 / USR2 are the warnings sbatch --signal sends before the time limit
-    warnings = {getattr(signal, n, None) for n in ("SIGUSR1", "SIGUSR2")}
-    return "time_limit" if signum in warnings else "preempted"
+    return "preempted"
 
 
 def _handle(signum: int, frame: Any) -> None:

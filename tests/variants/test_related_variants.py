@@ -143,8 +143,7 @@ def test_configs_cover_the_new_variants_against_their_oracles_not_standard_atten
 def test_fused_remix_backward_passes_gradcheck(beta, scaled, alpha_shape):
     # The hand-written backward of variants/_fused.py against finite differences, for V and
     # for alpha / beta (a learned alpha needs those), with a padding mask.
-    from variants._fused import remix_values_fused
-    from variants.softmax_v import real_tokens
+    from variants.softmax_v import real_tokens, remix_values_fused
 
     g = torch.Generator().manual_seed(29)
     v = torch.randn(2, 2, 5, 3, dtype=torch.float64, generator=g, requires_grad=True)
