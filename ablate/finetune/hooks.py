@@ -1,17 +1,17 @@
 """The fine-tuning hooks the trial runner calls: :func:`prepare_model` and :func:`export_model`.
 
 :func:`prepare_model` loads the initial weights (:mod:`.sources`), freezes (:mod:`.stages`)
-and wires LoRA adapters (:mod:`ablate.finetune.lora`); :func:`export_model` merges them back.
+and wires LoRA adapters (:mod:`ablate.models.lora`); :func:`export_model` merges them back.
 """
 
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 import torch.nn as nn
 
 from ablate.exceptions import CheckpointError, ConfigError
@@ -82,8 +82,8 @@ def prepare_model(
             (read here when omitted).
 
     Returns:
-        What was done, logged as ``init.<key>`` params: ``source``, ``source_kind``,
-        ``source_file``, ``source_model``, ``loaded_tensors``, ``resized``, ``head``, ...
+        What was done, logged as ``init.<key>`` tags: ``source_kind``, ``source_model``,
+        ``loaded_tensors``, ``resized``, ``head``, ``attention``, ``source_model_id``, ...
 
     Raises:
         CheckpointError: the source cannot be read or does not fit the model.
@@ -133,6 +133,11 @@ def _load_initial_weights(
     )
     if src.spec.is_run:
         info["source_run_id"] = src.spec.run_id
+    if src.model_id:
+        info["source_model_id"] = src.model_id
+    if src.spec.model_uri and src.spec.model_uri != src.spec.text:
+        info["source_alias"] = f"{src.spec.text} = {src.spec.model_uri}"
+    info["attention"] = _attention_change(src, model, cfg)
     for key, value in src.extra.items():
         info[f"source_{key}"] = value
     if src.merged_adapters:
@@ -142,9 +147,35 @@ def _load_initial_weights(
     return info
 
 
+def _attention_change(src: SourceWeights, model: nn.Module, cfg: "RunConfig") -> str:
+    """What the run starts computing next to what the source computed, in words; a change
+    is also printed, since epoch 0 then no longer validates the source's function."""
+    from ablate.finetune.sources import attention_of
+
+    def show(function: tuple[str, str]) -> str:
+        return function[0] if function[1] == "attention" else f"{function[0]} @{function[1]}"
+
+    ours = dict(model.variant_params()) if hasattr(model, "variant_params") else {}
+    if cfg.alpha_schedule != "none" and "alpha" in ours:
+        ours["alpha"] = cfg.alpha_start  # the schedule's value at step 0
+    start, source = attention_of(getattr(model, "arch", {}), ours), attention_of(src.arch)
+    if start == source:
+        return f"as the source: {show(source)}"
+    theirs = (src.arch or {}).get("variant_params", {}).get("alpha")
+    only_alpha = theirs is not None and ours.get("alpha") is not None and attention_of(
+        model.arch, {**ours, "alpha": theirs}) == source
+    if only_alpha:
+        note = f"starting at alpha {ours['alpha']:g} from a model trained at alpha {theirs:g}"
+    else:
+        note = f"starting with {show(start)} from a model trained with {show(source)}"
+    note += ": epoch 0 will differ from the source"
+    print(f"ablate: init_from {src.spec.describe()}: {note}", file=sys.stderr, flush=True)
+    return note
+
+
 def _add_lora(model: nn.Module, cfg: "RunConfig") -> dict[str, Any]:
     """Wrap projections with LoRA adapters; only adapters and the head stay trainable."""
-    from ablate.finetune.lora import apply_lora, is_lora_parameter
+    from ablate.models.lora import apply_lora, is_lora_parameter
 
     wrapped = apply_lora(model, cfg.lora_rank, cfg.lora_alpha)
     for name, p in model.named_parameters():
@@ -154,25 +185,14 @@ def _add_lora(model: nn.Module, cfg: "RunConfig") -> dict[str, Any]:
 
 
 def export_model(model: nn.Module, path: str | Path, cfg: "RunConfig") -> Path:
-    """Save ``model`` with LoRA adapters merged, as our checkpoint with official key names.
-
-    The file loads into a plain model (:func:`~ablate.models.checkpoint.model_from_checkpoint`
-    or ``--init-from``); ``arch`` records the variant parameters (alpha) the model has now.
-
-    Args:
-        model: the trained model (adapted or not); it is not modified.
-        path: destination file.
-        cfg: the run configuration (stored under ``config``).
-    """
-    from ablate.finetune.lora import lora_modules, merge_lora
+    """Save ``model`` (not modified) with LoRA adapters merged, as our checkpoint with the
+    official key names: it loads into a plain model (``model_from_checkpoint``,
+    ``--init-from``) at the variant parameters it has now."""
+    from ablate.models.lora import lora_modules, merge_lora
     from ablate.models.checkpoint import save_checkpoint
+    from ablate.models.pretrained import unwrap_model
 
-    base = getattr(model, "_orig_mod", model)  # torch.compile wrapper -> the model itself
-    n_adapters = len(lora_modules(base))
-    plain = merge_lora(copy.deepcopy(base))
-    # Plain values only (the text models' arch may hold the initial embedding matrix,
-    # which the state dict already carries).
-    arch = getattr(plain, "arch", {})
-    plain.arch = {k: v for k, v in arch.items() if not isinstance(v, torch.Tensor)}
-    extra = {"config": cfg.to_dict(), "init_from": cfg.init_from, "lora_merged": n_adapters}
-    return save_checkpoint(path, plain, extra=extra)
+    base = unwrap_model(model)
+    extra = {"config": cfg.to_dict(), "init_from": cfg.init_from,
+             "lora_merged": len(lora_modules(base))}
+    return save_checkpoint(path, merge_lora(copy.deepcopy(base)), extra=extra)

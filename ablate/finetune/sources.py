@@ -1,15 +1,20 @@
-"""``--init-from`` sources: a local file or an MLflow run's artifact, read into weights.
+"""``--init-from`` sources: a local file, an MLflow run's artifact or a logged model, read
+into weights, and what the source computed (:func:`attention_of`), which ``ablate finetune``
+continues by default (:meth:`SourceWeights.continuation`).
 
 A file is an official Compact-Transformers ``.pth`` (a plain state dict) or one of our
 checkpoints; a run is ``runs:/RUN_ID`` (its best checkpoint), ``runs:/RUN_ID/PATH`` or a
-bare 32-character run id. Files are read by :func:`ablate.models.pretrained.read_checkpoint`.
+bare 32-character run id; a logged model is ``models:/NAME/VERSION``, ``models:/NAME@ALIAS``
+(resolved to its version) or ``models:/<model_id>``. Files are read by
+:func:`ablate.models.pretrained.read_checkpoint`, logged models by
+:func:`ablate.tracking.models.read_logged_model`.
 """
 
 from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,7 +24,10 @@ from ablate.exceptions import CheckpointError
 from ablate.models.checkpoint import read_checkpoint
 from ablate.tracking.conventions import ARTIFACT_DIR, BEST, EXPORTED, LAST
 
-__all__ = ["SourceSpec", "SourceWeights", "parse_source", "load_source", "DEFAULT_RUN_ARTIFACT"]
+__all__ = [
+    "SourceSpec", "SourceWeights", "parse_source", "load_source", "attention_of",
+    "DEFAULT_RUN_ARTIFACT",
+]
 
 DEFAULT_RUN_ARTIFACT = f"{ARTIFACT_DIR}/{BEST}"
 _RUN_ID = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -30,9 +38,50 @@ _ACCEPTED = (
 )
 
 
+# Variants that are standard attention exactly at alpha = 0 (their docstrings promise it).
+_SOFTMAX_AT_ALPHA_0 = ("softmax_v", "softmax_v_scaled", "alpha_remix", "laser_remix")
+
+
+def attention_of(
+    arch: Mapping[str, Any] | None, params: Mapping[str, Any] | None = None
+) -> tuple[str, str]:
+    """What a model's attention computes: (``--variant`` text that rebuilds it exactly,
+    ``apply_to``); ``("softmax", "attention")`` for standard attention however written.
+
+    Args:
+        arch: the model's ``arch`` (None: official weights, standard attention).
+        params: the variant parameter values (default: the ones ``arch`` recorded, which our
+            checkpoints update to the values the weights ended with). A learned alpha is
+            given by its options; its values are weights.
+    """
+    from variants import LearnedAlpha, get_attention
+
+    arch = arch or {}
+    name = arch.get("variant", "softmax")
+    values = dict(arch.get("variant_params") or {}) if params is None else dict(params)
+    learned = arch.get("variant_learned")
+    try:
+        defaults = {} if learned else get_attention(name).params  # an old record left out
+        values = {**defaults, **values}
+    except ValueError:
+        pass  # a variant from a file not loaded here: its record is all there is
+    values = {k: float(v) for k, v in values.items() if v is not None}
+    if name == "softmax" or (
+        name in _SOFTMAX_AT_ALPHA_0 and values == {"alpha": 0.0} and not learned
+    ):
+        return "softmax", "attention"
+    items = [f"{k}={v!r}" for k, v in sorted(values.items())]  # repr: the exact value
+    if learned:
+        rng = learned.get("range")
+        items.append(str(LearnedAlpha(learned["shape"], learned["init"],
+                                      tuple(rng) if rng is not None else None)))
+    return (f"{name}:{','.join(items)}" if items else name), arch.get("apply_to", "attention")
+
+
 @dataclass(frozen=True)
 class SourceSpec:
-    """A parsed ``--init-from`` value: a local file, or an artifact of an MLflow run."""
+    """A parsed ``--init-from`` value: a local file, an artifact of an MLflow run, or a
+    logged model (``model_uri``: as given until read, then its resolved form)."""
 
     text: str
     path: Path | None = None
@@ -61,6 +110,8 @@ class SourceWeights:
         name / arch: the model our checkpoint was saved from (None for official files).
         extra: scalar facts our checkpoint carries (``epoch``, ``val_acc``).
         merged_adapters: LoRA-adapted projections merged while reading.
+        config: the source run's config (ours only): its data split.
+        model_id: the logged model the weights came from (``models:/`` sources).
     """
 
     spec: SourceSpec
@@ -70,7 +121,8 @@ class SourceWeights:
     arch: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     merged_adapters: int = 0
-    config: dict[str, Any] | None = None  # the source run's config (ours only): its data split
+    config: dict[str, Any] | None = None
+    model_id: str | None = None
 
     @property
     def in_chans(self) -> int | None:
@@ -79,6 +131,22 @@ class SourceWeights:
             return int(self.arch["in_chans"])
         w = self.state_dict.get("tokenizer.conv_layers.0.0.weight")  # image conv: (out, in, k, k)
         return int(w.shape[1]) if w is not None and w.dim() == 4 else None
+
+    def continuation(self) -> dict[str, Any]:
+        """``ablate finetune``'s defaults, which continue what the source computed.
+
+        Standard attention (official weights, our ``softmax`` models): ``softmax_v``
+        annealed linearly from alpha 0, which is exactly standard attention, to 1. Our other
+        models: their variant with every parameter value they ended with and their
+        ``apply_to``, no schedule (``--alpha-schedule linear`` then starts at their alpha).
+        """
+        variant, apply_to = attention_of(self.arch)
+        if variant == "softmax":
+            return {"variant": "softmax_v", "alpha_schedule": "linear", "alpha_start": 0.0,
+                    "alpha_end": 1.0}
+        out = {"variant": variant, "apply_to": apply_to, "alpha_schedule": "none"}
+        alpha = (self.arch or {}).get("variant_params", {}).get("alpha")
+        return {**out, "alpha_start": float(alpha)} if alpha is not None else out
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -123,53 +191,53 @@ def _download(spec: SourceSpec, tracking_uri: str | None, dst: str) -> Path:
 
     uri = resolve_tracking_uri(tracking_uri)
     try:
-        local = Path(
-            download_artifacts(
-                run_id=spec.run_id,
-                artifact_path=spec.artifact_path,
-                dst_path=dst,
-                tracking_uri=uri,
-            )
-        )
+        local = Path(download_artifacts(run_id=spec.run_id, artifact_path=spec.artifact_path,
+                                        dst_path=dst, tracking_uri=uri))
     except Exception as err:  # MlflowException, OSError, ...: unknown run or missing artifact
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise CheckpointError(f"init_from: cannot fetch {spec.artifact_path} of run "
+                              f"{spec.run_id} from {uri}: {first}") from None
+    if local.is_dir() and not (local / BEST).is_file():
+        found = ", ".join(sorted(p.name for p in local.iterdir())) or "nothing"
         raise CheckpointError(
-            f"init_from: cannot fetch {spec.artifact_path} of run {spec.run_id} "
-            f"from {uri}: {first}"
-        ) from None
-    if local.is_dir():
-        candidate = local / BEST
-        if not candidate.is_file():
-            found = ", ".join(sorted(p.name for p in local.iterdir())) or "nothing"
-            raise CheckpointError(
-                f"init_from: runs:/{spec.run_id}/{spec.artifact_path} is a folder without {BEST} "
-                f"(it holds {found}); name the checkpoint file in it"
-            )
-        local = candidate
-    return local
+            f"init_from: runs:/{spec.run_id}/{spec.artifact_path} is a folder without {BEST} "
+            f"(it holds {found}); name the checkpoint file in it"
+        )
+    return local / BEST if local.is_dir() else local
 
 
-def _is_our_checkpoint(obj: Any) -> bool:
-    return (
-        isinstance(obj, Mapping)
-        and isinstance(obj.get("model"), Mapping)
-        and isinstance(obj.get("arch"), Mapping)
-        and isinstance(obj.get("name"), str)
-    )
+# The last source read, by (text, store, file stamp): `ablate finetune` reads its source for
+# its defaults and the trial reads it again (one download, one alias resolution), and a
+# study's trials share one.
+_last_read: dict[tuple[Any, ...], SourceWeights] = {}
 
 
 def load_source(init_from: str, tracking_uri: str | None = None) -> SourceWeights:
-    """Read the weights ``--init-from`` names (downloading a run's artifact when needed).
+    """Read the weights ``--init-from`` names (downloading a run's artifact or a logged
+    model when needed; the last source read is kept and not read again).
 
     Args:
-        init_from: file path, ``runs:/RUN_ID[/PATH]`` or a bare run id.
-        tracking_uri: tracking server of run sources (None: $MLFLOW_TRACKING_URI, else the
-            default SQLite file).
+        init_from: file path, ``runs:/RUN_ID[/PATH]``, a bare run id or ``models:/...``.
+        tracking_uri: tracking server of run and model sources (None: $MLFLOW_TRACKING_URI,
+            else the default SQLite file).
 
     Raises:
-        CheckpointError: unknown form, missing run / artifact / file, unreadable file.
+        CheckpointError: unknown form, missing run / artifact / file / model, unreadable file.
     """
-    from ablate.finetune.lora import merge_lora_state_dict
+    from ablate.tracking import resolve_tracking_uri
+
+    path = Path(init_from).expanduser() if isinstance(init_from, str) else None
+    stamp = (path.stat().st_mtime_ns, path.stat().st_size) if path and path.is_file() else None
+    key = (init_from, resolve_tracking_uri(tracking_uri), stamp)
+    if key not in _last_read:
+        source = _read_source(init_from, tracking_uri)
+        _last_read.clear()
+        _last_read[key] = source
+    return _last_read[key]
+
+
+def _read_source(init_from: str, tracking_uri: str | None) -> SourceWeights:
+    from ablate.models.lora import merge_lora_state_dict
     from ablate.models.checkpoint import read_state_dict
 
     spec = parse_source(init_from)
@@ -177,12 +245,13 @@ def load_source(init_from: str, tracking_uri: str | None = None) -> SourceWeight
         from ablate.tracking.models import read_logged_model
 
         obj = read_logged_model(spec.model_uri, tracking_uri)
+        spec = replace(spec, model_uri=obj["model_uri"])  # an alias resolved to its version
     elif spec.is_run:
         with tempfile.TemporaryDirectory(prefix="ablate-init-") as tmp:
             obj = read_checkpoint(_download(spec, tracking_uri, tmp))
     else:
         obj = read_checkpoint(spec.path)
-    ours = _is_our_checkpoint(obj)
+    ours = isinstance(obj, Mapping) and isinstance(obj.get("arch"), Mapping) and "name" in obj
     try:
         sd = read_state_dict(obj)
     except CheckpointError as err:
@@ -205,4 +274,5 @@ def load_source(init_from: str, tracking_uri: str | None = None) -> SourceWeight
         extra=extra,
         merged_adapters=n_adapters,
         config=dict(obj["config"]) if ours and isinstance(obj.get("config"), Mapping) else None,
+        model_id=obj["model_id"] if spec.model_uri else None,  # a file may come from elsewhere
     )

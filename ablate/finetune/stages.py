@@ -16,13 +16,8 @@ if TYPE_CHECKING:
     from ablate.config import RunConfig
 
 __all__ = [
-    "HEAD_PREFIXES",
-    "num_blocks",
-    "parameter_depth",
-    "is_head",
-    "freeze_parameters",
-    "check_layer_decay",
-    "lr_scale_fn",
+    "HEAD_PREFIXES", "num_blocks", "parameter_depth", "is_head", "freeze_parameters",
+    "check_layer_decay", "lr_scale_fn",
 ]
 
 HEAD_PREFIXES = ("classifier.attention_pool.", "classifier.fc.")

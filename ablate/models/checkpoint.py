@@ -219,7 +219,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def model_from_checkpoint(
     path_or_dict: str | Path | Mapping[str, Any], **overrides: Any
 ) -> CompactTransformer:
-    """Rebuild the model recorded in our checkpoint and load its weights.
+    """Rebuild the model recorded in our checkpoint and load its weights; it is returned in
+    eval mode, as every ablate loader returns models (``.train()`` to train it).
 
     Args:
         path_or_dict: a checkpoint file or the dict :func:`load_checkpoint` returned.
@@ -247,4 +248,4 @@ def model_from_checkpoint(
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"cannot rebuild {ckpt['name']!r} from {where}: {err}") from None
     load_pretrained(model, ckpt["model"], strict=True)
-    return model
+    return model.eval()

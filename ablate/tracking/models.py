@@ -6,32 +6,38 @@ a digest of the exact tensors (labels included), the source the data came from a
 profile with the row count, class count and input shape. Identical data gives identical
 digests across runs, so the UI groups runs trained on the same split.
 
-Logged models. The final weights and the best-validation weights become two MLflow 3
-``LoggedModel`` s (``final`` and ``best``), created from the run (``source_run_id``),
-recorded as run outputs at the epoch they come from, with params naming that epoch and the
-alpha they were validated at. Their artifacts load without executing code:
+Logged models. The final and the best-validation weights become two LoggedModels of the
+run (``<run name> final`` / ``best``, tag ``ablate.weights``), run outputs at the epoch they
+come from, with params naming that epoch and its alpha, and metrics linked to their data
+set. Each is what ``mlflow.pytorch.save_model`` writes, plus our weights:
 
-- ``model.safetensors``: the state dict (``safetensors``, never pickle);
-- ``ablate_model.json``: format, registry name and architecture that rebuild the model,
-  epoch, alpha, val_acc and the variant parameters;
-- ``config.yaml``: the run's resolved configuration;
-- ``MLmodel``: MLflow's descriptor (flavor ``ablate``; there is no pyfunc flavor).
-
-Each model's metrics are linked to the data set they were measured on (MLflow 3 keeps
-that link on model metrics): ``val_*`` to the validation split, ``test_*`` /
-``best_test_*`` to the test split. Register one with
-``mlflow.register_model("models:/<model_id>", "NAME")``; ``--init-from models:/NAME/1``
-(or ``models:/<model_id>``) fine-tunes from it and :func:`load_model` gives it back as a
-plain ``nn.Module``.
+- ``data/model.pt2`` (flavors ``pytorch``, ``python_function``): the eval-mode forward
+  exported by ``torch.export`` on the CPU, LoRA adapters merged: raw tensor bytes and a JSON
+  graph, no pickled code (MLflow checks it before loading). ``mlflow.pytorch.load_model``
+  gives a ``torch.fx.GraphModule`` (eval mode: dropout is not in the graph, and torch refuses
+  ``.train()`` / ``.eval()`` on it), ``mlflow.pyfunc.load_model(uri).predict(batch)``
+  predicts on the CPU; both need torch, not ablate;
+- ``MLmodel`` with the signature (input: what the backbone takes, any batch size: images
+  normalised by ``DataBundle.eval_transform``, or token ids; output: logits),
+  ``input_example.json`` (two test rows) and the environment files;
+- ``model.safetensors`` and the ``ablate`` flavor (registry name, architecture, epoch,
+  alpha, val_acc, variant parameters, the run's config): what :func:`load_model`,
+  ``--init-from`` and ``ablate export`` rebuild our own module from, whose variant
+  parameters can change and which trains further (the graph can do neither). The weights
+  are stored twice (cct_7_3x1_32: 15 MB each; the export adds about 1 s per model).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import shutil
 import tempfile
+import time
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 import torch
 
@@ -44,36 +50,23 @@ if TYPE_CHECKING:
     from ablate.tracking import Tracker
 
 __all__ = [
-    "SPLIT_CONTEXTS",
-    "MODEL_FORMAT",
-    "DatasetRef",
-    "log_datasets",
-    "log_logged_model",
-    "log_trial_models",
-    "read_logged_model",
-    "load_model",
+    "SPLIT_CONTEXTS", "MODEL_FORMAT", "DatasetRef", "ModelRef", "log_datasets",
+    "log_trial_models", "resolve_model_uri", "read_logged_model", "load_model",
     "export_model_file",
-    "resolve_model_uri",
 ]
 
 # DataBundle attribute -> MLflow data set context
 SPLIT_CONTEXTS = {"train": "train", "val": "validation", "test": "test"}
-MODEL_FORMAT = "ablate-logged-model-v1"
+MODEL_FORMAT = "ablate-logged-model-v2"
+_V1_FORMAT = "ablate-logged-model-v1"  # before the pytorch flavor: JSON + YAML files
 WEIGHTS_FILE = "model.safetensors"
-META_FILE = "ablate_model.json"
-CONFIG_FILE = "config.yaml"
 
 
-class DatasetRef(tuple):
-    """(name, digest) of a logged data set: what a metric links to."""
+class DatasetRef(NamedTuple):
+    """A logged data set: what a metric links to."""
 
-    @property
-    def name(self) -> str:
-        return self[0]
-
-    @property
-    def digest(self) -> str:
-        return self[1]
+    name: str
+    digest: str
 
 
 # ---------------------------------------------------------------------------------------
@@ -106,7 +99,7 @@ def _dataset_input(bundle: "DataBundle", attr: str, source: str) -> tuple[Any, D
         "features_shape": list(split.x.shape),  # (N, C, H, W) images, (N, L) token ids
         "features_dtype": str(split.x.dtype).replace("torch.", ""),
         "task": bundle.task,
-        **{k: v for k, v in bundle.info.items() if not k.endswith("_size")},
+        **bundle.info,  # source, split seed, sources of validation and test, normalisation
     }
     # MLflow's tensor-spec schema, as its NumPy data sets write it (-1: any row count)
     features = {"dtype": profile["features_dtype"], "shape": [-1, *split.x.shape[1:]]}
@@ -126,11 +119,12 @@ def _dataset_input(bundle: "DataBundle", attr: str, source: str) -> tuple[Any, D
         profile=json.dumps(profile),
     )
     item = DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
-    return item, DatasetRef((name, digest))
+    return item, DatasetRef(name, digest)
 
 
 def log_datasets(
-    tracker: "Tracker", bundle: "DataBundle", *, log: bool = True
+    tracker: "Tracker", bundle: "DataBundle", *, log: bool = True,
+    source_model: str | None = None,
 ) -> dict[str, DatasetRef]:
     """Log train / validation / test as the run's data sets; returns split -> (name, digest).
 
@@ -138,6 +132,8 @@ def log_datasets(
         tracker: the run.
         bundle: the loaded data (tensors on any device; hashed on the CPU).
         log: False = only compute the references (a resumed run logged them already).
+        source_model: the logged model the initial weights came from, logged with them as
+            the run's model input (its lineage in the UI).
     """
     source = str(bundle.info.get("source") or bundle.name)
     inputs, refs = [], {}
@@ -146,7 +142,7 @@ def log_datasets(
         inputs.append(item)
         refs[attr] = ref
     if log:
-        tracker.log_inputs(inputs)
+        tracker.log_inputs(inputs, models=(source_model,) if source_model else ())
     return refs
 
 
@@ -154,104 +150,91 @@ def log_datasets(
 # logged models: writing
 
 
-def _meta(payload: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    meta = {"format": MODEL_FORMAT, "name": payload["name"], "arch": payload["arch"]}
-    meta.update({k: v for k, v in extra.items() if k != "config"})
-    return json.loads(json.dumps(meta, default=str))  # plain JSON values only
-
-
-def _write_model_dir(
-    folder: Path, model: "nn.Module", extra: Mapping[str, Any], mlmodel: Any
-) -> None:
-    import yaml
+def _save_model_dir(
+    folder: Path, model: "nn.Module", example: torch.Tensor, mlmodel: Any,
+    record: Mapping[str, Any],
+) -> str | None:
+    """MLflow's pytorch model of ``model`` in ``folder``, plus our weights and record;
+    returns why there is no pytorch / pyfunc flavor (None: there are)."""
+    import mlflow.pytorch
     from safetensors.torch import save_file
 
+    from ablate.models.lora import merge_lora
     from ablate.models.checkpoint import checkpoint_payload
+    from ablate.models.pretrained import unwrap_model
 
-    payload = checkpoint_payload(model)
-    # clone: safetensors refuses tensors sharing storage
-    weights = {k: v.detach().to("cpu").clone().contiguous() for k, v in payload["model"].items()}
-    save_file(weights, str(folder / WEIGHTS_FILE), metadata={"format": MODEL_FORMAT})
-    (folder / META_FILE).write_text(json.dumps(_meta(payload, extra), indent=2, sort_keys=True))
-    (folder / CONFIG_FILE).write_text(yaml.safe_dump(dict(extra["config"]), sort_keys=False))
+    # A float32 CPU copy (a graph exported on a GPU loads on that device only) with LoRA
+    # adapters merged (the weights load into a plain model, the graph is the plain one).
+    plain = merge_lora(copy.deepcopy(unwrap_model(model))).to("cpu", torch.float32).eval()
+    payload = checkpoint_payload(plain)
+    flavor = {"format": MODEL_FORMAT, "weights": WEIGHTS_FILE, "name": payload["name"],
+              "arch": payload["arch"], **record}
+    mlmodel.flavors["ablate"] = json.loads(json.dumps(flavor, default=str))  # plain values
+    x = example.detach().cpu()
+    try:
+        mlflow.pytorch.save_model(
+            plain, str(folder), mlflow_model=mlmodel, serialization_format="pt2",
+            input_example=(x.float() if x.is_floating_point() else x).numpy(),
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],  # not inferred: 5 s
+        )
+        # MLflow's pyfunc loader moves the graph to a GPU when there is one, which a graph
+        # exported on the CPU refuses: it predicts on the CPU (model_config={"device": ...})
+        mlmodel.flavors["python_function"]["config"]["device"] = "cpu"
+        failed = None
+    except Exception as err:  # torch.export cannot trace every variant (a data-dependent if)
+        failed = f"torch.export failed: {_first_line(err)}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        mlmodel.saved_input_example_info = None
     mlmodel.save(str(folder / "MLmodel"))
+    # clone: safetensors refuses tensors sharing storage
+    save_file({k: v.clone().contiguous() for k, v in payload["model"].items()},
+              str(folder / WEIGHTS_FILE))
+    return failed
 
 
-def log_logged_model(
+def _log_model(
     tracker: "Tracker",
     model: "nn.Module",
     *,
     name: str,
-    weights: str,
-    step: int,
-    config: Mapping[str, Any],
     params: Mapping[str, Any],
+    record: Mapping[str, Any],
+    example: torch.Tensor,
     metrics: list[tuple[str, float, DatasetRef | None]],
-    metrics_step: int | None = None,
-    val_acc: float | None = None,
+    metrics_step: int,
 ) -> str:
-    """Log ``model``'s weights as an MLflow 3 LoggedModel of the run; returns its model id.
-
-    Args:
-        tracker: the run that produced the weights.
-        model: the weights (in eval form, e.g. EMA) with their variant parameters set.
-        name: the logged model's name (the run's name and the weights).
-        weights: ``final`` or ``best``.
-        step: the epoch the weights come from (the run output's step).
-        config: the resolved RunConfig as a dict (``config.yaml``).
-        params: the model's params (``epoch``, ``alpha``, ...); None values are left out.
-        metrics: (run metric key, value, data set or None) measured on these weights; logged
-            to the run at ``metrics_step`` (default ``step``) with the model and data set
-            attached.
-        val_acc: the validation accuracy the weights reached (kept in ``ablate_model.json``).
-    """
+    """Log ``model`` as an MLflow 3 LoggedModel of the run (output at ``params["epoch"]``);
+    its ``metrics`` are logged to the run at ``metrics_step``, linked to the model and their
+    data set. Returns the model id."""
     from mlflow.entities import Metric
     from mlflow.models import Model
 
     client, run_id = tracker.client, tracker.run_id
     experiment_id = client.get_run(run_id).info.experiment_id
-    clean = {k: str(v) for k, v in params.items() if v is not None}
     lm = client.create_logged_model(
-        experiment_id,
-        name=name,
-        source_run_id=run_id,
-        params=clean,
-        tags={"ablate.weights": weights, "ablate.format": MODEL_FORMAT},
-        model_type="ablate",
+        experiment_id, name=name, source_run_id=run_id, model_type="ablate",
+        params={k: str(v) for k, v in params.items() if v is not None},
+        tags={"ablate.weights": params["weights"], "ablate.format": MODEL_FORMAT},
     )
     try:
-        extra = {
-            "config": dict(config),
-            "epoch": int(step),
-            "val_acc": val_acc,
-            "variant_params": dict(getattr(model, "variant_params", dict)()),
-            "run_id": run_id,
-            **{k: v for k, v in params.items() if k not in ("epoch",)},
-        }
-        mlmodel = Model(
-            artifact_path=lm.artifact_location,
-            run_id=run_id,
-            model_id=lm.model_id,
-            model_uuid=lm.model_id,
-            flavors={"ablate": {"format": MODEL_FORMAT, "weights": WEIGHTS_FILE,
-                                "meta": META_FILE, "config": CONFIG_FILE}},
-        )
+        mlmodel = Model(artifact_path=lm.artifact_location, run_id=run_id,
+                        model_id=lm.model_id, model_uuid=lm.model_id)
         with tempfile.TemporaryDirectory(prefix="ablate-model-") as tmp:
-            _write_model_dir(Path(tmp), model, extra, mlmodel)
-            client.log_model_artifacts(lm.model_id, tmp)
-        tracker.log_model_output(lm.model_id, step)
-        now = _now_ms()
-        tracker.log_linked_metrics(
-            [
-                Metric(
-                    key, float(value), now, int(step if metrics_step is None else metrics_step),
-                    model_id=lm.model_id,
-                    dataset_name=ds.name if ds else None, dataset_digest=ds.digest if ds else None,
-                )
-                for key, value, ds in metrics
-                if value is not None
-            ]
-        )
+            failed = _save_model_dir(Path(tmp) / "model", model, example, mlmodel, record)
+            client.log_model_artifacts(lm.model_id, str(Path(tmp) / "model"))
+        if failed:  # the weights are logged (load_model, --init-from); MLflow cannot serve them
+            client.set_logged_model_tags(lm.model_id, {"ablate.no_pytorch_flavor": failed})
+            warnings.warn(f"{name}: logged without MLflow's pytorch / pyfunc flavors ({failed})",
+                          stacklevel=3)
+        tracker.log_model_output(lm.model_id, params["epoch"])
+        now = int(time.time() * 1000)
+        tracker.log_linked_metrics([
+            Metric(key, float(value), now, metrics_step, model_id=lm.model_id,
+                   dataset_name=ds.name if ds else None, dataset_digest=ds.digest if ds else None)
+            for key, value, ds in metrics
+            if value is not None
+        ])
     except BaseException:
         client.finalize_logged_model(lm.model_id, "FAILED")
         raise
@@ -285,6 +268,7 @@ def log_trial_models(
     name: str,
     final: tuple["nn.Module", float | None, float],
     best: tuple["nn.Module", int, float | None, float],
+    example: torch.Tensor,
 ) -> dict[str, str]:
     """Log a finished trial's two LoggedModels and its run-end metrics (step ``epochs``).
 
@@ -297,6 +281,7 @@ def log_trial_models(
         name: the run's name; the models are named ``<name> final`` and ``<name> best``.
         final: (model, alpha, val_acc) of the final weights.
         best: (model, epoch, alpha, val_acc) of the best-validation weights.
+        example: a few rows of model input (the signature and input example).
 
     Returns:
         ``{"final": model_id, "best": model_id}``.
@@ -305,45 +290,66 @@ def log_trial_models(
     # MLflow refuses / : . % and quotes in logged-model names
     label = name.translate(str.maketrans({".": "_", "/": "-", ":": "-", "%": "-", '"': "",
                                           "'": ""}))
-    specs = {
-        "final": (final[0], epochs, final[1], final[2]),
-        "best": best,
-    }
     ids = {}
-    for weights, (model, epoch, alpha, val_acc) in specs.items():
+    for weights, (model, epoch, alpha, val_acc) in {
+        "final": (final[0], epochs, final[1], final[2]), "best": best
+    }.items():
         owned = []
         for key, value in metrics.items():
             owner, split = _metric_owner(key)
             if owner == weights:
                 owned.append((key, value, datasets.get(split) if split else None))
-        ids[weights] = log_logged_model(
-            tracker, model, name=f"{label} {weights}", weights=weights, step=epoch,
-            config=config,
+        ids[weights] = _log_model(
+            tracker, model, name=f"{label} {weights}", example=example,
             params={**base, "weights": weights, "epoch": epoch, "alpha": alpha,
                     "val_acc": val_acc},
-            metrics=owned, metrics_step=epochs, val_acc=val_acc,
+            record={"epoch": epoch, "alpha": alpha, "val_acc": val_acc,
+                    "variant_params": dict(getattr(model, "variant_params", dict)()),
+                    "run_id": tracker.run_id, "config": dict(config)},
+            metrics=owned, metrics_step=epochs,
         )
     rest = {k: v for k, v in metrics.items() if _metric_owner(k)[0] is None}
     tracker.log_metrics(rest, step=epochs)
     return ids
 
 
-def _now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)
-
-
 # ---------------------------------------------------------------------------------------
 # logged models: reading
 
 
-def resolve_model_uri(uri: str, tracking_uri: str | None = None) -> tuple[str | None, str]:
-    """``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or ``models:/<model_id>`` ->
-    (logged model id or None, artifact location of the model's files).
+class ModelRef(NamedTuple):
+    """A ``models:/`` URI looked up in the store."""
+
+    uri: str  # as given: models:/NAME@champion
+    resolved: str  # reproducible: models:/NAME/VERSION (aliases resolved), models:/<model_id>
+    model_id: str | None  # None: a version registered from something else than a model
+    location: str  # where its files are
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+
+
+def _unversioned(client: Any, name: str, uri: str, store: str) -> str:
+    """What ``models:/NAME`` without a version or alias should have been."""
+    try:
+        registered = client.get_registered_model(name)
+    except Exception:  # MlflowException: no such registered model
+        return (f"cannot find {uri} in {store}: no registered model {name!r}; give "
+                "models:/NAME/VERSION, models:/NAME@ALIAS or models:/<model_id>")
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    aliases = ", ".join(f"@{a} = {v}" for a, v in sorted(registered.aliases.items()))
+    return (f"{uri} names registered model {name!r} but no version: give models:/{name}/VERSION "
+            f"or models:/{name}@ALIAS (versions: {', '.join(map(str, versions)) or 'none'}; "
+            f"aliases: {aliases or 'none'})")
+
+
+def resolve_model_uri(uri: str, tracking_uri: str | None = None) -> ModelRef:
+    """Look up ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or ``models:/<model_id>``.
 
     Raises:
-        CheckpointError: not a models:/ URI, unknown name / version / alias / model id.
+        CheckpointError: not a models:/ URI, unknown name / version / alias / model id, or a
+            name without a version (the message lists its versions and aliases).
     """
     from mlflow import MlflowClient
 
@@ -357,7 +363,10 @@ def resolve_model_uri(uri: str, tracking_uri: str | None = None) -> tuple[str | 
             "or models:/<model_id>"
         )
     client = MlflowClient(store, registry_uri=store)
+    if "/" not in body and "@" not in body and not body.startswith("m-"):
+        raise CheckpointError(_unversioned(client, body, uri, store))  # MLflow 3 ids: m-...
     try:
+        model_id, resolved = body, f"models:/{body}"
         if "/" in body or "@" in body:
             if "/" in body:
                 name, version = body.rsplit("/", 1)
@@ -365,74 +374,87 @@ def resolve_model_uri(uri: str, tracking_uri: str | None = None) -> tuple[str | 
             else:
                 name, alias = body.split("@", 1)
                 mv = client.get_model_version_by_alias(name, alias)
+            resolved = f"models:/{name}/{mv.version}"
             source = str(mv.source or "")
             # a version registered from models:/<model_id> names its logged model in source
-            model_id = mv.model_id or (source[len("models:/"):] if source.startswith(
-                "models:/m-") else None)
-            if model_id is None:
-                return None, source
-        else:
-            model_id = body
-        return model_id, client.get_logged_model(model_id).artifact_location
-    except Exception as err:  # MlflowException: unknown name, version or id
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise CheckpointError(f"cannot find {uri} in {store}: {first}") from None
+            model_id = mv.model_id or source.removeprefix("models:/")
+            if not model_id.startswith("m-"):
+                return ModelRef(uri, resolved, None, source)
+        location = client.get_logged_model(model_id).artifact_location
+        return ModelRef(uri, resolved, model_id, location)
+    except Exception as err:  # MlflowException: unknown name, version, alias or id
+        raise CheckpointError(f"cannot find {uri} in {store}: {_first_line(err)}") from None
 
 
 def read_logged_model(uri: str, tracking_uri: str | None = None) -> dict[str, Any]:
     """A logged model as our checkpoint dict (``format``, ``name``, ``arch``, ``model``,
-    ``config``, ``epoch``, ``val_acc``, ``variant_params``), read without executing code.
+    ``config``, ``epoch``, ``alpha``, ``val_acc``, ``variant_params``) plus ``model_id`` and
+    ``model_uri`` (the resolved URI), read without executing code (``MLmodel`` and
+    ``model.safetensors`` only; the exported graph is not downloaded).
 
     Args:
         uri: ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or ``models:/<model_id>``.
         tracking_uri: the store (None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).
+
+    Raises:
+        CheckpointError: one line naming the model and the file that is missing or damaged.
     """
-    import yaml
     from mlflow.artifacts import download_artifacts
+    from mlflow.models import Model
     from safetensors.torch import load_file
 
     from ablate.models.checkpoint import CHECKPOINT_FORMAT
     from ablate.tracking import resolve_tracking_uri
 
-    model_id, location = resolve_model_uri(uri, tracking_uri)
-    store = resolve_tracking_uri(tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="ablate-model-") as tmp:
+    ref = resolve_model_uri(uri, tracking_uri)
+    where = f"{uri} (logged model {ref.model_id})" if ref.model_id else uri
+
+    def fetch(name: str, tmp: str) -> Path:
         try:
-            local = Path(download_artifacts(artifact_uri=location, dst_path=tmp,
-                                            tracking_uri=store))
-            meta = json.loads((local / META_FILE).read_text())
-            weights = load_file(str(local / WEIGHTS_FILE))
-            config = yaml.safe_load((local / CONFIG_FILE).read_text())
-        except (OSError, ValueError) as err:
+            return Path(download_artifacts(artifact_uri=f"{ref.location.rstrip('/')}/{name}",
+                                           dst_path=tmp,
+                                           tracking_uri=resolve_tracking_uri(tracking_uri)))
+        except Exception as err:  # MlflowException, OSError: not there
+            raise CheckpointError(f"{where} has no {name}: {_first_line(err)}") from None
+
+    with tempfile.TemporaryDirectory(prefix="ablate-model-") as tmp:
+        record = Model.load(str(fetch("MLmodel", tmp))).flavors.get("ablate")
+        if record is None:
             raise CheckpointError(
-                f"{uri} (logged model {model_id}) is not an ablate model: {err}"
+                f"{where} is not an ablate model (its MLmodel has no 'ablate' flavor); "
+                "load it with mlflow.pytorch.load_model"
+            )
+        if record.get("format") == _V1_FORMAT:
+            import yaml
+
+            record = {**json.loads(fetch(record["meta"], tmp).read_text()),
+                      "config": yaml.safe_load(fetch(record["config"], tmp).read_text())}
+        path = fetch(WEIGHTS_FILE, tmp)
+        try:
+            weights = load_file(str(path))
+        except Exception as err:  # SafetensorError: an upload cut short, a damaged file
+            raise CheckpointError(
+                f"{where}: {WEIGHTS_FILE} is unreadable ({_first_line(err)}); log the model "
+                "again, or start from its run's checkpoints/best.pt"
             ) from None
-    if meta.get("format") != MODEL_FORMAT:
-        raise CheckpointError(
-            f"{uri}: format {meta.get('format')!r} is not {MODEL_FORMAT!r}"
-        )
-    state = {k: v for k, v in meta.items() if k not in ("format", "arch", "name")}
-    state.update(format=CHECKPOINT_FORMAT, name=meta["name"], arch=meta["arch"],
-                 model=weights, config=config, model_id=model_id)
+    state = {k: v for k, v in record.items() if k not in ("format", "weights", "meta")}
+    state.update(format=CHECKPOINT_FORMAT, model=weights, model_id=ref.model_id,
+                 model_uri=ref.resolved)
     return state
 
 
 def load_model(uri: str, tracking_uri: str | None = None) -> "nn.Module":
-    """A logged (or registered) ablate model as a plain PyTorch module in eval mode.
+    """A logged (or registered) ablate model as our own PyTorch module, on the CPU and in
+    eval mode (``.train()`` to train it), at the variant parameters it was validated at.
 
     Example::
 
         from ablate.tracking.models import load_model
-        model = load_model("models:/cct-digits/1")  # nn.Module, weights on the CPU
+        model = load_model("models:/cct-digits/1")
     """
     from ablate.models.checkpoint import model_from_checkpoint
 
-    state = read_logged_model(uri, tracking_uri)
-    model = model_from_checkpoint(state)
-    saved = {k: v for k, v in (state.get("variant_params") or {}).items() if v is not None}
-    if saved and hasattr(model, "set_variant_params"):
-        model.set_variant_params(**saved)
-    return model.eval()
+    return model_from_checkpoint(read_logged_model(uri, tracking_uri))
 
 
 def export_model_file(uri: str, out: str | Path, tracking_uri: str | None = None) -> Path:
@@ -441,5 +463,4 @@ def export_model_file(uri: str, out: str | Path, tracking_uri: str | None = None
     ``--init-from`` takes it)."""
     from ablate.models.checkpoint import atomic_torch_save
 
-    state = read_logged_model(uri, tracking_uri)
-    return atomic_torch_save(state, out)
+    return atomic_torch_save(read_logged_model(uri, tracking_uri), out)

@@ -193,9 +193,11 @@ class Recorder:
         *,
         tags: Mapping[str, Any] = {},
         at_end: Callable[[Mapping[str, float]], bool] | None = None,
+        source_model: str | None = None,
     ) -> int:
-        """A new run: params and ``config.yaml`` (the effective configuration), data sets,
-        tags and the variant file; returns the first epoch to run (0)."""
+        """A new run: params and ``config.yaml`` (the effective configuration), data sets
+        and the logged model the initial weights came from (``source_model``, its id) as
+        inputs, tags and the variant file; returns the first epoch to run (0)."""
         import yaml
 
         from ablate.tracking.models import log_datasets
@@ -203,7 +205,7 @@ class Recorder:
         self._attach(loop, config, bundle, at_end)
         self.tracker.log_params(self.config)
         self.tracker.log_text(yaml.safe_dump(self.config, sort_keys=False), "config.yaml")
-        self.datasets = log_datasets(self.tracker, bundle)
+        self.datasets = log_datasets(self.tracker, bundle, source_model=source_model)
         self.tracker.set_tags(tags)
         if self.cfg.variant_file:
             self.tracker.log_artifact(self.cfg.variant_file, "code")
@@ -337,6 +339,7 @@ class Recorder:
             metrics=metrics, epochs=final.epoch, name=self.name,
             final=(final.model, final.alpha, final.val_acc),
             best=(best.model, best.epoch, best.alpha, best.val_acc),
+            example=self.bundle.eval_transform(self.bundle.test.x[:2]),  # the signature
         )
         self.tracker.set_tags({"best_selection": "epochs at the schedule's end value"
                                if self.best.restricted else "all epochs"})

@@ -151,18 +151,21 @@ class Tracker:
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 
-    def log_inputs(self, datasets: list[Any]) -> None:
-        """The run's data sets (``mlflow.entities.DatasetInput``): the UI's Datasets column.
+    def log_inputs(self, datasets: list[Any], models: tuple[str, ...] = ()) -> None:
+        """The run's data sets (``mlflow.entities.DatasetInput``): the UI's Datasets column;
+        ``models``: ids of logged models the run started from (its lineage, issue #26).
 
         Workers sharing a store log the same data set at the same moment; MLflow's SQL store
         checks for it and then inserts it, so the slower one hits the unique constraint. Its
         transaction was rolled back whole, and on the retry it finds the other's row.
         """
+        from mlflow.entities import LoggedModelInput
         from mlflow.exceptions import MlflowException
 
         for attempt in range(3):
             try:
-                self.client.log_inputs(self.run_id, datasets=datasets)
+                self.client.log_inputs(self.run_id, datasets=datasets,
+                                       models=[LoggedModelInput(m) for m in models] or None)
                 return
             except MlflowException as err:
                 text = str(err)

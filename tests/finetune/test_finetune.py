@@ -23,7 +23,7 @@ from ablate.finetune import (
     parse_source,
     prepare_model,
 )
-from ablate.finetune.lora import is_lora_parameter, lora_modules, merge_lora_state_dict
+from ablate.models.lora import is_lora_parameter, lora_modules, merge_lora_state_dict
 from ablate.models import create_model
 from ablate.models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ablate.trial.resolve import resolve
@@ -334,7 +334,7 @@ def test_official_weights_finetune_on_digits_with_lora_and_resume(
     exported = load_checkpoint(ckpt_dir / "model.pt")
     assert list(exported["model"]) == list(official)  # plain official keys, no lora_*
     assert exported["arch"]["in_chans"] == 3  # the digits were converted to RGB
-    plain = model_from_checkpoint(exported).eval()
+    plain = model_from_checkpoint(exported)
     adapted = create_model("cct_2_3x2_32", img_size=16, in_chans=3)
     prepare_model(adapted, cfg)
     # model.pt is the final model (the end of the schedule), as last.pt holds it
@@ -343,6 +343,13 @@ def test_official_weights_finetune_on_digits_with_lora_and_resume(
     x = torch.rand(8, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(plain(x), adapted.eval()(x), atol=1e-5, rtol=0)
+    # the run's final logged model holds the same merged weights, loadable without adapters
+    from ablate.tracking.models import load_model
+
+    (logged,) = [m for m in client.search_logged_models([experiment])
+                 if m.source_run_id == rid and m.tags["ablate.weights"] == "final"]
+    for key, value in load_model(f"models:/{logged.model_id}").state_dict().items():
+        torch.testing.assert_close(value, exported["model"][key], atol=0, rtol=0)
 
     # A LoRA run is itself a valid source: its adapters are merged while reading.
     # (runs:/ID reads the run's best.pt; its exported model.pt holds the final weights)
@@ -491,6 +498,7 @@ def test_finetune_command_applies_finetuning_defaults(store, source_run, client)
         "1.0",
     )
     assert run.data.tags["init.source_run_id"] == source_run.run_id
+    assert run.data.tags["init.attention"] == "as the source: softmax"
     alphas = [m.value for m in client.get_metric_history(run.info.run_id, "alpha/value")]
     assert alphas[0] == 0.0 and alphas[-1] == 1.0
     # the first point is the source model itself (alpha = 0 is standard attention)
@@ -505,3 +513,93 @@ def test_finetune_command_needs_a_source(capsys):
 
     assert main(["finetune", "--epochs", "1"]) == 2
     assert "needs --init-from" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# `ablate finetune` continues what the source computed
+
+
+@pytest.mark.parametrize(
+    "variant, apply_to, expected",
+    [
+        ("softmax", "attention", {"variant": "softmax_v", "alpha_schedule": "linear",
+                                  "alpha_start": 0.0, "alpha_end": 1.0}),
+        # alpha 0 is standard attention exactly: the same as official weights
+        ("softmax_v:alpha=0", "attention", {"variant": "softmax_v", "alpha_schedule": "linear",
+                                            "alpha_start": 0.0, "alpha_end": 1.0}),
+        ("softmax_v:alpha=0.25", "both", {"variant": "softmax_v:alpha=0.25", "apply_to": "both",
+                                          "alpha_schedule": "none", "alpha_start": 0.25}),
+        ("alpha_remix:alpha=1,beta=1", "attention",
+         {"variant": "alpha_remix:alpha=1.0,beta=1.0", "apply_to": "attention",
+          "alpha_schedule": "none", "alpha_start": 1.0}),
+        ("softmax_v:alpha=learned,alpha_shape=head", "attention",
+         {"variant": "softmax_v:alpha=learned,alpha_shape=head", "apply_to": "attention",
+          "alpha_schedule": "none"}),
+    ],
+)
+def test_finetune_defaults_continue_the_sources_own_attention(
+    tmp_path, variant, apply_to, expected
+):
+    path = save_checkpoint(tmp_path / "src.pt", _cct2(variant=variant, apply_to=apply_to))
+    assert load_source(str(path)).continuation() == expected
+    official = tmp_path / "official.pth"
+    torch.save(_cct2().state_dict(), official)
+    assert load_source(str(official)).continuation()["variant"] == "softmax_v"
+
+
+def test_a_start_that_changes_the_sources_function_is_announced(tmp_path, capsys):
+    path = save_checkpoint(tmp_path / "src.pt", _cct2(variant="softmax_v"))  # alpha 1
+    cases = {
+        RunConfig(init_from=str(path), variant="softmax_v"): "as the source: softmax_v:alpha=1.0",
+        RunConfig(init_from=str(path), variant="softmax_v", alpha_schedule="linear",
+                  alpha_start=0.0): "starting at alpha 0 from a model trained at alpha 1",
+        RunConfig(init_from=str(path)): "starting with softmax from a model trained with "
+                                        "softmax_v:alpha=1.0",
+        RunConfig(init_from=str(path), variant="laser"): "starting with laser from a model "
+                                                         "trained with softmax_v:alpha=1.0",
+    }
+    for cfg, expected in cases.items():
+        info = prepare_model(_cct2(variant=cfg.variant), cfg)
+        err = capsys.readouterr().err
+        assert info["attention"].startswith(expected), info["attention"]
+        if expected.startswith("as the source"):
+            assert err == ""
+        else:
+            assert info["attention"] == f"{expected}: epoch 0 will differ from the source"
+            assert err == f"ablate: init_from {path}: {info['attention']}\n"
+
+
+@pytest.fixture(scope="module")
+def softmax_v_source(store):
+    """softmax_v at its default alpha 1 (no schedule), trained for one epoch."""
+    from ablate.trial.run import train
+
+    return train(RunConfig(variant="softmax_v", epochs=1, run_name="softmax_v source", **FAST))
+
+
+def test_finetune_from_a_softmax_v_alpha_1_source_starts_at_its_accuracy(
+    store, softmax_v_source, client, capsys
+):
+    """Issue #26 item 2: by default epoch 0 is the source itself; another variant is run
+    only when asked for, and announced."""
+    from ablate.cli import main
+
+    rid = softmax_v_source.run_id
+    common = ["--init-from", rid, "--img-size", "8", "--epochs", "1", "--quiet"]
+    assert main(["finetune", *common, "--run-name", "continue"]) == 0
+    assert "will differ" not in capsys.readouterr().err
+    experiment = client.get_experiment_by_name("ablate").experiment_id
+    (run,) = client.search_runs([experiment], "attributes.run_name = 'continue'")
+    p = run.data.params
+    assert (p["variant"], p["variant.alpha"]) == ("softmax_v", "1.0")
+    assert "alpha_schedule" not in p  # continues at the source's alpha, no schedule
+    val0 = [v for s, v in _history(client, run.info.run_id, "acc/val") if s == 0]
+    assert val0 == [softmax_v_source.best_val_acc]
+    assert run.data.tags["init.attention"] == "as the source: softmax_v:alpha=1.0"
+
+    assert main(["finetune", *common, "--variant", "softmax", "--run-name", "changed"]) == 0
+    note = ("starting with softmax from a model trained with softmax_v:alpha=1.0: "
+            "epoch 0 will differ from the source")
+    assert note in capsys.readouterr().err
+    (changed,) = client.search_runs([experiment], "attributes.run_name = 'changed'")
+    assert changed.data.tags["init.attention"] == note

@@ -330,7 +330,8 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
     assert ckpt["metrics"] == {"val_acc": 0.5} and ckpt["tags"] == ["a", None]
 
     for source in (path, ckpt):
-        rebuilt = model_from_checkpoint(source).eval()
+        rebuilt = model_from_checkpoint(source)
+        assert not rebuilt.training  # every loader returns eval mode, as load_model does
         assert rebuilt.name == "cct_2_3x2_32"
         assert rebuilt.variant_params() == pytest.approx({"alpha": 0.3})
         with torch.no_grad():

@@ -1,6 +1,7 @@
 """MLflow 3 as its users know it, on a real SQLite store: a finished `ablate run` has data
 sets with digests, two logged models linked to it, run-context tags, system metrics and no
-"None" params; a registered version fine-tunes from exactly its weights."""
+"None" params; a registered version loads with mlflow.pytorch / mlflow.pyfunc to ablate's
+logits and fine-tunes from exactly its weights, with its lineage recorded."""
 
 from __future__ import annotations
 
@@ -274,6 +275,46 @@ def test_a_truncated_weights_file_is_one_line_naming_the_model_and_the_file(
     assert len(err) == 1, err
     assert f"logged model {damaged.model_id}" in err[0]
     assert "model.safetensors is unreadable" in err[0]
+
+
+UNTRACEABLE = """\
+from variants import register_attention
+from variants.softmax import softmax
+
+
+@register_attention("h26_untraceable")
+def h26_untraceable(q, k, v, *, mask=None, bias=None, dropout_p=0.0, scale=None):
+    if q.abs().sum() > 0:  # data-dependent Python control flow: torch.export refuses it
+        return softmax(q, k, v, mask=mask, bias=bias, dropout_p=dropout_p, scale=scale)
+    return v
+"""
+
+
+def test_a_variant_torch_export_cannot_trace_still_logs_its_weights(workdir):
+    from mlflow.models import Model
+
+    from ablate.tracking.models import load_model
+    from variants import _registry
+
+    (workdir / "untraceable.py").write_text(UNTRACEABLE)
+    before = dict(_registry._REGISTRY)
+    try:
+        with pytest.warns(UserWarning, match="without MLflow's pytorch / pyfunc flavors"):
+            code = main(["run", *FAST, "--epochs", "1", "--no-system-metrics", "--variant",
+                         "h26_untraceable", "--variant-file", "untraceable.py"])
+        assert code == 0  # the trial finishes, its models are logged
+        client = _client(os.environ["MLFLOW_TRACKING_URI"])
+        (run,) = client.search_runs([client.get_experiment_by_name("ablate").experiment_id])
+        models = client.search_logged_models([run.info.experiment_id])
+        assert len(models) == 2
+        for model in models:
+            assert str(model.status).endswith("READY")
+            assert "data-dependent" in model.tags["ablate.no_pytorch_flavor"]
+            assert set(Model.load(f"models:/{model.model_id}").flavors) == {"ablate"}
+            assert not load_model(f"models:/{model.model_id}").training
+    finally:
+        _registry._REGISTRY.clear()
+        _registry._REGISTRY.update(before)
 
 
 def test_resume_checkpoint_is_uploaded_only_every_k_epochs_and_at_the_end(workdir):

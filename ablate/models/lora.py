@@ -25,13 +25,8 @@ import torch.nn.functional as F
 from ablate.exceptions import ConfigError
 
 __all__ = [
-    "LoRALinear",
-    "LORA_TARGETS",
-    "apply_lora",
-    "merge_lora",
-    "merge_lora_state_dict",
-    "is_lora_parameter",
-    "lora_modules",
+    "LoRALinear", "LORA_TARGETS", "apply_lora", "merge_lora", "merge_lora_state_dict",
+    "is_lora_parameter", "lora_modules",
 ]
 
 # Module-name suffixes that get adapters: attention qkv / output projection and the MLP.

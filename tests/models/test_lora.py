@@ -12,7 +12,7 @@ import torch.nn as nn
 from ablate.config import RunConfig
 from ablate.exceptions import ConfigError
 from ablate.finetune import export_model, prepare_model
-from ablate.finetune.lora import (
+from ablate.models.lora import (
     LoRALinear,
     apply_lora,
     is_lora_parameter,
@@ -140,7 +140,7 @@ def test_export_writes_merged_official_keys_that_load_into_a_plain_model(tmp_pat
     assert not any("lora" in k for k in ckpt["model"])
     assert ckpt["arch"]["variant_params"]["alpha"] == 0.25
     assert ckpt["config"]["lora_rank"] == 2 and ckpt["lora_merged"] == 8
-    plain = model_from_checkpoint(path).eval()
+    plain = model_from_checkpoint(path)
     assert not lora_modules(plain)
     torch.testing.assert_close(plain(x), adapted, atol=1e-5, rtol=0)
 
