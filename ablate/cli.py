@@ -25,33 +25,18 @@ from ablate.exceptions import AblateError
 
 __all__ = ["main", "build_parser"]
 
-_GROUP_TITLES = {
-    "model": "model and attention variant",
-    "data": "data",
-    "optim": "optimisation",
-    "alpha": "alpha schedule",
-    "finetune": "fine-tuning",
-    "run": "run and tracking",
-}
+_GROUP_TITLES = {"model": "model and attention variant", "data": "data", "optim": "optimisation",
+                 "alpha": "alpha schedule", "finetune": "fine-tuning", "run": "run and tracking"}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_options(
-        parser, RunConfig, groups=_GROUP_TITLES, skip=("tracking_uri",), default=argparse.SUPPRESS
-    )
+    add_dataclass_options(parser, RunConfig, groups=_GROUP_TITLES, skip=("tracking_uri",),
+                          default=argparse.SUPPRESS)  # fmt: skip
     add_tracking_uri(parser, default=argparse.SUPPRESS)  # shared with other commands
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        default=None,
-        help="YAML file with the same keys as these flags; flags given here override it",
-    )
-    parser.add_argument(
-        "--resume",
-        metavar="RUN_ID",
-        default=None,
-        help="continue an interrupted run from its last checkpoint, in the same MLflow run",
-    )
+    parser.add_argument("--config", metavar="FILE", help="YAML file with the same keys as these "
+                        "flags; flags given here override it")  # fmt: skip
+    parser.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run from its "
+                        "last checkpoint, in the same MLflow run")  # fmt: skip
 
 
 def resolve_run_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> RunConfig:
@@ -62,10 +47,14 @@ def resolve_run_config(args: argparse.Namespace, base: dict[str, Any] | None = N
         source = args.config
     else:
         source = "config"
-    names = {f.name for f in config_fields()}
-    flags = {k: v for k, v in vars(args).items() if k in names}
     cfg = config_from_mapping(values, source=source)
-    return config_from_mapping({**cfg.to_dict(), **flags}, source="command line")
+    return config_from_mapping({**cfg.to_dict(), **_flags(args)}, source="command line")
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The run-config flags given on the command line."""
+    names = {f.name for f in config_fields()}
+    return {k: v for k, v in vars(args).items() if k in names}
 
 
 def _run_command(args: argparse.Namespace, base: dict[str, Any] | None = None) -> int:
@@ -78,12 +67,10 @@ def _run_command(args: argparse.Namespace, base: dict[str, Any] | None = None) -
         from ablate.tracking import resolve_tracking_uri
 
         t, b = result.test, result.best_test
-        print(
-            f"run {result.run_id}: final weights (epoch {cfg.epochs}): test_acc "
-            f"{t.get('acc', float('nan')):.4f}, test_f1 {t.get('f1', float('nan')):.4f}; "
-            f"best-validation weights (epoch {result.best_epoch}, val_acc "
-            f"{result.best_val_acc:.4f}): test_acc {b.get('acc', float('nan')):.4f}"
-        )
+        print(f"run {result.run_id}: final weights (epoch {cfg.epochs}): test_acc "
+              f"{t.get('acc', float('nan')):.4f}, test_f1 {t.get('f1', float('nan')):.4f}; "
+              f"best-validation weights (epoch {result.best_epoch}, val_acc "
+              f"{result.best_val_acc:.4f}): test_acc {b.get('acc', float('nan')):.4f}")
         from ablate.tracking.store import is_server, url_of_run
 
         uri = resolve_tracking_uri(cfg.tracking_uri)
@@ -104,27 +91,22 @@ def _config_of_run(args: argparse.Namespace) -> RunConfig:
 
     from ablate.tracking import Tracker, resolve_tracking_uri
 
-    names = {f.name for f in config_fields()}
-    flags = {k: v for k, v in vars(args).items() if k in names}
+    flags = _flags(args)
     uri = flags.get("tracking_uri")
     try:
         tracker = Tracker(uri, args.resume)
         path = tracker.download_artifact("config.yaml", tempfile.mkdtemp())
     except Exception as err:
-        raise AblateError(
-            f"cannot resume run {args.resume!r} from {resolve_tracking_uri(uri)}: "
-            f"{str(err).splitlines()[0]}"
-        ) from None
+        raise AblateError(f"cannot resume run {args.resume!r} from {resolve_tracking_uri(uri)}: "
+                          f"{str(err).splitlines()[0]}") from None  # fmt: skip
     logged = yaml.safe_load(path.read_text())
     from ablate.study.common import RUN_FLAGS  # where and how a run trains, never what
 
     allowed = {*RUN_FLAGS, "quiet", "tracking_uri"}
     changed = sorted(k for k, v in flags.items() if k not in allowed and logged.get(k) != v)
     if changed:
-        raise AblateError(
-            "--resume continues the logged config; these flags would change it: "
-            + ", ".join(changed)
-        )
+        raise AblateError("--resume continues the logged config; these flags would change it: "
+                          + ", ".join(changed))  # fmt: skip
     return config_from_mapping({**logged, **flags}, source=f"run {args.resume}")
 
 
@@ -136,10 +118,8 @@ def _finetune_command(args: argparse.Namespace) -> int:
         return _run_command(args)
     cfg = resolve_run_config(args)  # bad values fail before torch and MLflow load
     if not cfg.init_from:
-        raise AblateError(
-            "finetune needs --init-from SOURCE (a .pth file, runs:/RUN_ID, a run id or "
-            "models:/NAME/VERSION)"
-        )
+        raise AblateError("finetune needs --init-from SOURCE (a .pth file, runs:/RUN_ID, a run id "
+                          "or models:/NAME/VERSION)")  # fmt: skip
     from ablate.finetune import load_source
 
     source = load_source(cfg.init_from, cfg.tracking_uri)  # read once: the trial reuses it
@@ -149,9 +129,7 @@ def _finetune_command(args: argparse.Namespace) -> int:
 def _add_list_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default="*", help="fnmatch filter, e.g. 'cct_7*'")
     add_output(parser)
-    parser.add_argument(
-        "--variant-file", default=None, help="also load variants from this Python file"
-    )
+    parser.add_argument("--variant-file", help="also load variants from this Python file")
 
 
 def _variants_command(args: argparse.Namespace) -> int:
@@ -161,15 +139,9 @@ def _variants_command(args: argparse.Namespace) -> int:
         from ablate.trial.resolve import load_variant_file_once
 
         load_variant_file_once(args.variant_file)
-    rows = [
-        {
-            "name": s.name,
-            "params": ", ".join(f"{k}={v}" for k, v in s.params.items()) or "-",
-            "source": s.source,
-            "description": s.description,
-        }
-        for s in variants.list_attention(args.pattern)
-    ]
+    rows = [{"name": s.name, "params": ", ".join(f"{k}={v}" for k, v in s.params.items()) or "-",
+             "source": s.source, "description": s.description}
+            for s in variants.list_attention(args.pattern)]  # fmt: skip
     print_rows(rows, args.output)
     return 0
 
@@ -181,19 +153,14 @@ def _models_command(args: argparse.Namespace) -> int:
     for name in list_models(args.pattern):
         entry = model_entry(name)
         d = entry.defaults
-        rows.append(
-            {
-                "name": name,
-                "task": entry.task,
-                "layers": d.get("num_layers", "-"),
-                "heads": d.get("num_heads", "-"),
-                "dim": d.get("dim", "-"),
-                "pooling": "seqpool" if d.get("seq_pool", True) else "class token",
-                "pos_emb": d.get("positional_embedding", "-"),
-                "input": d.get("img_size", d.get("max_len", "-")),
-                "classes": d.get("num_classes", "-"),
-            }
-        )
+        rows.append({
+            "name": name, "task": entry.task, "layers": d.get("num_layers", "-"),
+            "heads": d.get("num_heads", "-"), "dim": d.get("dim", "-"),
+            "pooling": "seqpool" if d.get("seq_pool", True) else "class token",
+            "pos_emb": d.get("positional_embedding", "-"),
+            "input": d.get("img_size", d.get("max_len", "-")),
+            "classes": d.get("num_classes", "-"),
+        })  # fmt: skip
     print_rows(rows, args.output)
     return 0
 
@@ -205,41 +172,22 @@ def _completion_command(args: argparse.Namespace) -> int:
     return 0
 
 
-# name -> (help, add_arguments, command); strings are "module" with add_arguments/command.
+# name -> (help, add_arguments, command); "module" is its add_arguments / command, "module:x"
+# its add_x_arguments / x_command.
 _COMMANDS: dict[str, tuple[str, Any, Any]] = {
-    "run": (
-        "train one configuration and log its learning curves to MLflow",
-        _add_config_flags,
-        _run_command,
-    ),
-    "finetune": (
-        "ablate run with fine-tuning defaults: --init-from weights, softmax_v annealed "
-        "from alpha 0 to 1",
-        _add_config_flags,
-        _finetune_command,
-    ),
+    "run": ("train one configuration and log its learning curves to MLflow", _add_config_flags,
+            _run_command),
+    "finetune": ("ablate run with fine-tuning defaults: --init-from weights, softmax_v annealed "
+                 "from alpha 0 to 1", _add_config_flags, _finetune_command),
     "study": ("run an Optuna study from a study file (studies/*.yaml)", "ablate.study", None),
-    "compare": (
-        "compare learning curves across runs: plots and significance tables",
-        "ablate.compare",
-        None,
-    ),
-    "ui": (
-        "start the MLflow UI on the same store (bound to 127.0.0.1) and print the URL of "
-        "the newest experiment in the model-training view",
-        "ablate.ui",
-        None,
-    ),
-    "export": (
-        "write a logged or registered model (models:/...) as a plain checkpoint file",
-        lambda p: importlib.import_module("ablate.ui").add_export_arguments(p),
-        lambda a: importlib.import_module("ablate.ui").export_command(a),
-    ),
-    "dashboard": (
-        "start optuna-dashboard on a study's storage (bound to 127.0.0.1)",
-        lambda p: importlib.import_module("ablate.ui").add_dashboard_arguments(p),
-        lambda a: importlib.import_module("ablate.ui").dashboard_command(a),
-    ),
+    "compare": ("compare learning curves across runs: plots and significance tables",
+                "ablate.compare", None),
+    "ui": ("start the MLflow UI on the same store (bound to 127.0.0.1) and print the URL of the "
+           "newest experiment in the model-training view", "ablate.ui", None),
+    "export": ("write a logged or registered model (models:/...) as a plain checkpoint file",
+               "ablate.ui:export", None),
+    "dashboard": ("start optuna-dashboard on a study's storage (bound to 127.0.0.1)",
+                  "ablate.ui:dashboard", None),
     "variants": ("list the registered attention variants", _add_list_arguments, _variants_command),
     "models": ("list the registered backbones", _add_list_arguments, _models_command),
     "completion": (
@@ -274,17 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     from ablate import __version__
 
     parser.add_argument("--version", action="version", version=f"ablate {__version__}")
-    sub = parser.add_subparsers(
-        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
-    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)  # fmt: skip
     for name, (help_text, add, cmd) in _COMMANDS.items():
-        p = sub.add_parser(
-            name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
-        )
+        description = help_text[0].upper() + help_text[1:] + "."
+        p = sub.add_parser(name, help=help_text, description=description)
         if isinstance(add, str):
-            module = importlib.import_module(add)
-            module.add_arguments(p)
-            p.set_defaults(_handler=module.command)
+            path, _, x = add.partition(":")
+            module = importlib.import_module(path)
+            getattr(module, f"add_{x}_arguments" if x else "add_arguments")(p)
+            p.set_defaults(_handler=getattr(module, f"{x}_command" if x else "command"))
         else:
             add(p)
             p.set_defaults(_handler=cmd)
@@ -330,11 +277,8 @@ def _unrecognized(parser: argparse.ArgumentParser, extra: list[str]) -> str:
     flags = [a for a in extra if a.startswith("-") and len(a) > 1]
     message = f"unrecognized arguments: {' '.join(flags or extra)}"
     known = [o for o in parser._option_string_actions if o.startswith("--")]
-    guesses = [
-        close[0]
-        for flag in flags
-        if (close := difflib.get_close_matches(flag.partition("=")[0], known, n=1))
-    ]
+    guesses = [close[0] for flag in flags
+               if (close := difflib.get_close_matches(flag.partition("=")[0], known, n=1))]
     if guesses:
         message += f" (did you mean {', '.join(guesses)}?)"
     return message

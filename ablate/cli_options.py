@@ -13,27 +13,16 @@ import json
 import typing
 from typing import Any
 
-__all__ = [
-    "OUTPUT_CHOICES",
-    "option",
-    "add_dataclass_options",
-    "add_tracking_uri",
-    "add_output",
-    "add_server_address",
-    "print_rows",
-]
+__all__ = ["OUTPUT_CHOICES", "option", "add_dataclass_options", "add_tracking_uri", "add_output",
+           "add_server_address", "print_rows"]  # fmt: skip
 
 OUTPUT_CHOICES = ("table", "json")
 
 
 def option(
-    default: Any,
-    help: str,
-    *,
-    choices: tuple[str, ...] | None = None,
-    group: str | None = None,
+    default: Any, help: str, *, choices: tuple[str, ...] | None = None, group: str | None = None,
     metavar: str | None = None,
-) -> Any:
+) -> Any:  # fmt: skip
     """A dataclass field that is also a command-line flag (see :func:`add_dataclass_options`).
 
     Args:
@@ -48,13 +37,9 @@ def option(
 
 
 def add_dataclass_options(
-    parser: argparse.ArgumentParser,
-    cls: type,
-    *,
-    groups: dict[str, str] | None = None,
-    skip: tuple[str, ...] = (),
-    default: Any = None,
-) -> None:
+    parser: argparse.ArgumentParser, cls: type, *, groups: dict[str, str] | None = None,
+    skip: tuple[str, ...] = (), default: Any = None,
+) -> None:  # fmt: skip
     """One ``--field-name`` flag per field of the dataclass ``cls``, declared by its metadata.
 
     Types come from the annotations: ``bool`` becomes ``--x / --no-x``, ``int`` and ``float``
@@ -62,7 +47,6 @@ def add_dataclass_options(
     its default.
 
     Args:
-        parser: the subcommand's parser.
         cls: a dataclass whose fields were made with :func:`option` (or carry the same
             metadata: ``help``, ``choices``, ``group``, ``metavar``).
         groups: group key -> section title; fields of other groups go to the parser itself.
@@ -79,11 +63,8 @@ def add_dataclass_options(
         text = f.metadata["help"]
         if f.default is not None and not isinstance(f.default, bool):
             text += f" (default: {f.default})"
-        kwargs: dict[str, Any] = {
-            "dest": f.name,
-            "default": f.default if default is None else default,
-            "help": text,
-        }
+        kwargs: dict[str, Any] = {"dest": f.name, "help": text,
+                                  "default": f.default if default is None else default}
         flag = "--" + f.name.replace("_", "-")
         base = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), None)
         base = base or hints[f.name]
@@ -102,40 +83,24 @@ def add_dataclass_options(
 def add_tracking_uri(
     parser: argparse.ArgumentParser | Any, *, default: Any = None, first: str | None = None
 ) -> None:
-    """``--tracking-uri URI``: the MLflow store.
-
-    Args:
-        parser: a parser or argument group.
-        default: the value when the flag is not given (``argparse.SUPPRESS``: leave it unset,
-            so that a config file's value stands).
-        first: a source consulted before the environment, named in the help (e.g. "the
-            file's base.tracking_uri").
-    """
+    """``--tracking-uri URI``: the MLflow store, on a parser or argument group. ``default``:
+    when the flag is not given (``argparse.SUPPRESS``: unset, so a config file's value stands);
+    ``first``: a source consulted before the environment, named in the help."""
     chain = ", ".join(filter(None, (first, "$MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")))
-    parser.add_argument(
-        "--tracking-uri",
-        dest="tracking_uri",
-        metavar="URI",
-        default=default,
-        help=f"MLflow tracking URI (default: {chain})",
-    )
+    parser.add_argument("--tracking-uri", dest="tracking_uri", metavar="URI", default=default,
+                        help=f"MLflow tracking URI (default: {chain})")  # fmt: skip
 
 
 def add_output(parser: argparse.ArgumentParser) -> None:
     """``--output table|json``: how a command prints its rows on stdout."""
-    parser.add_argument(
-        "--output",
-        choices=OUTPUT_CHOICES,
-        default="table",
-        help="print an aligned table or JSON (default: table)",
-    )
+    parser.add_argument("--output", choices=OUTPUT_CHOICES, default="table",
+                        help="print an aligned table or JSON (default: table)")  # fmt: skip
 
 
 def add_server_address(parser: argparse.ArgumentParser, *, port: int) -> None:
     """``--host`` / ``--port`` of a server a command starts: this machine only by default."""
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)"
-    )
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default: 127.0.0.1, this machine)")
     parser.add_argument("--port", type=int, default=port, help=f"port (default: {port})")
 
 

@@ -21,19 +21,9 @@ from typing import Any, Mapping
 from ablate.cli_options import option
 from ablate.exceptions import ConfigError
 
-__all__ = [
-    "RunConfig",
-    "config_from_mapping",
-    "load_yaml",
-    "config_fields",
-    "APPLY_TO_CHOICES",
-    "DEVICE_CHOICES",
-    "AUGMENT_CHOICES",
-    "TASK_CHOICES",
-    "VAL_SPLIT_CHOICES",
-    "BEST_FROM_CHOICES",
-    "FREEZE_CHOICES",
-]
+__all__ = ["RunConfig", "config_from_mapping", "load_yaml", "config_fields", "APPLY_TO_CHOICES",
+           "DEVICE_CHOICES", "AUGMENT_CHOICES", "TASK_CHOICES", "VAL_SPLIT_CHOICES",
+           "BEST_FROM_CHOICES", "FREEZE_CHOICES"]  # fmt: skip
 
 APPLY_TO_CHOICES = ("attention", "seqpool", "both")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -56,101 +46,66 @@ class RunConfig:
     # -- what is compared -------------------------------------------------------------
     variant: str = _f("softmax", "attention variant (see `ablate variants`)", group="model")
     apply_to: str = _f(
-        "attention",
-        "where the variant runs: every self-attention, sequence pooling, or both",
-        choices=APPLY_TO_CHOICES,
-        group="model",
-    )
+        "attention", "where the variant runs: every self-attention, sequence pooling, or both",
+        choices=APPLY_TO_CHOICES, group="model")
     variant_file: str | None = _f(
-        None, "Python file whose @register_attention functions become variants", group="model"
-    )
+        None, "Python file whose @register_attention functions become variants", group="model")
     model: str = _f("cct_2_3x2_32", "backbone name (see `ablate models`)", group="model")
     positional_embedding: str | None = _f(
-        None, "override the model's positional embedding", choices=POS_EMB_CHOICES, group="model"
-    )
+        None, "override the model's positional embedding", choices=POS_EMB_CHOICES, group="model")
     norm_placement: str = _f(
-        "cct",
-        "'cct' = the official layer order (loads official checkpoints); 'pre' = standard pre-norm",
-        choices=NORM_CHOICES,
-        group="model",
-    )
+        "cct", "'cct' = the official layer order (loads official checkpoints); 'pre' = standard "
+        "pre-norm", choices=NORM_CHOICES, group="model")
     pretrained: bool = _f(
-        False,
-        "timm:/hf: models: start from the library's pretrained weights (read from its cache; "
-        "fetched only with --download)",
-        group="model",
-    )
+        False, "timm:/hf: models: start from the library's pretrained weights (read from its "
+        "cache; fetched only with --download)", group="model")
     img_size: int | None = _f(
-        None,
-        "input resolution (default: the model's own, e.g. 32; 16 for the 8x8 digits)",
-        group="model",
-    )
+        None, "input resolution (default: the model's own, e.g. 32; 16 for the 8x8 digits)",
+        group="model")
     dropout: float | None = _f(None, "dropout rate (official default 0.0)", group="model")
     attention_dropout: float | None = _f(
-        None, "attention dropout (official default 0.1)", group="model"
-    )
+        None, "attention dropout (official default 0.1)", group="model")
     stochastic_depth: float | None = _f(
-        None, "stochastic depth, max rate (official default 0.1)", group="model"
-    )
+        None, "stochastic depth, max rate (official default 0.1)", group="model")
     # -- data -------------------------------------------------------------------------
     task: str = _f(
-        "auto",
-        "image or text; 'auto' infers it from the data set",
-        choices=TASK_CHOICES,
-        group="data",
-    )
+        "auto", "image or text; 'auto' infers it from the data set", choices=TASK_CHOICES,
+        group="data")
     dataset: str = _f(
-        "digits",
-        "digits (embedded), cifar10, cifar100, mnist, fashion_mnist, svhn, folder:PATH, "
-        "or text: ag_news, trec, sst2, imdb, dbpedia, yelp_polarity, csv:PATH",
-        group="data",
-    )
+        "digits", "digits (embedded), cifar10, cifar100, mnist, fashion_mnist, svhn, folder:PATH, "
+        "or text: ag_news, trec, sst2, imdb, dbpedia, yelp_polarity, csv:PATH", group="data")
     data_dir: str = _f("./data", "where data sets are stored / downloaded to", group="data")
     download: bool = _f(False, "download a missing data set (never done implicitly)", group="data")
     val_fraction: float = _f(
-        0.1, "fraction of the training data held out for validation", group="data"
-    )
+        0.1, "fraction of the training data held out for validation", group="data")
     test_fraction: float = _f(
-        0.2, "fraction held out for test when the data set has no test split", group="data"
-    )
+        0.2, "fraction held out for test when the data set has no test split", group="data")
     val_split: str = _f(
-        "auto",
-        "where validation comes from: 'train' (held out of the training split), 'test_half' "
-        "(a fixed stratified half of the official test split; the other half is the test set), "
-        "or 'auto' (test_half when the initial weights were trained on the full training "
-        "split, e.g. official checkpoints; train otherwise)",
-        choices=VAL_SPLIT_CHOICES,
-        group="data",
-    )
+        "auto", "where validation comes from: 'train' (held out of the training split), "
+        "'test_half' (a fixed stratified half of the official test split; the other half is the "
+        "test set), or 'auto' (test_half when the initial weights were trained on the full "
+        "training split, e.g. official checkpoints; train otherwise)", choices=VAL_SPLIT_CHOICES,
+        group="data")
     augment: str = _f(
-        "auto",
-        "image augmentation; 'auto' = the paper's recipe for CIFAR-like sets, crop for digits",
-        choices=AUGMENT_CHOICES,
-        group="data",
-    )
+        "auto", "image augmentation; 'auto' = the paper's recipe for CIFAR-like sets, crop for "
+        "digits", choices=AUGMENT_CHOICES, group="data")
     mixup: float | None = _f(
-        None, "MixUp alpha, 0 = off (default: recipe's 0.8 for CIFAR)", group="data"
-    )
+        None, "MixUp alpha, 0 = off (default: recipe's 0.8 for CIFAR)", group="data")
     cutmix: float | None = _f(
-        None, "CutMix alpha, 0 = off (default: recipe's 1.0 for CIFAR)", group="data"
-    )
+        None, "CutMix alpha, 0 = off (default: recipe's 1.0 for CIFAR)", group="data")
     text_col: str = _f("text", "text column for csv:/tsv:/jsonl: data sets", group="data")
     label_col: str = _f("label", "label column for csv:/tsv:/jsonl: data sets", group="data")
     max_len: int = _f(64, "text: tokens per example (longer is cut, shorter padded)", group="data")
     embeddings: str | None = _f(
-        None,
-        "text: GloVe file (.txt or .zip); default: the packaged GloVe 6B 50-d vectors",
-        group="data",
-    )
+        None, "text: GloVe file (.txt or .zip); default: the packaged GloVe 6B 50-d vectors",
+        group="data")
     freeze_embeddings: bool = _f(False, "text: keep word vectors fixed", group="data")
     # -- optimisation -----------------------------------------------------------------
     epochs: int = _f(50, "training epochs (the paper trains CIFAR for 300)", group="optim")
     batch_size: int = _f(128, "batch size", group="optim")
     lr: float | None = _f(
-        None,
-        "peak learning rate (default 5.5e-4; 1e-4 with --init-from or --pretrained)",
-        group="optim",
-    )
+        None, "peak learning rate (default 5.5e-4; 1e-4 with --init-from or --pretrained)",
+        group="optim")
     min_lr: float = _f(1e-5, "learning rate at the end of the cosine", group="optim")
     weight_decay: float = _f(0.06, "AdamW weight decay", group="optim")
     warmup_epochs: float = _f(3.0, "linear warm-up length in epochs", group="optim")
@@ -161,44 +116,31 @@ class RunConfig:
     compile: bool = _f(False, "torch.compile the model", group="optim")
     # -- alpha schedule ---------------------------------------------------------------
     alpha_schedule: str = _f(
-        "none",
-        "how the variant's alpha moves every optimizer step: none (keep the variant's value) "
-        "or a registered schedule (built in: constant, linear, cosine, step)",
-        group="alpha",
-    )
+        "none", "how the variant's alpha moves every optimizer step: none (keep the variant's "
+        "value) or a registered schedule (built in: constant, linear, cosine, step)",
+        group="alpha")
     alpha_start: float = _f(0.0, "alpha at step 0", group="alpha")
     alpha_end: float = _f(1.0, "alpha after --alpha-steps", group="alpha")
     alpha_steps: int | None = _f(
-        None, "optimizer steps to go from start to end (default: the whole run)", group="alpha"
-    )
+        None, "optimizer steps to go from start to end (default: the whole run)", group="alpha")
     alpha_epochs: float | None = _f(
-        None, "the same in epochs (exclusive with --alpha-steps)", group="alpha"
-    )
+        None, "the same in epochs (exclusive with --alpha-steps)", group="alpha")
     alpha_levels: int = _f(
-        4, "step schedule: number of equal jumps from start to end", group="alpha"
-    )
+        4, "step schedule: number of equal jumps from start to end", group="alpha")
     best_from: str = _f(
-        "schedule_end",
-        "which epochs the best-validation checkpoint is chosen from: 'schedule_end' = only "
-        "epochs validated at the schedule's end value (all epochs without a schedule), 'any'",
-        choices=BEST_FROM_CHOICES,
-        group="alpha",
-    )
+        "schedule_end", "which epochs the best-validation checkpoint is chosen from: "
+        "'schedule_end' = only epochs validated at the schedule's end value (all epochs without a "
+        "schedule), 'any'", choices=BEST_FROM_CHOICES, group="alpha")
     # a learned alpha (variant ...:alpha=learned) trains in its own AdamW group, no decay
     alpha_lr: float | None = _f(
-        None, "learning rate of a learned alpha (alpha=learned); default: --lr", group="alpha"
-    )
+        None, "learning rate of a learned alpha (alpha=learned); default: --lr", group="alpha")
     alpha_hold: bool = _f(
-        True,
-        "after annealing keep alpha at the end value; --no-alpha-hold repeats the schedule",
-        group="alpha",
-    )
+        True, "after annealing keep alpha at the end value; --no-alpha-hold repeats the schedule",
+        group="alpha")
     # -- fine-tuning ------------------------------------------------------------------
     init_from: str | None = _f(
-        None,
-        "weights to start from: official .pth, our checkpoint, runs:/ID or a run id",
-        group="finetune",
-    )
+        None, "weights to start from: official .pth, our checkpoint, runs:/ID or a run id",
+        group="finetune")
     freeze: str = _f("none", "freeze part of the model", choices=FREEZE_CHOICES, group="finetune")
     layer_decay: float = _f(1.0, "layer-wise lr decay (1.0 = off, e.g. 0.75)", group="finetune")
     lora_rank: int = _f(0, "LoRA rank on attention and MLP projections, 0 = off", group="finetune")
@@ -207,18 +149,15 @@ class RunConfig:
     seed: int = _f(0, "random seed (same seed + config on CPU = identical metrics)")
     device: str = _f("auto", "compute device", choices=DEVICE_CHOICES)
     tracking_uri: str | None = _f(
-        None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
-    )
+        None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     experiment: str = _f("ablate", "MLflow experiment name")
     run_name: str | None = _f(None, "MLflow run name (default: generated from the config)")
     checkpoint_dir: str = _f("./checkpoints", "where last/best checkpoints are written")
     # every epoch's last.pt stays local; MLflow gets it every K epochs, at the end, on a stop
     checkpoint_upload_every: int = _f(
-        30, "upload the resume checkpoint to MLflow every K epochs and at the end (0: end only)"
-    )
+        30, "upload the resume checkpoint to MLflow every K epochs and at the end (0: end only)")
     keep_checkpoints: bool = _f(
-        False, "keep a finished run's local checkpoint folder (its files are in MLflow anyway)"
-    )
+        False, "keep a finished run's local checkpoint folder (its files are in MLflow anyway)")
     system_metrics: bool = _f(True, "log CPU / memory / GPU use as system/* metrics")
     system_metrics_interval: float = _f(10.0, "seconds between system-metrics samples")
     quiet: bool = _f(False, "no progress bars")
@@ -228,9 +167,8 @@ class RunConfig:
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and value is not None and value not in choices:
-                raise ConfigError(
-                    f"{f.name}: {value!r} is not valid; choose one of {', '.join(choices)}"
-                )
+                raise ConfigError(f"{f.name}: {value!r} is not valid; choose one of "
+                                  f"{', '.join(choices)}")  # fmt: skip
         # alpha_schedule is checked by ablate.trial.resolve.check: schedules are a registry (a
         # --variant-file or a plug-in may add one), which needs torch, and a config is cheap.
         if self.epochs < 1:
@@ -281,23 +219,17 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
         raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
-    if base is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{source}: {name} must be an integer, got {value!r}")
+    if base in (int, float):
+        kind = "an integer" if base is int else "a number"
         try:
-            as_float = float(value)
-        except ValueError:
-            raise ConfigError(f"{source}: {name} must be an integer, got {value!r}") from None
-        if as_float != int(as_float):
-            raise ConfigError(f"{source}: {name} must be an integer, got {value!r}")
-        return int(as_float)
-    if base is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{source}: {name} must be a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{source}: {name} must be a number, got {value!r}") from None
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ValueError
+            number = float(value)
+            if base is int and number != int(number):
+                raise ValueError
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{source}: {name} must be {kind}, got {value!r}") from None
+        return int(number) if base is int else number
     if base is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{source}: {name} must be a string, got {value!r}")
@@ -371,10 +303,8 @@ def load_yaml(
                 )
                 total = 1 + sum(size(c) for c in children)
                 if total > limit:
-                    raise yaml.YAMLError(
-                        f"its aliases expand to more than {limit:,} values; write the values "
-                        "out instead of nesting anchors"
-                    )
+                    raise yaml.YAMLError(f"its aliases expand to more than {limit:,} values; "
+                                         "write the values out instead of nesting anchors")
                 sizes[id(n)] = total
                 return total
 

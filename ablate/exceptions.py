@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = [
-    "AblateError",
-    "ConfigError",
-    "DataError",
-    "CheckpointError",
-    "TrainingDiverged",
-    "Pruned",
-    "Stopped",
-    "STOP_REASONS",
-]
+__all__ = ["AblateError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",
+           "Pruned", "Stopped", "STOP_REASONS"]  # fmt: skip
 
 # Why a run was stopped from outside (its MLflow run's ``stop_reason`` tag).
 STOP_REASONS = ("preempted", "time_limit", "user")

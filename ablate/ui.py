@@ -8,6 +8,7 @@ For a tracking server (``http(s)://``) the UI is the server itself: nothing is s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 from typing import Any
@@ -16,14 +17,9 @@ from ablate.cli_options import add_server_address, add_tracking_uri
 from ablate.exceptions import AblateError
 from ablate.tracking.store import WORKFLOW_QUERY, experiment_url, is_server
 
-__all__ = [
-    "add_arguments",
-    "command",
-    "add_dashboard_arguments",
-    "dashboard_command",
-    "add_export_arguments",
-    "export_command",
-]
+__all__ = ["add_arguments", "command", "add_dashboard_arguments", "dashboard_command",
+           "add_export_arguments", "export_command"]  # fmt: skip
+
 
 def _newest_experiment(client: Any, name: str | None) -> str | None:
     """The id of experiment ``name``, else of the one with the newest run (None: no runs)."""
@@ -43,18 +39,12 @@ def _newest_experiment(client: Any, name: str | None) -> str | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_tracking_uri(parser)
     add_server_address(parser, port=5000)
-    parser.add_argument(
-        "--experiment",
-        default=None,
-        metavar="NAME",
-        help="open this experiment (default: the one with the newest run)",
-    )
-    parser.add_argument(
-        "--open", action="store_true", help="also open the URL in the default web browser"
-    )
-    parser.add_argument(
-        "--print-url", action="store_true", help="print the URL and exit without starting the UI"
-    )
+    parser.add_argument("--experiment", metavar="NAME",
+                        help="open this experiment (default: the one with the newest run)")
+    parser.add_argument("--open", action="store_true",
+                        help="also open the URL in the default web browser")
+    parser.add_argument("--print-url", action="store_true",
+                        help="print the URL and exit without starting the UI")
 
 
 def command(args: argparse.Namespace) -> int:
@@ -97,10 +87,8 @@ def _serve(cmd: list[str]) -> int:
 
     def forward(signum: int, frame: Any) -> None:
         stopped.append(signum)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
-        except ProcessLookupError:
-            pass
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, forward)
@@ -111,12 +99,8 @@ def _serve(cmd: list[str]) -> int:
 
 
 def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--storage",
-        default=None,
-        metavar="URL",
-        help="Optuna storage of the study (default: sqlite:///ablate-optuna.db here)",
-    )
+    parser.add_argument("--storage", metavar="URL", help="Optuna storage of the study "
+                        "(default: sqlite:///ablate-optuna.db here)")  # fmt: skip
     add_server_address(parser, port=8080)
 
 
@@ -139,22 +123,17 @@ def dashboard_command(args: argparse.Namespace) -> int:
     beside = Path(sys.executable).with_name("optuna-dashboard")
     exe = str(beside) if beside.is_file() else shutil.which("optuna-dashboard")
     if exe is None:
-        raise AblateError(
-            "ablate dashboard needs optuna-dashboard: pip install 'ablate[dashboard]'"
-        )
+        raise AblateError("ablate dashboard needs optuna-dashboard: "
+                          "pip install 'ablate[dashboard]'")  # fmt: skip
     print(f"optuna-dashboard at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
     return _serve([exe, storage, "--host", args.host, "--port", str(args.port)])
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "model_uri", metavar="MODEL_URI",
-        help="models:/NAME/VERSION, models:/NAME@ALIAS or models:/<model_id>",
-    )
-    parser.add_argument(
-        "file", metavar="FILE",
-        help="checkpoint file to write (.pt, read with torch.load(weights_only=True))",
-    )
+    parser.add_argument("model_uri", metavar="MODEL_URI",
+                        help="models:/NAME/VERSION, models:/NAME@ALIAS or models:/<model_id>")
+    parser.add_argument("file", metavar="FILE", help="checkpoint file to write (.pt, read with "
+                        "torch.load(weights_only=True))")  # fmt: skip
     add_tracking_uri(parser)
 
 

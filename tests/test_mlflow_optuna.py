@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from ablate.study.common import RunSettings
-from ablate.study.optuna_figures import figures_of, study_figures
 from ablate.study.parent import prepare_study
+from ablate.study.report import figures_of, study_figures
 from ablate.study.spec import load_study, parse_study
 from ablate.tracking import Tracker
 from ablate.tracking.conventions import VAL_ACC

@@ -2,7 +2,7 @@
 
 Data flow: :func:`~.select.select_runs` (MLflow; lost runs kept aside) ->
 :func:`~.grouping.assign_groups` (every run, lost ones included; refuses to pool different
-configs) -> :func:`_measure` (the compared runs: a finite end point, not diverged; the AUC
+configs) -> :func:`measure` (the compared runs: a finite end point, not diverged; the AUC
 window, the target and every curve come from them only) -> :func:`~.endpoints.per_run_frame`
 and :func:`~.endpoints.collapse_repeats` (one unit per seed) -> :func:`~.summary.summarize`
 (one Holm family) and :mod:`~.curves` -> :mod:`~.render` and :mod:`~.files` (for a study,
@@ -17,30 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ablate.cli_options import option
-from ablate.compare.curves import (
-    CURVE_METRICS,
-    aggregate_curves,
-    default_target,
-    diff_curves,
-    shortest_curve,
-)
-from ablate.compare.endpoints import (
-    CHECKPOINTS,
-    REPEATS,
-    MetricSpec,
-    collapse_repeats,
-    parse_metric,
-    per_run_frame,
-    resolve_source,
-    run_endpoint,
-)
-from ablate.compare.grouping import (
-    assign_groups,
-    confounders,
-    following_keys,
-    lost_counts,
-    parse_keys,
-)
+from ablate.compare import curves, endpoints, grouping
+from ablate.compare.curves import CURVE_METRICS
+from ablate.compare.endpoints import CHECKPOINTS, REPEATS, MetricSpec
 from ablate.compare.intervals import BOOTSTRAP_MIN_N
 from ablate.compare.notes import data_description, evaluated_sizes, family_count, notes_for
 from ablate.compare.result import ComparisonResult
@@ -104,16 +83,11 @@ class CompareOptions:
     mode: str | None = option(None, "higher (max) or lower (min) is better (default: max for "
                               "accuracy, f1, precision, recall; min for losses)",
                               choices=("max", "min"))  # fmt: skip
-    include_pruned: bool = option(
-        False,
-        "partial look: also pruned trials; every end point is "
-        "then the validation value at the last epoch all runs reached",
-    )
-    include_running: bool = option(
-        False,
-        "partial look: also RUNNING runs (left out and "
-        "counted by default), labelled as for --include-pruned",
-    )
+    include_pruned: bool = option(False, "partial look: also pruned trials; every end point is "
+                                  "then the validation value at the last epoch all runs "
+                                  "reached")  # fmt: skip
+    include_running: bool = option(False, "partial look: also RUNNING runs (left out and counted "
+                                   "by default), labelled as for --include-pruned")  # fmt: skip
     repeats: str = option("mean", "a seed run more than once in a group is one unit: the mean "
                           "of its runs, or its latest run", choices=REPEATS)  # fmt: skip
     bootstrap: int = option(10_000, "BCa bootstrap resamples of the difference's interval, "
@@ -150,10 +124,8 @@ def parse_formats(formats: str) -> tuple[str, ...]:
     out = tuple(dict.fromkeys(p.strip().lower() for p in str(formats).split(",") if p.strip()))
     bad = [f for f in out if f not in FORMATS]
     if bad or not out:
-        raise ConfigError(
-            f"--format: {', '.join(bad) or 'nothing given'} not valid; choose from "
-            f"{', '.join(FORMATS)} (comma-separated)"
-        )
+        raise ConfigError(f"--format: {', '.join(bad) or 'nothing given'} not valid; choose from "
+                          f"{', '.join(FORMATS)} (comma-separated)")  # fmt: skip
     return out
 
 
@@ -161,19 +133,16 @@ def _check(opts: CompareOptions, spec: MetricSpec, runs: Sequence[RunRecord]) ->
     for value, name, choices in ((opts.pairing, "pairing", PAIRING_CHOICES),
                                  (opts.repeats, "repeats", REPEATS)):  # fmt: skip
         if value not in choices:
-            raise ConfigError(
-                f"--{name}: {value!r} is not valid; choose one of {', '.join(choices)}"
-            )
+            raise ConfigError(f"--{name}: {value!r} is not valid; choose one of "
+                              f"{', '.join(choices)}")  # fmt: skip
     if opts.bootstrap < 0:
         raise ConfigError(f"--bootstrap: must be >= 0 resamples, got {opts.bootstrap}")
     keys = {k for r in runs for k in r.latest}
     wanted = {spec.requested} if spec.base is None else {spec.curve, f"test_{spec.base}",
                                                          f"best_test_{spec.base}"}  # fmt: skip
     if runs and not keys & wanted:
-        raise ConfigError(
-            f"metric {spec.requested!r} was not logged by any selected run; metrics: "
-            f"{join_names(keys)} (or acc, loss, f1, precision, recall)"
-        )
+        raise ConfigError(f"metric {spec.requested!r} was not logged by any selected run; "
+                          f"metrics: {join_names(keys)} (or acc, loss, f1, precision, recall)")
 
 
 @dataclass
@@ -197,46 +166,42 @@ class Measured:
 def measure(selection, spec: MetricSpec, target: Any, repeats: str) -> Measured:
     """The compared runs and their numbers; windows, targets and curves come from them only,
     never from a run the tables leave out."""
-    source, runs, notes = resolve_source(selection.runs, spec)
+    source, runs, notes = endpoints.resolve_source(selection.runs, spec)
     partial = source != "test" and any(r.status == cv.RUNNING or r.pruned for r in runs)
     if partial and spec.checkpoint == "best":
         raise ConfigError("--checkpoint best needs finished runs; drop --include-running/"
                           "--include-pruned or use --checkpoint final")  # fmt: skip
     zero = [r.name for r in runs if r.latest.get("best_epoch", 1) < 1]
     if spec.checkpoint == "best" and zero:
-        raise ConfigError(
-            f"--checkpoint best: {join_names(zero[:5])} logged best_epoch 0, the untrained or "
-            "pretrained model, which is never a best checkpoint; use --checkpoint final"
-        )
+        raise ConfigError(f"--checkpoint best: {join_names(zero[:5])} logged best_epoch 0, the "
+                          "untrained or pretrained model, which is never a best checkpoint; use "
+                          "--checkpoint final")  # fmt: skip
     healthy = [r for r in runs if r.diverged_at is None]
     at_epoch = None
     if partial:
-        at_epoch, short = shortest_curve(healthy, spec.curve)
+        at_epoch, short = curves.shortest_curve(healthy, spec.curve)
         if not (at_epoch or 0) >= 1:
             who = f"run {short.name} has {spec.curve} at epoch 0 only" if short else (
                 f"no run has {spec.curve}")  # fmt: skip
-            raise ConfigError(
-                f"partial look: the runs share no trained epoch ({who}); wait for an epoch or "
-                "leave out --include-running/--include-pruned"
-            )
-    compared = [
-        r
-        for r in healthy
-        if math.isfinite(run_endpoint(r, spec, source, spec.checkpoint, at_epoch).value)
-    ]
+            raise ConfigError(f"partial look: the runs share no trained epoch ({who}); wait for "
+                              "an epoch or leave out --include-running/--include-pruned")
+    point = endpoints.run_endpoint
+    compared = [r for r in healthy
+                if math.isfinite(point(r, spec, source, spec.checkpoint, at_epoch).value)]
     if not compared:
         raise DataError(f"metric {spec.requested!r} has no finite values in the selected runs "
                         f"on the {spec.checkpoint} checkpoint")  # fmt: skip
-    window, short = shortest_curve(compared, spec.curve)
+    window, short = curves.shortest_curve(compared, spec.curve)
     longest = max((int(r.histories[spec.curve].index[-1]) for r in compared
                    if len(r.histories.get(spec.curve, ()))), default=-1)  # fmt: skip
     if target == "auto":
-        target = default_target(compared, spec.curve, spec.mode, window)
-    per_run = per_run_frame(compared, spec, source, target, auc_epochs=window, at_epoch=at_epoch)
-    lost = lost_counts([*selection.lost, *(r for r in runs if r not in compared)])
+        target = curves.default_target(compared, spec.curve, spec.mode, window)
+    per_run = endpoints.per_run_frame(compared, spec, source, target, auc_epochs=window,
+                                      at_epoch=at_epoch)  # fmt: skip
+    lost = grouping.lost_counts([*selection.lost, *(r for r in runs if r not in compared)])
     return Measured(source, compared, notes, at_epoch, window,
                      short if window is not None and window < longest else None, per_run,
-                     collapse_repeats(per_run, repeats), lost, target)  # fmt: skip
+                     endpoints.collapse_repeats(per_run, repeats), lost, target)  # fmt: skip
 
 
 def _order(units: "pd.DataFrame", spec: MetricSpec, baseline: str | None, groups) -> list[str]:
@@ -253,11 +218,11 @@ def compare_runs(**options: Any) -> ComparisonResult:
     """Compare groups of runs; the keyword arguments are the fields of
     :class:`CompareOptions` (``out=None``: write no files)."""
     opts = CompareOptions(**options)
-    spec = parse_metric(opts.metric, opts.checkpoint, opts.mode)
-    group_by = parse_keys(opts.group_by, "--group-by") if opts.group_by is not None else None
+    spec = endpoints.parse_metric(opts.metric, opts.checkpoint, opts.mode)
+    group_by = None if opts.group_by is None else grouping.parse_keys(opts.group_by, "--group-by")
     if group_by == ():
         raise ConfigError("--group-by: give at least one param name, e.g. variant")
-    pool_over = parse_keys(opts.pool_over, "--pool-over")
+    pool_over = grouping.parse_keys(opts.pool_over, "--pool-over")
     formats = parse_formats(opts.format)
     target, target_auto = _resolve_target(opts.target)
     _check(opts, spec, [])
@@ -272,16 +237,16 @@ def compare_runs(**options: Any) -> ComparisonResult:
         from ablate.compare.dose import x_key
 
         group_by = (x_key(selection.runs, opts.x), *(group_by or ()))
-    keys = assign_groups(everyone, group_by, pool_over)
+    keys = grouping.assign_groups(everyone, group_by, pool_over)
     measured = measure(selection, spec, target, opts.repeats)
     groups = sorted({r.group for r in everyone})
     finished = sorted(set(measured.units["group"]))
     baseline, note = (None, None) if opts.x else resolve_baseline(opts.baseline, groups, finished)
     order = _order(measured.units, spec, baseline, groups)
     result = _analyse(selection, spec, measured, order, baseline, opts)
-    following = following_keys(everyone, keys, pool_over)
+    following = grouping.following_keys(everyone, keys, pool_over)
     result = replace(result, group_by=keys, pool_over=pool_over, following=following,
-                     confounders=confounders(following, keys),
+                     confounders=grouping.confounders(following, keys),
                      target_auto=target_auto)  # fmt: skip
     result.notes += [note] if note else []
     if opts.x is not None:
@@ -325,17 +290,14 @@ def _analyse(
         pairing=opts.pairing, n_boot=opts.bootstrap, seed=opts.bootstrap_seed,
         n_items=evaluated_sizes(runs, measured.source), lost=measured.lost,
     )  # fmt: skip
-    metrics = [
-        m
-        for m in dict.fromkeys([*CURVE_METRICS, spec.curve])
-        if any(m in r.histories for r in runs)
-    ]
-    bounds = {m: (0.0, 1.0) for m in metrics if parse_metric(m, mode="max").bounds}
+    metrics = [m for m in dict.fromkeys([*CURVE_METRICS, spec.curve])
+               if any(m in r.histories for r in runs)]
+    bounds = {m: (0.0, 1.0) for m in metrics if endpoints.parse_metric(m, mode="max").bounds}
     return ComparisonResult(
         spec=spec, endpoint_source=measured.source, source=selection.source, runs=runs,
         per_run=measured.per_run, units=measured.units, table=table,
-        curves=aggregate_curves(runs, metrics, order, bounds=bounds, repeats=opts.repeats),
-        diffs=diff_curves(runs, spec.curve, order, baseline, bounds=spec.bounds,
+        curves=curves.aggregate_curves(runs, metrics, order, bounds=bounds, repeats=opts.repeats),
+        diffs=curves.diff_curves(runs, spec.curve, order, baseline, bounds=spec.bounds,
                           repeats=opts.repeats),
         notes=list(selection.notes + measured.notes), baseline=baseline,
         target=measured.target, at_epoch=measured.at_epoch, auc_epochs=measured.auc_epochs,

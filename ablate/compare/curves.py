@@ -26,17 +26,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = [
-    "CURVE_METRICS",
-    "auc",
-    "shortest_curve",
-    "median_censored",
-    "epochs_to_target",
-    "default_target",
-    "aggregate_curves",
-    "diff_curves",
-    "sup_t_critical",
-]
+__all__ = ["CURVE_METRICS", "auc", "shortest_curve", "median_censored", "epochs_to_target",
+           "default_target", "aggregate_curves", "diff_curves", "sup_t_critical"]  # fmt: skip
 
 # Drawn for every comparison (a metric no run has is skipped). loss/train is the training
 # objective (label smoothing, MixUp/CutMix): its own figure, never on the loss/val axis.

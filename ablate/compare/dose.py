@@ -17,16 +17,10 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
+from ablate.compare import stats as st
 from ablate.compare.grouping import config_view, lookup
 from ablate.compare.select import RunRecord, join_names
-from ablate.compare.stats import (
-    CONFIDENCE,
-    LEVEL,
-    Comparison,
-    compare_groups,
-    compare_to_baseline,
-    holm_family,
-)
+from ablate.compare.stats import CONFIDENCE, LEVEL, Comparison
 from ablate.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -52,17 +46,13 @@ def x_key(runs: Sequence[RunRecord], x: str) -> str:
     values = {r.name: lookup(key, r) for r in runs}
     if all(v is None for v in values.values()):
         numeric = {k for r in runs for k, v in config_view(r).items() if _number(v) is not None}
-        raise ConfigError(
-            f"--x {x}: no selected run has a variant parameter or config key {x!r}; "
-            f"numeric config keys: {join_names(numeric)}"
-        )
+        raise ConfigError(f"--x {x}: no selected run has a variant parameter or config key {x!r}; "
+                          f"numeric config keys: {join_names(numeric)}")  # fmt: skip
     bad = sorted(name for name, v in values.items() if _number(v) is None)
     if bad:
         listed = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise ConfigError(
-            f"--x {x}: {len(bad)} run(s) have no numeric {key} ({listed}); leave them out "
-            "with --filter"
-        )
+        raise ConfigError(f"--x {x}: {len(bad)} run(s) have no numeric {key} ({listed}); leave "
+                          "them out with --filter")  # fmt: skip
     return key
 
 
@@ -85,8 +75,8 @@ def trend(
             if np.ptp(x[idx]) > 0:
                 slopes[seed] = np.polyfit(x[idx], y[idx], 1)[0]
         units = list(slopes)
-        c = compare_to_baseline(list(slopes.values()), units, [0.0] * len(units), units,
-                                pairing="paired", level=None, confidence=confidence)  # fmt: skip
+        c = st.compare_to_baseline(list(slopes.values()), units, [0.0] * len(units), units,
+                                   pairing="paired", level=None, confidence=confidence)
         c.test = f"mean of per-seed slopes ({len(units)} seed{'s' * (len(units) != 1)})"
     else:
         fit = stats.linregress(x, y) if x.size > 2 and np.ptp(x) > 0 else None
@@ -143,15 +133,13 @@ def dose_response(
     for series, levels in _levels(result, key).items():
         xs = [v for v, _ in levels]
         if wanted is not None and wanted not in xs:
-            raise ConfigError(
-                f"--baseline-x {baseline_x}: not a level of {x}; levels: "
-                + ", ".join(f"{v:g}" for v in xs)
-            )
+            raise ConfigError(f"--baseline-x {baseline_x}: not a level of {x}; levels: "
+                              + ", ".join(f"{v:g}" for v in xs))  # fmt: skip
         base = levels[xs.index(xs[0] if wanted is None else wanted)][1]
         rows_of = {g: units[units["group"] == g] for _, g in levels}
         groups = {g: (sub[tested].to_list(), sub["seed"].to_list()) for g, sub in rows_of.items()}
-        comps = compare_groups(groups, base, mode=result.mode, pairing=pairing,
-                               bounds=result.spec.bounds, holm_correct=False)  # fmt: skip
+        comps = st.compare_groups(groups, base, mode=result.mode, pairing=pairing,
+                                  bounds=result.spec.bounds, holm_correct=False)  # fmt: skip
         sub = units[units["group"].isin(groups)]
         fit, intercept = trend(sub["group"].map({g: v for v, g in levels}), sub[tested],
                                None if pairing == "welch" else sub["seed"].to_list())  # fmt: skip
@@ -164,7 +152,7 @@ def dose_response(
                          **{k: table.loc[group, f"{tested}_{k}"] for k in
                             ("mean", "std", "ci_low", "ci_high", "ci_method")},
                          "comparison": comps.get(group)})  # fmt: skip
-    holm_family(family, LEVEL)
+    st.holm_family(family, LEVEL)
     for row in rows:
         c = row.pop("comparison") or Comparison(math.nan, math.nan, math.nan, "", 0, math.nan)
         row.update(diff=c.diff, diff_ci_low=c.ci_low, diff_ci_high=c.ci_high, test=c.test,

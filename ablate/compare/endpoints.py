@@ -31,19 +31,9 @@ from ablate.tracking import conventions as cv
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = [
-    "BASE_METRICS",
-    "CHECKPOINTS",
-    "REPEATS",
-    "MetricSpec",
-    "Endpoint",
-    "parse_metric",
-    "resolve_source",
-    "best_val_epoch",
-    "run_endpoint",
-    "per_run_frame",
-    "collapse_repeats",
-]
+__all__ = ["BASE_METRICS", "CHECKPOINTS", "REPEATS", "MetricSpec", "Endpoint", "parse_metric",
+           "resolve_source", "best_val_epoch", "run_endpoint", "per_run_frame",
+           "collapse_repeats"]  # fmt: skip
 
 BASE_METRICS = ("acc", "loss", "f1", "precision", "recall")
 CHECKPOINTS = ("final", "best")
@@ -74,9 +64,8 @@ def infer_mode(metric: str, mode: str | None = None) -> str:
     for words, direction in ((_MIN_WORDS, "min"), (_MAX_WORDS, "max")):
         if any(word in metric.lower() for word in words):
             return direction
-    raise ConfigError(
-        f"cannot tell whether higher or lower {metric!r} is better; pass --mode max or --mode min"
-    )
+    raise ConfigError(f"cannot tell whether higher or lower {metric!r} is better; pass --mode max "
+                      "or --mode min")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -122,24 +111,20 @@ def parse_metric(
     """Parse ``--metric`` and ``--checkpoint`` (None: final; best for ``best_test_*``)."""
     metric = metric.strip()
     if metric in RENAMED:
-        raise ConfigError(
-            f"--metric {metric}: the curve is now named {RENAMED[metric]} "
-            f"(<quantity>/<split>); use --metric {RENAMED[metric]}"
-        )
+        raise ConfigError(f"--metric {metric}: the curve is now named {RENAMED[metric]} "
+                          f"(<quantity>/<split>); use --metric {RENAMED[metric]}")  # fmt: skip
     if checkpoint is not None and checkpoint not in CHECKPOINTS:
-        raise ConfigError(
-            f"--checkpoint: {checkpoint!r} is not valid; choose one of {', '.join(CHECKPOINTS)}"
-        )
+        raise ConfigError(f"--checkpoint: {checkpoint!r} is not valid; choose one of "
+                          f"{', '.join(CHECKPOINTS)}")  # fmt: skip
     base, source = None, "raw"
     quantity, _, split = metric.partition("/")
     if metric in BASE_METRICS:
         base, source = metric, "auto"
     elif metric.startswith("best_test_") and metric[len("best_test_") :] in BASE_METRICS:
         if checkpoint == "final":
-            raise ConfigError(
-                f"--metric {metric} is measured on the best-validation checkpoint; drop "
-                f"--checkpoint final or use --metric {metric.removeprefix('best_')}"
-            )
+            raise ConfigError(f"--metric {metric} is measured on the best-validation checkpoint; "
+                              "drop --checkpoint final or use --metric "
+                              f"{metric.removeprefix('best_')}")  # fmt: skip
         base, source, checkpoint = metric[len("best_test_") :], "test", "best"
     elif metric.startswith("test_") and metric[len("test_") :] in BASE_METRICS:
         base, source = metric[len("test_") :], "test"
@@ -166,10 +151,8 @@ def resolve_source(
     if spec.source == "auto":
         return "val", list(runs), [f"{why}: every run is compared on {spec.curve} instead"]
     if not have:
-        raise ConfigError(
-            f"--metric {spec.requested}: no selected run has {spec.test_key}; "
-            f"use --metric {spec.curve}"
-        )
+        raise ConfigError(f"--metric {spec.requested}: no selected run has {spec.test_key}; "
+                          f"use --metric {spec.curve}")  # fmt: skip
     names = join_names(r.name for r in lacking[:5]) + (" ..." if len(lacking) > 5 else "")
     return "test", have, [f"{why}; left out: {names}"]
 

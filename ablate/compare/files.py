@@ -95,13 +95,7 @@ def _figures(
             result.diffs, curve, colors=colors, styles=styles, baseline=result.baseline,
             order=[g for g in order if g != result.baseline], title=titles)  # fmt: skip
     figures[f"final_best_{safe_name(result.metric)}"] = plots.plot_final_best(
-        result.units,
-        result.table,
-        result.metric,
-        colors=colors,
-        order=order,
-        baseline=result.baseline,
-        xlabel=",".join(result.group_by) or "all runs",
-        title=titles,
-    )
+        result.units, result.table, result.metric, colors=colors, order=order,
+        baseline=result.baseline, xlabel=",".join(result.group_by) or "all runs",
+        title=titles)  # fmt: skip
     return figures

@@ -22,35 +22,19 @@ from ablate.compare.select import RunRecord, join_names
 from ablate.config import config_fields
 from ablate.exceptions import ConfigError
 
-__all__ = [
-    "MISSING_VALUE",
-    "ALL_RUNS",
-    "RUN_LOCAL_KEYS",
-    "LOST_KINDS",
-    "parse_keys",
-    "lookup",
-    "config_view",
-    "varying_keys",
-    "default_group_by",
-    "following_keys",
-    "confounders",
-    "check_pooling",
-    "assign_groups",
-    "lost_counts",
-]
+__all__ = ["MISSING_VALUE", "ALL_RUNS", "RUN_LOCAL_KEYS", "LOST_KINDS", "parse_keys", "lookup",
+           "config_view", "varying_keys", "default_group_by", "following_keys", "confounders",
+           "check_pooling", "assign_groups", "lost_counts"]  # fmt: skip
 
 MISSING_VALUE = "(none)"
 ALL_RUNS = "all runs"  # the one group's label when nothing but the seed varies
 LOST_KINDS = ("failed", "pruned", "running")
 # Config fields that say where and how a run was executed or stored, never what was trained:
-RUN_LOCAL_KEYS = frozenset(
-    {
-        "device", "quiet", "data_dir", "download", "checkpoint_dir", "tracking_uri",
-        "experiment", "run_name", "variant_file", "checkpoint_upload_every",
-        "system_metrics", "system_metrics_interval",
-        "compile",  # torch.compile fuses kernels; it computes the same model
-    }
-)  # fmt: skip
+RUN_LOCAL_KEYS = frozenset({
+    "device", "quiet", "data_dir", "download", "checkpoint_dir", "tracking_uri", "experiment",
+    "run_name", "variant_file", "checkpoint_upload_every", "system_metrics",
+    "system_metrics_interval", "compile",  # torch.compile fuses kernels: the same model
+})  # fmt: skip
 DERIVED_KEYS = frozenset({"n_params", "n_trainable", "steps_per_epoch"})
 DERIVED_PREFIXES = ("data.", "init.")
 POOLED = "seed"  # repeats of one experiment differ by seed: always pooled
@@ -150,9 +134,8 @@ def _check_keys_exist(runs: Sequence[RunRecord], keys: Sequence[str], option: st
     for key in keys:
         if all(lookup(key, r) is None for r in runs):
             available = join_names(k for r in runs for k in config_view(r))
-            raise ConfigError(
-                f"{option}: no selected run has a param or tag {key!r}; config keys: {available}"
-            )
+            raise ConfigError(f"{option}: no selected run has a param or tag {key!r}; config "
+                              f"keys: {available}")  # fmt: skip
 
 
 def _shown(values: Sequence[str], limit: int = 4) -> str:
@@ -180,11 +163,9 @@ def check_pooling(
     order = _order(offending)
     listed = "; ".join(f"{k} ({_shown(sorted(offending[k]))})" for k in order)
     where = f" (e.g. group {example!r})" if group_by else ""
-    raise ConfigError(
-        f"runs in one group differ in {listed}{where}; group by them "
-        f"(--group-by {','.join([*group_by, *order])}) or pool over them "
-        f"(--pool-over {','.join(order)})"
-    )
+    raise ConfigError(f"runs in one group differ in {listed}{where}; group by them "
+                      f"(--group-by {','.join([*group_by, *order])}) or pool over them "
+                      f"(--pool-over {','.join(order)})")  # fmt: skip
 
 
 def assign_groups(
@@ -201,10 +182,8 @@ def assign_groups(
         _check_keys_exist(runs, keys, "--group-by")
         both = sorted(set(keys) & set(pool_over))
         if both:
-            raise ConfigError(
-                f"{', '.join(both)}: cannot both group by and pool over a key; drop it from "
-                "--group-by or --pool-over"
-            )
+            raise ConfigError(f"{', '.join(both)}: cannot both group by and pool over a key; drop "
+                              "it from --group-by or --pool-over")  # fmt: skip
     check_pooling(runs, keys, pool_over)
     for run in runs:
         run.group_values = {k: lookup(k, run) or MISSING_VALUE for k in keys}

@@ -22,15 +22,8 @@ import math
 import warnings
 from typing import Any, Callable, Sequence
 
-__all__ = [
-    "CONFIDENCE",
-    "BOOTSTRAP_MIN_N",
-    "clip",
-    "binomial_interval",
-    "paired_prob_improvement",
-    "prob_improvement",
-    "bca_diff_ci",
-]
+__all__ = ["CONFIDENCE", "BOOTSTRAP_MIN_N", "clip", "binomial_interval", "paired_prob_improvement",
+           "prob_improvement", "bca_diff_ci"]  # fmt: skip
 
 CONFIDENCE = 0.95
 # BCa covers within 1 point of 95% only from here (unpaired: 80% at 3 vs 3, 92% at 10,

@@ -31,9 +31,8 @@ def _value(run: RunRecord, key: str) -> str | None:
 
 def data_description(runs: Sequence[RunRecord]) -> dict[str, list[str]]:
     """Key -> the distinct values among ``runs`` of :data:`DATA_KEYS` (logged ones only)."""
-    values = {
-        key: sorted({v for r in runs if (v := _value(r, key)) is not None}) for key in DATA_KEYS
-    }
+    values = {key: sorted({v for r in runs if (v := _value(r, key)) is not None})
+              for key in DATA_KEYS}  # fmt: skip
     return {key: v for key, v in values.items() if v}
 
 
@@ -47,11 +46,8 @@ def evaluated_sizes(runs: Sequence[RunRecord], source: str) -> dict[str, int | N
     out: dict[str, int | None] = {}
     for group, values in sizes.items():
         value = values.pop() if len(values) == 1 else None
-        out[group] = (
-            int(float(value))
-            if value is not None and value.replace(".", "", 1).isdigit()
-            else None
-        )
+        numeric = value is not None and value.replace(".", "", 1).isdigit()
+        out[group] = int(float(value)) if numeric else None
     return out
 
 
@@ -70,17 +66,15 @@ def notes_for(selection: Selection, result: "ComparisonResult") -> list[str]:
     notes = _selection_notes(selection, result)
     if result.confounders:
         by = ", ".join(result.group_by) or "nothing"
-        notes.append(
-            f"no star: the groups also differ in {', '.join(result.confounders)} (grouped by "
-            f"{by}), so a difference measures the combination; group or filter by them"
-        )
+        notes.append(f"no star: the groups also differ in {', '.join(result.confounders)} "
+                     f"(grouped by {by}), so a difference measures the combination; group or "
+                     "filter by them")  # fmt: skip
     if result.dose is not None:
         tested = int(result.dose.levels["p_value"].notna().sum()) + len(result.dose.trends)
-        notes.append(
-            f"p (Holm): one family of {tested} test(s): each level against its series' baseline "
-            f"level (paired by seed where the seeds match) and the trend (the mean of per-seed "
-            f"least-squares slopes, t-test over seeds), family-wise level {LEVEL:g}"
-        )
+        notes.append(f"p (Holm): one family of {tested} test(s): each level against its series' "
+                     "baseline level (paired by seed where the seeds match) and the trend (the "
+                     "mean of per-seed least-squares slopes, t-test over seeds), family-wise "
+                     f"level {LEVEL:g}")  # fmt: skip
     if result.baseline is not None:
         notes += _test_notes(result)
     return notes + _curve_notes(result)
@@ -101,10 +95,9 @@ def _selection_notes(selection: Selection, result: "ComparisonResult") -> list[s
             "itself a result, and the statistics describe the runs that finished"
         )
     if result.at_epoch is not None:
-        notes.append(
-            f"partial look: unfinished runs included, so every end point is "
-            f"{result.spec.curve} at epoch {result.at_epoch}, the last epoch every run reached"
-        )
+        notes.append("partial look: unfinished runs included, so every end point is "
+                     f"{result.spec.curve} at epoch {result.at_epoch}, the last epoch every run "
+                     "reached")  # fmt: skip
     if (table["repeated"] > 0).any():
         how = "averaged" if result.repeats == "mean" else "the latest run kept"
         notes.append(f"a seed run more than once counts once ({how}; --repeats mean|latest): "
@@ -117,13 +110,12 @@ def _selection_notes(selection: Selection, result: "ComparisonResult") -> list[s
                      )  # fmt: skip
     methods = {m for c in ("final_ci_method", "best_ci_method") for m in table[c]}
     if any("binomial" in m for m in methods):
-        notes.append(
-            "binomial (N=...): an interval for the mean over seeds of the accuracy on these N "
-            "test images, like the t-interval: the exact (Clopper-Pearson) interval of the seeds' "
-            "pooled answers (n x N), used where it is wider (near 100% a seed errs on a handful "
-            "of images, or the seeds all scored the same); the accuracy on the population of "
-            "images is less certain: the N images' own sampling error is shared by every seed"
-        )
+        notes.append("binomial (N=...): an interval for the mean over seeds of the accuracy on "
+                     "these N test images, like the t-interval: the exact (Clopper-Pearson) "
+                     "interval of the seeds' pooled answers (n x N), used where it is wider (near "
+                     "100% a seed errs on a handful of images, or the seeds all scored the same); "
+                     "the accuracy on the population of images is less certain: the N images' own "
+                     "sampling error is shared by every seed")  # fmt: skip
     for group in table["group"]:
         commits = {r.tags.get(GIT_COMMIT) for r in result.runs if r.group == group} - {None}
         if len(commits) > 1:
@@ -139,33 +131,27 @@ def _test_notes(result: "ComparisonResult") -> list[str]:
     notes: list[str] = []
     k = family_count(others)
     if k:
-        notes.append(
-            f"p (Holm): one family of {k} comparison(s) across the end-point and "
-            f"learning-curve tables, family-wise level {LEVEL:g}; * = significant; paired = "
-            "same seeds, hence same split, init and data order"
-        )
+        notes.append(f"p (Holm): one family of {k} comparison(s) across the end-point and "
+                     f"learning-curve tables, family-wise level {LEVEL:g}; * = significant; "
+                     "paired = same seeds, hence same split, init and data order")  # fmt: skip
     partial = [(g, f"{p} of {u}") for g, p, u in zip(others["group"], others["n_pairs"],
                                                     others["n_units"]) if 0 < p < u]  # fmt: skip
     if partial:
         notes.append("paired on the seeds both groups have (a seed lost in one group drops its "
                      "pair): " + ", ".join(f"{g!r} {t}" for g, t in partial))  # fmt: skip
     if others["mde"].notna().any():
-        notes.append(
-            f"MDE: the smallest true difference the t-test would detect with 80% power at "
-            f"these seeds (two-sided, level {LEVEL:g}/{max(result.family, 1)}, what Holm asks "
-            "of a lone real effect)"
-        )
+        notes.append("MDE: the smallest true difference the t-test would detect with 80% power at "
+                     f"these seeds (two-sided, level {LEVEL:g}/{max(result.family, 1)}, what Holm "
+                     "asks of a lone real effect)")  # fmt: skip
     if others["p_improve"].notna().any():
-        notes.append(
-            "P(better): paired = share of seeds whose run beats the baseline's run of the "
-            "same seed, with its exact (Clopper-Pearson) interval; unpaired = the "
-            "Mann-Whitney estimate, no interval (its bootstrap under-covers at these sizes)"
-        )
+        notes.append("P(better): paired = share of seeds whose run beats the baseline's run of "
+                     "the same seed, with its exact (Clopper-Pearson) interval; unpaired = the "
+                     "Mann-Whitney estimate, no interval (its bootstrap under-covers at these "
+                     "sizes)")  # fmt: skip
     if others["boot_ci_low"].isna().all() and len(others):
-        notes.append(
-            f"no bootstrap interval: BCa is shown for unpaired groups from {BOOTSTRAP_MIN_N} "
-            "seeds each and never paired; below that it covers less than 94% (simulated)"
-        )
+        notes.append("no bootstrap interval: BCa is shown for unpaired groups from "
+                     f"{BOOTSTRAP_MIN_N} seeds each and never paired; below that it covers less "
+                     "than 94% (simulated)")  # fmt: skip
     reasons = sorted({r for c in ("reason", "auc_reason") for r in others[c] if r})
     if reasons:
         notes.append("not tested or no interval: " + "; ".join(reasons))

@@ -15,31 +15,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ablate.tracking import conventions as cv
-from ablate.tracking.conventions import TRAIN_OBJECTIVE_LABEL
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = [
-    "DPI",
-    "TRAIN_OBJECTIVE_LABEL",
-    "axis_label",
-    "group_colors",
-    "group_styles",
-    "save",
-    "plot_learning_curves",
-    "plot_differences",
-    "plot_final_best",
-    "plot_dose_response",
-]
+__all__ = ["DPI", "axis_label", "group_colors", "group_styles", "save", "plot_learning_curves",
+           "plot_differences", "plot_final_best", "plot_dose_response"]  # fmt: skip
 
 DPI = 300  # print resolution of PNG; PDF and SVG are vector
 # TrueType (42) instead of Type 3 fonts in PDF / PS; SVG text as <text>, not outlines
 PRINT_FONTS = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
 _LABELS = {
-    cv.TRAIN_LOSS: TRAIN_OBJECTIVE_LABEL,  # smoothed / mixed targets: never beside loss/val
+    cv.TRAIN_LOSS: cv.TRAIN_OBJECTIVE_LABEL,  # smoothed / mixed targets: never beside loss/val
     cv.VAL_ACC: "validation accuracy (fraction correct)",
     "test_acc": "test accuracy (fraction correct)",
     "best_test_acc": "test accuracy, best-val checkpoint (fraction correct)",

@@ -104,12 +104,9 @@ def _endpoint_table(result: "ComparisonResult") -> Table:
     m, tested = result.metric_label, result.checkpoint
     other = "best" if tested == "final" else "final"
     better = "higher" if result.mode == "max" else "lower"
-    if result.at_epoch is not None:
-        title = (
-            f"end point: {m} (partial look: the last epoch every run reached; {better} is better)"
-        )
-    else:
-        title = f"end point: {m} of the {_CHECKPOINT_NAMES[tested]} ({better} is better)"
+    partial = "partial look: the last epoch every run reached; "
+    title = (f"end point: {m} ({partial}{better} is better)" if result.at_epoch is not None
+             else f"end point: {m} of the {_CHECKPOINT_NAMES[tested]} ({better} is better)")
     title += f"; groups also differ in {', '.join(result.following)}" if result.following else ""
     header = ["group", "n (failed/pruned)", f"{result.metric} (mean ± std)", "95% CI", "from"]
     if result.at_epoch is None:
@@ -166,17 +163,13 @@ def _curve_table(result: "ComparisonResult") -> Table:
     compared = result.baseline is not None and bool(result.table["auc_p_value"].notna().any())
     header += ["Δ AUC [95% CI]", "test", "p (Holm)"] * compared
     if result.target is not None:
-        header.append(
-            f"epochs to {result.target:g}{' (auto)' * result.target_auto}: median (reached)"
-        )
+        header.append(f"epochs to {result.target:g}{' (auto)' * result.target_auto}: median "
+                      "(reached)")  # fmt: skip
     rows = []
     for rec in result.table.to_dict("records"):
         low, high = rec["auc_alpha_low"], rec["auc_alpha_high"]
-        alpha = (
-            "-"
-            if not math.isfinite(low)
-            else f"{low:.3g}" + (f"-{high:.3g}" if high - low > 1e-9 else "")
-        )
+        alpha = "-" if not math.isfinite(low) else (
+            f"{low:.3g}" + (f"-{high:.3g}" if high - low > 1e-9 else ""))  # fmt: skip
         row = [rec["group"], rec["auc_last_epochs"] or "-", alpha, _mean_std(rec, "auc")]
         if compared and rec["group"] == result.baseline:
             row += ["baseline", "", ""]

@@ -21,16 +21,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
 
-__all__ = [
-    "DEFAULT_EXPERIMENT",
-    "RunRecord",
-    "Selection",
-    "resolve_tracking_uri",
-    "select_runs",
-    "attach_to_parent",
-    "one_line",
-    "join_names",
-]
+__all__ = ["DEFAULT_EXPERIMENT", "RunRecord", "Selection", "resolve_tracking_uri", "select_runs",
+           "attach_to_parent", "one_line", "join_names"]  # fmt: skip
 
 DEFAULT_EXPERIMENT = "ablate"
 
@@ -93,9 +85,8 @@ def _quote(value: str, what: str) -> str:
         return f"'{value}'"
     if '"' not in value:
         return f'"{value}"'
-    raise ConfigError(
-        f"{what} {value!r} contains both quote characters; rename it to search for it"
-    )
+    raise ConfigError(f"{what} {value!r} contains both quote characters; rename it to search "
+                      "for it")  # fmt: skip
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
@@ -107,10 +98,8 @@ def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
     if uri.startswith("sqlite:///") and ":memory:" not in uri:
         path = Path(uri[len("sqlite:///") :])
         if not path.is_file():
-            raise DataError(
-                f"no MLflow store at {path.resolve()}; pass --tracking-uri or set "
-                "MLFLOW_TRACKING_URI"
-            )
+            raise DataError(f"no MLflow store at {path.resolve()}; pass --tracking-uri or set "
+                            "MLFLOW_TRACKING_URI")  # fmt: skip
     return uri
 
 
@@ -152,9 +141,8 @@ def _search_runs(
         )  # fmt: skip
     except MlflowException as err:
         if err.error_code == "INVALID_PARAMETER_VALUE" and user_filter:
-            raise ConfigError(
-                f"--filter {user_filter!r} is not a valid MLflow filter: {one_line(err.message)}"
-            ) from None
+            raise ConfigError(f"--filter {user_filter!r} is not a valid MLflow filter: "
+                              f"{one_line(err.message)}") from None  # fmt: skip
         raise DataError(f"cannot search MLflow runs: {one_line(err.message)}") from None
 
 
@@ -169,9 +157,8 @@ def _history(client: "MlflowClient", run: RunRecord, key: str) -> "pd.Series":
     run diverged from that epoch on (``run.diverged_at``) and ends the curve there."""
     import pandas as pd
 
-    points = sorted(
-        client.get_metric_history(run.run_id, key), key=lambda m: (m.step, m.timestamp)
-    )
+    history = client.get_metric_history(run.run_id, key)
+    points = sorted(history, key=lambda m: (m.step, m.timestamp))
     values = {int(p.step): float(p.value) for p in points}
     # MLflow stores an infinite value as the largest float
     bad = [step for step, value in values.items() if not abs(value) < 1.7e308]
@@ -203,15 +190,10 @@ def _raise_empty(
 
 
 def select_runs(
-    *,
-    experiment: str | None = None,
-    study: str | None = None,
-    filter_string: str | None = None,
-    metrics: Iterable[str] = (),
-    tracking_uri: str | None = None,
-    include_pruned: bool = False,
+    *, experiment: str | None = None, study: str | None = None, filter_string: str | None = None,
+    metrics: Iterable[str] = (), tracking_uri: str | None = None, include_pruned: bool = False,
     include_running: bool = False,
-) -> Selection:
+) -> Selection:  # fmt: skip
     """The runs of an experiment (default ``ablate``) or of a study, with the histories of
     ``metrics`` (where a run has them); see :class:`ablate.compare.core.CompareOptions`."""
     if experiment is not None and study is not None:
@@ -223,9 +205,8 @@ def select_runs(
         exp = client.get_experiment_by_name(name)
         if exp is None or exp.lifecycle_stage != "active":
             names = [e.name for e in _active_experiments(client)]
-            raise ConfigError(
-                f"unknown experiment {name!r}; existing experiments: {join_names(names)}"
-            )
+            raise ConfigError(f"unknown experiment {name!r}; existing experiments: "
+                              f"{join_names(names)}")  # fmt: skip
         experiment_ids, base, source = [exp.experiment_id], "", f"experiment {name!r}"
     else:
         experiment_ids = [e.experiment_id for e in _active_experiments(client)]
@@ -240,10 +221,8 @@ def select_runs(
         what = ", ".join(f"{n} {reason}" for reason, n in excluded.items())
         running = any(r.status == cv.RUNNING for r in lost) and not include_running
         way_out = "; wait for them or look at partial curves with --include-running" * running
-        raise DataError(
-            f"no usable runs in {source}: all {len(raw)} matching runs are left out "
-            f"({what}){way_out}"
-        )
+        raise DataError(f"no usable runs in {source}: all {len(raw)} matching runs are left out "
+                        f"({what}){way_out}")  # fmt: skip
     for record in kept:
         for key in dict.fromkeys(metrics):
             if key in record.latest:
@@ -316,10 +295,8 @@ def _study_parent(
     chosen = max(candidates.values(), key=lambda r: r.info.start_time or 0)
     note = None
     if len(candidates) > 1:
-        note = (
-            f"study {study!r} has {len(candidates)} parent runs (name reused); "
-            f"artifacts go to the most recent one, {chosen.info.run_id}"
-        )
+        note = (f"study {study!r} has {len(candidates)} parent runs (name reused); artifacts go "
+                f"to the most recent one, {chosen.info.run_id}")  # fmt: skip
     return chosen.info.run_id, note
 
 
@@ -336,7 +313,6 @@ def attach_to_parent(
     try:
         Tracker(resolve_tracking_uri(tracking_uri), parent_run_id).attach_files(files, "compare")
     except (MlflowException, OSError) as err:
-        raise DataError(
-            f"cannot attach files to study parent run {parent_run_id}: {one_line(str(err))}"
-        ) from None
+        raise DataError(f"cannot attach files to study parent run {parent_run_id}: "
+                        f"{one_line(str(err))}") from None  # fmt: skip
     return [f"compare/{path.name}" for path in files]

@@ -30,39 +30,17 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from ablate.compare.intervals import (
-    CONFIDENCE,
-    bca_diff_ci,
-    clip,
-    paired_prob_improvement,
-    prob_improvement,
-    rng_kwarg,
-)
+from ablate.compare import intervals as iv
+from ablate.compare.intervals import CONFIDENCE, clip
 from ablate.exceptions import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = [
-    "CONFIDENCE",
-    "LEVEL",
-    "POWER",
-    "PAIRING_CHOICES",
-    "Comparison",
-    "tie_tolerance",
-    "snap",
-    "t_interval",
-    "welch_test",
-    "paired_test",
-    "sign_test",
-    "permutation_test",
-    "holm",
-    "holm_family",
-    "t_power",
-    "min_detectable_diff",
-    "compare_to_baseline",
-    "compare_groups",
-]
+__all__ = ["CONFIDENCE", "LEVEL", "POWER", "PAIRING_CHOICES", "Comparison", "tie_tolerance",
+           "snap", "t_interval", "welch_test", "paired_test", "sign_test", "permutation_test",
+           "holm", "holm_family", "t_power", "min_detectable_diff", "compare_to_baseline",
+           "compare_groups"]  # fmt: skip
 
 LEVEL = 0.05  # family-wise significance level
 POWER = 0.80
@@ -146,9 +124,8 @@ def _welch_se_df(a: "np.ndarray", b: "np.ndarray") -> tuple[float, float]:
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
     if va + vb == 0:
         return 0.0, math.nan
-    return math.sqrt(va + vb), float(
-        (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-    )
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))  # Welch-Satterthwaite
+    return math.sqrt(va + vb), float(df)
 
 
 def welch_test(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE):
@@ -193,7 +170,7 @@ def permutation_test(
         (snap(a, tol), snap(b, tol)),
         lambda x, y, axis: np.abs(x.mean(axis=axis) - y.mean(axis=axis)),
         permutation_type="independent", vectorized=True, n_resamples=PERMUTATIONS,
-        alternative="greater", **rng_kwarg(stats.permutation_test, seed),
+        alternative="greater", **iv.rng_kwarg(stats.permutation_test, seed),
     )  # fmt: skip
     return float(result.pvalue)
 
@@ -265,20 +242,13 @@ def _paired(a, b, tol: float, confidence: float) -> tuple[Comparison, float]:
 
     d = a - b
     if np.ptp(snap(d, tol)) == 0:
+        why = "per-seed differences all equal: interval undefined"
         p = sign_test(d, tol)
-        return Comparison(
-            float(d.mean()),
-            math.nan,
-            math.nan,
-            "sign (no spread)",
-            d.size,
-            p,
-            reason="per-seed differences all equal: interval undefined",
-        ), math.nan
+        return Comparison(float(d.mean()), math.nan, math.nan, "sign (no spread)", d.size, p,
+                          reason=why), math.nan  # fmt: skip
     diff, p, low, high = paired_test(a, b, confidence)
-    return Comparison(diff, low, high, "paired t", d.size, p), float(d.std(ddof=1)) / math.sqrt(
-        d.size
-    )
+    se = float(d.std(ddof=1)) / math.sqrt(d.size)
+    return Comparison(diff, low, high, "paired t", d.size, p), se
 
 
 def _unpaired(a, b, tol: float, confidence: float, seed: int) -> tuple[Comparison, float]:
@@ -292,16 +262,10 @@ def _unpaired(a, b, tol: float, confidence: float, seed: int) -> tuple[Compariso
                           reason=f"a group has n={n}: no test"), math.nan  # fmt: skip
     flat = [name for name, x in (("group", a), ("baseline", b)) if np.ptp(snap(x, tol)) == 0]
     if flat:
-        return Comparison(
-            diff,
-            math.nan,
-            math.nan,
-            "permutation",
-            0,
-            permutation_test(a, b, tol, seed),
-            reason=f"no spread in the {' or '.join(flat)}: Welch's t would take "
-            "its variance as 0; exact permutation test, interval undefined",
-        ), math.nan
+        why = (f"no spread in the {' or '.join(flat)}: Welch's t would take its variance as 0; "
+               "exact permutation test, interval undefined")
+        p = permutation_test(a, b, tol, seed)
+        return Comparison(diff, math.nan, math.nan, "permutation", 0, p, reason=why), math.nan
     _, p, low, high = welch_test(a, b, confidence)
     return Comparison(diff, low, high, "Welch t", 0, p), _welch_se_df(a, b)[0]
 
@@ -327,9 +291,8 @@ def compare_to_baseline(
         resolution: the metric's step (1/N for an accuracy on N items), for ties.
     """
     if pairing not in PAIRING_CHOICES:
-        raise ConfigError(
-            f"--pairing: {pairing!r} is not valid; choose one of {', '.join(PAIRING_CHOICES)}"
-        )
+        raise ConfigError(f"--pairing: {pairing!r} is not valid; choose one of "
+                          f"{', '.join(PAIRING_CHOICES)}")  # fmt: skip
     import numpy as np
 
     a, b = _array(values), _array(base_values)
@@ -349,17 +312,16 @@ def compare_to_baseline(
         a, b = a[shared[0]], b[shared[1]]
         out, se = _paired(a, b, tol, confidence)
         out.n_units = shared[2]
-        out.p_improve, out.p_improve_low, out.p_improve_high = paired_prob_improvement(
+        out.p_improve, out.p_improve_low, out.p_improve_high = iv.paired_prob_improvement(
             snap(a - b, tol), mode=mode, confidence=confidence)  # fmt: skip
         df = a.size - 1.0
     else:
         out, se = _unpaired(a, b, tol, confidence, seed)
-        out.p_improve = prob_improvement(snap(a, tol), snap(b, tol), mode=mode)
+        out.p_improve = iv.prob_improvement(snap(a, tol), snap(b, tol), mode=mode)
         df = _welch_se_df(a, b)[1] if a.size > 1 and b.size > 1 else math.nan
         if n_boot and math.isfinite(se):
-            out.boot_low, out.boot_high = bca_diff_ci(
-                a, b, n_boot=n_boot, seed=seed, bounds=bounds
-            )
+            out.boot_low, out.boot_high = iv.bca_diff_ci(a, b, n_boot=n_boot, seed=seed,
+                                                         bounds=bounds)  # fmt: skip
     if abs(out.diff) < tol / 2:
         out.diff = 0.0  # a floating-point zero prints as 0, never -0.0000
     span = None if bounds is None else (bounds[0] - bounds[1], bounds[1] - bounds[0])

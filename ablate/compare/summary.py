@@ -12,19 +12,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from ablate.compare import stats as st
 from ablate.compare.endpoints import MetricSpec
 from ablate.compare.grouping import LOST_KINDS
 from ablate.compare.intervals import binomial_interval
-from ablate.compare.stats import (
-    CONFIDENCE,
-    LEVEL,
-    Comparison,
-    compare_groups,
-    holm_family,
-    snap,
-    t_interval,
-    tie_tolerance,
-)
+from ablate.compare.stats import CONFIDENCE, LEVEL, Comparison
 from ablate.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -70,27 +62,22 @@ def group_interval(
     """
     import numpy as np
 
-    mean, std, low, high = t_interval(values, confidence, bounds)
+    mean, std, low, high = st.t_interval(values, confidence, bounds)
     if len(values) < 2:
         return mean, std, low, high, "n<2"
-    spread = np.ptp(snap(values, tie_tolerance(values, 1 / n_items if n_items else None))) > 0
+    tol = st.tie_tolerance(values, 1 / n_items if n_items else None)
+    spread = np.ptp(st.snap(values, tol)) > 0
     if not n_items:
-        return (
-            (mean, std, low, high, "t") if spread else (mean, std, math.nan, math.nan, "no spread")
-        )
+        return (mean, std, low, high, "t") if spread else (mean, std, math.nan, math.nan,
+                                                           "no spread")  # fmt: skip
     pooled = len(values) * n_items
     floor_low, floor_high = binomial_interval(mean * pooled, pooled, confidence)
     if not spread:
         return mean, std, floor_low, floor_high, f"binomial (N={n_items})"
     if floor_low >= low and floor_high <= high:
         return mean, std, low, high, "t"
-    return (
-        mean,
-        std,
-        min(low, floor_low),
-        max(high, floor_high),
-        f"t, binomial floor (N={n_items})",
-    )
+    method = f"t, binomial floor (N={n_items})"
+    return mean, std, min(low, floor_low), max(high, floor_high), method
 
 
 def _columns(prefix: str, c: Comparison | None) -> dict[str, Any]:
@@ -120,26 +107,16 @@ def _comparisons(
         tables["auc_"] = (areas, None)
 
     def run(mde_level: float | bool) -> dict[str, dict[str, Comparison]]:
-        return {
-            prefix: compare_groups(
-                groups,
-                baseline,
-                mode=spec.mode,
-                bounds=spec.bounds,
-                level=level,
-                holm_correct=False,
-                mde_level=mde_level,
-                resolution=step,
-                **options,
-            )  # fmt: skip
-            for prefix, (groups, step) in tables.items()
-        }
+        return {prefix: st.compare_groups(groups, baseline, mode=spec.mode, bounds=spec.bounds,
+                                          level=level, holm_correct=False, mde_level=mde_level,
+                                          resolution=step, **options)
+                for prefix, (groups, step) in tables.items()}  # fmt: skip
 
     # the MDE is at the level Holm asks of a lone real effect: level / (tests with a p)
     counted = run(False)
     m = sum(math.isfinite(c.p_value) for r in counted.values() for c in r.values())
     out = run(level / max(m, 1)) if power else counted
-    holm_family([c for results in out.values() for c in results.values()], level)
+    st.holm_family([c for results in out.values() for c in results.values()], level)
     return out
 
 

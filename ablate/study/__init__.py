@@ -9,12 +9,10 @@ with TPE or random search, optionally pruned (median / hyperband) on the validat
 Hydra-style overrides edit the file on the command line (``base.epochs=1 grid.seed=[0]``),
 validated as the file is and recorded on the parent run.
 
-Modules: spec / schema / checks (study files), storage (storage, lock, heartbeats), parent
-(study and parent run), worker (claiming and running trials), sampling (sampler, pruner),
-recovery (dead and stopped trials), supervisor (devices, worker processes, signals),
-launcher (job arrays), report / status / optuna_figures (what a study shows), state
-(reading trial states), common (settings). This module stays import-light: optuna, mlflow,
-torch and pydantic load only when a command runs.
+Modules: spec / schema (study files), storage, parent (study and parent run),
+worker, sampling, recovery (dead and stopped trials), supervisor (worker processes), launcher
+(job arrays), report (what a study shows), state, common. This module stays import-light:
+optuna, mlflow, torch and pydantic load only when a command runs.
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ from ablate.study.common import MAX_CELLS, RUN_FLAGS
 __all__ = ["add_arguments", "command", "load_study", "run_study", "StudyPlan", "StudyOutcome"]
 
 
-
 def __getattr__(name: str) -> Any:  # the Python API loads its modules when first used
     modules = {"load_study": "spec", "StudyPlan": "spec", "run_study": "supervisor",
                "StudyOutcome": "common"}
@@ -49,39 +46,31 @@ class StudyOptions:
 
     trials: int | None = option(
         None, "run at most N trials in this command (all workers together); the study's "
-        "total is one trial per grid cell, or the file's n_trials", metavar="N",
-    )
+        "total is one trial per grid cell, or the file's n_trials", metavar="N")  # fmt: skip
     timeout: float | None = option(
         None, "start no new trial after S seconds (default: the file's timeout); running "
-        "trials finish", metavar="S",
-    )
+        "trials finish", metavar="S")  # fmt: skip
     workers: int | None = option(
         None, "worker processes on this machine (default: --workers-per-device per device, "
         "i.e. 1 without GPUs); other machines join by running the same command with the same "
-        "--storage", metavar="N",
-    )
+        "--storage", metavar="N")  # fmt: skip
     devices: str | None = option(
         None, "devices the workers take round-robin, e.g. cuda:0,cuda:1 (default: every "
-        "visible GPU; without GPUs the study file's device)", metavar="LIST",
-    )
+        "visible GPU; without GPUs the study file's device)", metavar="LIST")  # fmt: skip
     workers_per_device: int = option(
-        1, "trials sharing each device at once when --workers is not given", metavar="K"
-    )
+        1, "trials sharing each device at once when --workers is not given", metavar="K")
     storage: str | None = option(
         None, "Optuna storage (default: the file's storage, else sqlite:///ablate-optuna.db "
-        "here); postgresql://USER@HOST/DB or mysql://... for many machines", metavar="URL",
-    )
+        "here); postgresql://USER@HOST/DB or mysql://... for many machines",
+        metavar="URL")  # fmt: skip
     dry_run: bool = option(False, "print the resolved trials and exit without running")
-    quiet: bool = option(False, "no progress bar and no per-trial or per-epoch lines; only "
-                         "the summary")
+    quiet: bool = option(
+        False, "no progress bar and no per-trial or per-epoch lines; only the summary")
     yes: bool = option(False, f"run a grid of more than {MAX_CELLS:,} cells")
 
     def __post_init__(self) -> None:
-        for flag, value in (
-            ("--trials", self.trials),
-            ("--workers", self.workers),
-            ("--workers-per-device", self.workers_per_device),
-        ):
+        for flag, value in (("--trials", self.trials), ("--workers", self.workers),
+                            ("--workers-per-device", self.workers_per_device)):  # fmt: skip
             if value is not None and value < 1:
                 raise ConfigError(f"{flag}: must be >= 1, got {value}")
         if self.timeout is not None and self.timeout <= 0:
@@ -93,11 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     file = parser.add_argument("file", metavar="FILE", help="study file, e.g. studies/quick.yaml")
     file.complete = {"bash": "_shtab_compgen_files", "zsh": "_files"}  # type: ignore[attr-defined]
-    parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE",
-        help="edit the study file, Hydra-style: base.epochs=2, grid.seed=[0,1] (YAML values), "
-        "search_space.lr.high=0.01, ~grid.lr (remove a key)",
-    )
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="edit the study file, "
+                        "Hydra-style: base.epochs=2, grid.seed=[0,1] (YAML values), "
+                        "search_space.lr.high=0.01, ~grid.lr (remove a key)")  # fmt: skip
     add_dataclass_options(parser, StudyOptions)
     add_tracking_uri(parser, first="the file's base.tracking_uri")
     runs = parser.add_argument_group("run settings of every trial (each a base.KEY override)")
@@ -131,10 +118,10 @@ def command(args: argparse.Namespace) -> int:
         raise ConfigError(f"{where}: {err}") from None
     tracking_uri = resolve_tracking_uri(args.tracking_uri or plan.base.get("tracking_uri"))
     if tracking_uri == storage and not storage.startswith("sqlite:///:memory:"):
-        raise ConfigError(  # both keep their schema version in a table named alembic_version
-            f"--storage and the MLflow tracking URI are one database ({tracking_uri}); give "
-            "each its own, e.g. postgresql://HOST/optuna and postgresql://HOST/mlflow"
-        )
+        # both keep their schema version in a table named alembic_version
+        raise ConfigError(f"--storage and the MLflow tracking URI are one database "
+                          f"({tracking_uri}); give each its own, e.g. postgresql://HOST/optuna "
+                          "and postgresql://HOST/mlflow")  # fmt: skip
     from ablate.study.launcher import launch_command, launcher_flags
 
     if args.status or args.launcher or launcher_flags(args):
@@ -159,20 +146,16 @@ def command(args: argparse.Namespace) -> int:
     elif not outcome.complete:
         state = "incomplete (run the same command again to continue)"
     elif outcome.exhausted:
-        state = (
-            f"finished, but {len(outcome.exhausted)} cells failed {1 + plan.spec.max_retries} "
-            "times and were given up (raise max_retries in the study file and rerun to try "
-            "them again)"
-        )
+        state = (f"finished, but {len(outcome.exhausted)} cells failed "
+                 f"{1 + plan.spec.max_retries} times and were given up (raise max_retries in the "
+                 "study file and rerun to try them again)")  # fmt: skip
     else:
         state = "complete"
-    print(
-        f"study {outcome.name!r}: {state}; {outcome.trials_run} trials run now; "
-        f"storage {outcome.storage}; "
-        f"MLflow parent run {outcome.parent_run_id} at {outcome.tracking_uri} "
-        f"(compare with: ablate compare --study {outcome.name} "
-        f"--tracking-uri {outcome.tracking_uri})"
-    )
+    print(f"study {outcome.name!r}: {state}; {outcome.trials_run} trials run now; "
+          f"storage {outcome.storage}; "
+          f"MLflow parent run {outcome.parent_run_id} at {outcome.tracking_uri} "
+          f"(compare with: ablate compare --study {outcome.name} "
+          f"--tracking-uri {outcome.tracking_uri})")  # fmt: skip
     from ablate.tracking.store import url_of_run
 
     print(f"parent run in the MLflow UI: {url_of_run(tracking_uri, outcome.parent_run_id)}")

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ablate.cli_options import add_dataclass_options, option
 from ablate.exceptions import AblateError, ConfigError, Stopped
 from ablate.study.common import RunSettings
-from ablate.study.storage import display_url
+from ablate.study.storage import display_url, read_trials
 
 if TYPE_CHECKING:
     from ablate.study.common import StudyOutcome
@@ -61,8 +61,7 @@ class LaunchOptions:
         choices=("slurm", "local"))  # fmt: skip
     array: int = option(1, "array tasks, each one study worker", metavar="N")
     array_parallelism: int | None = option(
-        None, "SLURM runs at most K array tasks at once (default: all)", metavar="K"
-    )
+        None, "SLURM runs at most K array tasks at once (default: all)", metavar="K")
     slurm_partition: str | None = option(None, "sbatch --partition", metavar="NAME")
     slurm_time: str | None = option(
         None, "time limit per task: minutes, HH:MM:SS or D-HH:MM (default: "
@@ -73,18 +72,15 @@ class LaunchOptions:
         "to save and upload a checkpoint", metavar="S")  # fmt: skip
     slurm_gpus_per_task: int | None = option(None, "sbatch --gpus-per-task", metavar="G")
     slurm_cpus_per_task: int | None = option(
-        None, "sbatch --cpus-per-task (the worker uses that many torch threads)", metavar="C"
-    )
+        None, "sbatch --cpus-per-task (the worker uses that many torch threads)", metavar="C")
     slurm_mem: str | None = option(None, "sbatch --mem, e.g. 16G", metavar="SIZE")
     slurm_account: str | None = option(None, "sbatch --account", metavar="NAME")
     slurm_qos: str | None = option(None, "sbatch --qos", metavar="NAME")
     slurm_extra: tuple[str, ...] = ()  # repeatable, so declared in add_arguments
     requeue: bool = option(
-        False, "requeue a task at its time limit (its trial resumes from the checkpoint)"
-    )
+        False, "requeue a task at its time limit (its trial resumes from the checkpoint)")
     log_dir: str | None = option(
-        None, "submitit job files and task logs (default: ablate-logs/STUDY)", metavar="DIR"
-    )
+        None, "submitit job files and task logs (default: ablate-logs/STUDY)", metavar="DIR")
     wait: bool = option(False, "block until the array ends, then print the usual study summary")
 
     def __post_init__(self) -> None:
@@ -93,19 +89,15 @@ class LaunchOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
-        if self.slurm_mem is not None and not re.fullmatch(
-            r"\d+(\.\d+)?[KMGT]?B?", self.slurm_mem.upper()
-        ):
-            raise ConfigError(f"--slurm-mem: expected a size like 16G or 4000M, got "
-                              f"{self.slurm_mem!r}")  # fmt: skip
+        mem = self.slurm_mem
+        if mem is not None and not re.fullmatch(r"\d+(\.\d+)?[KMGT]?B?", mem.upper()):
+            raise ConfigError(f"--slurm-mem: expected a size like 16G or 4000M, got {mem!r}")
         for item in self.slurm_extra:
             _parse_extra(item)
         if self.slurm_signal_offset >= 60 * self.time_min:
-            raise ConfigError(
-                f"--slurm-signal-offset: {self.slurm_signal_offset} s leaves no time before the "
-                f"warning within the {self.time_min}-minute time limit; raise --slurm-time or "
-                "lower --slurm-signal-offset"
-            )
+            raise ConfigError(f"--slurm-signal-offset: {self.slurm_signal_offset} s leaves no "
+                              f"time before the warning within the {self.time_min}-minute time "
+                              "limit; raise --slurm-time or lower --slurm-signal-offset")
 
     @property
     def time_min(self) -> int:
@@ -117,11 +109,8 @@ class LaunchOptions:
 
     def executor_parameters(self, plan: StudyPlan) -> dict[str, Any]:
         """submitit ``SlurmExecutor`` parameters (each becomes an ``#SBATCH`` line)."""
-        params: dict[str, Any] = {
-            "job_name": f"ablate-{plan.name}",
-            "time": self.time_min,
-            "signal_delay_s": self.slurm_signal_offset,
-        }
+        params: dict[str, Any] = {"job_name": f"ablate-{plan.name}", "time": self.time_min,
+                                  "signal_delay_s": self.slurm_signal_offset}  # fmt: skip
         for name in ("partition", "gpus_per_task", "cpus_per_task", "account", "qos"):
             if getattr(self, f"slurm_{name}") is not None:
                 params[name] = getattr(self, f"slurm_{name}")
@@ -164,9 +153,8 @@ def _parse_extra(item: str) -> tuple[str, Any]:
     key, sep, value = item.partition("=")
     key = key.strip().lstrip("-").replace("-", "_")
     if not re.fullmatch(r"[a-z][a-z0-9_]*", key):
-        raise ConfigError(
-            f"--slurm-extra: expected KEY=VALUE with an sbatch option name, got {item!r}"
-        )
+        raise ConfigError("--slurm-extra: expected KEY=VALUE with an sbatch option name, got "
+                          f"{item!r}")  # fmt: skip
     return key, (value if sep else True)
 
 
@@ -187,34 +175,20 @@ def parse_slurm_time(text: str) -> int:
     return total
 
 
+@dataclass
 class ArrayTask:
     """What each array task runs: one study worker against the shared storage.
 
     Picklable (submitit sends it to the task). Devices, threads and the ``--timeout``
     deadline are decided in the task, on the node that runs it. Returns None when the
     worker found nothing more to run, else what stopped it (one line).
-
-    Args:
-        plan: the loaded study file.
-        settings: the launching command's settings (storage, tracking URI, invocation).
-        opts: the launcher flags (time limit, requeue).
-        timeout: start no new trial this many seconds after the task started.
-        threads: torch threads (None: every core the task may use).
     """
 
-    def __init__(
-        self,
-        plan: StudyPlan,
-        settings: RunSettings,
-        opts: LaunchOptions,
-        timeout: float | None,
-        threads: int | None = None,
-    ):
-        self.plan = plan
-        self.settings = settings
-        self.opts = opts
-        self.timeout = timeout
-        self.threads = threads
+    plan: StudyPlan
+    settings: RunSettings  # the launching command's (storage, tracking URI, invocation)
+    opts: LaunchOptions
+    timeout: float | None  # start no new trial this many seconds after the task started
+    threads: int | None = None  # torch threads (None: every core the task may use)
 
     def __call__(self, index: int) -> str | None:
         import submitit
@@ -232,12 +206,9 @@ class ArrayTask:
             import torch
 
             torch.set_num_threads(threads)
-        settings = dataclasses.replace(
-            self.settings,
-            devices=default_devices(),
-            threads=threads,
-            deadline=None if self.timeout is None else start + self.timeout,
-        )
+        deadline = None if self.timeout is None else start + self.timeout
+        settings = dataclasses.replace(self.settings, devices=default_devices(), threads=threads,
+                                       deadline=deadline)  # fmt: skip
         where = f"{os.uname().nodename}: one worker on {display_url(settings.storage_url)}"
         print(f"ablate study: {name} of study {self.plan.name!r} on {where}", file=sys.stderr,
               flush=True)  # fmt: skip
@@ -249,11 +220,10 @@ class ArrayTask:
             requeue = self.opts.requeue and err.reason == "time_limit"
             if requeue and not _trained_an_epoch(self.plan, settings, process_identity()):
                 requeue = False
-                stopped += (
-                    f" {time.time() - start:.0f} s after it started, before finishing one "
-                    "epoch; not requeued (every requeue would start over): raise --slurm-time "
-                    "or lower --slurm-signal-offset, then run the same command again"
-                )
+                stopped += (f" {time.time() - start:.0f} s after it started, before finishing one "
+                            "epoch; not requeued (every requeue would start over): raise "
+                            "--slurm-time or lower --slurm-signal-offset, then run the same "
+                            "command again")  # fmt: skip
             else:
                 stopped += "; its trial was handed over and resumes from its last checkpoint"
             print(f"ablate study: {stopped}", file=sys.stderr, flush=True)
@@ -279,16 +249,6 @@ class ArrayTask:
         return submitit.helpers.DelayedSubmission(self, index)
 
 
-def _trials(plan: StudyPlan, settings: RunSettings) -> list[Any]:
-    from ablate.study.storage import open_storage
-
-    storage = open_storage(settings.storage_url)
-    try:
-        return storage.get_all_trials(storage.get_study_id_from_name(plan.name), deepcopy=False)
-    finally:
-        storage.engine.dispose()
-
-
 def _trained_an_epoch(plan: StudyPlan, settings: RunSettings, me: dict[str, Any]) -> bool:
     """Whether a trial of this process got past the epoch it started from (Optuna's
     intermediate values: one per epoch, replayed from the checkpoint when it resumes)."""
@@ -297,8 +257,8 @@ def _trained_an_epoch(plan: StudyPlan, settings: RunSettings, me: dict[str, Any]
     from ablate.study import state as st
 
     try:
-        trials = _trials(plan, settings)
-    except Exception:  # the storage is unreachable: cannot tell, so requeue as asked
+        trials = read_trials(settings.storage_url, plan.name)
+    except Exception:  # noqa: BLE001 - the storage is unreachable: cannot tell, requeue as asked
         return True
     last = {t.number: max(t.intermediate_values, default=0) for t in trials}
     for t in trials:
@@ -322,37 +282,31 @@ def launch_command(
     if given and not args.launcher:
         raise ConfigError(f"{given[0]}: only with --launcher slurm|local")
     if args.status:
-        from ablate.study.status import status_text
+        from ablate.study.report import status_text
 
         print(status_text(plan, storage_url))
         return None
     if args.workers not in (None, 1):
-        raise ConfigError(
-            "--workers: with --launcher each array task runs one worker; use --array N"
-        )
+        raise ConfigError("--workers: with --launcher each array task runs one worker; use "
+                          "--array N")  # fmt: skip
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(LaunchOptions)}
     opts = LaunchOptions(**{**values, "slurm_extra": tuple(args.slurm_extra)})
     if opts.launcher == "slurm" and storage_url.startswith("sqlite"):
-        raise ConfigError(
-            f"--launcher slurm: the SQLite storage {display_url(storage_url)} cannot be shared "
-            "by tasks on several nodes (SQLite on NFS corrupts); use a PostgreSQL or MySQL "
-            "server: --storage postgresql://USER@HOST/DB"
-        )
+        raise ConfigError(f"--launcher slurm: the SQLite storage {display_url(storage_url)} "
+                          "cannot be shared by tasks on several nodes (SQLite on NFS corrupts); "
+                          "use a PostgreSQL or MySQL server: --storage postgresql://USER@HOST/DB")
     try:
         import submitit
     except ImportError:
-        raise ConfigError(
-            "--launcher needs submitit: pip install 'ablate[slurm]' (or pip install submitit)"
-        ) from None
+        raise ConfigError("--launcher needs submitit: pip install 'ablate[slurm]' (or pip install "
+                          "submitit)") from None  # fmt: skip
     if args.dry_run:
         print(_dry_run_text(plan, opts, storage_url))
         return None
     from ablate.study.parent import prepare_study
 
     # one invocation for the whole array: --trials counts the trials of every task
-    settings = RunSettings(
-        storage_url=storage_url, tracking_uri=tracking_uri, max_trials=args.trials
-    )
+    settings = RunSettings(storage_url, tracking_uri, max_trials=args.trials)
     parent = prepare_study(plan, settings)  # once, before any task looks for the study
     timeout = args.timeout if args.timeout is not None else plan.spec.timeout
     task = ArrayTask(plan, settings, opts, timeout)
@@ -361,10 +315,9 @@ def launch_command(
         try:
             executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_REQUEUES)
         except RuntimeError:
-            raise AblateError(
-                "--launcher slurm: no SLURM here (srun not found); run it on the cluster's "
-                "login node, or check the job script with --dry-run, or use --launcher local"
-            ) from None
+            raise AblateError("--launcher slurm: no SLURM here (srun not found); run it on the "
+                              "cluster's login node, or check the job script with --dry-run, or "
+                              "use --launcher local") from None  # fmt: skip
         executor.update_parameters(**opts.executor_parameters(plan))
         jobs = executor.map_array(task, list(range(opts.array)))
     else:
@@ -393,24 +346,19 @@ def _submit_local(submitit: Any, folder: Path, opts: LaunchOptions, task: ArrayT
 
 
 def _dry_run_text(plan: StudyPlan, opts: LaunchOptions, storage_url: str) -> str:
-    head = (
-        f"# ablate study {plan.path}: {opts.array} array task(s), each one study worker on "
-        f"{display_url(storage_url)} (--dry-run: nothing submitted)"
-    )
+    head = (f"# ablate study {plan.path}: {opts.array} array task(s), each one study worker on "
+            f"{display_url(storage_url)} (--dry-run: nothing submitted)")  # fmt: skip
     if opts.launcher == "local":
-        return head + (
-            f"\n# --launcher local: {opts.array} processes on this machine through submitit's "
-            f"local executor, time limit {opts.time_min} min each, logs in {opts.folder(plan)}"
-        )
+        return head + (f"\n# --launcher local: {opts.array} processes on this machine through "
+                       f"submitit's local executor, time limit {opts.time_min} min each, logs in "
+                       f"{opts.folder(plan)}")  # fmt: skip
     from submitit.slurm.slurm import _make_sbatch_string
 
     folder = opts.folder(plan) / "%j"
-    command = " ".join(
-        [shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))]
-    )
-    shebang, script = _make_sbatch_string(
-        command=command, folder=folder, map_count=opts.array, **opts.executor_parameters(plan)
-    ).split("\n", 1)
+    command = shlex.join([sys.executable, "-u", "-m", "submitit.core._submit", str(folder)])
+    script = _make_sbatch_string(command=command, folder=folder, map_count=opts.array,
+                                 **opts.executor_parameters(plan))  # fmt: skip
+    shebang, script = script.split("\n", 1)
     return f"{shebang}\n{head}\n{script}"  # sbatch wants the #! line first
 
 
@@ -421,22 +369,18 @@ def _submitted_text(
     shown = ", ".join(ids) if len(ids) <= 6 else f"{ids[0]} .. {ids[-1]}"
     storage = display_url(storage_url)
     what = "SLURM job array" if opts.launcher == "slurm" else "local processes"
-    lines = [
-        f"submitted {len(ids)} array task(s) of study {plan.name!r} as {what}: {shown}",
-        f"logs: {opts.folder(plan)}",
-        "follow the study:",
-        f"  ablate study {plan.path} --status --storage {storage}",
-        f"  optuna-dashboard {storage}",
-        f"  mlflow ui --backend-store-uri {tracking_uri}   (or: ablate ui)",
-    ]
+    lines = [f"submitted {len(ids)} array task(s) of study {plan.name!r} as {what}: {shown}",
+             f"logs: {opts.folder(plan)}", "follow the study:",
+             f"  ablate study {plan.path} --status --storage {storage}",
+             f"  optuna-dashboard {storage}",
+             f"  mlflow ui --backend-store-uri {tracking_uri}   (or: ablate ui)"]  # fmt: skip
     if opts.launcher == "slurm":
         lines.append(f"  squeue --me --name ablate-{plan.name}")
     return "\n".join(lines)
 
 
-def _wait(
-    plan: StudyPlan, settings: RunSettings, parent: str, jobs: list[Any], quiet: bool
-) -> StudyOutcome:
+def _wait(plan: StudyPlan, settings: RunSettings, parent: str, jobs: list[Any],
+          quiet: bool) -> StudyOutcome:  # fmt: skip
     from ablate.study import state as st
     from ablate.study.report import Progress, summarize
 
@@ -448,13 +392,9 @@ def _wait(
     finally:
         progress.stop()
     errors = [error for job in jobs if (error := _task_error(job))]
-    ran = sum(  # in every task and every requeue of a task
-        1
-        for t in _trials(plan, settings)
-        if t.state.is_finished()
-        and t.system_attrs.get(st.INVOCATION_ATTR) == settings.invocation
-        and not st.was_handed_over(t)
-    )
+    ran = sum(t.state.is_finished() and not st.was_handed_over(t)  # every task and requeue
+              and t.system_attrs.get(st.INVOCATION_ATTR) == settings.invocation
+              for t in read_trials(settings.storage_url, plan.name))  # fmt: skip
     return summarize(plan, settings, parent, ran, errors)
 
 

@@ -44,11 +44,9 @@ def prepare_study(plan: StudyPlan, settings: RunSettings) -> str:
                 if key not in fixed:
                     study.set_user_attr(key, value)
                 elif fixed[key] != value:
-                    raise ConfigError(
-                        f"{plan.path}: {key}: study {plan.name!r} in "
-                        f"{display_url(settings.storage_url)} was created with {key} "
-                        f"{fixed[key]!r}; use a new study name to change it"
-                    )
+                    raise ConfigError(f"{plan.path}: {key}: study {plan.name!r} in "
+                                      f"{display_url(settings.storage_url)} was created with "
+                                      f"{key} {fixed[key]!r}; use a new study name to change it")
             _check_base_unchanged(study, plan, settings)
             parent = _ensure_parent_run(study, plan, settings)
     finally:
@@ -66,11 +64,9 @@ def _check_base_unchanged(study: Any, plan: StudyPlan, settings: RunSettings) ->
     changed = sorted(k for k in set(stored) | set(base) if stored.get(k) != base.get(k))
     if changed:
         diffs = ", ".join(f"{k} {stored.get(k)!r} -> {base.get(k)!r}" for k in changed)
-        raise ConfigError(
-            f"{plan.path}: base: study {plan.name!r} in {display_url(settings.storage_url)} was "
-            f"run with other values ({diffs}); finished cells would not be rerun, so use a new "
-            "study name"
-        )
+        raise ConfigError(f"{plan.path}: base: study {plan.name!r} in "
+                          f"{display_url(settings.storage_url)} was run with other values "
+                          f"({diffs}); finished cells would not be rerun, so use a new study name")
 
 
 def _ensure_parent_run(study: Any, plan: StudyPlan, settings: RunSettings) -> str:
@@ -81,12 +77,10 @@ def _ensure_parent_run(study: Any, plan: StudyPlan, settings: RunSettings) -> st
         parent = Tracker.find(settings.tracking_uri, run_id)
         if parent is None:
             where = study.user_attrs.get("mlflow_tracking_uri", "another tracking store")
-            raise AblateError(
-                f"study {plan.name!r} logs to MLflow parent run {run_id}, which "
-                f"{settings.tracking_uri} "
-                f"does not have (the study was started with --tracking-uri {where}); use that "
-                "--tracking-uri, or a new study name"
-            )
+            raise AblateError(f"study {plan.name!r} logs to MLflow parent run {run_id}, which "
+                              f"{settings.tracking_uri} does not have (the study was started with "
+                              f"--tracking-uri {where}); use that --tracking-uri, or a new study "
+                              "name")  # fmt: skip
         parent.resume()
         return run_id
     tags = {

@@ -1,26 +1,38 @@
-"""What a study shows: the dry-run listing, the progress bar, the summary table.
+"""What a study shows: the dry-run listing, the progress bar, ``--status``, the summary table
+and the figures on the parent run.
 
 The progress bar runs in the command's main process and reads the storage once a second,
 so it shows every worker's trials (this machine's and others') the same way: finished
 cells or trials out of the total, the running trials' current epochs, and one line per
-trial as it finishes.
+trial as it finishes. ``--status`` reads the same storage for a study running anywhere (a
+job array, other machines) and writes nothing.
+
+Optuna's own plots go to the parent run: ``figures/optuna_history.png``,
+``figures/optuna_intermediate.png`` (the learning curves the pruner saw) and, when the
+study samples a search space, ``figures/optuna_importances.png`` (fANOVA), with the study's
+metric on the axes and each curve labelled by its trial's cell (``#3 variant=softmax_v
+seed=1``), not "Objective Value" and "Trial3". A plot that needs more trials than the study
+has is skipped, never an error: the summary must always reach the parent run.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import sys
 import threading
+import warnings
+from collections import Counter
 from typing import Any
 
 from ablate.exceptions import AblateError
 from ablate.study import state as st
 from ablate.study.common import RunSettings, StudyOutcome
 from ablate.study.spec import StudyPlan
-from ablate.study.storage import display_url, open_storage
+from ablate.study.storage import database_errors, display_url, open_storage, read_trials
 
-__all__ = ["format_plan", "Progress", "summarize", "summary_rows", "format_table", "epoch_of"]
-
+__all__ = ["format_plan", "Progress", "status_text", "summarize", "summary_rows", "format_table",
+           "epoch_of", "study_figures", "figures_of"]  # fmt: skip
 
 
 def epoch_of(plan: StudyPlan, trial: Any) -> str:
@@ -29,17 +41,10 @@ def epoch_of(plan: StudyPlan, trial: Any) -> str:
     return f"epoch {trial.last_step or 0}/{total}"
 
 
-
-
 def format_plan(
-    plan: StudyPlan,
-    *,
-    storage: str,
-    tracking_uri: str,
-    max_trials: int | None = None,
-    timeout: float | None = None,
-    workers: int = 1,
-) -> str:
+    plan: StudyPlan, *, storage: str, tracking_uri: str, max_trials: int | None = None,
+    timeout: float | None = None, workers: int = 1,
+) -> str:  # fmt: skip
     """The resolved study for ``--dry-run``: settings, then one line per trial."""
     spec = plan.spec
     if plan.is_grid:
@@ -51,13 +56,12 @@ def format_plan(
     else:
         shape = f"sampled by {plan.sampler}"
     total = plan.total_trials
-    lines = [
-        f"study {plan.name!r} ({plan.path}): "
-        f"{total if total is not None else 'open-ended'} trials, {shape}",
-        f"objective: {spec.objective} {plan.metric} per trial, {plan.direction}; "
-        f"pruner {spec.pruner.type}; max_retries {spec.max_retries}",
-        f"storage: {display_url(storage)}; MLflow: {tracking_uri}, experiment {plan.experiment!r}",
-    ]
+    lines = [f"study {plan.name!r} ({plan.path}): "
+             f"{total if total is not None else 'open-ended'} trials, {shape}",
+             f"objective: {spec.objective} {plan.metric} per trial, {plan.direction}; "
+             f"pruner {spec.pruner.type}; max_retries {spec.max_retries}",
+             f"storage: {display_url(storage)}; MLflow: {tracking_uri}, experiment "
+             f"{plan.experiment!r}"]  # fmt: skip
     limits = [text for given, text in (
         (max_trials is not None, f"at most {max_trials} trials"),
         (timeout is not None, f"no new trial after {timeout or 0:g} s"),
@@ -70,10 +74,8 @@ def format_plan(
     if plan.is_grid:
         width = len(str(len(plan.cells)))
         sampled = f" + sampled {', '.join(plan.search_space)}" if plan.search_space else ""
-        lines += [
-            f"trial {cell.index + 1:>{width}}/{len(plan.cells)}: {cell.describe()}{sampled}"
-            for cell in plan.cells
-        ]
+        lines += [f"trial {cell.index + 1:>{width}}/{len(plan.cells)}: {cell.describe()}{sampled}"
+                  for cell in plan.cells]  # fmt: skip
     else:
         until = f"trials 1-{spec.n_trials}" if spec.n_trials else "trials until the timeout"
         lines.append(f"{until}: {', '.join(plan.search_space)} sampled by {plan.sampler}")
@@ -83,19 +85,13 @@ def format_plan(
 class Progress:
     """Study-level progress bar (finished / total) fed by polling the storage."""
 
-    def __init__(
-        self, plan: StudyPlan, settings: "RunSettings", enabled: bool = True, interval: float = 1.0
-    ):
-        self.plan = plan
-        self.settings = settings
-        self.enabled = enabled
-        self.interval = interval
+    def __init__(self, plan: StudyPlan, settings: RunSettings, enabled: bool = True,
+                 interval: float = 1.0):  # fmt: skip
+        self.plan, self.settings, self.enabled, self.interval = plan, settings, enabled, interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._bar: Any = None
-        self._storage: Any = None
-        self._study_id: int | None = None
-        self._seen: set[int] | None = None
+        self._bar = self._storage = self._study_id = None  # set by start()
+        self._seen: set[int] | None = None  # trials finished before this command are not listed
 
     def start(self) -> None:
         if not self.enabled:
@@ -106,30 +102,23 @@ class Progress:
         self._study_id = self._storage.get_study_id_from_name(self.plan.name)
         # disable=None: no bar when stdout is not a terminal (logs, CI); the finished-trial
         # lines still print.
-        self._bar = tqdm(
-            total=self.plan.total_trials,
-            desc=self.plan.name,
-            unit="trial",
-            dynamic_ncols=True,
-            disable=None,
-        )
+        self._bar = tqdm(total=self.plan.total_trials, desc=self.plan.name, unit="trial",
+                         dynamic_ncols=True, disable=None)  # fmt: skip
         self._refresh()
         self._thread = threading.Thread(target=self._loop, name="study-progress", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
+            with database_errors():  # a busy database only delays the bar
                 self._refresh()
-            except Exception:  # a busy database only delays the bar
-                pass
 
     def _refresh(self) -> None:
         from optuna.trial import TrialState
 
         trials = self._storage.get_all_trials(self._study_id, deepcopy=False)
         finished = [t for t in trials if t.state.is_finished()]
-        if self._seen is None:  # trials of earlier commands are not listed again
+        if self._seen is None:
             self._seen = {t.number for t in finished}
         for t in finished:
             if t.number not in self._seen:
@@ -165,15 +154,33 @@ class Progress:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        try:
+        with database_errors():
             self._refresh()
-        except Exception:
-            pass
         self._bar.close()
-        try:
-            self._storage.engine.dispose()
-        except Exception:
-            pass
+        self._storage.engine.dispose()
+
+
+def status_text(plan: StudyPlan, storage_url: str) -> str:
+    """``--status``: trials per state, what runs where (epoch), and the summary table."""
+    from optuna.trial import TrialState
+
+    try:
+        trials = read_trials(storage_url, plan.name)
+    except KeyError:
+        raise AblateError(f"study {plan.name!r} does not exist in {display_url(storage_url)} "
+                          "yet") from None  # fmt: skip
+    states = sorted(Counter(t.state.name for t in trials).items())
+    counts = ", ".join(f"{n} {k}" for k, n in states)
+    lines = [f"study {plan.name!r} in {display_url(storage_url)}: "
+             f"{st.finished_count(plan, trials)}/{plan.total_trials} finished"
+             + (f" ({counts})" if counts else "")
+             + ("; complete" if st.is_complete(plan, trials) else "")]  # fmt: skip
+    for t in (t for t in trials if t.state == TrialState.RUNNING):
+        worker = t.system_attrs.get(st.WORKER_ATTR) or {}
+        where = f"{worker.get('host', '?')} (pid {worker.get('pid', '?')})"
+        lines.append(f"  #{t.number} running: {epoch_of(plan, t)} on {where}")
+    lines.append(format_table(summary_rows(plan, trials), plan.metric))
+    return "\n".join(lines)
 
 
 # -- summary ------------------------------------------------------------------------------------
@@ -267,23 +274,13 @@ def format_table(rows: list[dict[str, Any]], metric: str, markdown: bool = False
 
 
 def summarize(
-    plan: StudyPlan,
-    settings: "RunSettings",
-    parent_run_id: str,
-    trials_run: int,
-    errors: list[str],
-) -> "StudyOutcome":
+    plan: StudyPlan, settings: RunSettings, parent_run_id: str, trials_run: int, errors: list[str]
+) -> StudyOutcome:
     """Read the study's final state, log the summary to the parent run, set its status."""
     from optuna.trial import TrialState
 
     try:
-        storage = open_storage(settings.storage_url)
-        try:
-            trials = storage.get_all_trials(
-                storage.get_study_id_from_name(plan.name), deepcopy=False
-            )
-        finally:
-            storage.engine.dispose()
+        trials = read_trials(settings.storage_url, plan.name)
     except AblateError as err:  # the database went away (or never came back)
         resume = plan.resume_command(settings.storage_url)
         raise AblateError(f"{err}; once it is back, continue with: {resume}") from None
@@ -292,69 +289,43 @@ def summarize(
     complete = st.is_complete(plan, trials)
     exhausted = st.exhausted_cells(plan, trials) if plan.is_grid else []
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = None
-    if done:
-        pick = max if plan.direction == "maximize" else min
-        best = pick(done, key=lambda t: t.value)
+    pick = max if plan.direction == "maximize" else min
+    best = pick(done, key=lambda t: t.value, default=None)
     text = table
     if best is not None:
-        text += (
-            f"\nbest: #{best.number} {plan.metric} {best.value:.4f} "
-            f"({st.params_text(st.trial_params(plan, best))}), "
-            f"MLflow run {best.user_attrs.get(st.RUN_ATTR, '-')}"
-        )
+        text += (f"\nbest: #{best.number} {plan.metric} {best.value:.4f} "
+                 f"({st.params_text(st.trial_params(plan, best))}), "
+                 f"MLflow run {best.user_attrs.get(st.RUN_ATTR, '-')}")  # fmt: skip
     _log_to_parent(plan, settings, parent_run_id, rows, trials, complete, bool(exhausted), best)
     return StudyOutcome(
-        name=plan.name,
-        storage=display_url(settings.storage_url),
-        tracking_uri=settings.tracking_uri,
-        parent_run_id=parent_run_id,
-        complete=complete,
-        trials_run=trials_run,
-        rows=rows,
-        table=text,
-        exhausted=exhausted,
-        errors=list(errors),
-    )
+        name=plan.name, storage=display_url(settings.storage_url),
+        tracking_uri=settings.tracking_uri, parent_run_id=parent_run_id, complete=complete,
+        trials_run=trials_run, rows=rows, table=text, exhausted=exhausted, errors=list(errors),
+    )  # fmt: skip
 
 
 def _log_to_parent(
-    plan: StudyPlan,
-    settings: "RunSettings",
-    run_id: str,
-    rows: list[dict[str, Any]],
-    trials: list[Any],
-    complete: bool,
-    failures: bool,
-    best: Any,
-) -> None:
+    plan: StudyPlan, settings: RunSettings, run_id: str, rows: list[dict[str, Any]],
+    trials: list[Any], complete: bool, failures: bool, best: Any,
+) -> None:  # fmt: skip
     from optuna.trial import TrialState
 
     from ablate.tracking import Tracker
 
     parent = Tracker(settings.tracking_uri, run_id)
     try:
-        from ablate.study.optuna_figures import figures_of
-
+        files = {"summary.md": format_table(rows, plan.metric, markdown=True) + "\n",
+                 "trials.csv": _trials_csv(plan, trials)}  # fmt: skip
         parent.publish_summary(
-            {
-                "summary.md": format_table(rows, plan.metric, markdown=True) + "\n",
-                "trials.csv": _trials_csv(plan, trials),
-            },
-            figures_of(plan, settings.storage_url),
+            files, figures_of(plan, settings.storage_url),
             {"best_objective": float(best.value)} if best is not None else {},  # metric: a param
-        )
-        parent.close_study(
-            complete, failures, trials_running=any(t.state == TrialState.RUNNING for t in trials)
-        )
-    except Exception as err:
-        import sys
-
+        )  # fmt: skip
+        running = any(t.state == TrialState.RUNNING for t in trials)
+        parent.close_study(complete, failures, trials_running=running)
+    except Exception as err:  # noqa: BLE001 - the study ran; its summary is a report on it
         first = " ".join(str(err).split())[:200]
-        print(
-            f"ablate study: warning: could not log the summary to MLflow run {run_id}: {first}",
-            file=sys.stderr,
-        )
+        print(f"ablate study: warning: could not log the summary to MLflow run {run_id}: "
+              f"{first}", file=sys.stderr)  # fmt: skip
 
 
 def _trials_csv(plan: StudyPlan, trials: list[Any]) -> str:
@@ -376,3 +347,63 @@ def _trials_csv(plan: StudyPlan, trials: list[Any]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def study_figures(study: Any, plan: StudyPlan) -> dict[str, Any]:
+    """Optuna's plots of ``study`` (an ``optuna.Study``): artifact name -> matplotlib figure
+    (none before a trial completes; see the module docstring)."""
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as vis
+
+    trials = study.get_trials(deepcopy=False)
+    if not any(t.state == TrialState.COMPLETE for t in trials):
+        return {}
+    metric = plan.metric
+    plots = {
+        "figures/optuna_history.png": lambda: vis.plot_optimization_history(
+            study, target_name=metric),
+        "figures/optuna_intermediate.png": lambda: vis.plot_intermediate_values(study),
+    }  # fmt: skip
+    if plan.search_space:  # importances need distributions
+        plots["figures/optuna_importances.png"] = lambda: vis.plot_param_importances(
+            study, target_name=metric)  # fmt: skip
+    labels = {f"Trial{t.number}": st.trial_label(plan, t) for t in trials}
+    figures = {}
+    for name, plot in plots.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                warnings.simplefilter("ignore", UserWarning)  # "importances will be equal"
+                ax = plot()
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            continue  # e.g. importances of a single completed trial
+        if name.endswith("intermediate.png"):
+            ax.set_ylabel(f"{metric} (reported each epoch)")
+            ax.set_xlabel("epoch")
+            for line in ax.get_lines():
+                line.set_label(labels.get(line.get_label(), line.get_label()))
+            if ax.get_legend() is not None:  # redrawn with the new labels, where Optuna had it
+                ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize="small")
+        fig = getattr(ax, "figure", None) or ax.flat[0].figure  # an Axes or an array of them
+        fig.set_size_inches(8, 5)
+        fig.tight_layout()
+        figures[name] = fig
+    return figures
+
+
+def figures_of(plan: StudyPlan, storage_url: str) -> dict[str, Any]:
+    """:func:`study_figures` of the plan's study in a storage; a failure is a one-line warning."""
+    import optuna
+
+    storage = None
+    try:
+        storage = open_storage(storage_url)
+        return study_figures(optuna.load_study(study_name=plan.name, storage=storage), plan)
+    except Exception as err:  # noqa: BLE001 - figures are a bonus; the summary is not
+        first = " ".join(str(err).split())[:200]
+        print(f"ablate study: warning: no Optuna figures: {first}", file=sys.stderr)
+        return {}
+    finally:
+        if storage is not None:
+            storage.engine.dispose()

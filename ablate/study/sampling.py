@@ -1,9 +1,4 @@
-"""The Optuna side of a trial: sampler, pruner, the parameters a trial gets, what it reports.
-
-:func:`make_sampler` / :func:`make_pruner` configure the study a worker loads,
-:func:`suggest` draws (or reads, for grid cells) a trial's parameters, and
-:class:`FollowMetric` reports the study metric every epoch and asks the pruner.
-"""
+"""The Optuna side of a trial: sampler, pruner, the parameters a trial gets, what it reports."""
 
 from __future__ import annotations
 
@@ -84,11 +79,9 @@ def suggest(trial: Any, plan: StudyPlan) -> dict[str, Any]:
         if spec.type == "categorical":
             params[key] = trial.suggest_categorical(key, spec.choices)
         elif spec.type == "int":
-            params[key] = trial.suggest_int(
-                key, int(spec.low), int(spec.high), step=int(spec.step or 1)
-            )
+            step = int(spec.step or 1)
+            params[key] = trial.suggest_int(key, int(spec.low), int(spec.high), step=step)
         else:
-            params[key] = trial.suggest_float(
-                key, spec.low, spec.high, step=spec.step, log=spec.type == "log_float"
-            )
+            log = spec.type == "log_float"
+            params[key] = trial.suggest_float(key, spec.low, spec.high, step=spec.step, log=log)
     return params

@@ -1,24 +1,14 @@
-"""The schema of a study file: its keys and their types (pydantic), and one-line errors.
-
-:class:`StudyFile` is what a study YAML may contain; unknown keys are errors.
-:func:`format_validation_error` turns pydantic's first complaint into one line naming the
-file, the key path and what was expected. The run-config keys inside ``base``, ``grid``
-and ``search_space`` are checked by :mod:`ablate.study.checks`.
-"""
+"""The schema of a study file (pydantic; unknown keys are errors), and pydantic's first
+complaint as one line naming the file, the key path and what was expected. The run-config
+values inside ``base``, ``grid`` and ``search_space`` are :mod:`ablate.study.spec`'s part."""
 
 from __future__ import annotations
 
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    model_validator,
-)
+import pydantic
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from ablate.tracking import conventions as cv
 
@@ -35,7 +25,6 @@ def _metric(value: Any) -> Any:
     return value
 
 
-# -- scalar helpers used by the schema ------------------------------------------------------
 def _scalar(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
@@ -79,18 +68,16 @@ class ParamSpec(BaseModel):
                 raise ValueError("a categorical parameter needs 'choices' (a non-empty list)")
             extra = [k for k in ("low", "high", "step") if getattr(self, k) is not None]
             if extra:
-                raise ValueError(
-                    f"a categorical parameter takes only 'choices', not {', '.join(extra)}"
-                )
+                raise ValueError(f"a categorical parameter takes only 'choices', not "
+                                 f"{', '.join(extra)}")  # fmt: skip
             return self
         if self.choices is not None:
             raise ValueError(f"a {self.type} parameter takes low/high, not 'choices'")
         if self.low is None or self.high is None:
             raise ValueError(f"a {self.type} parameter needs both 'low' and 'high'")
         if not self.low < self.high:
-            raise ValueError(
-                f"'low' must be smaller than 'high', got low={self.low:g} high={self.high:g}"
-            )
+            raise ValueError(f"'low' must be smaller than 'high', got low={self.low:g} "
+                             f"high={self.high:g}")  # fmt: skip
         if self.type == "int":
             for key in ("low", "high", "step"):
                 value = getattr(self, key)
@@ -141,9 +128,8 @@ class PrunerSpec(BaseModel):
         wrong = [k for k in given if k not in allowed]
         if wrong:
             valid = ", ".join(allowed) if allowed else "no options"
-            raise ValueError(
-                f"the {self.type} pruner does not take {', '.join(wrong)} (it takes {valid})"
-            )
+            raise ValueError(f"the {self.type} pruner does not take {', '.join(wrong)} (it takes "
+                             f"{valid})")  # fmt: skip
         return self
 
 
@@ -211,7 +197,7 @@ def _loc_text(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def format_validation_error(path: str, err: ValidationError) -> str:
+def format_validation_error(path: str, err: pydantic.ValidationError) -> str:
     """The first problem, as one line: file, key path, what was expected."""
     first = err.errors(include_url=False)[0]
     loc, kind, msg = tuple(first["loc"]), first["type"], first["msg"]

@@ -24,12 +24,10 @@ if TYPE_CHECKING:
 
     from ablate.study.spec import StudyPlan
 
-__all__ = [
-    "CELL_ATTR", "RUN_ATTR", "ERROR_ATTR", "WORKER_ATTR", "INVOCATION_ATTR", "FAIL_KIND_ATTR",
-    "STOPPED", "CellState", "cell_states", "counts_as_attempt", "was_handed_over",
-    "retried_numbers", "sampled_used", "finished_count", "is_complete", "exhausted_cells",
-    "trial_params", "params_text", "trial_label",
-]  # fmt: skip
+__all__ = ["CELL_ATTR", "RUN_ATTR", "ERROR_ATTR", "WORKER_ATTR", "INVOCATION_ATTR",
+           "FAIL_KIND_ATTR", "STOPPED", "CellState", "cell_states", "counts_as_attempt",
+           "was_handed_over", "retried_numbers", "sampled_used", "finished_count", "is_complete",
+           "exhausted_cells", "trial_params", "params_text", "trial_label"]  # fmt: skip
 
 CELL_ATTR = "cell"
 RUN_ATTR = "mlflow_run_id"
@@ -108,9 +106,8 @@ def sampled_used(trials: list["FrozenTrial"]) -> int:
     retry is counted instead).
     """
     retried = retried_numbers(trials)
-    return sum(
-        not _in(t, "FAIL") or (counts_as_attempt(t) and t.number not in retried) for t in trials
-    )
+    return sum(not _in(t, "FAIL") or (counts_as_attempt(t) and t.number not in retried)
+               for t in trials)  # fmt: skip
 
 
 def finished_count(plan: "StudyPlan", trials: list["FrozenTrial"]) -> int:
@@ -119,10 +116,8 @@ def finished_count(plan: "StudyPlan", trials: list["FrozenTrial"]) -> int:
         states = cell_states(plan, trials).values()
         return sum(s.done or s.exhausted(plan.spec.max_retries) for s in states)
     retried = retried_numbers(trials)
-    return sum(
-        _in(t, "COMPLETE", "PRUNED") or (counts_as_attempt(t) and t.number not in retried)
-        for t in trials
-    )
+    return sum(_in(t, "COMPLETE", "PRUNED") or (counts_as_attempt(t) and t.number not in retried)
+               for t in trials)  # fmt: skip
 
 
 def is_complete(plan: "StudyPlan", trials: list["FrozenTrial"]) -> bool:

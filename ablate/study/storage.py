@@ -32,20 +32,9 @@ from typing import Any, Callable, Iterator
 from ablate.exceptions import AblateError, ConfigError
 from ablate.tracking.store import display_url, with_installed_driver
 
-__all__ = [
-    "DEFAULT_STORAGE",
-    "HEARTBEAT_INTERVAL",
-    "GRACE_PERIOD",
-    "resolve_storage_url",
-    "display_url",
-    "open_storage",
-    "patience",
-    "StorageUnavailable",
-    "StudyLock",
-    "process_identity",
-    "is_dead",
-    "heartbeat",
-]
+__all__ = ["DEFAULT_STORAGE", "HEARTBEAT_INTERVAL", "GRACE_PERIOD", "resolve_storage_url",
+           "display_url", "open_storage", "read_trials", "database_errors", "patience",
+           "StorageUnavailable", "StudyLock", "process_identity", "is_dead", "heartbeat"]
 
 DEFAULT_STORAGE = "sqlite:///ablate-optuna.db"
 HEARTBEAT_INTERVAL = 10  # seconds between heartbeats of a running trial
@@ -70,10 +59,9 @@ def resolve_storage_url(given: str | None) -> str:
     if "://" not in url:
         url = f"sqlite:///{url}"
     if _scheme(url) not in _SCHEMES:
-        raise ConfigError(
-            f"{display_url(url)!r} is not a supported database; use sqlite:///FILE (one machine), "
-            "postgresql://USER@HOST/DB or mysql://USER@HOST/DB (many machines)"
-        )
+        raise ConfigError(f"{display_url(url)!r} is not a supported database; use sqlite:///FILE "
+                          "(one machine), postgresql://USER@HOST/DB or mysql://USER@HOST/DB (many "
+                          "machines)")  # fmt: skip
     return with_installed_driver(url)
 
 
@@ -92,20 +80,12 @@ def _sqlite_path(url: str) -> str | None:
 
 
 def open_storage(
-    url: str,
-    *,
-    heartbeat_interval: int = HEARTBEAT_INTERVAL,
-    grace_period: int = GRACE_PERIOD,
+    url: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD,
     on_dead_trial: Callable[[Any, Any], None] | None = None,
-) -> Any:
-    """An ``optuna.storages.RDBStorage`` with heartbeats, busy timeout and pre-ping.
-
-    Args:
-        url: a resolved storage URL (see :func:`resolve_storage_url`).
-        heartbeat_interval: seconds between heartbeats of running trials.
-        grace_period: seconds without a heartbeat after which a trial counts as dead.
-        on_dead_trial: ``(study, frozen_trial)`` called for each trial failed as dead.
-    """
+) -> Any:  # fmt: skip
+    """An ``optuna.storages.RDBStorage`` (of a :func:`resolve_storage_url` URL) with heartbeats,
+    busy timeout and pre-ping; ``on_dead_trial(study, frozen_trial)`` is called for each trial
+    failed as dead (no heartbeat for ``grace_period`` seconds)."""
     import optuna
 
     engine_kwargs: dict[str, Any] = {}
@@ -121,14 +101,29 @@ def open_storage(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return _patient_storage_class()(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=on_dead_trial,
-            )
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period, heartbeat_stale_trial_callback=on_dead_trial)
     except Exception as err:
         raise _storage_error(url, err) from None
+
+
+def database_errors() -> contextlib.AbstractContextManager:
+    """Suppresses what a storage raises while its database is busy or away (after
+    :func:`patiently` gave up), where the next attempt will do."""
+    import optuna
+    import sqlalchemy.exc
+
+    return contextlib.suppress(AblateError, optuna.exceptions.StorageInternalError,
+                               sqlalchemy.exc.SQLAlchemyError)  # fmt: skip
+
+
+def read_trials(url: str, study_name: str) -> list[Any]:
+    """Every trial of a study (frozen, not copied); KeyError when there is no such study."""
+    storage = open_storage(url)
+    try:
+        return storage.get_all_trials(storage.get_study_id_from_name(study_name), deepcopy=False)
+    finally:
+        storage.engine.dispose()
 
 
 def patience() -> float:
@@ -189,10 +184,8 @@ def patiently(call: Callable[[], Any], url: str) -> Any:
                               f"({reason}); retrying for up to {patience():.0f} s",
                               file=sys.stderr, flush=True)
                 if now >= deadline:
-                    raise StorageUnavailable(
-                        f"storage {display_url(url)} unreachable for {patience():.0f} s "
-                        f"({reason})"
-                    ) from None
+                    raise StorageUnavailable(f"storage {display_url(url)} unreachable for "
+                                             f"{patience():.0f} s ({reason})") from None
                 time.sleep(min(delay, deadline - now))
                 delay = min(2 * delay, 5.0)
     finally:
@@ -229,29 +222,23 @@ def _storage_error(url: str, err: Exception) -> AblateError:
     """One line for a storage that cannot be reached or has no driver installed."""
     if isinstance(err, ImportError) or "No module named" in str(err):
         driver = "psycopg2-binary" if _scheme(url) == "postgresql" else "PyMySQL"
-        return AblateError(
-            f"storage {display_url(url)}: the database driver is not installed; install it with: "
-            f"pip install {driver}"
-        )
+        return AblateError(f"storage {display_url(url)}: the database driver is not installed; "
+                           f"install it with: pip install {driver}")  # fmt: skip
     return AblateError(f"cannot open study storage {display_url(url)}: {_first_line(err)}")
 
 
 class StudyLock:
-    """A lock shared by every worker of one study, on this machine or (RDB servers) any.
+    """A lock shared by every worker of one study (per study, so that different studies never
+    wait for each other), on this machine or (RDB servers) any.
 
     Use as a context manager around short critical sections; not re-entrant. A holder that
-    does not let go within ``wait`` seconds (a stopped process, a hung command) is named in
-    an :class:`AblateError`: host and pid, and for PostgreSQL its database session.
-
-    Args:
-        url: the study's storage URL.
-        study_name: the lock is per study, so different studies never wait for each other.
-        wait: seconds to wait for another holder (default: :func:`patience`).
+    does not let go within ``wait`` seconds (default: :func:`patience`; a stopped process, a
+    hung command) is named in an :class:`AblateError`: host and pid, and for PostgreSQL its
+    database session.
     """
 
     def __init__(self, url: str, study_name: str, wait: float | None = None):
-        self.url = url
-        self.study_name = study_name
+        self.url, self.study_name = url, study_name
         self.wait = patience() if wait is None else wait
         self._scheme = _scheme(url)
         self._thread_lock = threading.Lock()  # one holder per process at a time
@@ -262,11 +249,17 @@ class StudyLock:
         path = _sqlite_path(url) if self._scheme == "sqlite" else None
         self._lock_path = Path(path + ".lock") if path is not None else None
 
+    def _sql(self, postgres: str, mysql: str) -> tuple[Any, dict[str, Any]]:
+        """A lock statement and its key: PostgreSQL's bigint, or a MySQL name (64 chars)."""
+        import sqlalchemy
+
+        if self._scheme == "postgresql":
+            return sqlalchemy.text(f"SELECT {postgres}"), {"k": self._key()}
+        return sqlalchemy.text(f"SELECT {mysql}"), {"k": f"ablate:{self._key():x}"}
+
     def _key(self) -> int:
-        digest = hashlib.blake2b(
-            f"ablate-study:{self.study_name}".encode(), digest_size=8
-        ).digest()
-        return int.from_bytes(digest, "big", signed=True)  # PostgreSQL advisory keys are bigint
+        digest = hashlib.blake2b(f"ablate-study:{self.study_name}".encode(), digest_size=8)
+        return int.from_bytes(digest.digest(), "big", signed=True)  # advisory keys are bigint
 
     def __enter__(self) -> "StudyLock":
         self._thread_lock.acquire()
@@ -310,18 +303,13 @@ class StudyLock:
             # not be shared with (or returned to) the storage's connection pool. Its name
             # tells a waiting command who holds the lock.
             named = {"application_name": _whoami()[:63]} if self._scheme == "postgresql" else {}
-            self._engine = sqlalchemy.create_engine(
-                self.url, poolclass=NullPool, connect_args=named
-            )
+            self._engine = sqlalchemy.create_engine(self.url, poolclass=NullPool,
+                                                    connect_args=named)  # fmt: skip
         self._conn = self._engine.connect()
         self._connected = True
-        take = (
-            ("SELECT pg_try_advisory_lock(:k)", self._key())
-            if self._scheme == "postgresql"
-            else ("SELECT GET_LOCK(:k, 0)", f"ablate:{self._key():x}")  # names: 64 chars
-        )
+        take = self._sql("pg_try_advisory_lock(:k)", "GET_LOCK(:k, 0)")
         pause = 0.05
-        while not self._conn.execute(sqlalchemy.text(take[0]), {"k": take[1]}).scalar():
+        while not self._conn.execute(*take).scalar():
             self._conn.commit()
             if time.monotonic() >= deadline:
                 raise self._held(*self._server_holder())
@@ -334,19 +322,14 @@ class StudyLock:
         import sqlalchemy
 
         if self._scheme != "postgresql":
-            conn_id = self._conn.execute(
-                sqlalchemy.text("SELECT IS_USED_LOCK(:k)"), {"k": f"ablate:{self._key():x}"}
-            ).scalar()
+            conn_id = self._conn.execute(*self._sql("", "IS_USED_LOCK(:k)")).scalar()
             return f"MySQL connection {conn_id}", f"KILL {conn_id}"
         key = self._key() & 0xFFFFFFFFFFFFFFFF
-        row = self._conn.execute(
-            sqlalchemy.text(
-                "SELECT a.application_name, a.pid, a.client_addr FROM pg_locks l "
-                "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-                "AND l.granted AND l.classid::bigint = :hi AND l.objid::bigint = :lo"
-            ),
-            {"hi": key >> 32, "lo": key & 0xFFFFFFFF},
-        ).first()
+        holder = sqlalchemy.text(
+            "SELECT a.application_name, a.pid, a.client_addr FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+            "AND l.granted AND l.classid::bigint = :hi AND l.objid::bigint = :lo")  # fmt: skip
+        row = self._conn.execute(holder, {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).first()
         if row is None:
             return "another session", ""
         name, pid, client = row
@@ -355,11 +338,9 @@ class StudyLock:
 
     def _held(self, who: str, end_session: str = "") -> AblateError:
         session = f" or end its database session ({end_session})" if end_session else ""
-        return AblateError(
-            f"study lock of {self.study_name!r} on {display_url(self.url)} held for more than "
-            f"{self.wait:.0f} s by {who}; if that command is stuck (stopped or hung), end "
-            f"it{session}, then run this command again"
-        )
+        return AblateError(f"study lock of {self.study_name!r} on {display_url(self.url)} held "
+                           f"for more than {self.wait:.0f} s by {who}; if that command is stuck "
+                           f"(stopped or hung), end it{session}, then run this command again")
 
     def __exit__(self, *exc: Any) -> None:
         self._release()
@@ -369,17 +350,10 @@ class StudyLock:
             if self._file_lock is not None and self._file_lock.is_locked:
                 self._file_lock.release()
             if self._conn is not None:
-                import sqlalchemy
+                import sqlalchemy.exc
 
-                unlock = (
-                    ("SELECT pg_advisory_unlock(:k)", self._key())
-                    if self._scheme == "postgresql"
-                    else ("SELECT RELEASE_LOCK(:k)", f"ablate:{self._key():x}")
-                )
-                try:
-                    self._conn.execute(sqlalchemy.text(unlock[0]), {"k": unlock[1]})
-                except Exception:
-                    pass  # the session is gone, and its lock with it
+                with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):  # gone with its session
+                    self._conn.execute(*self._sql("pg_advisory_unlock(:k)", "RELEASE_LOCK(:k)"))
                 self._close_connection()
         finally:
             self._file_lock = None
@@ -387,10 +361,10 @@ class StudyLock:
                 self._thread_lock.release()
 
     def _close_connection(self) -> None:
-        try:
+        import sqlalchemy.exc
+
+        with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
             self._conn.close()  # closing the session releases the lock in any case
-        except Exception:
-            pass
         self._conn = None
 
     def close(self) -> None:
@@ -425,9 +399,8 @@ def process_identity() -> dict[str, Any]:
     stored with each trial."""
     import psutil
 
-    start = round(psutil.Process().create_time(), 2)
     return {"host": socket.gethostname(), "pid_space": _pid_space(), "pid": os.getpid(),
-            "pid_start": start}
+            "pid_start": round(psutil.Process().create_time(), 2)}
 
 
 def is_dead(identity: dict[str, Any] | None) -> bool:
@@ -461,19 +434,14 @@ def is_dead(identity: dict[str, Any] | None) -> bool:
 
 @contextlib.contextmanager
 def heartbeat(storage: Any, trial_id: int, interval: float) -> Iterator[None]:
-    """Record a trial's heartbeat every ``interval`` seconds from a daemon thread.
-
-    ``optuna.Study.optimize`` runs such a thread itself; workers here claim trials under
-    the study lock and ask/tell them, so they run their own.
-    """
+    """Record a trial's heartbeat every ``interval`` seconds from a daemon thread, as
+    ``optuna.Study.optimize`` does (workers here claim trials under the lock and ask/tell)."""
     stop = threading.Event()
 
     def beat() -> None:
         while True:
-            try:
+            with database_errors():  # a database hiccup must not kill the trial; next beat
                 storage.record_heartbeat(trial_id)
-            except Exception:  # a database hiccup must not kill the trial; next beat
-                pass
             if stop.wait(interval):
                 return
 

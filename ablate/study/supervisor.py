@@ -7,7 +7,7 @@ GPU at once) with CPU threads split evenly over the cores this process may use (
 affinity mask, which SLURM and cgroups set), so workers never oversubscribe the machine.
 SIGTERM, SIGINT and SIGUSR1 (:mod:`ablate.trial.stopping`) stop every worker between training
 steps: each running trial's MLflow run ends KILLED with its ``stop_reason`` and the trial is
-handed over (:mod:`ablate.study.handover`), so the same command, run again here or on any
+handed over (:mod:`ablate.study.recovery`), so the same command, run again here or on any
 machine sharing the storage, resumes it in the same MLflow run from its last checkpoint.
 """
 
@@ -63,69 +63,48 @@ def _parse_devices(devices: str | None) -> tuple[str, ...]:
 
 
 def run_study(
-    plan: StudyPlan,
-    *,
-    storage: str | None = None,
-    tracking_uri: str | None = None,
-    workers: int | None = None,
-    devices: str | None = None,
-    workers_per_device: int = 1,
-    max_trials: int | None = None,
-    timeout: float | None = None,
-    quiet: bool = False,
-    heartbeat_interval: int = HEARTBEAT_INTERVAL,
-    grace_period: int = GRACE_PERIOD,
+    plan: StudyPlan, *, storage: str | None = None, tracking_uri: str | None = None,
+    workers: int | None = None, devices: str | None = None, workers_per_device: int = 1,
+    max_trials: int | None = None, timeout: float | None = None, quiet: bool = False,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD,
     poll_interval: float = 2.0,
-) -> StudyOutcome:
+) -> StudyOutcome:  # fmt: skip
     """Create or resume ``plan``'s study and run it until done (or a limit) on this machine.
 
-    Args:
-        plan: a loaded study file (:func:`ablate.study.load_study`).
-        storage: Optuna storage URL (default: the file's ``storage``, else ``sqlite:///ablate-optuna.db``).
-        tracking_uri: MLflow store (default: the file's ``base.tracking_uri``,
-            $MLFLOW_TRACKING_URI,
-            else ``sqlite:///mlflow.db``).
-        workers: worker processes on this machine (spawned; 1 = run in this process);
-            default: ``workers_per_device`` per device, at least 1.
-        devices: comma-separated devices the workers take round-robin (default: every
-            visible GPU; on a CPU machine the study file's ``device``).
-        workers_per_device: trials sharing each device at once (used when ``workers`` is
-            not given).
-        max_trials: run at most this many trials now (all workers together).
-        timeout: start no new trial after this many seconds (default: the file's ``timeout``).
-        quiet: no progress bar and no per-trial lines.
-        heartbeat_interval / grace_period: crash detection, in seconds.
-        poll_interval: seconds an idle worker waits for other workers' trials.
+    The arguments are the flags of ``ablate study`` (:class:`ablate.study.StudyOptions`),
+    with the same defaults and checks; ``storage`` and ``tracking_uri`` default to the study
+    file's. ``heartbeat_interval`` / ``grace_period``: crash detection, in seconds;
+    ``poll_interval``: seconds an idle worker waits for other workers' trials.
     """
     from ablate.study.report import Progress, summarize
     from ablate.tracking import resolve_tracking_uri
 
-    if workers_per_device < 1:
-        raise ConfigError(f"--workers-per-device: must be >= 1, got {workers_per_device}")
+    for flag, value in (("--workers", workers), ("--trials", max_trials),
+                        ("--workers-per-device", workers_per_device)):  # fmt: skip
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag}: must be >= 1, got {value}")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"--timeout: must be > 0 seconds, got {timeout:g}")
     device_list = _parse_devices(devices)
     if workers is None:
         workers = workers_per_device * max(1, len(device_list))
     timeout = timeout if timeout is not None else plan.spec.timeout
-    _check_limits(plan, workers, max_trials, timeout)
+    if not plan.is_grid and plan.spec.n_trials is None and timeout is None and max_trials is None:
+        raise ConfigError(f"{plan.path}: n_trials: a search study needs n_trials or timeout (or "
+                          "run it with --trials N / --timeout S)")  # fmt: skip
     url = resolve_storage_url(storage or plan.spec.storage)
     if workers > 1 and url.startswith("sqlite") and ":memory:" in url:
-        raise ConfigError(
-            "--workers: an in-memory SQLite storage cannot be shared by worker processes"
-        )
+        raise ConfigError("--workers: an in-memory SQLite storage cannot be shared by worker "
+                          "processes")  # fmt: skip
     settings = RunSettings(
-        storage_url=url,
+        storage_url=url, workers=workers, devices=device_list, max_trials=max_trials,
         tracking_uri=resolve_tracking_uri(tracking_uri or plan.base.get("tracking_uri")),
-        workers=workers,
-        devices=device_list,
-        # N processes share the cores instead of oversubscribing them; an explicit
-        # OMP_NUM_THREADS wins.
+        # N processes share the cores instead of oversubscribing them; OMP_NUM_THREADS wins
         threads=None if "OMP_NUM_THREADS" in os.environ else max(1, usable_cpus() // workers),
-        max_trials=max_trials,
         deadline=None if timeout is None else time.time() + timeout,
-        heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period,
+        heartbeat_interval=heartbeat_interval, grace_period=grace_period,
         poll_interval=poll_interval,
-    )
+    )  # fmt: skip
     parent = prepare_study(plan, settings)
     progress = Progress(plan, settings, enabled=not quiet)
     result: tuple[int, list[str]] = (0, [])
@@ -136,22 +115,6 @@ def run_study(
         progress.stop()
         outcome = summarize(plan, settings, parent, *result)
     return outcome
-
-
-def _check_limits(
-    plan: StudyPlan, workers: int, max_trials: int | None, timeout: float | None
-) -> None:
-    if workers < 1:
-        raise ConfigError(f"--workers: must be >= 1, got {workers}")
-    if max_trials is not None and max_trials < 1:
-        raise ConfigError(f"--trials: must be >= 1, got {max_trials}")
-    if timeout is not None and timeout <= 0:
-        raise ConfigError(f"--timeout: must be > 0 seconds, got {timeout}")
-    if not plan.is_grid and plan.spec.n_trials is None and timeout is None and max_trials is None:
-        raise ConfigError(
-            f"{plan.path}: n_trials: a search study needs n_trials or timeout (or run it with "
-            "--trials N / --timeout S)"
-        )
 
 
 def _run_workers(plan: StudyPlan, settings: RunSettings) -> tuple[int, list[str]]:
@@ -165,13 +128,9 @@ def _run_workers(plan: StudyPlan, settings: RunSettings) -> tuple[int, list[str]
             except AblateError as err:
                 return 0, [str(err)]
     except Stopped as err:
-        print(
-            f"ablate study: {err}: running trials were handed over; run the same command "
-            "again (here or on any machine sharing the storage) to resume them from their "
-            "last checkpoints",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"ablate study: {err}: running trials were handed over; run the same command "
+              "again (here or on any machine sharing the storage) to resume them from their "
+              "last checkpoints", file=sys.stderr, flush=True)  # fmt: skip
         raise
 
 
@@ -181,14 +140,8 @@ def _run_processes(plan: StudyPlan, settings: RunSettings) -> tuple[int, list[st
 
     ctx = multiprocessing.get_context("spawn")  # never fork a process holding DB connections
     results = ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=worker_process,
-            args=(plan, settings, i, results),
-            name=f"ablate-study-worker-{i}",
-        )
-        for i in range(settings.workers)
-    ]
+    procs = [ctx.Process(target=worker_process, args=(plan, settings, i, results),
+                         name=f"ablate-study-worker-{i}") for i in range(settings.workers)]
     for p in procs:
         p.start()
     interrupted: KeyboardInterrupt | None = None
@@ -226,15 +179,10 @@ def _run_processes(plan: StudyPlan, settings: RunSettings) -> tuple[int, list[st
     for index, p in enumerate(procs):
         if index in reported or interrupted is not None:
             continue
-        how = (
-            f"was killed by signal {-p.exitcode}"
-            if (p.exitcode or 0) < 0
-            else f"exited with status {p.exitcode}"
-        )
-        errors.append(
-            f"worker {index} {how} before reporting (see its output above); rerun the command "
-            "to finish the study"
-        )
+        how = (f"was killed by signal {-p.exitcode}" if (p.exitcode or 0) < 0
+               else f"exited with status {p.exitcode}")  # fmt: skip
+        errors.append(f"worker {index} {how} before reporting (see its output above); rerun the "
+                      "command to finish the study")  # fmt: skip
     if interrupted is not None:
         raise interrupted
     return ran, errors

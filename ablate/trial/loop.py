@@ -3,16 +3,14 @@
 :class:`Loop` holds what changes while a model trains (model, AdamW, the warm-up + cosine
 learning-rate schedule, optional EMA, the shuffling generator, the alpha schedule) and
 knows how to save and restore all of it; :func:`fit` runs its epochs and hands each
-epoch's metric row to a hook. Tracking, checkpoint files, test evaluation and pruning are
-the trial runner's business (:mod:`ablate.trial.run`), so this file reads top to bottom.
-
-The alpha schedule arrives as an object (built once by :func:`ablate.trial.resolve.resolve`);
-the loop only sizes its window to the data and calls it before every optimizer step.
-``train(cfg)``, the public entry point, lives in :mod:`ablate.trial.run`.
+epoch's metric row to a hook. Tracking, checkpoints, test evaluation and pruning belong to
+:mod:`ablate.trial.run`. The alpha schedule arrives as an object (:mod:`.resolve`); the
+loop only sizes its window to the data and calls it before every optimizer step.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -24,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ablate.exceptions import Pruned, TrainingDiverged
+from ablate.exceptions import TrainingDiverged
 from ablate.models.learned_alpha import alpha_metrics, split_alpha_group
 from ablate.tracking import conventions as cv
 
@@ -33,14 +31,7 @@ if TYPE_CHECKING:
     from ablate.data import DataBundle, Split
     from ablate.trial.schedules import AlphaSchedule
 
-__all__ = [
-    "Loop",
-    "fit",
-    "evaluate",
-    "seed_everything",
-    "Pruned",
-    "EpochHook",
-]
+__all__ = ["Loop", "fit", "evaluate", "seed_everything", "EpochHook"]
 
 # fit's hook: called after every epoch's validation with (epoch, metric row).
 EpochHook = Callable[[int, dict], None]
@@ -92,13 +83,9 @@ def _lr_scheduler(opt: torch.optim.Optimizer, cfg: "RunConfig", warmup: int, tot
 # -- evaluation ----------------------------------------------------------------------------
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module,
-    split: "Split",
-    bundle: "DataBundle",
-    batch_size: int,
-    device: torch.device,
-    amp: bool,
-) -> tuple[dict[str, float], np.ndarray]:
+    model: nn.Module, split: "Split", bundle: "DataBundle", batch_size: int,
+    device: torch.device, amp: bool,
+) -> tuple[dict[str, float], np.ndarray]:  # fmt: skip
     """Loss, accuracy and macro precision / recall / F1 (scikit-learn) on a whole split."""
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
@@ -117,13 +104,9 @@ def evaluate(
     p, r, f1, _ = precision_recall_fscore_support(
         true, pred, average="macro", labels=np.arange(bundle.num_classes), zero_division=0
     )
-    metrics = {
-        "loss": float(total_loss) / max(len(split), 1),
-        "acc": float(accuracy_score(true, pred)),
-        "precision": float(p),
-        "recall": float(r),
-        "f1": float(f1),
-    }
+    metrics = {"loss": float(total_loss) / max(len(split), 1),
+               "acc": float(accuracy_score(true, pred)),
+               "precision": float(p), "recall": float(r), "f1": float(f1)}  # fmt: skip
     return metrics, pred
 
 
@@ -151,15 +134,10 @@ class Loop:
 
     @classmethod
     def create(
-        cls,
-        cfg: "RunConfig",
-        model: nn.Module,
-        bundle: "DataBundle",
-        device: torch.device,
-        amp: bool,
-        lr_scale: Callable[[str], float] | None = None,
+        cls, cfg: "RunConfig", model: nn.Module, bundle: "DataBundle", device: torch.device,
+        amp: bool, lr_scale: Callable[[str], float] | None = None,
         schedule: "AlphaSchedule | None" = None,
-    ) -> "Loop":
+    ) -> "Loop":  # fmt: skip
         """The loop for ``model`` on ``bundle``.
 
         Args:
@@ -178,23 +156,16 @@ class Loop:
         if cfg.ema > 0:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-            ema = AveragedModel(
-                model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True
-            )
+            ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema),
+                                use_buffers=True)
         return cls(
-            cfg=cfg,
-            model=model,
-            bundle=bundle,
-            device=device,
-            amp=amp,
-            opt=opt,
-            sched=_lr_scheduler(opt, cfg, warmup, total_steps),
-            ema=ema,
+            cfg=cfg, model=model, bundle=bundle, device=device, amp=amp, opt=opt,
+            sched=_lr_scheduler(opt, cfg, warmup, total_steps), ema=ema,
             gen=torch.Generator().manual_seed(cfg.seed),
             schedule=schedule.sized(steps_per_epoch) if schedule is not None else None,
             steps_per_epoch=steps_per_epoch,
             forward_model=torch.compile(model) if cfg.compile else model,
-        )
+        )  # fmt: skip
 
     # -- alpha ---------------------------------------------------------------------------
     def set_alpha(self, step: int) -> float | None:
@@ -205,12 +176,9 @@ class Loop:
         self.model.set_variant_params(alpha=value)
         return value
 
-    @property
+    @functools.cached_property
     def _fixed_alpha(self) -> float | None:
-        # Read once: on CUDA reading a buffer is a device sync.
-        if not hasattr(self, "_fixed_alpha_value"):
-            self._fixed_alpha_value = self.model.variant_params().get("alpha")
-        return self._fixed_alpha_value
+        return self.model.variant_params().get("alpha")  # once: on CUDA a read is a sync
 
     def eval_model(self) -> nn.Module:
         """The weights validation and test see: the EMA at the current alpha, or the model."""
@@ -223,15 +191,8 @@ class Loop:
         return self.ema.module
 
     def validate(self) -> dict[str, float]:
-        cfg = self.cfg
-        metrics, _ = evaluate(
-            self.eval_model(),
-            self.bundle.val,
-            self.bundle,
-            cfg.batch_size * 2,
-            self.device,
-            self.amp,
-        )
+        metrics, _ = evaluate(self.eval_model(), self.bundle.val, self.bundle,
+                              self.cfg.batch_size * 2, self.device, self.amp)  # fmt: skip
         return {cv.curve(k, "val"): v for k, v in metrics.items()}
 
     # -- one epoch -----------------------------------------------------------------------
@@ -248,13 +209,8 @@ class Loop:
         alpha = None
         train = self.bundle.train
         # A last batch of 1 makes the loss noisy for no benefit: drop it.
-        batches = iterate_batches(
-            train,
-            cfg.batch_size,
-            shuffle=True,
-            generator=self.gen,
-            drop_last=len(train) % cfg.batch_size == 1,
-        )
+        batches = iterate_batches(train, cfg.batch_size, shuffle=True, generator=self.gen,
+                                  drop_last=len(train) % cfg.batch_size == 1)  # fmt: skip
         for x, y in batches:
             alpha = self.set_alpha(self.global_step)
             inputs, target = self.bundle.train_transform(x, y)
@@ -282,13 +238,9 @@ class Loop:
             raise TrainingDiverged(_diverged(epoch, self.global_step, train_loss))
         seconds = time.perf_counter() - t0
         group = self.opt.param_groups[0]
-        row = {
-            cv.TRAIN_LOSS: train_loss,
-            cv.TRAIN_ACC: float(correct) / seen,
-            cv.LR: group["lr"] / group.get("lr_scale", 1.0),
-            cv.SAMPLES_PER_S: seen / seconds,
-            cv.EPOCH_SECONDS: seconds,
-        }
+        row = {cv.TRAIN_LOSS: train_loss, cv.TRAIN_ACC: float(correct) / seen,
+               cv.LR: group["lr"] / group.get("lr_scale", 1.0),
+               cv.SAMPLES_PER_S: seen / seconds, cv.EPOCH_SECONDS: seconds}  # fmt: skip
         if alpha is not None:
             row[cv.ALPHA] = alpha
         return row
@@ -297,11 +249,8 @@ class Loop:
     def state(self) -> dict[str, Any]:
         """What :meth:`restore` needs besides model, optimizer and scheduler state."""
         # optimizer and scheduler are saved from ``opt`` / ``sched`` by the checkpoint format
-        state: dict[str, Any] = {
-            "global_step": self.global_step,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_gen": self.gen.get_state(),
-        }
+        state: dict[str, Any] = {"global_step": self.global_step, "rng_cpu": torch.get_rng_state(),
+                                 "rng_gen": self.gen.get_state()}  # fmt: skip
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
         if self.device.type == "cuda":
@@ -348,7 +297,5 @@ def fit(loop: Loop, start_epoch: int, on_epoch: EpochHook) -> None:
 
 def _diverged(epoch: int, step: int, loss: Any) -> str:
     value = float(torch.as_tensor(loss).detach())
-    return (
-        f"training diverged: loss is {value} at epoch {epoch}, step {step}; the last good "
-        "checkpoint is kept (try a lower --lr or --grad-clip)"
-    )
+    return (f"training diverged: loss is {value} at epoch {epoch}, step {step}; the last good "
+            "checkpoint is kept (try a lower --lr or --grad-clip)")  # fmt: skip

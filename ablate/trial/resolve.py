@@ -1,17 +1,11 @@
 """Resolve once: turn a :class:`RunConfig`'s strings into the objects a trial runs with.
 
-Two steps. :func:`check` is cheap (no weights, no device, no data): it parses the variant
-into a :class:`~variants.VariantSpec`, builds the :class:`~ablate.trial.schedules.AlphaSchedule`,
-looks up the model's :class:`~ablate.models._registry.ModelEntry` and classifies the data
-set; study files are validated with it. :func:`resolve` runs ``check`` and then loads the
-initial weights (a ``runs:/`` source is downloaded once, here), decides where validation
-data comes from and picks the device.
-
-Everything after it (:mod:`ablate.trial.run`, :mod:`ablate.trial.loop`, the model builders)
-receives
-the :class:`ResolvedRun` and its objects and never re-reads a string. Every error it raises
-is a one-line :class:`~ablate.exceptions.ConfigError` / ``CheckpointError`` before any
-MLflow run exists, so bad input never leaves a half-logged run behind.
+:func:`check` is cheap (no weights, no device, no data; study files are validated with it):
+the :class:`~variants.VariantSpec`, the :class:`~ablate.trial.schedules.AlphaSchedule`, the
+model's ``ModelEntry`` and the data set's task. :func:`resolve` adds the initial weights (a
+``runs:/`` source is downloaded once, here), where validation comes from and the device.
+Nothing after it re-reads a string, and every error is one line raised before any MLflow
+run exists, so bad input never leaves a half-logged run behind.
 
 Validation without leakage: when the initial weights were trained on the whole training
 split of the data set being fine-tuned on (official CIFAR checkpoints; our checkpoints
@@ -45,14 +39,8 @@ _OFFICIAL_TRAINING_SETS = ("cifar10", "cifar100")
 
 @dataclass(frozen=True)
 class CheckedConfig:
-    """What :func:`check` looked up: every name of a configuration, nothing loaded.
-
-    Attributes:
-        variant: the parsed variant (name and parameter values).
-        model: the registry entry of ``cfg.model`` (``model.external`` for timm:/hf:).
-        task: ``image`` or ``text``, from the data set.
-        alpha_schedule: the schedule object (window maybe in epochs), None without one.
-    """
+    """What :func:`check` looked up: every name of a configuration, nothing loaded. The
+    schedule's window may still be in epochs (sized by the loop)."""
 
     variant: "VariantSpec"
     model: "ModelEntry"
@@ -62,47 +50,20 @@ class CheckedConfig:
 
 @dataclass(frozen=True)
 class ResolvedRun:
-    """A configuration with every name looked up and every choice made.
+    """A configuration with every name looked up and every choice made."""
 
-    Attributes:
-        cfg: the configuration, with ``val_split`` resolved (never ``auto``).
-        variant_spec: the parsed variant every model builder receives (``variant`` /
-            ``variant_params`` read its name and values).
-        model: the registry entry of ``cfg.model``.
-        task: ``image`` or ``text`` (classified once; the data loader takes it).
-        alpha_schedule: the schedule object the training loop calls every step (None:
-            the variant's own value); its window is sized to the data by the loop.
-        img_size: input resolution for image data (None for text).
-        in_chans: image channels the initial weights expect (None: the data set's own).
-        init: the initial weights, read once (None without ``--init-from``).
-        finetuning: any fine-tuning option is on.
-        device: where the trial trains.
-        amp: bf16 autocast really on (only on CUDA).
-        split_provenance: where validation and test come from, in words (a run tag).
-    """
-
-    cfg: RunConfig
-    variant_spec: "VariantSpec"
+    cfg: RunConfig  # val_split resolved (never auto)
+    variant_spec: "VariantSpec"  # what every model builder receives
     model: "ModelEntry"
-    task: str
-    alpha_schedule: "AlphaSchedule | None"
-    img_size: int | None
-    in_chans: int | None
-    init: "SourceWeights | None"
-    finetuning: bool
+    task: str  # image or text
+    alpha_schedule: "AlphaSchedule | None"  # None: the variant's own value
+    img_size: int | None  # None for text
+    in_chans: int | None  # channels the initial weights expect (None: the data set's own)
+    init: "SourceWeights | None"  # read once (None without --init-from)
+    finetuning: bool  # any fine-tuning option is on
     device: torch.device
-    amp: bool
-    split_provenance: str
-
-    @property
-    def variant(self) -> str:
-        """The registered variant's name (``cfg.variant`` keeps the text form)."""
-        return self.variant_spec.name
-
-    @property
-    def variant_params(self) -> Mapping[str, float]:
-        """The parameter values the variant string gave (defaults not included)."""
-        return self.variant_spec.params
+    amp: bool  # bf16 autocast really on (only on CUDA)
+    split_provenance: str  # where validation and test come from, in words (a run tag)
 
     @property
     def preprocessing(self) -> Mapping[str, Any] | None:
@@ -121,33 +82,26 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device: {name!r} was requested but CUDA is not available; use cpu or auto"
-            )
+            raise ConfigError(f"device: {name!r} was requested but CUDA is not available; use cpu "
+                              "or auto")  # fmt: skip
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device: {name!r} does not exist; this machine has cuda:0..cuda:"
-                f"{torch.cuda.device_count() - 1}"
-            )
+            raise ConfigError(f"device: {name!r} does not exist; this machine has cuda:0..cuda:"
+                              f"{torch.cuda.device_count() - 1}")  # fmt: skip
     if device.type == "mps" and not has_mps:
-        raise ConfigError(
-            f"device: {name!r} was requested but MPS is not available; use cpu or auto"
-        )
+        raise ConfigError(f"device: {name!r} was requested but MPS is not available; use cpu or "
+                          "auto")  # fmt: skip
     return device
 
 
 def check(cfg: RunConfig, *, combinations: bool = True, download: bool = False) -> CheckedConfig:
-    """Look up every name in ``cfg``: variant (after loading ``variant_file``), alpha
-    schedule, model, data set. Cheap: no weights, no device, no data.
+    """Look up every name in ``cfg`` (variant after loading ``variant_file``, alpha schedule,
+    model, data set); a ConfigError names the problem and the valid choices.
 
     Args:
         combinations: also check that the names fit together (a schedule needs an
             ``alpha`` parameter, the model's task is the data's); False checks each name
             alone (a study's partial configurations).
         download: a model source may fetch what describes the model (a Hugging Face config).
-
-    Raises:
-        ConfigError: one line naming the problem and the valid choices.
     """
     from ablate.data import dataset_task
     from ablate.models._registry import model_entry
@@ -167,10 +121,9 @@ def check(cfg: RunConfig, *, combinations: bool = True, download: bool = False) 
                 f"task {cfg.task!r} does not match data set {cfg.dataset!r} ({task})"
             )
         if entry.task != task:
-            raise ConfigError(
-                f"model {cfg.model!r} is a {entry.task} model but data set {cfg.dataset!r} is "
-                f"{task} data; pick a {task} model (see `ablate models`)"
-            )
+            raise ConfigError(f"model {cfg.model!r} is a {entry.task} model but data set "
+                              f"{cfg.dataset!r} is {task} data; pick a {task} model (see `ablate "
+                              "models`)")  # fmt: skip
     return CheckedConfig(variant=variant, model=entry, task=task, alpha_schedule=schedule)
 
 
@@ -234,11 +187,9 @@ def _check_schedule_fits(cfg: RunConfig, variant: "VariantSpec") -> None:
     param_names = tuple(variant.entry.params)
     if "alpha" not in param_names:
         has = ", ".join(param_names) if param_names else "no parameters"
-        raise ConfigError(
-            f"alpha_schedule {cfg.alpha_schedule!r} needs a variant with an 'alpha' parameter, "
-            f"but {variant.name!r} has {has}; "
-            "use softmax_v or alpha_remix, or --alpha-schedule none"
-        )
+        raise ConfigError(f"alpha_schedule {cfg.alpha_schedule!r} needs a variant with an 'alpha' "
+                          f"parameter, but {variant.name!r} has {has}; use softmax_v or "
+                          "alpha_remix, or --alpha-schedule none")  # fmt: skip
 
 
 def _alpha_schedule(cfg: RunConfig) -> "AlphaSchedule | None":
@@ -250,21 +201,13 @@ def _alpha_schedule(cfg: RunConfig) -> "AlphaSchedule | None":
 
     valid = list_schedules()
     if cfg.alpha_schedule not in valid:
-        raise ConfigError(
-            f"alpha_schedule: {cfg.alpha_schedule!r} is not valid; choose one of "
-            f"none, {', '.join(valid)}"
-        )
+        raise ConfigError(f"alpha_schedule: {cfg.alpha_schedule!r} is not valid; choose one of "
+                          f"none, {', '.join(valid)}")  # fmt: skip
     epochs = cfg.alpha_epochs if cfg.alpha_epochs is not None else cfg.epochs
     try:
-        return AlphaSchedule(
-            cfg.alpha_schedule,
-            cfg.alpha_start,
-            cfg.alpha_end,
-            steps=cfg.alpha_steps,
-            levels=cfg.alpha_levels,
-            hold=cfg.alpha_hold,
-            epochs=None if cfg.alpha_steps is not None else epochs,
-        )
+        return AlphaSchedule(cfg.alpha_schedule, cfg.alpha_start, cfg.alpha_end,
+                             steps=cfg.alpha_steps, levels=cfg.alpha_levels, hold=cfg.alpha_hold,
+                             epochs=None if cfg.alpha_steps is not None else epochs)  # fmt: skip
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
@@ -273,10 +216,8 @@ def _val_split(cfg: RunConfig, init: "SourceWeights | None") -> tuple[str, str]:
     """(resolved val_split, why) with the leakage rule of the module docstring."""
     leaky, why = _source_saw_training_split(cfg, init)
     if cfg.val_split == "train" and leaky:
-        raise ConfigError(
-            f"val_split: 'train' would validate on images the initial weights were trained on "
-            f"({why}); use --val-split test_half (or auto)"
-        )
+        raise ConfigError("val_split: 'train' would validate on images the initial weights were "
+                          f"trained on ({why}); use --val-split test_half (or auto)")  # fmt: skip
     if cfg.val_split == "auto":
         return ("test_half", why) if leaky else ("train", "")
     return cfg.val_split, ""
@@ -321,19 +262,11 @@ def resolve(cfg: RunConfig) -> ResolvedRun:
         if leak_reason:
             split += f" ({leak_reason})"
     return ResolvedRun(
-        cfg=cfg,
-        variant_spec=checked.variant,
-        model=checked.model,
-        task=checked.task,
-        alpha_schedule=checked.alpha_schedule,
-        img_size=img_size,
-        in_chans=in_chans,
-        init=init,
-        finetuning=finetuning,
-        device=device,
-        amp=cfg.amp and device.type == "cuda",
+        cfg=cfg, variant_spec=checked.variant, model=checked.model, task=checked.task,
+        alpha_schedule=checked.alpha_schedule, img_size=img_size, in_chans=in_chans, init=init,
+        finetuning=finetuning, device=device, amp=cfg.amp and device.type == "cuda",
         split_provenance=split,
-    )
+    )  # fmt: skip
 
 
 def _image_input(
@@ -347,11 +280,7 @@ def _image_input(
 
     entry = checked.model
     preprocessing = entry.extras.get("preprocessing") or {}
-    img_size = (
-        cfg.img_size
-        or preprocessing.get("img_size")
-        or preferred_img_size(cfg.dataset)
-        or entry.img_size
-    )
+    img_size = (cfg.img_size or preprocessing.get("img_size") or preferred_img_size(cfg.dataset)
+                or entry.img_size)  # fmt: skip
     in_chans = init.in_chans if init is not None else None
     return img_size, in_chans or preprocessing.get("in_chans")

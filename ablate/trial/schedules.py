@@ -33,10 +33,8 @@ from typing import Any, Callable
 
 from variants import Registry
 
-__all__ = [
-    "AlphaSchedule", "SCHEDULES", "ENTRY_POINT_GROUP", "ScheduleShape", "register_schedule",
-    "get_schedule", "list_schedules",
-]
+__all__ = ["AlphaSchedule", "SCHEDULES", "ENTRY_POINT_GROUP", "ScheduleShape", "register_schedule",
+           "get_schedule", "list_schedules"]  # fmt: skip
 
 ENTRY_POINT_GROUP = "ablate.schedules"
 

@@ -32,14 +32,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = [
-    "BACKENDS",
-    "SdpaMathWarning",
-    "sdpa_backends_used",
-    "probe_sdpa_backend",
-    "probe_model_sdpa_backend",
-    "warn_if_math",
-]
+__all__ = ["BACKENDS", "SdpaMathWarning", "sdpa_backends_used", "probe_sdpa_backend",
+           "probe_model_sdpa_backend", "warn_if_math"]  # fmt: skip
 
 BACKENDS = ("flash", "efficient", "cudnn", "math", "overrideable")
 
@@ -60,16 +54,8 @@ class SdpaMathWarning(UserWarning):
 
 
 def sdpa_backends_used(fn: Callable[[], Any]) -> str:
-    """Run ``fn()`` once and return the SDPA backend(s) its attention calls used.
-
-    Args:
-        fn: any code that calls ``torch.nn.functional.scaled_dot_product_attention``,
-            e.g. a forward (and backward) pass of an eager model.
-
-    Returns:
-        "flash", "efficient", "cudnn", "math" or "overrideable"; several joined with "+"
-        (in that order) when calls differ; "none" when nothing called SDPA.
-    """
+    """Run ``fn()`` once (e.g. a forward and backward pass of an eager model) and return the
+    SDPA backend(s) its attention calls used, as described in the module docstring."""
     from torch.overrides import TorchFunctionMode
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -105,46 +91,19 @@ def sdpa_backends_used(fn: Callable[[], Any]) -> str:
 
 
 def probe_sdpa_backend(
-    device: torch.device | str,
-    dtype: torch.dtype,
-    head_dim: int,
-    dropout_p: float,
-    with_mask: bool,
-    *,
-    num_heads: int = 4,
-    seq_len: int = 64,
-    batch: int = 2,
-    requires_grad: bool = False,
-    attention: Callable[..., torch.Tensor] | None = None,
-) -> str:
-    """The SDPA backend PyTorch picks for attention of the given shape on ``device``.
-
-    Runs one call on random (batch, num_heads, seq_len, head_dim) tensors, plus its backward
-    when ``requires_grad`` (training can rule out kernels that inference gets).
-
-    Args:
-        device: where attention runs.
-        dtype: q / k / v dtype (the autocast dtype under AMP, e.g. torch.bfloat16).
-        head_dim: per-head dimension (``dim // num_heads`` of the model).
-        dropout_p: attention dropout (the model's in training, 0.0 in evaluation).
-        with_mask: pass a key-padding mask (text models do).
-        num_heads: heads per layer.
-        seq_len: tokens.
-        batch: batch size of the probe.
-        requires_grad: also run the backward pass.
-        attention: a variant with the registry signature ``fn(q, k, v, *, mask,
-            dropout_p, ...)`` (e.g. ``variants.get_attention("softmax_v").fn``); None
-            calls ``F.scaled_dot_product_attention`` directly.
-
-    Returns:
-        See :func:`sdpa_backends_used`.
-    """
+    device: torch.device | str, dtype: torch.dtype, head_dim: int, dropout_p: float,
+    with_mask: bool, *, num_heads: int = 4, seq_len: int = 64, batch: int = 2,
+    requires_grad: bool = False, attention: Callable[..., torch.Tensor] | None = None,
+) -> str:  # fmt: skip
+    """The SDPA backend PyTorch picks for one call on random (batch, num_heads, seq_len,
+    head_dim) tensors of ``dtype`` (the autocast dtype under AMP), with a key-padding mask
+    (text models) or not, plus its backward when ``requires_grad`` (training can rule out
+    kernels that inference gets). ``attention``: a variant with the registry signature
+    (e.g. ``variants.get_attention("softmax_v").fn``); None calls SDPA directly."""
     device = torch.device(device)
     shape = (batch, num_heads, seq_len, head_dim)
-    q, k, v = (
-        torch.randn(shape, device=device, dtype=dtype, requires_grad=requires_grad)
-        for _ in range(3)
-    )
+    q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=requires_grad)
+               for _ in range(3))  # fmt: skip
     mask = None
     if with_mask:
         mask = torch.ones(batch, seq_len, dtype=torch.bool, device=device)
@@ -172,27 +131,18 @@ def _fork_rng(device: torch.device):
 
 
 def probe_model_sdpa_backend(
-    model: torch.nn.Module,
-    inputs: torch.Tensor | tuple,
-    *,
-    dtype: torch.dtype | None = None,
+    model: torch.nn.Module, inputs: torch.Tensor | tuple, *, dtype: torch.dtype | None = None,
     train: bool = True,
-) -> str:
-    """The SDPA backend(s) a model's attention uses: one step on a copy of the model.
-
-    The model is deep-copied (its weights, gradients and buffers are untouched) and the
-    global RNG streams are restored afterwards (dropout in the probe does not shift them).
+) -> str:  # fmt: skip
+    """The SDPA backend(s) a model's attention uses: one step on a deep copy of the eager
+    model (its weights, gradients, buffers and the global RNG streams stay as they were).
 
     Args:
-        model: the eager model (not a ``torch.compile`` wrapper), on its device.
-        inputs: one small batch as the model takes it (a tensor, or a tuple of arguments),
-            already on the model's device; two samples are enough.
+        inputs: one small batch as the model takes it (a tensor or a tuple of arguments),
+            on the model's device; two samples are enough.
         dtype: autocast dtype (e.g. torch.bfloat16) or None for none.
         train: forward + backward in training mode (dropout on), else one forward under
             ``torch.inference_mode`` in eval mode.
-
-    Returns:
-        See :func:`sdpa_backends_used`.
     """
     net = copy.deepcopy(model)
     net.train(train)
@@ -212,19 +162,9 @@ def probe_model_sdpa_backend(
 
 
 def warn_if_math(backend: str, device: torch.device | str, *, what: str = "attention") -> bool:
-    """Warn (:class:`SdpaMathWarning`) when ``backend`` includes "math" on a CUDA device.
-
-    On CPU the math path is normal in training (the CPU flash kernel takes no dropout), so
-    nothing is said there.
-
-    Args:
-        backend: a result of :func:`probe_sdpa_backend` / :func:`probe_model_sdpa_backend`.
-        device: where the model runs.
-        what: names the culprit in the message, e.g. "variant softmax_v".
-
-    Returns:
-        True when it warned.
-    """
+    """Warn (:class:`SdpaMathWarning`, naming ``what``) and return True when ``backend``
+    includes "math" on a CUDA device. On CPU the math path is normal in training (the CPU
+    flash kernel takes no dropout), so nothing is said there."""
     if torch.device(device).type != "cuda" or "math" not in backend.split("+"):
         return False
     warnings.warn(

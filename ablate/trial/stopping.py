@@ -25,33 +25,27 @@ MLflow run, handing the trial over) finishes.
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from types import SimpleNamespace
+from typing import Any, Iterator
 
 from ablate.exceptions import Stopped
 
-__all__ = ["StopSignals", "critical", "check", "deferred", "stop_reason", "STOP_SIGNAL_NAMES"]
+__all__ = ["StopSignals", "critical", "check", "stop_reason", "STOP_SIGNAL_NAMES"]
 
 STOP_SIGNAL_NAMES = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
 JOB_END_ENV = "ABLATE_JOB_END_TIME"  # seconds since the epoch when the job is killed
 TIME_LIMIT_MARGIN = 300.0  # a stop this close to the job's end is the time limit
 
 
-class _State:
-    def __init__(self) -> None:
-        self.active = 0  # nested StopSignals in this process
-        self.depth = 0  # nested critical sections
-        self.pending: Stopped | None = None
-        self.stopping = False
-
-
-_state = _State()
+# active: nested StopSignals in this process; depth: nested critical sections;
+# pending: a Stopped that waits for the critical section to end; stopping: one is handled
+_state = SimpleNamespace(active=0, depth=0, pending=None, stopping=False)
 
 
 def stop_reason(signum: int, now: float | None = None) -> str:
@@ -77,11 +71,8 @@ def _handle(signum: int, frame: Any) -> None:
     err = Stopped(stop_reason(signum), signal.Signals(signum).name)
     if _state.depth:
         _state.pending = err
-        print(
-            f"ablate: {err}; stopping after the current bookkeeping step",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"ablate: {err}; stopping after the current bookkeeping step", file=sys.stderr,
+              flush=True)  # fmt: skip
         return
     raise err
 
@@ -142,14 +133,3 @@ def check() -> None:
     if _state.pending is not None and _state.depth == 0:
         err, _state.pending = _state.pending, None
         raise err
-
-
-def deferred(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` run as a :func:`critical` section."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with critical():
-            return fn(*args, **kwargs)
-
-    return wrapper

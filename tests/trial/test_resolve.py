@@ -22,7 +22,8 @@ def official_like(tmp_path):
 
 def test_resolve_parses_the_variant_and_model_once():
     run = resolve(RunConfig(variant="alpha_remix:alpha=1,beta=1", model="cct_2_3x2_32"))
-    assert run.variant == "alpha_remix" and dict(run.variant_params) == {"alpha": 1.0, "beta": 1.0}
+    spec = run.variant_spec
+    assert spec.name == "alpha_remix" and dict(spec.params) == {"alpha": 1.0, "beta": 1.0}
     assert run.model.name == "cct_2_3x2_32" and run.task == "image"
     assert run.img_size == 16  # digits' own preferred size beats the model's 32
     assert str(run.variant_spec) == "alpha_remix:alpha=1,beta=1"
