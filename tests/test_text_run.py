@@ -83,9 +83,9 @@ def test_text_cct_trains_on_csv_and_beats_majority(workdir):
     assert test_acc > majority + 0.1, (test_acc, majority)
 
     # the same curves as an image run
-    for key in ("loss/val", "acc/val", "f1/val", "alpha"):
+    for key in ("loss/val", "acc/val", "f1/val", "alpha/value"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(9))
-    for key in ("loss/train", "acc/train", "lr", "speed/samples_per_s"):
+    for key in ("loss/train", "acc/train", "optim/lr", "speed/samples_per_s"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(
             range(1, 9)
         )

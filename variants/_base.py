@@ -48,16 +48,9 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 class AttentionFn(Protocol):
     def __call__(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        *,
-        mask: torch.Tensor | None = None,
-        bias: torch.Tensor | None = None,
-        dropout_p: float = 0.0,
-        scale: float | None = None,
-        **params: torch.Tensor | None,
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+        mask: torch.Tensor | None = None, bias: torch.Tensor | None = None, dropout_p: float = 0.0,
+        scale: float | None = None, **params: torch.Tensor | None,
     ) -> torch.Tensor: ...
 
 

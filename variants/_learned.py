@@ -38,9 +38,8 @@ class LearnedAlpha:
 
     def __post_init__(self) -> None:
         if self.shape not in ALPHA_SHAPES:
-            raise ValueError(
-                f"alpha_shape {self.shape!r} is not valid; choose one of {', '.join(ALPHA_SHAPES)}"
-            )
+            raise ValueError(f"alpha_shape {self.shape!r} is not valid; choose one of "
+                             f"{', '.join(ALPHA_SHAPES)}")
         if not math.isfinite(self.init):
             raise ValueError(f"alpha_init must be a finite number, got {self.init}")
         if self.range is not None:
@@ -48,10 +47,8 @@ class LearnedAlpha:
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
                 raise ValueError(f"alpha_range must be [lo,hi] with lo < hi, got [{lo:g},{hi:g}]")
             if not lo < self.init < hi:
-                raise ValueError(
-                    f"alpha_init {self.init:g} must lie strictly inside alpha_range "
-                    f"[{lo:g},{hi:g}] (the squashed alpha never reaches its ends)"
-                )
+                raise ValueError(f"alpha_init {self.init:g} must lie strictly inside alpha_range "
+                                 f"[{lo:g},{hi:g}] (the squashed alpha never reaches its ends)")
 
     @classmethod
     def from_items(cls, found: dict[str, str], text: str) -> "LearnedAlpha | None":
@@ -60,10 +57,8 @@ class LearnedAlpha:
         if not found:
             return None
         if found.get("alpha") != "learned":
-            raise ValueError(
-                f"{', '.join(sorted(found))} in {text!r} only go with alpha=learned "
-                "(e.g. softmax_v:alpha=learned,alpha_shape=head)"
-            )
+            raise ValueError(f"{', '.join(sorted(found))} in {text!r} only go with alpha=learned "
+                             "(e.g. softmax_v:alpha=learned,alpha_shape=head)")
         options: dict = {}
         if "alpha_shape" in found:
             options["shape"] = found["alpha_shape"]

@@ -31,15 +31,12 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Name -> entry for one kind of thing, extensible by entry points.
+    """Name -> entry for one kind of thing (``kind``, ``plural`` name it in messages),
+    extensible by the entry points of ``group`` (None: no plug-ins).
 
-    Args:
-        kind: what an entry is, for messages (``"attention variant"``).
-        plural: how an error names the valid ones (``"variants"``).
-        group: the entry-point group of plug-ins (``"ablate.variants"``); None: no plug-ins.
-        adopt: ``adopt(entry_point, loaded_object)`` registers an entry point that did not
-            register itself on loading (a plain function); None: importing is enough.
-        discover: imports the modules that register the built-ins, before the first lookup.
+    ``adopt(entry_point, loaded_object)`` registers an entry point that did not register
+    itself on loading (a plain function); ``discover()`` imports the modules that register
+    the built-ins, before the first lookup.
     """
 
     def __init__(
@@ -85,9 +82,8 @@ class Registry(Generic[T]):
         try:
             return self.entries[name]
         except KeyError:
-            raise ValueError(
-                f"unknown {self.kind} {name!r}; valid {self.plural}: {', '.join(self.names())}"
-            ) from None
+            raise ValueError(f"unknown {self.kind} {name!r}; valid {self.plural}: "
+                             f"{', '.join(self.names())}") from None
 
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names (plug-ins included) matching the fnmatch ``pattern``, sorted."""
@@ -102,11 +98,8 @@ ENTRY_POINT_GROUP = "ablate.variants"
 
 @dataclass(frozen=True)
 class AttentionEntry:
-    """A registered attention function and what the harness needs to know about it.
-
-    ``accepts_bias`` is read once from the signature: True when ``fn`` declares a ``bias``
-    keyword. Functions written before the bias was added still run wherever none is passed.
-    """
+    """A registered attention function and what the harness needs to know about it;
+    ``accepts_bias``, read from the signature: ``fn`` declares a ``bias`` keyword."""
 
     name: str
     fn: AttentionFn
@@ -125,10 +118,9 @@ class AttentionEntry:
         overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - set(self.params))
         if unknown:
-            raise ValueError(
-                f"variant {self.name!r} has no parameter {', '.join(map(repr, unknown))}; "
-                f"its parameters: {', '.join(self.params) or 'none'}"
-            )
+            raise ValueError(f"variant {self.name!r} has no parameter "
+                             f"{', '.join(map(repr, unknown))}; its parameters: "
+                             f"{', '.join(self.params) or 'none'}")
         return {**self.params, **{k: float(v) for k, v in overrides.items()}}
 
 
@@ -158,13 +150,10 @@ def register_attention(
     name: str | None = None, *, params: Mapping[str, float | None] | None = None,
     description: str | None = None, _source: str | None = None,
 ) -> Callable[[AttentionFn], AttentionFn]:
-    """Decorator that registers an attention function under ``name`` (default: its __name__).
-
-    Args:
-        name: registry name used by ``--variant``.
-        params: the variant's parameters and their defaults, e.g. ``{"alpha": 1.0}``. These
-            become buffers on every attention module and can be scheduled.
-        description: one line for ``ablate variants`` (default: the docstring's first line).
+    """Decorator that registers an attention function as ``--variant name`` (default: its
+    __name__). ``params``: the variant's parameters and defaults, e.g. ``{"alpha": 1.0}``:
+    buffers on every attention module, which a schedule can change; ``description``: one
+    line for ``ablate variants`` (default: the docstring's first line).
     """
 
     def decorator(fn: AttentionFn) -> AttentionFn:
@@ -189,10 +178,8 @@ def list_attention(pattern: str = "*") -> list[AttentionEntry]:
 
 
 def load_variant_file(path: str | Path) -> list[str]:
-    """Import a user's Python file so that its ``@register_attention`` functions register.
-
-    Returns the names it added. Errors name the file.
-    """
+    """Import a user's Python file so that its ``@register_attention`` functions register;
+    returns the names it added."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"variant file {str(path)!r} does not exist")
@@ -227,17 +214,11 @@ class VariantSpec:
     ``VariantSpec("alpha_remix", {"beta": 1.0})``. Model builders receive this object and
     never see the string. Construction checks the name and the parameter names against the
     registry, so a spec that exists is valid.
-
-    Attributes:
-        name: the registered name (``ablate variants``).
-        params: overrides of the variant's defaults, e.g. ``{"beta": 1.0}`` (floats).
-        learned: ``alpha=learned``: alpha is a trainable parameter, not a value in
-            ``params`` (see :mod:`variants._learned`); None otherwise.
     """
 
     name: str = "softmax"
-    params: Mapping[str, float] = field(default_factory=dict)
-    learned: LearnedAlpha | None = None
+    params: Mapping[str, float] = field(default_factory=dict)  # overrides of the defaults
+    learned: LearnedAlpha | None = None  # alpha=learned: a trainable alpha, not in params
 
     def __post_init__(self) -> None:
         entry = get_attention(self.name)  # unknown names raise, listing the valid ones
@@ -261,9 +242,8 @@ class VariantSpec:
         for item in split_items(rest):
             key, eq, value = (part.strip() for part in item.partition("="))
             if not eq:
-                raise ValueError(
-                    f"variant parameters must look like key=value, got {item!r} in {text!r}"
-                )
+                raise ValueError(f"variant parameters must look like key=value, got {item!r} in "
+                                 f"{text!r}")
             if key in LEARNED_KEYS or (key == "alpha" and value == "learned"):
                 learned[key] = value
             else:

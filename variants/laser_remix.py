@@ -32,17 +32,6 @@ from variants.laser import laser_parts
 __all__ = ["laser_remix"]
 
 
-def _rng_state(device: torch.device) -> Tensor:
-    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
-
-
-def _set_rng_state(device: torch.device, state: Tensor) -> None:
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(state, device)
-    else:
-        torch.set_rng_state(state)
-
-
 @register_attention("laser_remix", params={"alpha": 0.5})
 def laser_remix(
     q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, bias: Tensor | None = None,
@@ -52,13 +41,16 @@ def laser_remix(
     # With dropout, the second call replays the generator state the first one started from,
     # and fork_rng leaves the generator where the first call left it.
     replay, cuda = dropout_p > 0.0, v.device.type == "cuda"
-    start = _rng_state(v.device) if replay else None
+    if replay:
+        start = torch.cuda.get_rng_state(v.device) if cuda else torch.get_rng_state()
     plain = F.scaled_dot_product_attention(
         q, k, v, attn_mask=sdpa_mask(mask, bias), dropout_p=dropout_p, scale=scale
     )  # (B, H, Nq, Dv): exactly softmax's call
     with torch.random.fork_rng(devices=[v.device] if cuda else [], enabled=replay):
-        if replay:
-            _set_rng_state(v.device, start)
+        if replay and cuda:
+            torch.cuda.set_rng_state(start, v.device)
+        elif replay:
+            torch.set_rng_state(start)
         lse = laser_parts(q, k, v, mask=mask, bias=bias, dropout_p=dropout_p, scale=scale)
     autocast = torch.is_autocast_enabled(v.device.type)
     work = plain.float() if (autocast or plain.dtype in LOW_PRECISION) else plain

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 __all__ = [
-    "naive_attention", "naive_token_softmax", "naive_weights", "naive_laser",
-    "naive_laser_remix", "naive_value_rmsnorm", "naive_softmax_v_scaled", "ORACLES",
+    "naive_attention", "naive_token_softmax", "naive_weights", "naive_laser", "naive_laser_remix",
+    "naive_value_rmsnorm", "naive_softmax_v_scaled", "ORACLES",
 ]
 
 
@@ -73,9 +73,7 @@ def naive_laser(q, k, v, *, mask=None, bias=None, scale=None) -> torch.Tensor:
 def naive_laser_remix(q, k, v, *, mask=None, bias=None, scale=None, alpha=0.5) -> torch.Tensor:
     """(1 - alpha) * standard attention + alpha * LASER, in float64."""
     plain = naive_attention(q, k, v, mask=mask, bias=bias, scale=scale)
-    return (1.0 - alpha) * plain + alpha * naive_laser(
-        q, k, v, mask=mask, bias=bias, scale=scale
-    )
+    return (1.0 - alpha) * plain + alpha * naive_laser(q, k, v, mask=mask, bias=bias, scale=scale)
 
 
 def naive_value_rmsnorm(q, k, v, *, mask=None, bias=None, scale=None) -> torch.Tensor:

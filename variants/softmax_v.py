@@ -104,7 +104,7 @@ def remix_attention(
     return result if autocast else result.to(v.dtype)
 
 
-def real_tokens(v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | int:
+def real_tokens(v: Tensor, mask: Tensor | None) -> Tensor | int:
     """N, the number of real tokens: (B, 1, 1, 1) float32 under a mask, else an int."""
     if mask is None:
         return v.shape[-2]
@@ -150,7 +150,7 @@ def alpha_remix(
 # Measured effect: see benchmarks/throughput.py and README ("Variant cost").
 
 
-def _sum_to(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def _sum_to(grad: Tensor, like: Tensor) -> Tensor:
     """Sum a broadcast gradient back to the shape of ``like`` (a 0-d or (H, 1, 1) alpha)."""
     if like.dim() == 0:
         return grad.sum().to(like.dtype)
@@ -163,13 +163,9 @@ def _sum_to(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class _Remix(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
-        v: torch.Tensor,
-        alpha: torch.Tensor,
-        beta: torch.Tensor | None,
-        mask: torch.Tensor | None,
-        count: torch.Tensor | None,
-    ) -> torch.Tensor:
+        ctx: Any, v: Tensor, alpha: Tensor, beta: Tensor | None, mask: Tensor | None,
+        count: Tensor | None,
+    ) -> Tensor:
         x = v if mask is None else v.masked_fill(~mask[:, None, :, None], float("-inf"))
         p = torch.softmax(x, dim=-2)  # (B, H, N, D), each feature a distribution over tokens
         soft = p if count is None else p * count  # count: N real tokens (B, 1, 1, 1)
@@ -179,7 +175,7 @@ class _Remix(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, g: Tensor):  # type: ignore[override]
         p, alpha, beta, count, v = ctx.saved_tensors
         t = torch._softmax_backward_data(g, p, -2, p.dtype)  # p * (g - sum_t(g p))
         if count is not None:
@@ -198,20 +194,13 @@ class _Remix(torch.autograd.Function):
 
 
 def remix_values_fused(
-    v: torch.Tensor, mask: torch.Tensor | None, alpha: torch.Tensor | float,
-    beta: torch.Tensor | float | None, count: torch.Tensor | int | None = None,
-) -> torch.Tensor:
-    """alpha * c * softmax^T(V) + beta * V (beta None: 1 - alpha) on a float32/64 (B, H, N, D).
-
-    Args:
-        v: the values, float32 or float64 (low precision goes through the split product).
-        mask: (B, N), True = real token; padded tokens get softmax weight 0.
-        alpha / beta: floats or tensors broadcastable to ``v`` (0-d, or (H, 1, 1) per head).
-        count: c, the scale of softmax^T(V): None (1), an int, or (B, 1, 1, 1).
+    v: Tensor, mask: Tensor | None, alpha: Tensor | float, beta: Tensor | float | None,
+    count: Tensor | int | None = None,
+) -> Tensor:
+    """alpha * c * softmax^T(V) + beta * V (beta None: 1 - alpha) on a float32/64 (B, H, N, D);
+    ``alpha`` / ``beta`` 0-d or (H, 1, 1), ``c`` = ``count``: None (1), an int or (B, 1, 1, 1).
     """
-    alpha = torch.as_tensor(alpha, dtype=v.dtype, device=v.device)
-    if beta is not None:
-        beta = torch.as_tensor(beta, dtype=v.dtype, device=v.device)
-    if count is not None:
-        count = torch.as_tensor(count, dtype=v.dtype, device=v.device)
-    return _Remix.apply(v, alpha, beta, mask, count)
+    def as_tensor(x: Any) -> Tensor | None:
+        return None if x is None else torch.as_tensor(x, dtype=v.dtype, device=v.device)
+
+    return _Remix.apply(v, as_tensor(alpha), as_tensor(beta), mask, as_tensor(count))

@@ -10,9 +10,8 @@ real tokens of each sequence (``mask.sum(-1)``), so a padded sequence gets the s
 magnitude as a full one; without a mask N is the token count.
 
 alpha = 1 (default) is pure N softmax^T(V); alpha = 0 is standard attention exactly (the
-blend is ``torch.lerp(V, N softmax^T(V), alpha)``, which returns V itself at 0); a schedule
-or a learned alpha moves between them as for softmax_v. Low precision uses softmax_v's split
-product (one SDPA call on ``[V, N_total softmax^T(V)]``, halves combined in float32).
+blend is ``torch.lerp``, which returns V itself at 0). Low precision uses softmax_v's split
+product.
 """
 
 from __future__ import annotations

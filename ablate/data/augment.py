@@ -17,15 +17,10 @@ Pipeline of :class:`ImageTrainTransform` (each stage optional, chosen by an
                 -> MixUp or CutMix, one picked at random per batch (torchvision v2)
 
 Reproducibility: every random choice comes from a private CPU ``torch.Generator`` seeded
-from ``cfg.seed`` (through :func:`derive_seed`, so it is decorrelated from other
-generators seeded from the same number), so the same seed gives the same choices on every
-device. torchvision's v2 MixUp/CutMix draw from torch's *global* CPU RNG; for those we draw
-one 63-bit seed per batch from our generator and run them inside
-``torch.random.fork_rng(devices=[])`` after ``torch.manual_seed(that_seed)``. The global RNG
-state is restored afterwards, so turning augmentation on or off never shifts the random
-stream the training loop uses for initialisation or dropout. Same ``seed`` + same input
-batches -> identical outputs; ``state_dict`` / ``load_state_dict`` carry the generator
-across a resume.
+from ``cfg.seed`` (through :func:`derive_seed`), so the same seed gives the same choices on
+every device, and turning augmentation on or off never shifts the global random stream the
+training loop uses for initialisation or dropout; ``state_dict`` / ``load_state_dict``
+carry the generator across a resume.
 """
 
 from __future__ import annotations
@@ -63,10 +58,8 @@ CIFAR_LIKE = ("cifar10", "cifar100", "svhn")
 FLIP_SAFE = ("cifar10", "cifar100", "folder")
 
 # The paper's recipe (CCT on CIFAR): RandAugment(2, 9), MixUp 0.8, CutMix 1.0.
-_RECIPE_MIXUP = 0.8
-_RECIPE_CUTMIX = 1.0
-_RANDAUGMENT_OPS = 2
-_RANDAUGMENT_MAGNITUDE = 9
+_RECIPE_MIXUP, _RECIPE_CUTMIX = 0.8, 1.0
+_RANDAUGMENT_OPS, _RANDAUGMENT_MAGNITUDE = 2, 9
 
 
 @dataclass(frozen=True)
@@ -86,19 +79,14 @@ class AugmentPlan:
 
     def describe(self) -> str:
         """One short line for logs / MLflow params, e.g. 'crop(pad=4)+flip+randaugment(2,9)'."""
-        parts = []
-        if self.crop_padding:
-            parts.append(f"crop(pad={self.crop_padding})")
-        if self.flip:
-            parts.append("flip")
+        parts = [f"crop(pad={self.crop_padding})"] if self.crop_padding else []
+        parts += ["flip"] if self.flip else []
         if self.policy == "randaugment":
             parts.append(f"randaugment({_RANDAUGMENT_OPS},{_RANDAUGMENT_MAGNITUDE})")
         elif self.policy == "autoaugment":
             parts.append(f"autoaugment({self.autoaugment_policy.lower()})")
-        if self.mixup_alpha > 0:
-            parts.append(f"mixup({self.mixup_alpha:g})")
-        if self.cutmix_alpha > 0:
-            parts.append(f"cutmix({self.cutmix_alpha:g})")
+        parts += [f"mixup({self.mixup_alpha:g})"] if self.mixup_alpha > 0 else []
+        parts += [f"cutmix({self.cutmix_alpha:g})"] if self.cutmix_alpha > 0 else []
         return "+".join(parts) or "none"
 
 
@@ -118,9 +106,8 @@ def resolve_augment(
     the crop padding is 4 px at 32 px and scales with it.
     """
     if augment not in AUGMENT_CHOICES:
-        raise ConfigError(
-            f"augment: {augment!r} is not valid; choose one of {', '.join(AUGMENT_CHOICES)}"
-        )
+        raise ConfigError(f"augment: {augment!r} is not valid; choose one of "
+                          f"{', '.join(AUGMENT_CHOICES)}")
     for key, value in (("mixup", mixup), ("cutmix", cutmix)):
         if value is not None and not value >= 0:
             raise ConfigError(f"{key}: alpha must be >= 0 (0 = off), got {value}")
@@ -146,8 +133,7 @@ def resolve_augment(
     else:  # auto on digits / mnist / fashion_mnist / folder
         plan = AugmentPlan(crop_padding=padding, flip=kind == "folder")
     return replace(
-        plan,
-        mixup_alpha=(_RECIPE_MIXUP if recipe else 0.0) if mixup is None else float(mixup),
+        plan, mixup_alpha=(_RECIPE_MIXUP if recipe else 0.0) if mixup is None else float(mixup),
         cutmix_alpha=(_RECIPE_CUTMIX if recipe else 0.0) if cutmix is None else float(cutmix),
     )
 
@@ -167,13 +153,9 @@ def channel_stats(
     A channel with zero spread gets std 1.0 (normalising it would divide by zero).
     """
     if x.dtype != torch.uint8 or x.ndim != 4:
-        raise ValueError(
-            f"channel_stats expects uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}"
-        )
-    c = x.shape[1]
-    total = torch.zeros(c, dtype=torch.float64)
-    total_sq = torch.zeros(c, dtype=torch.float64)
-    count = 0
+        raise ValueError(f"channel_stats needs uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+    c, count = x.shape[1], 0
+    total, total_sq = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
     for part in x.split(chunk):
         v = part.to(torch.float64).div_(255.0).transpose(0, 1).reshape(c, -1)  # (C, n*H*W)
         total += v.sum(1)
@@ -194,12 +176,11 @@ def normalisation(
     """(mean, std, where they come from): the model's own pipeline, else the literature's
     constants when the stored channels are the data set's own (repeated for grey -> RGB),
     else measured on the training split."""
-    kind = "folder" if name.startswith("folder:") else name
     library = library_normalisation(preprocessing, chans)
     if library is not None:
-        return library[0], library[1], "model"
-    if kind in DATASET_STATS and (chans == native_chans or native_chans == 1):
-        mean, std = DATASET_STATS[kind]
+        return (*library, "model")
+    if name in DATASET_STATS and (chans == native_chans or native_chans == 1):
+        mean, std = DATASET_STATS[name]
         repeat = chans // native_chans  # grey constants repeated for RGB
         return mean * repeat, std * repeat, "published"
     mean, std = channel_stats(train_x)
@@ -210,11 +191,8 @@ def library_normalisation(
     preprocessing: Mapping[str, Any] | None, in_chans: int
 ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """``(mean, std)`` per channel from a model library's preprocessing (timm's pretrained
-    data config, a Hugging Face image processor), or None.
-
-    A 3-channel library constant is averaged for 1-channel images (the weights' first
-    layer was adapted the same way); other length mismatches raise ConfigError.
-    """
+    data config, a Hugging Face image processor), or None. A 3-channel constant is averaged
+    for 1-channel images (the weights' first layer was adapted the same way)."""
     if not preprocessing or preprocessing.get("mean") is None or preprocessing.get("std") is None:
         return None
     mean = tuple(float(m) for m in preprocessing["mean"])
@@ -225,10 +203,8 @@ def library_normalisation(
         return mean, std
     if in_chans == 1:
         return (sum(mean) / len(mean),), (sum(std) / len(std),)
-    raise ConfigError(
-        f"preprocessing: the model normalises {len(mean)} channels but the images have "
-        f"{in_chans}; pass --in-chans {len(mean)}"
-    )
+    raise ConfigError(f"preprocessing: the model normalises {len(mean)} channels but the images "
+                      f"have {in_chans}; pass --in-chans {len(mean)}")
 
 
 def random_crop_flip(
@@ -329,15 +305,12 @@ class ImageTrainTransform:
 
         from ablate.data.policies import BatchedAutoAugment, BatchedRandAugment
 
-        self.plan = plan
-        self.num_classes = int(num_classes)
+        self.plan, self.num_classes = plan, int(num_classes)
         self.normalize = ImageEvalTransform(mean, std)
         self.generator = torch.Generator().manual_seed(int(seed))
         self._policy: BatchedRandAugment | BatchedAutoAugment | None = None
         if plan.policy == "randaugment":
-            self._policy = BatchedRandAugment(
-                num_ops=_RANDAUGMENT_OPS, magnitude=_RANDAUGMENT_MAGNITUDE
-            )
+            self._policy = BatchedRandAugment(_RANDAUGMENT_OPS, _RANDAUGMENT_MAGNITUDE)
         elif plan.policy == "autoaugment":
             self._policy = BatchedAutoAugment(plan.autoaugment_policy)
         elif plan.policy is not None:

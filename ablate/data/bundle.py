@@ -1,4 +1,5 @@
-"""The in-memory form of a data set: :class:`Split` tensors in a :class:`DataBundle`.
+"""The in-memory form of a data set: :class:`Split` tensors in a :class:`DataBundle`, and the
+fixed held-out splits (:func:`holdout_rows`) of the image and text loaders.
 
 Kept apart from :mod:`ablate.data` so that the loaders (:mod:`ablate.data.images`,
 :mod:`ablate.data.text`), which :func:`ablate.data.load_data` imports, do not import it back.
@@ -6,16 +7,41 @@ Kept apart from :mod:`ablate.data` so that the loaders (:mod:`ablate.data.images
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
-__all__ = ["Split", "DataBundle", "SPLIT_SEED"]
+__all__ = ["Split", "DataBundle", "SPLIT_SEED", "holdout_rows"]
 
 # Seed of every held-out split (images and text). Deliberately not cfg.seed: every run of a
 # comparison sees exactly the same train / val / test examples.
 SPLIT_SEED = 1234
+
+
+def holdout_rows(
+    labels: np.ndarray, fraction: float, seed: int = SPLIT_SEED
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(kept, held out, stratified): sorted row indices, ``ceil(fraction * N)`` rows held out
+    (0: none) with ``seed``, stratified by label whenever every class has two rows and room
+    on both sides. ValueError when no row would be left on one side."""
+    from sklearn.model_selection import train_test_split
+
+    n = len(labels)
+    rows = np.arange(n)
+    n_out = math.ceil(fraction * n) if fraction > 0 else 0
+    if n_out == 0:
+        return rows, rows[:0], True
+    if n_out >= n:
+        raise ValueError(f"holding out {fraction:.0%} of {n} examples leaves none for training")
+    counts = np.bincount(labels)
+    counts = counts[counts > 0]
+    stratified = bool(counts.min() >= 2 and min(n_out, n - n_out) >= len(counts))
+    kept, held = train_test_split(rows, test_size=n_out, random_state=seed,
+                                  stratify=labels if stratified else None)
+    return np.sort(kept), np.sort(held), stratified
 
 
 @dataclass

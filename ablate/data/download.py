@@ -36,10 +36,8 @@ from typing import Iterator
 
 from ablate.exceptions import DataError
 
-__all__ = [
-    "download", "verify_file", "file_digest", "extract_archive", "is_extracted", "prepare_lock",
-    "PIN_SUFFIX",
-]
+__all__ = ["download", "verify_file", "file_digest", "extract_archive", "is_extracted",
+           "prepare_lock", "PIN_SUFFIX"]
 
 PIN_SUFFIX = ".sha256"  # sidecar holding the SHA-256 pinned on first download
 
@@ -77,12 +75,8 @@ def _one_line(err: BaseException) -> str:
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in 1 MiB chunks."""
-    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def _expected(path: Path, sha256: str | None, md5: str | None) -> tuple[str, str] | None:
@@ -105,15 +99,12 @@ def verify_file(
     path = Path(path)
     expected = _expected(path, sha256, md5)
     if expected is None:
-        raise DataError(
-            f"{path}: no checksum given and no pinned {path.name}{PIN_SUFFIX} to verify against"
-        )
+        raise DataError(f"{path}: no checksum given and no pinned {path.name}{PIN_SUFFIX} to "
+                        "verify against")
     actual = file_digest(path, expected[0])
     if actual != expected[1]:
-        raise DataError(
-            f"{path}: {expected[0]} is {actual}, expected {expected[1]}; "
-            "delete it and download again"
-        )
+        raise DataError(f"{path}: {expected[0]} is {actual}, expected {expected[1]}; "
+                        "delete it and download again")
 
 
 def download(
@@ -140,10 +131,8 @@ def download(
         actual = file_digest(tmp, expected[0] if expected else "sha256")
         if expected is not None and actual != expected[1]:
             tmp.unlink()
-            raise DataError(
-                f"checksum mismatch for {url}: {expected[0]} {actual}, expected {expected[1]}; "
-                "the file was removed"
-            )
+            raise DataError(f"checksum mismatch for {url}: {expected[0]} {actual}, expected "
+                            f"{expected[1]}; the file was removed")
         os.replace(tmp, dest)
         if expected is None:
             Path(f"{dest}{PIN_SUFFIX}").write_text(f"{actual}  {dest.name}\n")

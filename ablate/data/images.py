@@ -48,7 +48,7 @@ from ablate.data.augment import (
     normalisation,
     resolve_augment,
 )
-from ablate.data.bundle import SPLIT_SEED, DataBundle, Split
+from ablate.data.bundle import SPLIT_SEED, DataBundle, Split, holdout_rows
 from ablate.data.download import prepare_lock
 from ablate.exceptions import ConfigError, DataError
 
@@ -56,11 +56,6 @@ if TYPE_CHECKING:
     from ablate.config import RunConfig
 
 __all__ = ["load_image_data", "read_torchvision", "SPLIT_SEED", "TORCHVISION_DATASETS"]
-
-# Channels each named data set stores natively (folder:PATH images are decoded as RGB).
-NATIVE_CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "cifar100": 3,
-                   "svhn": 3}
-
 
 @dataclass(frozen=True)
 class _TorchvisionSet:
@@ -84,21 +79,13 @@ def load_image_data(
     cfg: "RunConfig", *, img_size: int | None, in_chans: int | None,
     preprocessing: Mapping[str, Any] | None = None,
 ) -> DataBundle:
-    """Load ``cfg.dataset`` as uint8 splits at ``img_size`` with ``in_chans`` channels.
+    """Load ``cfg.dataset`` as uint8 splits at ``img_size`` with ``in_chans`` channels (None:
+    the data set's own); ``preprocessing``: a timm: / hf: model's own pipeline, whose mean /
+    std replace the data set's normalisation (the constants its pretrained weights expect).
 
-    Args:
-        cfg: dataset, data_dir, download, val/test fractions, val_split (resolved),
-            augment / mixup / cutmix, seed.
-        img_size: square side the model expects; None keeps the native resolution.
-        in_chans: channels the model expects (1 or 3); None keeps the data set's own.
-        preprocessing: a timm: / hf: model's own pipeline; its mean / std replace the
-            data set's normalisation (the constants the pretrained weights expect).
-
-    Raises:
-        DataError: files missing (saying where and ``--download``), a failed download, or
-            a folder that is not an ImageFolder layout.
-        ConfigError: an invalid img_size / in_chans / test_fraction, or val_split
-            "test_half" for a data set without an official test split.
+    Raises DataError for missing files (saying where and ``--download``), a failed download
+    or a folder that is not an ImageFolder layout; ConfigError for an invalid img_size /
+    in_chans / test_fraction, or val_split "test_half" without an official test split.
     """
     if img_size is not None and (
         isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1
@@ -122,31 +109,20 @@ def load_image_data(
     mean, std, stats_source = normalisation(name, train.x, native_chans, chans, preprocessing)
     plan = resolve_augment(name, cfg.augment, size, mixup=cfg.mixup, cutmix=cfg.cutmix)
     info = {
-        "source": raw.source,
-        "train_size": len(train),
-        "val_size": len(val),
-        "test_size": len(test),
-        "split_seed": SPLIT_SEED,
-        "split_stratified": stratified,
-        "val_split": val_split,
-        "val_source": sources[0],
-        "test_source": sources[1],
-        "native_img_size": native_size,
-        "native_in_chans": native_chans,
-        "augment": plan.describe(),
-        "norm_mean": ",".join(f"{m:.4f}" for m in mean),
-        "norm_std": ",".join(f"{s:.4f}" for s in std),
-        "norm_source": stats_source,
+        "source": raw.source, "train_size": len(train), "val_size": len(val),
+        "test_size": len(test), "split_seed": SPLIT_SEED, "split_stratified": stratified,
+        "val_split": val_split, "val_source": sources[0], "test_source": sources[1],
+        "native_img_size": native_size, "native_in_chans": native_chans,
+        "augment": plan.describe(), "norm_mean": ",".join(f"{m:.4f}" for m in mean),
+        "norm_std": ",".join(f"{s:.4f}" for s in std), "norm_source": stats_source,
     }
     classes = len(raw.class_names)
-    train_transform = ImageTrainTransform(
-        plan, mean, std, classes, seed=derive_seed(cfg.seed, "augment")
-    )
+    train_transform = ImageTrainTransform(plan, mean, std, classes,
+                                          seed=derive_seed(cfg.seed, "augment"))
     return DataBundle(
         name=name, task="image", train=train, val=val, test=test, num_classes=classes,
         class_names=list(raw.class_names), in_chans=chans, img_size=size,
-        train_transform=train_transform, eval_transform=ImageEvalTransform(mean, std),
-        info=info,
+        train_transform=train_transform, eval_transform=ImageEvalTransform(mean, std), info=info,
     )
 
 
@@ -172,10 +148,8 @@ def _read(name: str, data_dir: str, download: bool, img_size: int | None) -> _Ra
     if name in TORCHVISION_DATASETS:
         return read_torchvision(name, Path(data_dir).expanduser(), download)
     # dataset_task() validates names before we are called; this guards direct use
-    raise ConfigError(
-        f"unknown image dataset {name!r}; "
-        f"choose one of {', '.join(NATIVE_CHANNELS)} or folder:PATH"
-    )
+    raise ConfigError(f"unknown image dataset {name!r}; choose one of digits, "
+                      f"{', '.join(TORCHVISION_DATASETS)} or folder:PATH")
 
 
 def _read_digits() -> _RawImages:
@@ -212,10 +186,8 @@ def read_torchvision(name: str, root: Path, download: bool) -> _RawImages:
             # torchvision's messages span lines (one per mirror): fold them into one.
             detail = " ".join(str(err).split())[:300] or type(err).__name__
             raise DataError(f"{name}: download into {where} failed: {detail}") from None
-        raise DataError(
-            f"{name}: files not found under {where} (expected {spec.expected}); "
-            "pass --download to fetch them"
-        ) from None
+        raise DataError(f"{name}: files not found under {where} (expected {spec.expected}); "
+                        "pass --download to fetch them") from None
     splits = []
     for ds in parts:
         if name == "svhn":  # (N, 3, 32, 32) already channels-first
@@ -234,17 +206,14 @@ def _read_folder(path: str, img_size: int | None) -> _RawImages:
     root = Path(path).expanduser()
     layout = "PATH/<class>/<image> or PATH/train/<class>/<image> (+ val/, test/)"
     if not root.is_dir():
-        raise DataError(
-            f"folder:{path}: no such directory; expected an ImageFolder layout {layout}"
-        )
+        raise DataError(f"folder:{path}: no such directory; expected an ImageFolder {layout}")
     train_dir = root / "train"
     val_dir = next((root / n for n in VAL_DIR_NAMES if (root / n).is_dir()), None)
     test_dir = root / "test" if (root / "test").is_dir() else None
     if not train_dir.is_dir():
         if val_dir is not None or test_dir is not None:
-            raise DataError(
-                f"folder:{path}: has val/ or test/ but no train/ subfolder; expected {layout}"
-            )
+            raise DataError(f"folder:{path}: has val/ or test/ but no train/ subfolder; expected "
+                            f"{layout}")
         train_dir = root
     classes = _class_folders(train_dir, path, layout)
     class_to_idx = {c: i for i, c in enumerate(classes)}
@@ -259,9 +228,8 @@ def _read_folder(path: str, img_size: int | None) -> _RawImages:
         names = _class_folders(sub, path, layout)
         unknown = sorted(set(names) - set(class_to_idx))
         if unknown:
-            raise DataError(
-                f"folder:{path}: {sub.name}/ has classes not in train/: {', '.join(unknown)}"
-            )
+            raise DataError(f"folder:{path}: {sub.name}/ has classes not in train/: "
+                            f"{', '.join(unknown)}")
         index = {c: class_to_idx[c] for c in names}
         held.append(_decode_split(sub, index, size, path, require_all=False))
     return _RawImages(train, held[0], held[1], classes, str(root.resolve()))
@@ -290,35 +258,29 @@ def _decode_split(
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
     try:
-        samples = make_dataset(
-            str(directory), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=not require_all
-        )
+        samples = make_dataset(str(directory), class_to_idx, extensions=IMG_EXTENSIONS,
+                               allow_empty=not require_all)
     except FileNotFoundError as err:  # a class folder without any image
         raise DataError(f"folder:{path}: {str(err).splitlines()[0]}") from None
     if not samples:
-        raise DataError(
-            f"folder:{path}: no images ({', '.join(IMG_EXTENSIONS)}) under {directory}"
-        )
+        raise DataError(f"folder:{path}: no images ({', '.join(IMG_EXTENSIONS)}) in {directory}")
     # Pillow releases the GIL while decoding, so a few threads help on big folders.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         images = list(pool.map(lambda s: _decode_one(s[0], img_size, path), samples))
     if img_size is None:
         shapes = sorted({tuple(im.shape[-2:]) for im in images})
         if len(shapes) > 1:
-            raise DataError(
-                f"folder:{path}: images have different sizes ({shapes[0][0]}x{shapes[0][1]}, "
-                f"{shapes[-1][0]}x{shapes[-1][1]}, ...); pass --img-size"
-            )
+            raise DataError(f"folder:{path}: images have different sizes "
+                            f"({shapes[0][0]}x{shapes[0][1]}, {shapes[-1][0]}x{shapes[-1][1]}, "
+                            "...); pass --img-size")
     y = torch.tensor([label for _, label in samples], dtype=torch.int64)
     return Split(torch.stack(images), y)  # (N, 3, S, S)
 
 
 def _decode_one(file: str, img_size: int | None, path: str) -> torch.Tensor:
     """One file -> uint8 (3, S, S): shorter side resized to ``img_size``, centre crop.
-
-    Pillow decodes (once, at load time; torchvision.io's decoders are deprecated in favour
-    of torchcodec, which we do not want as a dependency for a one-off decode).
-    """
+    Pillow decodes (torchvision.io's decoders are deprecated in favour of torchcodec, too
+    heavy a dependency for a one-off decode)."""
     from PIL import Image, UnidentifiedImageError
     from torchvision.transforms.v2 import functional as F
 
@@ -345,28 +307,24 @@ def _check_val_split(cfg: "RunConfig") -> str:
 
     choice, name = cfg.val_split, cfg.dataset
     if choice not in VAL_SPLIT_CHOICES:
-        raise ConfigError(
-            f"val_split: {choice!r} is not valid; choose one of {', '.join(VAL_SPLIT_CHOICES)}"
-        )
+        raise ConfigError(f"val_split: {choice!r} is not valid; choose one of "
+                          f"{', '.join(VAL_SPLIT_CHOICES)}")
     if choice != "test_half":
         return "train"
     if name == "digits":
-        raise ConfigError(
-            "val_split: 'test_half' needs an official test split and digits has none (its "
-            "test set is held out of the same 1,797 images); the valid choice is 'train'"
-        )
+        raise ConfigError("val_split: 'test_half' needs an official test split and digits has "
+                          "none (its test set is held out of the same 1,797 images); the valid "
+                          "choice is 'train'")
     if name.startswith("folder:"):
         root = Path(name[len("folder:") :]).expanduser()
         if not (root / "test").is_dir():
-            raise ConfigError(
-                f"val_split: 'test_half' needs an official test split and {name} has no "
-                "test/ folder; the valid choice is 'train' (or add PATH/train and PATH/test)"
-            )
+            raise ConfigError(f"val_split: 'test_half' needs an official test split and {name} "
+                              "has no test/ folder; the valid choice is 'train' (or add "
+                              "PATH/train and PATH/test)")
         if any((root / d).is_dir() for d in VAL_DIR_NAMES):
-            raise ConfigError(
-                f"val_split: 'test_half' would leave the validation folder of {name} unused; "
-                "the valid choice is 'train' (it uses that folder for validation)"
-            )
+            raise ConfigError("val_split: 'test_half' would leave the validation folder of "
+                              f"{name} unused; the valid choice is 'train' (it uses that folder "
+                              "for validation)")
     return "test_half"
 
 
@@ -376,10 +334,8 @@ def _hold_out(raw: _RawImages, cfg: "RunConfig") -> _Splits:
     test_source = "folder test/" if cfg.dataset.startswith("folder:") else "official test split"
     if test is None:
         if not 0.0 < cfg.test_fraction < 1.0:
-            raise ConfigError(
-                f"test_fraction: must be in (0, 1) for {cfg.dataset} (it has no test split), "
-                f"got {cfg.test_fraction}"
-            )
+            raise ConfigError(f"test_fraction: must be in (0, 1) for {cfg.dataset} (it has no "
+                              f"test split), got {cfg.test_fraction}")
         train, test, stratified = _split(train, cfg.test_fraction, cfg.dataset, "test")
         test_source = f"holdout of all images ({cfg.test_fraction:g}, seed {SPLIT_SEED})"
     val_source = "folder validation split"
@@ -396,44 +352,24 @@ def _test_halves(raw: _RawImages, name: str) -> _Splits:
     if raw.test is None or raw.val is not None:  # _check_val_split rules these out first
         raise ConfigError(f"val_split: 'test_half' is not available for {name}")
     test, val, stratified = _split(raw.test, 0.5, name, "validation", pool="test")
-    sources = tuple(
-        f"official test split, stratified half {h} (seed {SPLIT_SEED})" for h in "AB"
-    )
+    sources = tuple(f"official test split, stratified half {h} (seed {SPLIT_SEED})" for h in "AB")
     return raw.train, val, test, stratified, sources  # type: ignore[return-value]
 
 
 def _split(
     data: Split, fraction: float, name: str, what: str, *, pool: str = "training"
 ) -> tuple[Split, Split, bool]:
-    """(kept, held out, stratified): ``fraction`` of ``data`` held out with
-    :data:`SPLIT_SEED`, stratified by label unless some class is too small (then a warning).
-    Indices keep the original order."""
-    from sklearn.model_selection import train_test_split
-
-    if fraction <= 0.0:
-        empty = torch.zeros(0, dtype=torch.int64)
-        return data, Split(data.x[empty], data.y[empty]), True
-    index = torch.arange(len(data)).numpy()
-    stratified = True
+    """(kept, held out, stratified) by :func:`~ablate.data.bundle.holdout_rows`; a warning
+    when some class is too small to stratify."""
     try:
-        keep, held = train_test_split(
-            index, test_size=fraction, stratify=data.y.numpy(), random_state=SPLIT_SEED
-        )
+        keep, held, stratified = holdout_rows(data.y.numpy(), fraction)
     except ValueError:
-        stratified = False
-        try:
-            keep, held = train_test_split(index, test_size=fraction, random_state=SPLIT_SEED)
-        except ValueError:
-            raise DataError(
-                f"{name}: {len(data)} {pool} images are too few to hold out {fraction:g} "
-                f"for {what}"
-            ) from None
-        warnings.warn(
-            f"{name}: some class has too few images to stratify the {what} split; "
-            "using a random (unstratified) split",
-            stacklevel=3,
-        )
-    keep_t, held_t = (torch.from_numpy(i).sort().values for i in (keep, held))
+        raise DataError(f"{name}: {len(data)} {pool} images are too few to hold out "
+                        f"{fraction:g} for {what}") from None
+    if not stratified:
+        warnings.warn(f"{name}: some class has too few images to stratify the {what} split; "
+                      "using a random (unstratified) split", stacklevel=3)
+    keep_t, held_t = torch.from_numpy(keep), torch.from_numpy(held)
     return Split(data.x[keep_t], data.y[keep_t]), Split(data.x[held_t], data.y[held_t]), stratified
 
 
@@ -443,10 +379,8 @@ def _split(
 def _target_size(name: str, train: Split, img_size: int | None) -> int:
     """``img_size``, else the native size of square images (non-square ones need one)."""
     if img_size is None and train.x.shape[-2] != train.x.shape[-1]:
-        raise DataError(
-            f"{name}: images are {train.x.shape[-2]}x{train.x.shape[-1]} (not square); "
-            "pass --img-size"
-        )
+        raise DataError(f"{name}: images are {train.x.shape[-2]}x{train.x.shape[-1]} (not "
+                        "square); pass --img-size")
     return int(train.x.shape[-1]) if img_size is None else img_size
 
 

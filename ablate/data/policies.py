@@ -34,7 +34,6 @@ __all__ = ["Action", "BatchedRandAugment", "BatchedAutoAugment", "apply_actions"
 
 # Ops done here rather than through torchvision's dispatcher (see the module docstring).
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
-_OWN = ("Sharpness", "AutoContrast")
 _IDENTITY = "Identity"
 # torchvision's sharpness kernel: 1 at the 8 neighbours, 5 in the centre, normalised.
 _SHARP_EDGE, _SHARP_CENTRE = 1.0 / 13.0, 5.0 / 13.0
@@ -72,20 +71,16 @@ def _affine_matrix(action: Action, height: int, width: int) -> list[float]:
     """
     from torchvision.transforms.functional import _get_inverse_affine_matrix
 
-    m = action.magnitude
-    if action.op == "ShearX":
-        center, shear = [-0.5 * width, -0.5 * height], [math.degrees(math.atan(m)), 0.0]
-        return _get_inverse_affine_matrix(center, 0.0, [0.0, 0.0], 1.0, shear)
-    if action.op == "ShearY":
-        center, shear = [-0.5 * width, -0.5 * height], [0.0, math.degrees(math.atan(m))]
-        return _get_inverse_affine_matrix(center, 0.0, [0.0, 0.0], 1.0, shear)
-    if action.op == "TranslateX":
-        return _get_inverse_affine_matrix([0.0, 0.0], 0.0, [float(int(m)), 0.0], 1.0, [0.0, 0.0])
-    if action.op == "TranslateY":
-        return _get_inverse_affine_matrix([0.0, 0.0], 0.0, [0.0, float(int(m))], 1.0, [0.0, 0.0])
-    if action.op == "Rotate":
-        return _get_inverse_affine_matrix([0.0, 0.0], -(m % 360), [0.0, 0.0], 1.0, [0.0, 0.0])
-    raise ValueError(f"{action.op} is not a geometric op; geometric ops: {', '.join(GEOMETRIC)}")
+    m, op = action.magnitude, action.op
+    if op not in GEOMETRIC:
+        raise ValueError(f"{op} is not a geometric op; geometric ops: {', '.join(GEOMETRIC)}")
+    shear_deg = math.degrees(math.atan(m)) if op.startswith("Shear") else 0.0
+    center = [-0.5 * width, -0.5 * height] if op.startswith("Shear") else [0.0, 0.0]
+    shear = [shear_deg, 0.0] if op == "ShearX" else [0.0, shear_deg]
+    shift = float(int(m))
+    translate = {"TranslateX": [shift, 0.0], "TranslateY": [0.0, shift]}.get(op, [0.0, 0.0])
+    angle = -(m % 360) if op == "Rotate" else 0.0
+    return _get_inverse_affine_matrix(center, angle, translate, 1.0, shear)
 
 
 def _affine_batch(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -105,10 +100,7 @@ def _affine_batch(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     base[..., 2].fill_(1.0)
     grid = base.view(1, h * w, 3).expand(n, -1, -1).bmm(theta)  # (n, H*W, 2)
     out = torch.nn.functional.grid_sample(
-        x.to(torch.float32),
-        grid.view(n, h, w, 2),
-        mode="nearest",
-        padding_mode="zeros",
+        x.to(torch.float32), grid.view(n, h, w, 2), mode="nearest", padding_mode="zeros",
         align_corners=False,
     )
     return out.round_().to(x.dtype)
@@ -171,10 +163,9 @@ class _BatchedPolicy:
             if not hasattr(tv_policy, attr):
                 import torchvision
 
-                raise RuntimeError(
-                    f"torchvision {torchvision.__version__}: {type(tv_policy).__name__} has no "
-                    f"{attr}; batched augmentation needs torchvision >= 0.19"
-                )
+                raise RuntimeError(f"torchvision {torchvision.__version__}: "
+                                   f"{type(tv_policy).__name__} has no {attr}; batched "
+                                   "augmentation needs torchvision >= 0.19")
         self.tv = tv_policy
         self._tables: dict[tuple[int, int], _Tables] = {}
         self._kernels: dict[tuple[str, int, int], torch.Tensor] = {}
@@ -228,13 +219,9 @@ class _BatchedPolicy:
 
 
 def apply_actions(x: torch.Tensor, ids: torch.Tensor, policy: _BatchedPolicy) -> torch.Tensor:
-    """Apply action ``ids[i]`` of ``policy``'s table to image ``i``, grouped by action.
-
-    Args:
-        x: uint8 batch (B, C, H, W) on any device.
-        ids: int64 (B,) on the CPU, indices into ``policy.tables(H, W).actions``.
-        policy: a :class:`BatchedRandAugment` or :class:`BatchedAutoAugment`.
-    """
+    """Apply action ``ids[i]`` (int64 (B,) on the CPU, indices into
+    ``policy.tables(H, W).actions``) to image ``i`` of the uint8 batch ``x`` (B, C, H, W),
+    grouped by action."""
     b, _, h, w = x.shape
     tables = policy.tables(h, w)
     n_actions = len(tables.actions)
@@ -268,24 +255,17 @@ def _ids(pairs: list, index: dict[Action, int]) -> list:
 class BatchedRandAugment(_BatchedPolicy):
     """RandAugment(num_ops, magnitude) with an independent draw per image, batched.
 
-    Per round (``num_ops`` of them) every image draws one of torchvision's 14 ops uniformly
-    and, for ops with a signed magnitude, a fair sign coin; the magnitude is bin
-    ``magnitude`` of ``num_magnitude_bins`` (torchvision's tables, scaled to H x W).
-
-    Args:
-        num_ops: ops per image (2 in the CCT recipe).
-        magnitude: magnitude bin (9 in the CCT recipe).
-        num_magnitude_bins: torchvision's default 31.
+    Per round (``num_ops`` of them; 2 in the CCT recipe) every image draws one of
+    torchvision's 14 ops uniformly and, for ops with a signed magnitude, a fair sign coin;
+    the magnitude is bin ``magnitude`` (9 in the recipe) of ``num_magnitude_bins``
+    (torchvision's tables, scaled to H x W).
     """
 
     def __init__(self, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31):
         from torchvision.transforms import v2
 
-        super().__init__(
-            v2.RandAugment(
-                num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=num_magnitude_bins
-            )
-        )
+        super().__init__(v2.RandAugment(num_ops=num_ops, magnitude=magnitude,
+                                        num_magnitude_bins=num_magnitude_bins))
         self.num_ops = num_ops
         self.ops = list(self.tv._AUGMENTATION_SPACE)  # torchvision's order and op list
 
@@ -305,14 +285,10 @@ class BatchedRandAugment(_BatchedPolicy):
 
 
 class BatchedAutoAugment(_BatchedPolicy):
-    """AutoAugment with torchvision's learned policies, an independent draw per image.
-
-    Every image draws one of the policy's sub-policies uniformly; each of its two steps is
-    applied with the step's probability, with a fair sign coin for signed magnitudes.
-
-    Args:
-        policy: "CIFAR10", "SVHN" or "IMAGENET" (torchvision's AutoAugmentPolicy names).
-    """
+    """AutoAugment with torchvision's learned ``policy`` ("CIFAR10", "SVHN" or "IMAGENET"),
+    an independent draw per image: every image draws one of the policy's sub-policies
+    uniformly; each of its two steps is applied with the step's probability, with a fair sign
+    coin for signed magnitudes."""
 
     def __init__(self, policy: str = "CIFAR10"):
         from torchvision.transforms import v2

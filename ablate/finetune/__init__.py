@@ -1,18 +1,19 @@
-"""Fine-tuning: start from pretrained weights, freeze / decay / adapt, export merged weights.
+"""Fine-tuning: start from pretrained weights, then freeze, decay and adapt them.
 
 :func:`ablate.trial.resolve.resolve` reads ``--init-from`` once (:func:`load_source`: an
 official CCT ``.pth``, one of our checkpoints, ``runs:/RUN_ID[/PATH]`` or a run id, a logged
 model ``models:/NAME/VERSION``, ``@ALIAS`` or ``models:/<model_id>``; always without
 executing pickled code). ``ablate finetune`` continues what the source computed
-(:meth:`SourceWeights.continuation`). The trial runner then calls three hooks:
+(:meth:`SourceWeights.continuation`). The trial runner then calls two hooks:
 
 1. :func:`prepare_model` on the freshly built model: loads the weights (head replaced when
    the class count differs, positional embedding interpolated when the resolution differs),
    says whether the run starts computing what the source computed, freezes, adds LoRA
    adapters; returns what it did, logged as ``init.*`` tags;
-2. :func:`lr_scale_fn` for layer-wise learning-rate decay;
-3. :func:`export_model` at the end: the final weights with adapters merged, as our
-   checkpoint with the official key names.
+2. :func:`lr_scale_fn` for layer-wise learning-rate decay.
+
+The weights with adapters merged (official key names) are the run's logged models
+(:mod:`ablate.tracking.models`).
 
 Stages, as freezing and layer decay see them (L encoder blocks; :mod:`.stages`): the
 embedding stage (depth 0: ``tokenizer.*``, ``embedder.*``, ``classifier.positional_emb`` /
@@ -25,7 +26,7 @@ adapters and that head train. Layer decay multiplies the learning rate of depth 
 
 from __future__ import annotations
 
-from ablate.finetune.hooks import export_model, prepare_model
+from ablate.finetune.hooks import prepare_model
 from ablate.finetune.sources import (
     DEFAULT_RUN_ARTIFACT,
     SourceSpec,
@@ -33,15 +34,9 @@ from ablate.finetune.sources import (
     load_source,
     parse_source,
 )
-from ablate.finetune.stages import (
-    HEAD_PREFIXES,
-    freeze_parameters,
-    lr_scale_fn,
-    parameter_depth,
-)
+from ablate.finetune.stages import HEAD_PREFIXES, freeze_parameters, lr_scale_fn, parameter_depth
 
 __all__ = [
     "SourceSpec", "SourceWeights", "parse_source", "load_source", "prepare_model", "lr_scale_fn",
-    "export_model", "freeze_parameters", "parameter_depth", "HEAD_PREFIXES",
-    "DEFAULT_RUN_ARTIFACT",
+    "freeze_parameters", "parameter_depth", "HEAD_PREFIXES", "DEFAULT_RUN_ARTIFACT",
 ]

@@ -1,15 +1,11 @@
-"""The fine-tuning hooks the trial runner calls: :func:`prepare_model` and :func:`export_model`.
-
-:func:`prepare_model` loads the initial weights (:mod:`.sources`), freezes (:mod:`.stages`)
-and wires LoRA adapters (:mod:`ablate.models.lora`); :func:`export_model` merges them back.
+"""The fine-tuning hook the trial runner calls: :func:`prepare_model` loads the initial weights
+(:mod:`.sources`), freezes (:mod:`.stages`) and wires LoRA adapters (:mod:`ablate.models.lora`).
 """
 
 from __future__ import annotations
 
-import copy
 import sys
 import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch.nn as nn
@@ -21,7 +17,7 @@ from ablate.finetune.stages import check_layer_decay, freeze_parameters, is_head
 if TYPE_CHECKING:
     from ablate.config import RunConfig
 
-__all__ = ["prepare_model", "export_model"]
+__all__ = ["prepare_model"]
 
 # Architecture fields that change what the weights compute without changing any shape:
 # a checkpoint trained with other values would load silently and be wrong.
@@ -29,15 +25,6 @@ _SEMANTIC_ARCH = (
     "family", "num_heads", "norm_placement", "kernel", "kernel_size", "stride", "padding",
     "conv_activation", "conv_max_pool", "seq_pool",
 )
-
-
-def _check_options(cfg: "RunConfig") -> None:
-    check_layer_decay(cfg.layer_decay)
-    if cfg.lora_rank and cfg.freeze == "encoder":
-        raise ConfigError(
-            "freeze 'encoder' would freeze the LoRA adapters too; with --lora-rank use "
-            "--freeze none (adapters + head train, the rest is frozen anyway)"
-        )
 
 
 def _check_compatible(src: SourceWeights, model: nn.Module) -> None:
@@ -60,10 +47,8 @@ def _check_compatible(src: SourceWeights, model: nn.Module) -> None:
     if diffs:
         same_name = src.name == getattr(model, "name", None)
         hint = "matching options" if same_name else f"--model {src.name}"
-        raise CheckpointError(
-            f"init_from {src.spec.describe()}: the checkpoint's {src.name} was built with "
-            f"{', '.join(diffs)}; use {hint}"
-        )
+        raise CheckpointError(f"init_from {src.spec.describe()}: the checkpoint's {src.name} was "
+                              f"built with {', '.join(diffs)}; use {hint}")
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -84,12 +69,11 @@ def prepare_model(
     Returns:
         What was done, logged as ``init.<key>`` tags: ``source_kind``, ``source_model``,
         ``loaded_tensors``, ``resized``, ``head``, ``attention``, ``source_model_id``, ...
-
-    Raises:
-        CheckpointError: the source cannot be read or does not fit the model.
-        ConfigError: contradictory fine-tuning options.
     """
-    _check_options(cfg)
+    check_layer_decay(cfg.layer_decay)
+    if cfg.lora_rank and cfg.freeze == "encoder":
+        raise ConfigError("freeze 'encoder' would freeze the LoRA adapters too; with --lora-rank "
+                          "use --freeze none (adapters + head train, the rest is frozen anyway)")
     info: dict[str, Any] = {}
     if cfg.init_from:
         src = src if src is not None else load_source(cfg.init_from, cfg.tracking_uri)
@@ -117,9 +101,7 @@ def _load_initial_weights(
             msg += f" (the checkpoint is a {src.name}; try --model {src.name})"
         raise CheckpointError(msg) from None
     info: dict[str, Any] = dict(
-        source=cfg.init_from,
-        source_kind=src.kind,
-        source_file=src.spec.describe(),
+        source=cfg.init_from, source_kind=src.kind, source_file=src.spec.describe(),
         source_model=src.name or "unknown (official state dict)",
         loaded_tensors=len(report.loaded),
         resized="; ".join(
@@ -183,16 +165,3 @@ def _add_lora(model: nn.Module, cfg: "RunConfig") -> dict[str, Any]:
             p.requires_grad_(False)
     return {"lora_modules": len(wrapped), "lora_scale": cfg.lora_alpha / cfg.lora_rank}
 
-
-def export_model(model: nn.Module, path: str | Path, cfg: "RunConfig") -> Path:
-    """Save ``model`` (not modified) with LoRA adapters merged, as our checkpoint with the
-    official key names: it loads into a plain model (``model_from_checkpoint``,
-    ``--init-from``) at the variant parameters it has now."""
-    from ablate.models.lora import lora_modules, merge_lora
-    from ablate.models.checkpoint import save_checkpoint
-    from ablate.models.pretrained import unwrap_model
-
-    base = unwrap_model(model)
-    extra = {"config": cfg.to_dict(), "init_from": cfg.init_from,
-             "lora_merged": len(lora_modules(base))}
-    return save_checkpoint(path, merge_lora(copy.deepcopy(base)), extra=extra)

@@ -22,7 +22,7 @@ import torch
 
 from ablate.exceptions import CheckpointError
 from ablate.models.checkpoint import read_checkpoint
-from ablate.tracking.conventions import ARTIFACT_DIR, BEST, EXPORTED, LAST
+from ablate.tracking.conventions import ARTIFACT_DIR, BEST, LAST
 
 __all__ = [
     "SourceSpec", "SourceWeights", "parse_source", "load_source", "attention_of",
@@ -32,7 +32,7 @@ __all__ = [
 DEFAULT_RUN_ARTIFACT = f"{ARTIFACT_DIR}/{BEST}"
 _RUN_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 _ACCEPTED = (
-    f"an official CCT .pth state dict, one of our checkpoints ({BEST} / {LAST} / {EXPORTED}), "
+    f"an official CCT .pth state dict, one of our checkpoints ({BEST} / {LAST}), "
     "runs:/RUN_ID[/ARTIFACT_PATH], a 32-character MLflow run id, or a logged model "
     "models:/NAME/VERSION, models:/NAME@ALIAS or models:/<model_id>"
 )
@@ -81,13 +81,13 @@ def attention_of(
 @dataclass(frozen=True)
 class SourceSpec:
     """A parsed ``--init-from`` value: a local file, an artifact of an MLflow run, or a
-    logged model (``model_uri``: as given until read, then its resolved form)."""
+    logged model (``models:/...``: as given until read, then its resolved form)."""
 
     text: str
     path: Path | None = None
     run_id: str | None = None
     artifact_path: str | None = None
-    model_uri: str | None = None  # models:/... (an MLflow 3 logged or registered model)
+    model_uri: str | None = None
 
     @property
     def is_run(self) -> bool:
@@ -101,28 +101,17 @@ class SourceSpec:
 
 @dataclass
 class SourceWeights:
-    """Weights read from a source, ready for :func:`~ablate.models.checkpoint.load_pretrained`.
-
-    Attributes:
-        spec: where they came from.
-        kind: ``official`` (a plain state dict) or ``checkpoint`` (ours, with arch and name).
-        state_dict: flat state dict, LoRA adapters (if the source run had them) merged in.
-        name / arch: the model our checkpoint was saved from (None for official files).
-        extra: scalar facts our checkpoint carries (``epoch``, ``val_acc``).
-        merged_adapters: LoRA-adapted projections merged while reading.
-        config: the source run's config (ours only): its data split.
-        model_id: the logged model the weights came from (``models:/`` sources).
-    """
+    """Weights read from a source, ready for :func:`~ablate.models.pretrained.load_pretrained`."""
 
     spec: SourceSpec
-    kind: str
-    state_dict: dict[str, torch.Tensor]
-    name: str | None = None
+    kind: str  # official (a plain state dict) or checkpoint (ours, with arch and name)
+    state_dict: dict[str, torch.Tensor]  # LoRA adapters (if the source had them) merged in
+    name: str | None = None  # our checkpoint's model (None for official files)
     arch: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    merged_adapters: int = 0
-    config: dict[str, Any] | None = None
-    model_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # our epoch, val_acc
+    merged_adapters: int = 0  # LoRA-adapted projections merged while reading
+    config: dict[str, Any] | None = None  # the source run's config (ours): its data split
+    model_id: str | None = None  # the logged model of a models:/ source
 
     @property
     def in_chans(self) -> int | None:
@@ -150,11 +139,8 @@ class SourceWeights:
 
 
 def parse_source(text: str) -> SourceSpec:
-    """Classify an ``--init-from`` value; an existing file wins over a run-id look-alike.
-
-    Raises:
-        CheckpointError: none of the accepted forms (the message lists them).
-    """
+    """Classify an ``--init-from`` value; an existing file wins over a run-id look-alike;
+    CheckpointError listing the accepted forms otherwise."""
     if not isinstance(text, str) or not text.strip():
         raise CheckpointError(f"init_from: empty source; give {_ACCEPTED}")
     text = text.strip()
@@ -163,29 +149,26 @@ def parse_source(text: str) -> SourceSpec:
     if text.startswith("runs:/"):
         run_id, _, artifact = text[len("runs:/"):].strip("/").partition("/")
         if not _RUN_ID.match(run_id):
-            raise CheckpointError(
-                f"init_from: {text!r} does not start with a 32-character run id "
-                "(expected runs:/RUN_ID or runs:/RUN_ID/ARTIFACT_PATH)"
-            )
+            raise CheckpointError(f"init_from: {text!r} does not start with a 32-character run id "
+                                  "(expected runs:/RUN_ID or runs:/RUN_ID/ARTIFACT_PATH)")
         artifact = artifact or DEFAULT_RUN_ARTIFACT
         return SourceSpec(text, run_id=run_id.lower(), artifact_path=artifact)
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_file():
-            raise CheckpointError(
-                f"init_from: {path} is a directory; give the checkpoint file in it"
-            )
+            raise CheckpointError(f"init_from: {path} is a directory; give the checkpoint file in "
+                                  "it")
         return SourceSpec(text, path=path)
     if _RUN_ID.match(text):
         return SourceSpec(text, run_id=text.lower(), artifact_path=DEFAULT_RUN_ARTIFACT)
-    raise CheckpointError(
-        f"init_from: {text!r} is not an existing file or an MLflow run; give {_ACCEPTED}"
-    )
+    raise CheckpointError(f"init_from: {text!r} is not an existing file or an MLflow run; give "
+                          f"{_ACCEPTED}")
 
 
 def _download(spec: SourceSpec, tracking_uri: str | None, dst: str) -> Path:
     """Fetch a run's artifact into ``dst`` (a folder artifact: its best checkpoint)."""
     from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
 
     from ablate.tracking import resolve_tracking_uri
 
@@ -193,16 +176,14 @@ def _download(spec: SourceSpec, tracking_uri: str | None, dst: str) -> Path:
     try:
         local = Path(download_artifacts(run_id=spec.run_id, artifact_path=spec.artifact_path,
                                         dst_path=dst, tracking_uri=uri))
-    except Exception as err:  # MlflowException, OSError, ...: unknown run or missing artifact
+    except (MlflowException, OSError) as err:  # an unknown run or a missing artifact
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise CheckpointError(f"init_from: cannot fetch {spec.artifact_path} of run "
                               f"{spec.run_id} from {uri}: {first}") from None
     if local.is_dir() and not (local / BEST).is_file():
         found = ", ".join(sorted(p.name for p in local.iterdir())) or "nothing"
-        raise CheckpointError(
-            f"init_from: runs:/{spec.run_id}/{spec.artifact_path} is a folder without {BEST} "
-            f"(it holds {found}); name the checkpoint file in it"
-        )
+        raise CheckpointError(f"init_from: runs:/{spec.run_id}/{spec.artifact_path} is a folder "
+                              f"without {BEST} (it holds {found}); name the checkpoint file in it")
     return local / BEST if local.is_dir() else local
 
 
@@ -220,9 +201,6 @@ def load_source(init_from: str, tracking_uri: str | None = None) -> SourceWeight
         init_from: file path, ``runs:/RUN_ID[/PATH]``, a bare run id or ``models:/...``.
         tracking_uri: tracking server of run and model sources (None: $MLFLOW_TRACKING_URI,
             else the default SQLite file).
-
-    Raises:
-        CheckpointError: unknown form, missing run / artifact / file / model, unreadable file.
     """
     from ablate.tracking import resolve_tracking_uri
 
@@ -237,8 +215,8 @@ def load_source(init_from: str, tracking_uri: str | None = None) -> SourceWeight
 
 
 def _read_source(init_from: str, tracking_uri: str | None) -> SourceWeights:
-    from ablate.models.lora import merge_lora_state_dict
     from ablate.models.checkpoint import read_state_dict
+    from ablate.models.lora import merge_lora_state_dict
 
     spec = parse_source(init_from)
     if spec.model_uri:
@@ -254,25 +232,16 @@ def _read_source(init_from: str, tracking_uri: str | None) -> SourceWeights:
     ours = isinstance(obj, Mapping) and isinstance(obj.get("arch"), Mapping) and "name" in obj
     try:
         sd = read_state_dict(obj)
-    except CheckpointError as err:
-        raise CheckpointError(f"init_from {spec.describe()}: {err}") from None
-    n_before = len(sd)
-    try:
         merged = merge_lora_state_dict(sd)
-    except ValueError as err:
+    except (CheckpointError, ValueError) as err:
         raise CheckpointError(f"init_from {spec.describe()}: {err}") from None
-    n_adapters = (n_before - len(merged)) // 3
-    extra = {}
-    if ours:
-        extra = {k: obj[k] for k in ("epoch", "val_acc") if isinstance(obj.get(k), (int, float))}
-    return SourceWeights(
-        spec=spec,
-        kind="checkpoint" if ours else "official",
-        state_dict=merged,
-        name=obj["name"] if ours else None,
-        arch=dict(obj["arch"]) if ours else None,
-        extra=extra,
-        merged_adapters=n_adapters,
-        config=dict(obj["config"]) if ours and isinstance(obj.get("config"), Mapping) else None,
-        model_id=obj["model_id"] if spec.model_uri else None,  # a file may come from elsewhere
+    src = SourceWeights(spec, "official", merged, merged_adapters=(len(sd) - len(merged)) // 3,
+                        model_id=obj["model_id"] if spec.model_uri else None)
+    if not ours:
+        return src
+    config = obj.get("config")
+    return replace(
+        src, kind="checkpoint", name=obj["name"], arch=dict(obj["arch"]),
+        extra={k: obj[k] for k in ("epoch", "val_acc") if isinstance(obj.get(k), (int, float))},
+        config=dict(config) if isinstance(config, Mapping) else None,
     )

@@ -1,6 +1,8 @@
 """Model stages as freezing and layer decay see them (see :mod:`ablate.finetune`).
 
-Embedding stage (depth 0), encoder block i (depth i + 1), head (depth L + 1).
+Embedding stage (depth 0), encoder block i (depth i + 1), head (depth L + 1). timm and
+Hugging Face wrappers map their own names (``stage_of``, ``head_prefixes``, ``num_blocks``);
+the compact transformers use the official names below.
 """
 
 from __future__ import annotations
@@ -27,73 +29,48 @@ _BLOCK = re.compile(r"^classifier\.blocks\.(\d+)\.")
 
 
 def num_blocks(model: nn.Module) -> int:
-    """L, the encoder blocks: a model's own ``num_blocks`` (timm / Hugging Face wrappers),
-    else the compact transformers' ``classifier.blocks``."""
+    """L, the encoder blocks: a wrapper's ``num_blocks``, else ``classifier.blocks``."""
     if isinstance(getattr(model, "num_blocks", None), int):
         return model.num_blocks
     blocks = getattr(getattr(model, "classifier", None), "blocks", None)
     if blocks is None:
-        raise ConfigError(
-            f"{getattr(model, 'name', type(model).__name__)} has no classifier.blocks; "
-            "freezing, layer decay and LoRA need a compact transformer from `ablate models` "
-            "or a timm: / hf: model"
-        )
+        raise ConfigError(f"{getattr(model, 'name', type(model).__name__)} has no "
+                          "classifier.blocks; freezing, layer decay and LoRA need a compact "
+                          "transformer from `ablate models` or a timm: / hf: model")
     return len(blocks)
 
 
 def parameter_depth(name: str, num_layers: int, model: nn.Module | None = None) -> int:
-    """0 for the embedding stage, i + 1 for block i, ``num_layers + 1`` for the head.
-
-    Args:
-        name: a parameter name as ``model.named_parameters()`` gives it.
-        num_layers: L, the number of encoder blocks.
-        model: a model that maps its own names (``model.stage_of(name)``, e.g. timm and
-            Hugging Face wrappers, whose blocks are ``blocks.i`` / ``encoder.layer.i``);
-            None or a compact transformer: the official names above.
-    """
+    """0 for the embedding stage, i + 1 for block i, ``num_layers + 1`` for the head, of the
+    parameter ``name``; ``model.stage_of(name)`` decides when the model has one."""
     stage_of = getattr(model, "stage_of", None)
     if stage_of is not None:
         return int(stage_of(name))
     if name.startswith(_EMBEDDING_PREFIXES) or name in _EMBEDDING_NAMES:
         return 0
     match = _BLOCK.match(name)
-    if match:
-        return int(match.group(1)) + 1
-    return num_layers + 1
+    return int(match.group(1)) + 1 if match else num_layers + 1
 
 
 def is_head(name: str, model: nn.Module | None = None) -> bool:
-    """The pooling + classifier head (what a linear probe trains): a model's own
-    ``head_prefixes`` when it has them, else the compact transformers' ones."""
+    """The pooling + classifier head (what a linear probe trains)."""
     return name.startswith(getattr(model, "head_prefixes", None) or HEAD_PREFIXES)
 
 
 def freeze_parameters(model: nn.Module, what: str) -> list[str]:
-    """Stop gradients for part of the model (in place).
-
-    Args:
-        model: a compact transformer, or a timm / Hugging Face wrapper.
-        what: ``tokenizer`` (the embedding stage), ``encoder`` (all but the pooling +
-            classifier head) or ``none``.
-
-    Returns:
-        Names of the parameters frozen by this call.
-    """
+    """Stop gradients (in place) of ``tokenizer`` (the embedding stage), ``encoder`` (all but
+    the head) or ``none``; returns the names frozen by this call."""
     from ablate.config import FREEZE_CHOICES
 
     if what not in FREEZE_CHOICES:
-        raise ConfigError(
-            f"freeze: {what!r} is not valid; choose one of {', '.join(FREEZE_CHOICES)}"
-        )
+        raise ConfigError(f"freeze: {what!r} is not valid; choose one of "
+                          f"{', '.join(FREEZE_CHOICES)}")
     if what == "none":
         return []
-    n = num_blocks(model)
-    frozen = []
+    n, frozen = num_blocks(model), []
     for name, p in model.named_parameters():
-        if what == "tokenizer":
-            hit = parameter_depth(name, n, model) == 0
-        else:
-            hit = not is_head(name, model)
+        embedding = parameter_depth(name, n, model) == 0
+        hit = embedding if what == "tokenizer" else not is_head(name, model)
         if hit and p.requires_grad:
             p.requires_grad_(False)
             frozen.append(name)
@@ -106,18 +83,10 @@ def check_layer_decay(value: float) -> None:
 
 
 def lr_scale_fn(model: nn.Module, cfg: "RunConfig") -> Callable[[str], float] | None:
-    """Per-parameter learning-rate multiplier for layer-wise decay; None when it is off.
-
-    Head 1.0, block i of L ``layer_decay ** (L - i)``, tokenizer / embeddings
-    ``layer_decay ** (L + 1)``.
-    """
+    """Per-parameter learning-rate multiplier for layer-wise decay (None when off): head 1.0,
+    block i of L ``layer_decay ** (L - i)``, embeddings ``layer_decay ** (L + 1)``."""
     check_layer_decay(cfg.layer_decay)
     if cfg.layer_decay == 1.0:
         return None
-    n = num_blocks(model)
-    decay = cfg.layer_decay
-
-    def scale(name: str) -> float:
-        return decay ** (n + 1 - parameter_depth(name, n, model))
-
-    return scale
+    n, decay = num_blocks(model), cfg.layer_decay
+    return lambda name: decay ** (n + 1 - parameter_depth(name, n, model))

@@ -44,8 +44,8 @@ class VariantAttention(nn.Module):
     Args:
         variant: registry name (see ``ablate variants``).
         params: overrides of the variant's parameter defaults, e.g. ``{"beta": 1.0}``.
-        needs_bias: this site will pass an additive score bias (relative position bias,
-            additive attention mask); refuse, at construction, a variant that cannot take one.
+        needs_bias: this site passes an additive score bias (relative position bias, additive
+            mask): a variant that cannot take one is refused at construction.
         learned / heads: ``alpha=learned``: alpha is a trainable
             :class:`~ablate.models.learned_alpha.AlphaParameter` (per layer, or per head of the
             site's ``heads``) instead of a buffer, and is not among ``param_names``.
@@ -60,9 +60,7 @@ class VariantAttention(nn.Module):
         spec = variants.get_attention(variant)
         self.variant = spec.name
         self.fn = spec.fn
-        # Read once from the signature at registration: variants written before the contract
-        # had ``bias`` still run wherever no bias is passed.
-        self.accepts_bias = spec.accepts_bias
+        self.accepts_bias = spec.accepts_bias  # variants without bias= run where none is passed
         if needs_bias and not self.accepts_bias:
             raise ConfigError(self._no_bias_message())
         self._none_params: dict[str, None] = {}
@@ -84,9 +82,8 @@ class VariantAttention(nn.Module):
         cls, spec: variants.VariantSpec, *, heads: int | None = None, needs_bias: bool = False
     ) -> "VariantAttention":
         """A site running a parsed variant (its values, and a learned alpha if it has one)."""
-        return cls(
-            spec.name, spec.params, needs_bias=needs_bias, learned=spec.learned, heads=heads
-        )
+        return cls(spec.name, spec.params, needs_bias=needs_bias, learned=spec.learned,
+                   heads=heads)
 
     def _no_bias_message(self) -> str:
         return (
@@ -101,8 +98,7 @@ class VariantAttention(nn.Module):
         bias: torch.Tensor | None = None, dropout_p: float = 0.0, scale: float | None = None,
     ) -> torch.Tensor:
         """(B, H, Nq, D), (B, H, Nk, D), (B, H, Nk, Dv) -> (B, H, Nq, Dv), as in
-        ``variants/_base.py``; ``bias`` is passed on only when given, so variants written
-        before it existed keep working."""
+        ``variants/_base.py``; ``bias`` is passed on only when given."""
         params = {n: getattr(self, n) for n in self.param_names if n not in self._none_params}
         params.update(self._none_params)
         if self.learned_alpha is not None:
@@ -118,24 +114,19 @@ class VariantAttention(nn.Module):
         """Change parameters in place (same tensors: no recompilation under torch.compile)."""
         for key, value in values.items():
             if key not in self.param_names:
-                raise ValueError(
-                    f"variant {self.variant!r} has no parameter {key!r}; "
-                    f"its parameters: {', '.join(self.param_names) or 'none'}"
-                )
+                raise ValueError(f"variant {self.variant!r} has no parameter {key!r}; "
+                                 f"its parameters: {', '.join(self.param_names) or 'none'}")
             if key in self._none_params:
                 del self._none_params[key]
-                buf = torch.tensor(float(value))
-                ref = next((b for b in self.buffers()), None)
-                buf = buf.to(ref.device) if ref is not None else buf
+                ref = next(self.buffers(), None)
+                buf = torch.tensor(float(value), device=ref.device if ref is not None else None)
                 self.register_buffer(key, buf, persistent=False)
             else:
                 getattr(self, key).fill_(float(value))
 
     def extra_repr(self) -> str:
-        vals = {
-            n: (None if n in self._none_params else round(getattr(self, n).item(), 6))
-            for n in self.param_names
-        }
+        vals = {n: None if n in self._none_params else round(getattr(self, n).item(), 6)
+                for n in self.param_names}
         return f"variant={self.variant!r}" + (f", params={vals}" if vals else "")
 
 
@@ -203,11 +194,9 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self._dp(self.self_attn(self.pre_norm(x), mask))
+        h = self.norm1(x)
         if self.norm_placement == "cct":
-            x = self.norm1(x)
-            h = x
-        else:
-            h = self.norm1(x)
+            x = h  # the official order: the residual stream is replaced by norm1(x)
         h = self.linear2(self.dropout1(F.gelu(self.linear1(h))))
         return x + self._dp(self.dropout2(h))
 
@@ -231,16 +220,14 @@ class ConvTokenizer(nn.Module):
         chans = [in_chans] + [mid_chans] * (n_layers - 1) + [dim]
         self.kernel, self.stride, self.padding = kernel, stride, padding
         self.max_pool = max_pool
-        self.conv_layers = nn.Sequential(
-            *[
-                nn.Sequential(
-                    nn.Conv2d(chans[i], chans[i + 1], kernel, stride, padding, bias=bias),
-                    nn.ReLU() if activation else nn.Identity(),
-                    nn.MaxPool2d(3, 2, 1) if max_pool else nn.Identity(),
-                )
-                for i in range(n_layers)
-            ]
-        )
+        self.conv_layers = nn.Sequential(*[
+            nn.Sequential(
+                nn.Conv2d(chans[i], chans[i + 1], kernel, stride, padding, bias=bias),
+                nn.ReLU() if activation else nn.Identity(),
+                nn.MaxPool2d(3, 2, 1) if max_pool else nn.Identity(),
+            )
+            for i in range(n_layers)
+        ])
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)
@@ -272,8 +259,7 @@ def sinusoidal_embedding(n_positions: int, dim: int) -> torch.Tensor:
 
 
 def _positional_embedding(kind: str, n_tokens: int, dim: int) -> nn.Parameter | None:
-    """(1, n_tokens, dim): ``learnable`` (trunc-normal std 0.2), ``sine`` (fixed, a
-    non-trainable parameter like the official code) or ``none`` (None)."""
+    """(1, n_tokens, dim) or None, for ``kind`` (see :class:`TransformerClassifier`)."""
     if kind == "learnable":
         table = nn.Parameter(torch.zeros(1, n_tokens, dim))
         nn.init.trunc_normal_(table, std=0.2)
@@ -309,17 +295,11 @@ class TransformerClassifier(nn.Module):
         super().__init__()
         self.variable_length = variable_length
         if apply_to not in ("attention", "seqpool", "both"):
-            raise ConfigError(
-                f"apply_to must be one of attention, seqpool, both; got {apply_to!r}"
-            )
+            raise ConfigError(f"apply_to must be attention, seqpool or both; got {apply_to!r}")
         if apply_to != "attention" and not seq_pool:
-            raise ConfigError(
-                f"apply_to={apply_to!r} needs sequence pooling, but this model pools with a "
-                "class token; use apply_to='attention'"
-            )
-        self.seq_pool = seq_pool
-        self.apply_to = apply_to
-        plain = variants.VariantSpec()
+            raise ConfigError(f"apply_to={apply_to!r} needs sequence pooling, but this model "
+                              "pools with a class token; use apply_to='attention'")
+        self.seq_pool, self.apply_to, plain = seq_pool, apply_to, variants.VariantSpec()
         in_layers = variant if apply_to in ("attention", "both") else plain
         if not seq_pool:
             self.class_emb = nn.Parameter(torch.zeros(1, 1, dim))
@@ -332,10 +312,8 @@ class TransformerClassifier(nn.Module):
             self.pool_core = VariantAttention.of(in_pool, heads=1)  # one query, one head
         rates = torch.linspace(0, stochastic_depth, num_layers).tolist()
         self.blocks = nn.ModuleList(
-            EncoderLayer(
-                dim, num_heads, int(dim * mlp_ratio), dropout, attention_dropout, rate,
-                norm_placement, VariantAttention.of(in_layers, heads=num_heads),
-            )
+            EncoderLayer(dim, num_heads, int(dim * mlp_ratio), dropout, attention_dropout, rate,
+                         norm_placement, VariantAttention.of(in_layers, heads=num_heads))
             for rate in rates
         )
         self.norm = nn.LayerNorm(dim)
@@ -350,14 +328,11 @@ class TransformerClassifier(nn.Module):
         return cls(**{k: v for k, v in args.items() if k in params and k not in given}, **given)
 
     @staticmethod
-    def _init_weights(m: nn.Module) -> None:
+    def _init_weights(m: nn.Module) -> None:  # LayerNorm starts at ones / zeros by default
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def pool(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Sequence pooling as attention: one query whose score for token i is w.x_i + b.
@@ -382,10 +357,8 @@ class TransformerClassifier(nn.Module):
             n = x.shape[1]
             rows = self.positional_emb.shape[1]
             if n > rows or (n < rows and not self.variable_length):
-                raise ValueError(
-                    f"input gives {n} tokens but the positional embedding has {rows}; "
-                    "build the model for this input size (img_size=...)"
-                )
+                raise ValueError(f"input gives {n} tokens but the positional embedding has "
+                                 f"{rows}; build the model for this input size (img_size=...)")
             x = x + self.positional_emb[:, :n]
         x = self.dropout(x)
         for block in self.blocks:

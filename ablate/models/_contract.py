@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackboneModel", "BuilderKwargs", "VariantSitesMixin", "BUILDER_KWARGS", "builder_args",
-    "plain_arch", "variant_arch", "variant_from_kwargs",
+    "plain_arch", "variant_arch", "variant_from_kwargs", "check_token_ids",
 ]
 
 
@@ -97,11 +97,8 @@ def variant_arch(variant: "VariantSpec") -> dict[str, Any]:
     out: dict[str, Any] = {"variant": variant.name, "variant_params": dict(variant.params)}
     learned = getattr(variant, "learned", None)
     if learned is not None:
-        out["variant_learned"] = {
-            "shape": learned.shape,
-            "init": learned.init,
-            "range": list(learned.range) if learned.range is not None else None,
-        }
+        rng = list(learned.range) if learned.range is not None else None
+        out["variant_learned"] = {"shape": learned.shape, "init": learned.init, "range": rng}
     return out
 
 
@@ -185,8 +182,21 @@ class VariantSitesMixin:
             site.set_params(**values)
 
     def variant_params(self) -> dict[str, float | None]:
-        sites = self._variant_sites()
-        if not sites:
+        s = next(iter(self._variant_sites()), None)
+        if s is None:
             return {}
-        s = sites[0]
         return {n: (None if n in s._none_params else float(getattr(s, n))) for n in s.param_names}
+
+
+def check_token_ids(name: str, ids: torch.Tensor, max_len: int, fix: str) -> None:
+    """A text model's input: integer ids (B, L) with L <= ``max_len`` (else ``fix``, with
+    ``{n}`` = L, says how)."""
+    if ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"{name} expects integer token ids of shape (batch, length), "
+                         f"got {ids.dtype} of shape {tuple(ids.shape)}")
+    if ids.shape[1] > max_len:
+        from ablate.exceptions import ConfigError
+
+        n = ids.shape[1]
+        raise ConfigError(f"{name} takes at most max_len={max_len} tokens but got {n}; "
+                          + fix.format(n=n))

@@ -41,10 +41,9 @@ def require(module: str, extra: str) -> Any:
 def check_apply_to(apply_to: str, name: str) -> None:
     """Library models have no sequence-pooling attention: only ``attention`` is valid."""
     if apply_to != "attention":
-        raise ConfigError(
-            f"apply_to={apply_to!r} needs a pooling attention, but {name} pools without one "
-            "(class token or mean); use apply_to='attention' (every self-attention)"
-        )
+        raise ConfigError(f"apply_to={apply_to!r} needs a pooling attention, but {name} pools "
+                          "without one (class token or mean); use apply_to='attention' (every "
+                          "self-attention)")
 
 
 def block_of(model: nn.Module, module_name: str) -> str:
@@ -73,12 +72,8 @@ def first_line(err: BaseException, limit: int = 300) -> str:
 class ExternalModel(VariantSitesMixin, nn.Module):
     """A library's classifier with variant sites, under ablate's uniform model contract.
 
-    Args:
-        model: the library's model (its attention modules already hold their sites).
-        name: registry name (``timm:NAME`` / ``hf:NAME_OR_DIR``).
-        arch: keyword arguments that rebuild this model through ``create_model(name, **arch)``.
-        blocks: module names (inside ``model``) of the transformer blocks, in depth order.
-        heads: module names (inside ``model``) of the classification head.
+    ``model``'s attention modules already hold their sites; ``blocks`` and ``heads`` name the
+    transformer blocks (in depth order) and the classification head inside it.
     """
 
     def __init__(
@@ -86,19 +81,14 @@ class ExternalModel(VariantSitesMixin, nn.Module):
         heads: Iterable[str],
     ):
         super().__init__()
-        self.model = model
-        self.name = name
-        self.arch = dict(arch)
+        self.model, self.name, self.arch = model, name, dict(arch)
         blocks = list(blocks)
         self.num_blocks = len(blocks)
         self.block_prefixes = tuple(f"model.{b}." for b in blocks)
         self.head_prefixes = tuple(f"model.{h}." for h in heads)
         self._stages = self._stage_map()
-        self.lora_targets = tuple(
-            n
-            for n, m in self.named_modules()
-            if type(m) is nn.Linear and n.startswith(self.block_prefixes)
-        )
+        self.lora_targets = tuple(n for n, m in self.named_modules()
+                                  if type(m) is nn.Linear and n.startswith(self.block_prefixes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W), normalised -> logits (B, num_classes)."""
@@ -138,12 +128,8 @@ class ExternalModel(VariantSitesMixin, nn.Module):
         return None
 
     def stage_of(self, name: str) -> int:
-        """0 for the embeddings, i + 1 for block i, ``num_blocks + 1`` for the head.
-
-        Args:
-            name: a parameter name as ``named_parameters()`` gives it (adapters added later
-                inside a block belong to that block).
-        """
+        """0 for the embeddings, i + 1 for block i, ``num_blocks + 1`` for the head, of a
+        parameter name (adapters added later inside a block belong to that block)."""
         block = self._block_of(name)
         if block is not None:
             return block

@@ -35,33 +35,24 @@ ENTRY_POINT_GROUP = "ablate.models"
 class ModelEntry:
     """A registered backbone.
 
-    Attributes:
-        name: the registered name.
-        build: ``build(**kwargs) -> nn.Module``; kwargs override ``defaults``.
-        task: ``image`` or ``text``: which data the model consumes.
-        defaults: the architecture (layers, heads, dim, img_size, ...), shown by
-            ``ablate models``; ``img_size`` sizes the data when the user gives none.
-        doc: one line for listings.
-        extras: facts a model source wants to pass on (e.g. a library's preprocessing).
-        external: the model comes from another library (``timm:`` / ``hf:``): it takes the
-            library's own architecture, ``pretrained`` and ``download``, and none of
-            ablate's architecture options (positional embedding, norm placement).
+    ``external``: the model comes from another library (``timm:`` / ``hf:``): it takes the
+    library's own architecture, ``pretrained`` and ``download``, and none of ablate's
+    architecture options (positional embedding, norm placement).
     """
 
     name: str
-    build: Callable[..., nn.Module]
-    task: str = "image"
+    build: Callable[..., nn.Module]  # build(**kwargs); kwargs override defaults
+    task: str = "image"  # which data the model consumes
+    # the architecture shown by `ablate models`; img_size sizes the data when none is given
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    doc: str = ""
-    extras: Mapping[str, Any] = field(default_factory=dict)
+    doc: str = ""  # one line for listings
+    extras: Mapping[str, Any] = field(default_factory=dict)  # e.g. a library's preprocessing
     external: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(
-                f"model {self.name!r}: task {self.task!r} is not valid; choose one of "
-                f"{', '.join(TASKS)}"
-            )
+            raise ValueError(f"model {self.name!r}: task {self.task!r} is not valid; choose one "
+                             f"of {', '.join(TASKS)}")
 
     def __call__(self, **kwargs: Any) -> nn.Module:
         """Build the model; ``variant`` may be a VariantSpec or its text form (with
@@ -84,9 +75,7 @@ def _discover() -> None:
 
 
 # Entry points name modules that register when imported (``name = my_pkg.models``).
-MODELS: Registry[ModelEntry] = Registry(
-    "model", "models", ENTRY_POINT_GROUP, discover=_discover
-)
+MODELS: Registry[ModelEntry] = Registry("model", "models", ENTRY_POINT_GROUP, discover=_discover)
 _SOURCES: Registry[Callable[..., ModelEntry]] = Registry("model source", "prefixes", None)
 _ALIASES: dict[str, str] = {}
 

@@ -82,27 +82,16 @@ _NAMES = [
 ]
 
 
-def _cct(layers: int, kernel: int, n_conv: int, img: int, classes: int, suffix: str) -> None:
-    register_image_model(
-        dict(
-            SIZES[layers],
-            name=f"cct_{layers}_{kernel}x{n_conv}_{img}{suffix}",
-            kernel=kernel,
-            n_conv_layers=n_conv,
-            stride=max(1, kernel // 2 - 1),
-            padding=max(1, kernel // 2),
-            conv_bias=False,
-            conv_activation=True,
-            conv_max_pool=True,
-            seq_pool=True,
-            img_size=img,
-            num_classes=100 if "c100" in suffix else 102 if suffix == "_fl" else classes,
-            positional_embedding="sine" if "sine" in suffix else "learnable",
-        ),
-        f"CCT with {layers} layers, {n_conv} x {kernel}x{kernel} conv tokenizer.",
-    )
-
-
 for _layers, _kernel, _n_conv, _img, _classes, _suffixes in _NAMES:
     for _suffix in _suffixes:
-        _cct(_layers, _kernel, _n_conv, _img, _classes, _suffix)
+        register_image_model(
+            dict(
+                SIZES[_layers], name=f"cct_{_layers}_{_kernel}x{_n_conv}_{_img}{_suffix}",
+                kernel=_kernel, n_conv_layers=_n_conv, stride=max(1, _kernel // 2 - 1),
+                padding=max(1, _kernel // 2), conv_bias=False, conv_activation=True,
+                conv_max_pool=True, seq_pool=True, img_size=_img,
+                num_classes=100 if "c100" in _suffix else 102 if _suffix == "_fl" else _classes,
+                positional_embedding="sine" if "sine" in _suffix else "learnable",
+            ),
+            f"CCT with {_layers} layers, {_n_conv} x {_kernel}x{_kernel} conv tokenizer.",
+        )

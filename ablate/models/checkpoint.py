@@ -6,14 +6,13 @@ dicts, lists, tuples, str, int, float, bool and None, so that it always reloads 
 ``torch.load(..., weights_only=True)`` (no pickled code is ever executed on load).
 :func:`model_from_checkpoint` rebuilds the model from ``arch`` and loads the weights.
 
-Official / foreign weights (plain state dicts) and :func:`load_pretrained`, which both kinds
-load through, live in :mod:`ablate.models.pretrained`; their names are re-exported here.
-Files are read by :func:`ablate.models.pretrained.read_checkpoint` and written atomically by
-:func:`atomic_torch_save`.
+Official weights and :func:`load_pretrained`, which both kinds load through, live in
+:mod:`ablate.models.pretrained`; their names are re-exported here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,17 +33,9 @@ from ablate.models.pretrained import (
 )
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
-    "atomic_torch_save",
-    "read_checkpoint",
-    "LoadReport",
-    "load_checkpoint",
-    "load_pretrained",
-    "model_from_checkpoint",
-    "read_state_dict",
-    "resize_positional_embedding",
-    "save_checkpoint",
-    "checkpoint_payload",
+    "CHECKPOINT_FORMAT", "atomic_torch_save", "read_checkpoint", "LoadReport", "load_checkpoint",
+    "load_pretrained", "model_from_checkpoint", "read_state_dict", "resize_positional_embedding",
+    "save_checkpoint", "checkpoint_payload",
 ]
 
 CHECKPOINT_FORMAT = "ablate-checkpoint-v1"
@@ -52,12 +43,7 @@ _RESERVED = ("format", "name", "arch", "model", "optimizer", "scheduler")
 
 
 def atomic_torch_save(payload: Mapping[str, Any], path: str | Path) -> Path:
-    """``torch.save`` that never leaves a half-written ``path`` behind.
-
-    Args:
-        payload: what to save (plain types and tensors: it is read with weights_only=True).
-        path: destination; its folder is created.
-    """
+    """``torch.save`` that never leaves a half-written ``path`` behind (its folder is made)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -75,16 +61,13 @@ def atomic_torch_save(payload: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def _fsync_dir(folder: Path) -> None:
-    try:
+    try:  # some platforms cannot open or sync folders; the rename is still atomic
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
     except OSError:
-        pass
-    finally:
-        os.close(fd)
+        return
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
+    os.close(fd)
 
 
 def _check_serialisable(obj: Any, where: str) -> None:
@@ -94,28 +77,22 @@ def _check_serialisable(obj: Any, where: str) -> None:
     if isinstance(obj, Mapping):
         for key, value in obj.items():
             if not isinstance(key, (str, int)):
-                raise CheckpointError(
-                    f"checkpoint entry {where} has a key of type {type(key).__name__}; "
-                    "keys must be str or int"
-                )
+                raise CheckpointError(f"checkpoint entry {where} has a key of type "
+                                      f"{type(key).__name__}; keys must be str or int")
             _check_serialisable(value, f"{where}[{key!r}]")
         return
     if isinstance(obj, (list, tuple)):
         for i, value in enumerate(obj):
             _check_serialisable(value, f"{where}[{i}]")
         return
-    raise CheckpointError(
-        f"checkpoint entry {where} is a {type(obj).__name__}; checkpoints hold only tensors, "
-        "dicts, lists, tuples, str, int, float, bool and None (convert it first)"
-    )
+    raise CheckpointError(f"checkpoint entry {where} is a {type(obj).__name__}; checkpoints hold "
+                          "only tensors, dicts, lists, tuples, str, int, float, bool and None "
+                          "(convert it first)")
 
 
 def checkpoint_payload(
-    model: CompactTransformer,
-    *,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    extra: Mapping[str, Any] | None = None,
+    model: CompactTransformer, *, optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None, extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Our checkpoint format as a dict: ``format``, ``name``, ``arch``, ``model`` and more.
 
@@ -129,34 +106,24 @@ def checkpoint_payload(
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(_RESERVED))
     if clash:
-        raise CheckpointError(
-            f"extra checkpoint entries may not be named {', '.join(clash)} "
-            f"(reserved: {', '.join(_RESERVED)})"
-        )
+        raise CheckpointError(f"extra checkpoint entries may not be named {', '.join(clash)} "
+                              f"(reserved: {', '.join(_RESERVED)})")
     # Plain values only: a text model's arch may hold its initial embedding matrix, which
     # the state dict already carries.
-    arch = {
-        k: v
-        for k, v in dict(getattr(model, "arch", {})).items()
-        if not isinstance(v, torch.Tensor)
-    }
+    arch = {k: v for k, v in getattr(model, "arch", {}).items() if not isinstance(v, torch.Tensor)}
     # A schedule may have moved alpha & co. since construction: rebuild with current values.
     if hasattr(model, "variant_params"):
         saved = dict(arch.get("variant_params") or {})
         for key, value in model.variant_params().items():
             # Buffers are float32: keep the user's exact number when it is the same value.
-            if value is not None and not (
-                key in saved
-                and saved[key] is not None
-                and torch.tensor(float(saved[key]), dtype=torch.float32).item() == value
-            ):
+            old = saved.get(key)
+            same = old is not None and torch.tensor(float(old), dtype=torch.float32) == value
+            if value is not None and not same:
                 saved[key] = value
         arch["variant_params"] = saved
     payload: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT,
-        "name": getattr(model, "name", type(model).__name__),
-        "arch": arch,
-        "model": model.state_dict(),
+        "format": CHECKPOINT_FORMAT, "name": getattr(model, "name", type(model).__name__),
+        "arch": arch, "model": model.state_dict(),
     }
     if optimizer is not None:
         payload["optimizer"] = optimizer.state_dict()
@@ -169,18 +136,10 @@ def checkpoint_payload(
 
 
 def save_checkpoint(
-    path: str | Path,
-    model: CompactTransformer,
-    *,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any = None,
-    extra: Mapping[str, Any] | None = None,
+    path: str | Path, model: CompactTransformer, *, optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None, extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write :func:`checkpoint_payload` atomically (a crash never leaves a half-written file).
-
-    Returns:
-        The path written.
-    """
+    """Write :func:`checkpoint_payload` atomically to ``path`` (returned)."""
     payload = checkpoint_payload(model, optimizer=optimizer, scheduler=scheduler, extra=extra)
     return atomic_torch_save(payload, Path(path).expanduser())
 
@@ -195,24 +154,17 @@ def _validate_checkpoint(obj: Any, where: str) -> dict[str, Any]:
         found = (
             ", ".join(map(str, list(obj)[:8])) if isinstance(obj, Mapping) else type(obj).__name__
         )
-        raise CheckpointError(
-            f"{where} is not an ablate checkpoint (needs 'model', 'arch' and 'name'; found "
-            f"{found or 'nothing'}); load official weights with load_pretrained instead"
-        )
+        raise CheckpointError(f"{where} is not an ablate checkpoint (needs 'model', 'arch' and "
+                              f"'name'; found {found or 'nothing'}); load official weights with "
+                              "load_pretrained instead")
     ckpt = dict(obj)
     ckpt["model"] = extract_state_dict(obj["model"], f"{where} ['model']")
     return ckpt
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read our checkpoint (``weights_only=True``, onto the CPU).
-
-    Returns:
-        ``{"model": state_dict, "arch": {...}, "name": str, ...}`` plus whatever was saved.
-
-    Raises:
-        CheckpointError: unreadable, or not one of our checkpoints (names the file).
-    """
+    """Read our checkpoint (``weights_only=True``, onto the CPU): ``{"model": state_dict,
+    "arch": {...}, "name": str, ...}``; CheckpointError naming the file otherwise."""
     return _validate_checkpoint(read_checkpoint(path), f"checkpoint {path}")
 
 

@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from ablate.exceptions import ConfigError
 from ablate.models._blocks import VariantAttention
-from ablate.models._contract import plain_arch
+from ablate.models._contract import check_token_ids, plain_arch
 from ablate.models._external import (
     SITE,
     ExternalModel,
@@ -82,16 +82,14 @@ def ablate_attention(
     """
     site = getattr(module, SITE, None)
     if site is None:
-        raise ConfigError(
-            f"{type(module).__name__} called ablate's attention function but has no variant "
-            "site; build Hugging Face models through ablate (create_model('hf:...'))"
-        )
+        raise ConfigError(f"{type(module).__name__} called ablate's attention function but has no "
+                          "variant site; build Hugging Face models through ablate "
+                          "(create_model('hf:...'))")
     if kwargs.get("is_causal"):
         raise ConfigError("ablate's variants run in bidirectional (encoder) attention only")
     if key.shape[1] != query.shape[1]:
-        raise ConfigError(
-            f"{type(module).__name__}: grouped key/value heads are not supported by ablate"
-        )
+        raise ConfigError(f"{type(module).__name__}: grouped key/value heads are not supported by "
+                          "ablate")
     mask = bias = None
     if attention_mask is not None and attention_mask.dim() == 2:
         mask = attention_mask.to(torch.bool)  # (B, Nk) key padding, from ablate_mask
@@ -112,8 +110,7 @@ def ablate_mask(
         return attention_mask  # (B, Nk) bool, True = real token; None without padding
     return sdpa_mask(
         batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
-        kv_offset=kv_offset, mask_function=mask_function, attention_mask=attention_mask,
-        **kwargs,
+        kv_offset=kv_offset, mask_function=mask_function, attention_mask=attention_mask, **kwargs,
     )
 
 
@@ -137,11 +134,9 @@ def inject_hf_attention(model: nn.Module, variant: VariantSpec, *, name: str) ->
     that bypasses the attention-function registry, a decoder, or no attention module."""
     _register_interface()
     if not model._can_set_attn_implementation():
-        raise ConfigError(
-            f"{name}: {type(model).__name__} does not route its attention through Hugging "
-            "Face's AttentionInterface, so ablate cannot drive it; use a model family that "
-            "does (BERT, RoBERTa, ViT, ...)"
-        )
+        raise ConfigError(f"{name}: {type(model).__name__} does not route its attention through "
+                          "Hugging Face's AttentionInterface, so ablate cannot drive it; use a "
+                          "model family that does (BERT, RoBERTa, ViT, ...)")
     if getattr(model.config, "is_decoder", False):
         raise ConfigError(f"{name}: a decoder (causal attention); ablate drives encoders only")
     adapted = []
@@ -175,16 +170,7 @@ class HFTextClassifier(ExternalModel):
         self.max_len = max_len
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32):
-            raise ValueError(
-                f"{self.name} expects integer token ids of shape (batch, length), "
-                f"got {ids.dtype} of shape {tuple(ids.shape)}"
-            )
-        if ids.shape[1] > self.max_len:
-            raise ConfigError(
-                f"{self.name} takes at most {self.max_len} tokens but got {ids.shape[1]}; "
-                "cut the texts (--max-len)"
-            )
+        check_token_ids(self.name, ids, self.max_len, "cut the texts (--max-len)")
         if mask is None:
             mask = ids != self.pad_index  # (B, L) True = real token
         return self.model(input_ids=ids, attention_mask=mask.to(torch.long)).logits
@@ -208,11 +194,9 @@ class HFImageClassifier(ExternalModel):
 
 
 def _missing(name: str, what: str, err: BaseException) -> ConfigError:
-    return ConfigError(
-        f"hf:{name}: {what} not found locally ({first_line(err, 200)}); pass --download to "
-        "fetch it from the Hugging Face Hub, or give a directory written by save_pretrained "
-        "(hf:/path/to/dir)"
-    )
+    return ConfigError(f"hf:{name}: {what} not found locally ({first_line(err, 200)}); pass "
+                       "--download to fetch it from the Hugging Face Hub, or give a directory "
+                       "written by save_pretrained (hf:/path/to/dir)")
 
 
 def _task(config: Any, name: str) -> str:
@@ -225,10 +209,9 @@ def _task(config: Any, name: str) -> str:
         return "image"
     if config.model_type in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
         return "text"
-    raise ConfigError(
-        f"hf:{name}: model type {config.model_type!r} has no sequence- or image-classification "
-        "head in transformers; use an encoder such as BERT, RoBERTa or ViT"
-    )
+    raise ConfigError(f"hf:{name}: model type {config.model_type!r} has no sequence- or "
+                      "image-classification head in transformers; use an encoder such as BERT, "
+                      "RoBERTa or ViT")
 
 
 def _load_config(name: str, download: bool, **overrides: Any) -> tuple[Any, dict]:
@@ -275,36 +258,24 @@ def resolve_hf(name: str, *, download: bool = False) -> ModelEntry:
     else:
         preprocessing = {"tokenizer": name}
         defaults["max_len"] = int(getattr(config, "max_position_embeddings", 512))
-    return ModelEntry(
-        name=f"hf:{name}",
-        external=True,
-        build=functools.partial(build_hf_model, name),
-        task=task,
-        defaults=defaults,
-        doc=f"Hugging Face {config.model_type} with every self-attention on the chosen variant",
-        extras={"preprocessing": preprocessing},
-    )
+    doc = f"Hugging Face {config.model_type} with every self-attention on the chosen variant"
+    return ModelEntry(f"hf:{name}", functools.partial(build_hf_model, name), task, defaults, doc,
+                      {"preprocessing": preprocessing}, external=True)
 
 
 def build_hf_model(
     hf_name: str, *, variant: VariantSpec = VariantSpec(), apply_to: str = "attention",
     pretrained: bool = False, download: bool = False, **kwargs: Any,
 ) -> ExternalModel:
-    """Build a Hugging Face classifier with every self-attention on ``variant``.
+    """Build a Hugging Face classifier (a Hub id or a ``save_pretrained`` directory) with
+    every self-attention on ``variant``; ``apply_to`` must be ``attention``.
 
-    Args:
-        hf_name: a Hub model id or a local directory (``save_pretrained``).
-        variant / apply_to: as for ablate's own models; only ``attention`` is valid.
-        pretrained: ``from_pretrained`` weights (local cache / directory unless
-            ``download``); False: fresh weights from the config.
-        download: let Hugging Face fetch what is not cached.
-        kwargs: the rest of :class:`~ablate.models.BuilderKwargs`: ``num_classes`` is
-            ``num_labels`` (a pretrained head of another size is re-initialised);
-            ``img_size`` other than the config's interpolates the position embeddings,
-            ``in_chans`` must match it; at most ``max_position_embeddings`` tokens
-            (``max_len``), ``pad_index`` defaults to the config's ``pad_token_id``; the
-            dropouts go to the config's own keys (an error where it has none). Anything
-            else: config attributes to override, or arguments of ``from_pretrained``.
+    ``kwargs``: the rest of :class:`~ablate.models.BuilderKwargs`: ``num_classes`` is
+    ``num_labels`` (a pretrained head of another size is re-initialised); ``img_size`` other
+    than the config's interpolates the position embeddings, ``in_chans`` must match it; at
+    most ``max_position_embeddings`` tokens (``max_len``), ``pad_index`` defaults to the
+    config's ``pad_token_id``; the dropouts go to the config's own keys (an error where it
+    has none). Anything else: config attributes, or arguments of ``from_pretrained``.
     """
     _register_interface()
     name = f"hf:{hf_name}"
@@ -322,9 +293,8 @@ def build_hf_model(
         overrides["num_labels"] = num_classes
     if task == "image":
         if in_chans is not None and in_chans != config.num_channels:
-            raise ConfigError(
-                f"{name} takes {config.num_channels}-channel images, got in_chans={in_chans}"
-            )
+            raise ConfigError(f"{name} takes {config.num_channels}-channel images, got "
+                              f"in_chans={in_chans}")
         if img_size is not None and not pretrained:
             overrides.setdefault("image_size", img_size)  # fresh weights: build at that size
     config, unused = _load_config(hf_name, download, **overrides)
@@ -343,9 +313,8 @@ def build_hf_model(
     limit = int(getattr(config, "max_position_embeddings", 512))
     max_len = ours["max_len"]
     if max_len is not None and max_len > limit:
-        raise ConfigError(
-            f"{name} takes at most {limit} tokens (max_position_embeddings); got max_len={max_len}"
-        )
+        raise ConfigError(f"{name} takes at most {limit} tokens (max_position_embeddings); got "
+                          f"max_len={max_len}")
     pad = ours["pad_index"]
     pad = getattr(config, "pad_token_id", None) if pad is None else pad
     return HFTextClassifier(model, pad_index=int(pad or 0), max_len=max_len or limit, **common)
@@ -377,11 +346,8 @@ def _instantiate(
 ) -> nn.Module:
     """The library's classifier: pretrained weights (from the cache) or fresh ones."""
     transformers = _transformers()
-    auto = (
-        transformers.AutoModelForImageClassification
-        if task == "image"
-        else transformers.AutoModelForSequenceClassification
-    )
+    auto = getattr(transformers, "AutoModelForImageClassification" if task == "image"
+                   else "AutoModelForSequenceClassification")
     try:
         if pretrained:
             return auto.from_pretrained(

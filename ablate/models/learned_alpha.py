@@ -2,16 +2,9 @@
 
 ``--variant softmax_v:alpha=learned`` (also ``alpha_remix``, ``laser_remix``,
 ``softmax_v_scaled``; options in :mod:`variants._learned`) gives every site that runs the
-variant an :class:`AlphaParameter` instead of a fixed alpha buffer. This module holds
-everything about it that is not the attention site itself:
-
-- the parameterisation (:class:`AlphaParameter`): alpha starts at exactly ``alpha_init``;
-- the optimizer group (:func:`split_alpha_group`): its own peak learning rate
-  (``--alpha-lr``, default the run's; it follows the run's warm-up + cosine like every group)
-  and no weight decay (decay would pull alpha toward 0 for no reason);
-- the metrics (:func:`alpha_metrics`): ``alpha/layer{i}`` or ``alpha/layer{i}/head{j}``
-  (``alpha/seqpool...`` for the sequence-pooling site), logged every epoch;
-- the refusal of a schedule next to a learned alpha (:func:`check_no_schedule`).
+variant an :class:`AlphaParameter` instead of a fixed alpha buffer, with its own optimizer
+group (:func:`split_alpha_group`: ``--alpha-lr`` and no weight decay, which would pull alpha
+toward 0 for no reason) and metrics (:func:`alpha_metrics`), logged every epoch.
 
 Parameterisation. Without a range alpha is the raw parameter itself, initialised to
 ``alpha_init``. With ``alpha_range=[lo,hi]``::
@@ -39,12 +32,7 @@ if TYPE_CHECKING:
     from variants import LearnedAlpha
 
 __all__ = [
-    "AlphaParameter",
-    "learned_sites",
-    "alpha_metrics",
-    "alpha_metric_keys",
-    "split_alpha_group",
-    "check_no_schedule",
+    "AlphaParameter", "learned_sites", "alpha_metrics", "split_alpha_group", "check_no_schedule",
     "RAW_NAME",
 ]
 
@@ -52,21 +40,14 @@ RAW_NAME = "raw_alpha"  # the parameter's name inside AlphaParameter (state-dict
 
 
 class AlphaParameter(nn.Module):
-    """One site's trainable alpha: () per layer or (H, 1, 1) per head.
-
-    Args:
-        spec: shape, start value and range (parsed from ``alpha=learned,...``).
-        heads: the site's head count (needed for ``alpha_shape=head``).
-        where: the site, for the error message when ``heads`` is unknown.
-    """
+    """One site's trainable alpha: () per layer or (H, 1, 1) per head (``heads``: the site's
+    head count, needed for ``alpha_shape=head``; ``where`` names the site in errors)."""
 
     def __init__(self, spec: "LearnedAlpha", heads: int | None, where: str = "this model"):
         super().__init__()
         if spec.shape == "head" and heads is None:
-            raise ConfigError(
-                f"alpha_shape=head needs the head count of every attention site, which "
-                f"{where} does not give; use alpha_shape=layer"
-            )
+            raise ConfigError("alpha_shape=head needs the head count of every attention site, "
+                              f"which {where} does not give; use alpha_shape=layer")
         shape = (heads, 1, 1) if spec.shape == "head" else ()
         self.init = float(spec.init)
         self.range = spec.range
@@ -121,11 +102,6 @@ def alpha_metrics(model: nn.Module) -> dict[str, float]:
     return out
 
 
-def alpha_metric_keys(model: nn.Module) -> list[str]:
-    """The metric keys :func:`alpha_metrics` logs for ``model`` (for figures)."""
-    return list(alpha_metrics(model))
-
-
 def split_alpha_group(
     groups: list[dict[str, Any]], model: nn.Module, lr: float, alpha_lr: float | None
 ) -> list[dict[str, Any]]:
@@ -150,7 +126,6 @@ def split_alpha_group(
 def check_no_schedule(learned: "LearnedAlpha | None", alpha_schedule: str, variant: str) -> None:
     """A learned alpha and an alpha schedule both want to own alpha: refuse the pair."""
     if learned is not None and alpha_schedule != "none":
-        raise ConfigError(
-            f"alpha_schedule {alpha_schedule!r} cannot drive a learned alpha ({variant!r}); "
-            "use --alpha-schedule none, or a fixed alpha (e.g. alpha=1) with the schedule"
-        )
+        raise ConfigError(f"alpha_schedule {alpha_schedule!r} cannot drive a learned alpha "
+                          f"({variant!r}); use --alpha-schedule none, or a fixed alpha (e.g. "
+                          "alpha=1) with the schedule")

@@ -35,27 +35,17 @@ _LORA_KEYS = ("lora_A", "lora_B", "lora_scale")
 
 
 class LoRALinear(nn.Module):
-    """An ``nn.Linear`` (frozen) plus a trainable low-rank update.
-
-    Args:
-        base: the projection to adapt; its ``weight`` / ``bias`` Parameters are taken over
-            as they are (same tensors, same names) and frozen.
-        rank: rank r of the update.
-        alpha: scaling numerator; the update is multiplied by ``alpha / rank``.
-    """
+    """An ``nn.Linear`` (frozen) plus a trainable low-rank update of rank ``rank``, scaled by
+    ``alpha / rank``; ``base``'s own ``weight`` / ``bias`` are taken over (same tensors, same
+    names) and frozen."""
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float):
         super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-        self.in_features = base.in_features
-        self.out_features = base.out_features
-        self.rank = rank
-        self.weight = base.weight
-        self.bias = base.bias
-        self.weight.requires_grad_(False)
-        if self.bias is not None:
-            self.bias.requires_grad_(False)
+        self.in_features, self.out_features, self.rank = base.in_features, base.out_features, rank
+        self.weight, self.bias = base.weight, base.bias
+        base.requires_grad_(False)
         factory = dict(device=base.weight.device, dtype=base.weight.dtype)
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, **factory))
@@ -110,24 +100,12 @@ def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
 def apply_lora(
     model: nn.Module, rank: int, alpha: float, targets: tuple[str, ...] | None = None
 ) -> list[str]:
-    """Wrap every ``nn.Linear`` whose name ends with one of ``targets`` in a :class:`LoRALinear`.
-
-    Only the wrapping happens here; freezing the rest of the model is the caller's choice
+    """Wrap (in place) every ``nn.Linear`` whose name ends with one of ``targets`` in a
+    :class:`LoRALinear`; returns the wrapped names. Freezing the rest is the caller's choice
     (:func:`ablate.finetune.prepare_model` leaves adapters and head trainable).
 
-    Args:
-        model: the model, modified in place.
-        rank: LoRA rank (>= 1).
-        alpha: scaling numerator (> 0); scale = alpha / rank.
-        targets: module-name suffixes to adapt; None: the model's own ``lora_targets``
-            (timm / Hugging Face wrappers: every linear layer inside the blocks), else
-            :data:`LORA_TARGETS`.
-
-    Returns:
-        The names of the wrapped modules.
-
-    Raises:
-        ConfigError: a bad rank / alpha, or no module matches ``targets``.
+    ``targets`` None: the model's own ``lora_targets`` (timm / Hugging Face wrappers: every
+    linear layer inside the blocks), else :data:`LORA_TARGETS`.
     """
     if rank < 1:
         raise ConfigError(f"lora_rank: must be >= 1 to add adapters, got {rank}")
@@ -143,9 +121,8 @@ def apply_lora(
         if type(m) is nn.Linear and any(name == t or name.endswith("." + t) for t in targets)
     ]
     if not names:
-        raise ConfigError(
-            f"no projection to adapt: the model has no linear layer named {', '.join(targets)}"
-        )
+        raise ConfigError("no projection to adapt: the model has no linear layer named "
+                          f"{', '.join(targets)}")
     for name in names:
         _set_submodule(model, name, LoRALinear(model.get_submodule(name), rank, alpha))
     return names
@@ -168,14 +145,9 @@ def is_lora_parameter(name: str) -> bool:
 
 
 def merge_lora_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state dict of an adapted model -> the plain one (``W += scale * B A``, no lora keys).
-
-    State dicts without adapters are returned unchanged (as a new dict).
-
-    Raises:
-        ValueError: an adapter entry lacks its partners (``lora_A``, ``lora_B``,
-            ``lora_scale`` and the base ``weight`` must all be there).
-    """
+    """A state dict of an adapted model -> the plain one (``W += scale * B A``, no lora keys;
+    a new dict). ValueError when an adapter lacks ``lora_A``, ``lora_B``, ``lora_scale`` or
+    the base ``weight``."""
     out = dict(state_dict)
     prefixes = sorted({k.rsplit(".", 1)[0] for k in out if k.rsplit(".", 1)[-1] in _LORA_KEYS})
     for prefix in prefixes:

@@ -6,8 +6,7 @@ things, and says so in its :class:`LoadReport`: a positional embedding whose tok
 differs (other image size or sequence length) is interpolated, and a classifier head whose
 class count differs is left freshly initialised. Anything else that does not fit (missing,
 unexpected or mis-shaped keys) is refused with one message naming every offending key.
-
-Our own checkpoint format (which also loads through here) is :mod:`ablate.models.checkpoint`.
+Our own checkpoints (:mod:`ablate.models.checkpoint`) load through here too.
 """
 
 from __future__ import annotations
@@ -26,31 +25,18 @@ from ablate.exceptions import CheckpointError
 from ablate.models._blocks import CompactTransformer, ConvTokenizer, sinusoidal_embedding
 
 __all__ = [
-    "LoadReport",
-    "read_checkpoint",
-    "load_pretrained",
-    "read_state_dict",
-    "resize_positional_embedding",
-    "extract_state_dict",
-    "unwrap_model",
+    "LoadReport", "read_checkpoint", "load_pretrained", "read_state_dict",
+    "resize_positional_embedding", "extract_state_dict", "unwrap_model",
 ]
+
 
 def read_checkpoint(
     path: str | Path, *, unreadable: Literal["raise", "none"] = "raise"
 ) -> Any:
-    """Load a checkpoint file on the CPU with ``weights_only=True`` (no pickled code runs).
-
-    Args:
-        path: the file (``~`` is expanded).
-        unreadable: what a missing, truncated or foreign file gives: ``raise`` a one-line
-            :class:`~ablate.exceptions.CheckpointError` naming the file, or ``none`` (resume,
-            which then falls back to an older file).
-
-    Returns:
-        Whatever the file holds (ours: a dict with ``model``; official: a state dict).
+    """Whatever a checkpoint file holds, loaded on the CPU with ``weights_only=True`` (no
+    pickled code runs). A missing, truncated or foreign file is a one-line CheckpointError
+    naming it, or None with ``unreadable="none"`` (resume then falls back to an older file).
     """
-    if unreadable not in ("raise", "none"):
-        raise ValueError(f"unreadable: {unreadable!r} is not valid; choose raise or none")
     p = Path(path).expanduser()
     problem = (
         None if p.is_file()
@@ -71,7 +57,6 @@ def read_checkpoint(
     raise CheckpointError(problem)
 
 
-
 _PE_KEY = "classifier.positional_emb"
 _FC_KEYS = ("classifier.fc.weight", "classifier.fc.bias")
 # Prefixes added by wrappers: DataParallel / DistributedDataParallel and torch.compile.
@@ -81,26 +66,16 @@ _Resized = dict[str, tuple[tuple[int, ...], tuple[int, ...]]]
 
 @dataclass(frozen=True)
 class LoadReport:
-    """What :func:`load_pretrained` did.
+    """What :func:`load_pretrained` did."""
 
-    Attributes:
-        source: the file (or ``<state dict>``) the weights came from.
-        loaded: keys whose values were copied into the model (resized ones included).
-        resized: key -> (checkpoint shape, model shape) for interpolated embeddings.
-        head_replaced: the class count differed, so ``classifier.fc`` kept its fresh init.
-        head_classes: (checkpoint classes, model classes) when the head was replaced.
-        missing / unexpected: keys tolerated because ``strict=False`` (empty when strict).
-        notes: anything else worth telling the user, one line each.
-    """
-
-    source: str
-    loaded: tuple[str, ...]
-    resized: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
-    head_replaced: bool = False
-    head_classes: tuple[int, int] | None = None
-    missing: tuple[str, ...] = ()
+    source: str  # the file (or <state dict>) the weights came from
+    loaded: tuple[str, ...]  # keys copied into the model (resized ones included)
+    resized: _Resized = field(default_factory=dict)  # key -> (checkpoint shape, model shape)
+    head_replaced: bool = False  # another class count: classifier.fc kept its fresh init
+    head_classes: tuple[int, int] | None = None  # (checkpoint classes, model classes)
+    missing: tuple[str, ...] = ()  # keys tolerated because strict=False
     unexpected: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # anything else worth telling, one line each
 
     def summary(self) -> str:
         """One line for logs, e.g. ``loaded 104 tensors from x.pth; resized ...``."""
@@ -108,9 +83,8 @@ class LoadReport:
         for key, (old, new) in self.resized.items():
             parts.append(f"resized {key} {list(old)} -> {list(new)}")
         if self.head_replaced and self.head_classes is not None:
-            parts.append(
-                f"new classifier head ({self.head_classes[0]} -> {self.head_classes[1]} classes)"
-            )
+            parts.append(f"new classifier head ({self.head_classes[0]} -> {self.head_classes[1]} "
+                         "classes)")
         if self.missing:
             parts.append(f"left at init (missing): {', '.join(self.missing)}")
         if self.unexpected:
@@ -121,10 +95,6 @@ class LoadReport:
 
 # ---------------------------------------------------------------------------------------
 # reading
-
-
-def _describe(source: Any) -> str:
-    return str(source) if isinstance(source, (str, Path)) else "<state dict>"
 
 
 def _strip_wrapper_prefixes(sd: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,9 +114,8 @@ def extract_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
     """A loaded object -> flat state dict: plain state dicts as they are, ``obj["model"]``
     for our checkpoints, ``obj["state_dict"]`` for timm-style training checkpoints."""
     if not isinstance(obj, Mapping):
-        raise CheckpointError(
-            f"{where} holds a {type(obj).__name__}, not a state dict or an ablate checkpoint"
-        )
+        raise CheckpointError(f"{where} holds a {type(obj).__name__}, not a state dict or an "
+                              "ablate checkpoint")
     for wrapper_key in ("model", "state_dict"):
         if isinstance(obj.get(wrapper_key), Mapping):
             obj = obj[wrapper_key]
@@ -165,17 +134,10 @@ def extract_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
 
 
 def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Read a state dict from an official ``.pth``/``.pt`` file, our checkpoint, or a mapping.
-
-    Args:
-        source: a file path, a state dict, or a checkpoint dict with a ``"model"`` (ours)
-            or ``"state_dict"`` entry. A ``module.`` / ``_orig_mod.`` prefix on every key
-            (DataParallel, torch.compile) is removed.
-
-    Raises:
-        CheckpointError: the file is missing, unreadable with ``weights_only=True``, or
-            holds something that is not a state dict (the message names the file).
-    """
+    """A state dict from an official ``.pth``/``.pt`` file, our checkpoint, or a mapping (a
+    state dict or a checkpoint dict with a ``"model"`` (ours) or ``"state_dict"`` entry),
+    without a ``module.`` / ``_orig_mod.`` prefix on every key (DataParallel, torch.compile).
+    CheckpointError naming the file when it is missing, unreadable or no state dict."""
     if isinstance(source, Mapping):
         return extract_state_dict(source, "<state dict>")
     return extract_state_dict(read_checkpoint(source), f"checkpoint {source}")
@@ -188,26 +150,20 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
 def resize_positional_embedding(
     pe: torch.Tensor, new_rows: int, *, n_prefix: int = 0, grid: bool = True
 ) -> torch.Tensor:
-    """Interpolate a (1, rows, dim) positional table to ``new_rows`` rows.
+    """Interpolate a (1, n_prefix + n_tokens, dim) positional table to ``new_rows`` rows.
 
-    Args:
-        pe: the table, (1, n_prefix + n_tokens, dim).
-        new_rows: rows wanted, prefix rows included.
-        n_prefix: leading rows that are not positions (ViT-Lite's class-token row); kept
-            as they are.
-        grid: treat the token rows as a square image grid (row-major, as the conv tokenizer
-            flattens it) and interpolate bilinearly in 2-D; otherwise, or when either token
-            count is not a perfect square, interpolate linearly along the sequence.
+    ``n_prefix`` leading rows are not positions (ViT-Lite's class-token row) and are kept.
+    ``grid``: the token rows are a square image grid (row-major, as the conv tokenizer
+    flattens it), interpolated bilinearly in 2-D; otherwise, or when either token count is
+    not a perfect square, linearly along the sequence.
     """
     if pe.dim() != 3 or pe.shape[0] != 1:
-        raise ValueError(
-            f"positional embedding must have shape (1, rows, dim), got {tuple(pe.shape)}"
-        )
+        raise ValueError("positional embedding must have shape (1, rows, dim), got "
+                         f"{tuple(pe.shape)}")
     old_tokens, new_tokens = pe.shape[1] - n_prefix, new_rows - n_prefix
     if old_tokens < 1 or new_tokens < 1:
-        raise ValueError(
-            f"cannot resize a positional embedding of {pe.shape[1]} rows to {new_rows}"
-        )
+        raise ValueError(f"cannot resize a positional embedding of {pe.shape[1]} rows to "
+                         f"{new_rows}")
     dtype = pe.dtype
     prefix, tokens = pe[:, :n_prefix], pe[:, n_prefix:].float()  # (1, N, C)
     g_old, g_new = math.isqrt(old_tokens), math.isqrt(new_tokens)
@@ -258,31 +214,17 @@ def load_pretrained(
       mis-shaped key (with both shapes). With ``strict=False`` missing and unexpected keys
       are tolerated (and listed in the report); mis-shaped ones never are.
 
-    Args:
-        model: a model from :func:`~ablate.models.create_model`.
-        source: file path, state dict, or our checkpoint dict (see :func:`read_state_dict`).
-        strict: refuse missing / unexpected keys.
-
-    Returns:
-        A :class:`LoadReport` of what was loaded, resized and replaced.
+    ``source``: file path, state dict, or our checkpoint dict (see :func:`read_state_dict`).
     """
-    where = _describe(source)
+    where = str(source) if isinstance(source, (str, Path)) else "<state dict>"
     model = unwrap_model(model)
     sd = read_state_dict(source)
     target = model.state_dict()
     resized, notes = _adapt_positional_embedding(model, sd, target)
     head_classes = _drop_mismatched_head(sd, target)
     loaded, missing, unexpected = _load_exact(model, sd, target, where, strict, head_classes)
-    return LoadReport(
-        source=where,
-        loaded=loaded,
-        resized=resized,
-        head_replaced=head_classes is not None,
-        head_classes=head_classes,
-        missing=missing,
-        unexpected=unexpected,
-        notes=tuple(notes),
-    )
+    return LoadReport(where, loaded, resized, head_classes is not None, head_classes, missing,
+                      unexpected, tuple(notes))
 
 
 def _adapt_positional_embedding(
@@ -292,14 +234,8 @@ def _adapt_positional_embedding(
     resized: _Resized = {}
     notes: list[str] = []
     value, ours = sd.get(_PE_KEY), target.get(_PE_KEY)
-    if (
-        value is not None
-        and ours is not None
-        and value.dim() == 3
-        and value.shape[0] == 1
-        and value.shape[2] == ours.shape[2]
-        and value.shape[1] != ours.shape[1]
-    ):
+    if (value is not None and ours is not None and value.dim() == 3 and value.shape[0] == 1
+            and value.shape[2] == ours.shape[2] and value.shape[1] != ours.shape[1]):
         rows, dim = ours.shape[1], ours.shape[2]
         if _is_sinusoidal(value):
             # A fixed table is a formula of (rows, dim): regenerate it rather than blur it.
@@ -312,39 +248,24 @@ def _adapt_positional_embedding(
             )
         resized[_PE_KEY] = (tuple(value.shape), tuple(ours.shape))
     pe_param = getattr(getattr(model, "classifier", None), "positional_emb", None)
-    if (
-        isinstance(pe_param, torch.Tensor)
-        and not pe_param.requires_grad
-        and _PE_KEY in sd
-        and sd[_PE_KEY].shape == pe_param.shape
-        and not _is_sinusoidal(sd[_PE_KEY])
-    ):
+    if (isinstance(pe_param, torch.Tensor) and not pe_param.requires_grad and _PE_KEY in sd
+            and sd[_PE_KEY].shape == pe_param.shape and not _is_sinusoidal(sd[_PE_KEY])):
         # E.g. official *_sine CCT checkpoints, whose embedding was (by an official bug)
         # learned: the values load faithfully, but into our fixed, non-trainable table.
         name = getattr(model, "name", type(model).__name__)
-        notes.append(
-            f"{_PE_KEY} holds learned values, not the sine table; they are loaded into "
-            f"{name}'s fixed (non-trainable) embedding"
-        )
+        notes.append(f"{_PE_KEY} holds learned values, not the sine table; they are loaded into "
+                     f"{name}'s fixed (non-trainable) embedding")
     return resized, notes
 
 
 def _drop_mismatched_head(
     sd: dict[str, torch.Tensor], target: Mapping[str, torch.Tensor]
 ) -> tuple[int, int] | None:
-    """Phase 2: a classifier head with another class count is dropped from ``sd``.
-
-    Returns:
-        (checkpoint classes, model classes) when it was dropped, else None.
-    """
+    """Phase 2: a classifier head with another class count is dropped from ``sd``; returns
+    (checkpoint classes, model classes) then, else None."""
     w, ours_w = sd.get(_FC_KEYS[0]), target.get(_FC_KEYS[0])
-    if (
-        w is not None
-        and ours_w is not None
-        and w.dim() == 2
-        and w.shape[1] == ours_w.shape[1]
-        and w.shape[0] != ours_w.shape[0]
-    ):
+    if (w is not None and ours_w is not None and w.dim() == 2 and w.shape[1] == ours_w.shape[1]
+            and w.shape[0] != ours_w.shape[0]):
         bias = sd.get(_FC_KEYS[1])
         if bias is None or tuple(bias.shape) == (w.shape[0],):
             for key in _FC_KEYS:
@@ -354,18 +275,11 @@ def _drop_mismatched_head(
 
 
 def _load_exact(
-    model: nn.Module,
-    sd: dict[str, torch.Tensor],
-    target: Mapping[str, torch.Tensor],
-    where: str,
-    strict: bool,
-    head_classes: tuple[int, int] | None,
+    model: nn.Module, sd: dict[str, torch.Tensor], target: Mapping[str, torch.Tensor], where: str,
+    strict: bool, head_classes: tuple[int, int] | None,
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """Phase 3: everything else must fit exactly; load it.
-
-    Returns:
-        (loaded, missing, unexpected) keys.
-    """
+    """Phase 3: everything else must fit exactly; load it. Returns (loaded, missing,
+    unexpected) keys."""
     name = getattr(model, "name", type(model).__name__)
     replaced = set(_FC_KEYS) if head_classes else set()
     missing = [k for k in target if k not in sd and k not in replaced]
@@ -390,8 +304,6 @@ def _load_exact(
     # Module hooks (e.g. the text models' official-table adapter) must not hide anything.
     late = sorted(set(result.missing_keys) - set(missing) - replaced)
     if late or result.unexpected_keys:
-        raise CheckpointError(
-            f"checkpoint {where} does not fit {name}: the model refused "
-            f"{', '.join(late + list(result.unexpected_keys))}"
-        )
+        raise CheckpointError(f"checkpoint {where} does not fit {name}: the model refused "
+                              f"{', '.join(late + list(result.unexpected_keys))}")
     return tuple(to_load), tuple(missing), tuple(unexpected)

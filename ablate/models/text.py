@@ -53,7 +53,7 @@ from ablate.models._blocks import (
     TransformerClassifier,
     conv_output_size,
 )
-from ablate.models._contract import builder_args, plain_arch
+from ablate.models._contract import builder_args, check_token_ids, plain_arch
 from ablate.models._registry import register_alias, register_model
 
 if TYPE_CHECKING:
@@ -85,14 +85,9 @@ _TEXT_DEFAULTS: dict[str, Any] = dict(
 
 
 class WordEmbedder(nn.Module):
-    """Token ids -> word vectors; key ``embeddings.weight`` (V, word_dim).
-
-    Args:
-        vocab_size / word_dim: table size.
-        pad_index: id of the padding token (its row starts at zero and gets no gradient).
-        embedding_matrix: initial vectors (V, word_dim); None = N(0, 1) like ``nn.Embedding``.
-        freeze: keep the vectors fixed (no gradient).
-    """
+    """Token ids -> word vectors; key ``embeddings.weight`` (V, word_dim), initialised from
+    ``embedding_matrix`` (None: N(0, 1)); the ``pad_index`` row starts at zero and gets no
+    gradient; ``freeze`` keeps every vector fixed."""
 
     def __init__(
         self, vocab_size: int, word_dim: int, pad_index: int = 0,
@@ -227,16 +222,8 @@ class TextCompactTransformer(CompactTransformer):
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """ids: (B, L) int64 with L <= max_len; mask: (B, L) bool, True = real word
         (default ``ids != pad_index``). Returns logits (B, num_classes)."""
-        if ids.dim() != 2 or ids.dtype not in (torch.int64, torch.int32):
-            raise ValueError(
-                f"{self.name} expects integer token ids of shape (batch, length), "
-                f"got {ids.dtype} of shape {tuple(ids.shape)}"
-            )
-        if ids.shape[1] > self.max_len:
-            raise ConfigError(
-                f"{self.name} was built for at most max_len={self.max_len} tokens but got "
-                f"{ids.shape[1]}; rebuild it with max_len>={ids.shape[1]} or cut the texts"
-            )
+        check_token_ids(self.name, ids, self.max_len,
+                        "rebuild it with max_len>={n} or cut the texts")
         if mask is None:
             mask = ids != self.pad_index
         x = self.embedder(ids)  # (B, L, word_dim)
@@ -248,16 +235,9 @@ def _drop_official_surplus_pe_row(module, state_dict, prefix, *_args) -> None:
     # The official text CVT / ViT-Lite tables have one row more than a max_len input makes
     # tokens. A fixed sine table's first rows are exactly ours: keep them, drop the surplus.
     key = prefix + "classifier.positional_emb"
-    pe = module.classifier.positional_emb
-    value = state_dict.get(key)
-    if (
-        pe is not None
-        and not pe.requires_grad
-        and isinstance(value, torch.Tensor)
-        and value.dim() == 3
-        and value.shape[1] == pe.shape[1] + 1
-        and value.shape[2] == pe.shape[2]
-    ):
+    pe, value = module.classifier.positional_emb, state_dict.get(key)
+    if (pe is not None and not pe.requires_grad and isinstance(value, torch.Tensor)
+            and value.dim() == 3 and value.shape[1:] == (pe.shape[1] + 1, pe.shape[2])):
         state_dict[key] = value[:, : pe.shape[1]]
 
 
@@ -268,30 +248,24 @@ def _word_table(a: dict[str, Any]) -> torch.Tensor | None:
     if matrix is not None:
         matrix = torch.as_tensor(matrix, dtype=torch.float32)
         if matrix.dim() != 2:
-            raise ConfigError(
-                f"{name}: embedding_matrix must be 2-D (vocab_size, word_dim); "
-                f"got shape {tuple(matrix.shape)}"
-            )
+            raise ConfigError(f"{name}: embedding_matrix must be 2-D (vocab_size, word_dim); "
+                              f"got shape {tuple(matrix.shape)}")
         for i, arg in enumerate(("vocab_size", "word_dim")):
             a[arg] = int(matrix.shape[i]) if a[arg] is None else a[arg]
         if tuple(matrix.shape) != (a["vocab_size"], a["word_dim"]):
-            raise ConfigError(
-                f"{name}: embedding_matrix has shape {tuple(matrix.shape)} but "
-                f"vocab_size={a['vocab_size']}, word_dim={a['word_dim']}"
-            )
+            raise ConfigError(f"{name}: embedding_matrix has shape {tuple(matrix.shape)} but "
+                              f"vocab_size={a['vocab_size']}, word_dim={a['word_dim']}")
     if a["vocab_size"] is None or a["word_dim"] is None:
-        raise ConfigError(
-            f"{name}: a text model needs vocab_size and word_dim, or an embedding_matrix"
-        )
+        raise ConfigError(f"{name}: a text model needs vocab_size and word_dim, or an "
+                          "embedding_matrix")
     for arg in ("vocab_size", "word_dim", "max_len", "kernel_size", "num_classes"):
         value = a.get(arg, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}: {arg} must be an integer >= 1; got {value!r}")
     pad = a["pad_index"]
     if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < a["vocab_size"]:
-        raise ConfigError(
-            f"{name}: pad_index must be an integer in [0, {a['vocab_size']}); got {pad!r}"
-        )
+        raise ConfigError(f"{name}: pad_index must be an integer in [0, {a['vocab_size']}); got "
+                          f"{pad!r}")
     return matrix
 
 
@@ -300,11 +274,10 @@ def _tokenizer(a: dict[str, Any]) -> nn.Module:
     family, k = a["family"], a.get("kernel_size")
     if family == "transformer":
         if a["word_dim"] % a["num_heads"]:
-            raise ConfigError(
-                f"{a['name']}: its {a['num_heads']} heads must divide the word-vector width, "
-                f"got word_dim={a['word_dim']}; use vectors whose width is a multiple of "
-                f"{a['num_heads']} (e.g. --embeddings glove.6B.300d.txt)"
-            )
+            raise ConfigError(f"{a['name']}: its {a['num_heads']} heads must divide the "
+                              f"word-vector width, got word_dim={a['word_dim']}; use vectors "
+                              f"whose width is a multiple of {a['num_heads']} (e.g. --embeddings "
+                              "glove.6B.300d.txt)")
         return WordTokens()
     if family == "cct":
         return TextConvTokenizer(a["word_dim"], a["dim"], k, max(1, k // 2 - 1), max(1, k // 2),
@@ -322,13 +295,11 @@ def build_text_model(
     """
     a = builder_args({**_TEXT_DEFAULTS, **size}, kwargs)
     if a["family"] not in TEXT_FAMILIES:
-        raise ConfigError(
-            f"text model family must be one of {', '.join(TEXT_FAMILIES)}; got {a['family']!r}"
-        )
+        raise ConfigError(f"text model family must be one of {', '.join(TEXT_FAMILIES)}; got "
+                          f"{a['family']!r}")
     matrix = _word_table(a)
-    embedder = WordEmbedder(
-        a["vocab_size"], a["word_dim"], a["pad_index"], matrix, freeze=a["freeze_embeddings"]
-    )
+    embedder = WordEmbedder(a["vocab_size"], a["word_dim"], a["pad_index"], matrix,
+                            freeze=a["freeze_embeddings"])
     tokenizer = _tokenizer(a)
     dim = a["word_dim"] if a["family"] == "transformer" else a["dim"]
     classifier = TransformerClassifier.from_args(

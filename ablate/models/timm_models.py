@@ -1,13 +1,11 @@
 """``timm:NAME``: timm's vision transformers with every self-attention running an ablate variant.
 
 ``create_model("timm:vit_tiny_patch16_224", num_classes=10, variant="softmax_v",
-pretrained=False, img_size=32, patch_size=4)`` builds the model with ``timm.create_model``
-(unknown keyword arguments go to it unchanged), then changes what its attention modules
-compute, without copying timm's code: each supported module keeps its own layers
-(``qkv``, ``q_norm`` / ``k_norm``, ``proj``, Swin's relative position table) and weights,
-gets a :class:`~ablate.models._blocks.VariantAttention` site as the submodule
-``variant_site``, and its class is switched to a subclass whose ``forward`` runs those same
-layers around the site instead of its own score computation:
+img_size=32, patch_size=4)`` builds the model with ``timm.create_model`` (unknown keyword
+arguments go to it unchanged). Each supported attention module keeps its own layers and
+weights, gets a :class:`~ablate.models._blocks.VariantAttention` site as ``variant_site``,
+and its class is switched to a subclass whose ``forward`` runs those layers around the site
+instead of its own score computation (no timm code is copied):
 
 - ``timm.layers.Attention`` (ViT, DeiT, DeiT-3, ViT with registers, ...): q, k, v from the
   module's ``qkv`` and norms; an attention mask, if the model passes one, becomes the
@@ -15,10 +13,9 @@ layers around the site instead of its own score computation:
 - ``timm.models.swin_transformer.WindowAttention`` (Swin): the relative position bias plus,
   in shifted windows, timm's 0 / -100 region mask, together as ``bias`` (B*nW, H, N, N).
 
-Any other attention-like module (a class whose name contains ``Attention`` or ``Attn``,
-e.g. ``AttentionPoolLatent``, Swin-V2's or EVA's attention) is refused with an error naming
-it, so no self-attention silently keeps its original computation. The state dict is timm's
-own (under ``model.``): the sites' parameters are non-persistent buffers.
+Any other attention-like module (``Attention`` or ``Attn`` in its class name, e.g.
+``AttentionPoolLatent``, Swin-V2's or EVA's attention) is refused by name, so no
+self-attention silently keeps its original computation.
 
 Weights: ``pretrained=True`` reads timm's weights from the local Hugging Face / torch hub
 cache only; ``download=True`` lets timm fetch them; ``pretrained_cfg_overlay=dict(file=PATH)``
@@ -80,22 +77,16 @@ class _ViTAttentionForward:
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
     ) -> torch.Tensor:
         if is_causal:
-            raise ConfigError(
-                "ablate's variants run in bidirectional self-attention only; this timm "
-                "attention was called with is_causal=True"
-            )
+            raise ConfigError("ablate's variants run in bidirectional self-attention only; this "
+                              "timm attention was called with is_causal=True")
         B, N, _ = x.shape
         gate = self.gate(x).sigmoid() if getattr(self, "gate", None) is not None else None
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, D)
         q, k = self.q_norm(q), self.k_norm(k)
-        out = getattr(self, SITE)(
-            q, k, v,
-            bias=mask_as_bias(attn_mask, q),
-            dropout_p=self.attn_drop.p if self.training else 0.0,
-            scale=self.scale,
-        )  # (B, H, N, D)
-        out = self.norm(out.transpose(1, 2).reshape(B, N, self.attn_dim))
+        out = getattr(self, SITE)(q, k, v, bias=mask_as_bias(attn_mask, q), scale=self.scale,
+                                  dropout_p=self.attn_drop.p if self.training else 0.0)
+        out = self.norm(out.transpose(1, 2).reshape(B, N, self.attn_dim))  # (B, H, N, D) ->
         if gate is not None:
             out = out * gate
         return self.proj_drop(self.proj(out))
@@ -115,13 +106,9 @@ class _WindowAttentionForward:
             n_win = mask.shape[0]
             bias = bias.unsqueeze(1) + mask.to(bias.dtype)[None, :, None]  # (1, nW, H, N, N)
             bias = bias.expand(B_ // n_win, -1, -1, -1, -1).reshape(B_, -1, N, N)
-        out = getattr(self, SITE)(
-            q, k, v,
-            bias=bias,
-            dropout_p=self.attn_drop.p if self.training else 0.0,
-            scale=self.scale,
-        )  # (B_, H, N, D)
-        out = out.transpose(1, 2).reshape(B_, N, -1)
+        out = getattr(self, SITE)(q, k, v, bias=bias, scale=self.scale,
+                                  dropout_p=self.attn_drop.p if self.training else 0.0)
+        out = out.transpose(1, 2).reshape(B_, N, -1)  # (B_, H, N, D) -> (B_, N, H*D)
         return self.proj_drop(self.proj(out))
 
 
@@ -163,18 +150,15 @@ def inject_timm_attention(model: nn.Module, variant: VariantSpec, *, name: str) 
             continue
         missing = [a for a in _NEEDS[kind] if not hasattr(module, a)]
         if missing:
-            raise ConfigError(
-                f"{name}: {type(module).__name__} of this timm version lacks "
-                f"{', '.join(missing)}; ablate supports timm>=1.0.31"
-            )
+            raise ConfigError(f"{name}: {type(module).__name__} of this timm version lacks "
+                              f"{', '.join(missing)}; ablate supports timm>=1.0.31")
         module.add_module(SITE, VariantAttention.of(variant, needs_bias=kind == "swin"))
         module.__class__ = _adapted_class(type(module), kind)
         adapted.append(mod_name)
     if unknown:
-        raise ConfigError(
-            f"{name}: ablate cannot drive these attention modules: {', '.join(unknown[:3])}"
-            f"{' ...' if len(unknown) > 3 else ''}; supported: {'; '.join(SUPPORTED)}"
-        )
+        raise ConfigError(f"{name}: ablate cannot drive these attention modules: "
+                          f"{', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}; "
+                          f"supported: {'; '.join(SUPPORTED)}")
     if not adapted:
         raise ConfigError(f"{name}: no self-attention found; supported: {'; '.join(SUPPORTED)}")
     return adapted
@@ -188,10 +172,8 @@ def _cached_weights(cfg: Any) -> dict[str, Any] | None:
     if cfg.hf_hub_id:
         from huggingface_hub import try_to_load_from_cache
 
-        files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else [
-            "model.safetensors", "pytorch_model.bin"
-        ]
-        for filename in files:
+        default = ["model.safetensors", "pytorch_model.bin"]
+        for filename in [cfg.hf_hub_filename] if cfg.hf_hub_filename else default:
             path = try_to_load_from_cache(cfg.hf_hub_id, filename)
             if isinstance(path, str):
                 return {"file": path, "custom_load": False}
@@ -215,11 +197,9 @@ def _pretrained_source(name: str, overlay: Mapping[str, Any] | None, download: b
     cached = _cached_weights(cfg)
     if cached is None:
         where = f"Hugging Face hub {cfg.hf_hub_id}" if cfg.hf_hub_id else cfg.url
-        raise ConfigError(
-            f"timm:{name}: pretrained weights are not in the local cache ({where}); pass "
-            "--download to fetch them once, or load a local file with "
-            "pretrained_cfg_overlay=dict(file=PATH)"
-        )
+        raise ConfigError(f"timm:{name}: pretrained weights are not in the local cache ({where}); "
+                          "pass --download to fetch them once, or load a local file with "
+                          "pretrained_cfg_overlay=dict(file=PATH)")
     return {"pretrained_cfg_overlay": {**dict(overlay or {}), **cached}}
 
 
@@ -232,14 +212,10 @@ def build_timm_model(
 ) -> ExternalModel:
     """Build ``timm.create_model(timm_name, ...)`` with every self-attention on ``variant``.
 
-    Args:
-        timm_name: a timm model name, optionally with a pretrained tag (``NAME.TAG``).
-        variant / apply_to: as for ablate's own models; only ``attention`` is valid.
-        pretrained: load timm's pretrained weights (from the local cache unless ``download``).
-        download: let timm fetch missing weights.
-        kwargs: the rest of :class:`~ablate.models.BuilderKwargs`, passed under timm's names
-            (``dropout`` is ``drop_rate``, ...; a pretrained head of another class count is
-            replaced by timm), and anything ``timm.create_model`` or the model accepts.
+    ``timm_name`` may carry a pretrained tag (``NAME.TAG``); ``apply_to`` must be
+    ``attention``; ``kwargs``: the rest of :class:`~ablate.models.BuilderKwargs` under timm's
+    names (``dropout`` is ``drop_rate``, ...; timm replaces a pretrained head of another
+    class count) and anything ``timm.create_model`` or the model accepts.
     """
     timm = _timm()
     name = f"timm:{timm_name}"
@@ -294,21 +270,15 @@ def resolve_timm(timm_name: str, *, download: bool = False) -> ModelEntry:
         chans, _, width = data["input_size"]
         defaults.update(img_size=int(width), in_chans=int(chans))
         extras["preprocessing"] = {
-            "img_size": int(width),
-            "in_chans": int(chans),
+            "img_size": int(width), "in_chans": int(chans),
             "mean": tuple(float(m) for m in data["mean"]),
             "std": tuple(float(s) for s in data["std"]),
             "interpolation": data.get("interpolation", "bilinear"),
             "crop_pct": float(data.get("crop_pct", 1.0)),
         }
     return ModelEntry(
-        name=f"timm:{timm_name}",
-        external=True,
-        build=functools.partial(build_timm_model, timm_name),
-        task="image",
-        defaults=defaults,
-        doc=f"timm {timm_name} with every self-attention on the chosen variant",
-        extras=extras,
+        f"timm:{timm_name}", functools.partial(build_timm_model, timm_name), "image", defaults,
+        f"timm {timm_name} with every self-attention on the chosen variant", extras, external=True,
     )
 
 

@@ -36,7 +36,6 @@ __all__ = [
     "LAST",
     "BEST",
     "PREVIOUS",
-    "EXPORTED",
     "ARTIFACT_DIR",
 ]
 
@@ -67,7 +66,6 @@ TRAIN_OBJECTIVE_LABEL = "train objective (smoothed / mixed)"
 LAST = "last.pt"  # resumable state of the newest finished epoch
 BEST = "best.pt"  # weights of the best-validation epoch
 PREVIOUS = "last.prev.pt"  # the last.pt before the newest one (fallback when that is cut short)
-EXPORTED = "model.pt"  # final weights, LoRA adapters merged (ablate.finetune.export_model)
 ARTIFACT_DIR = "checkpoints"  # MLflow artifact folder holding the files above
 
 

@@ -24,7 +24,8 @@ set. Each is what ``mlflow.pytorch.save_model`` writes, plus our weights:
   alpha, val_acc, variant parameters, the run's config): what :func:`load_model`,
   ``--init-from`` and ``ablate export`` rebuild our own module from, whose variant
   parameters can change and which trains further (the graph can do neither). The weights
-  are stored twice (cct_7_3x1_32: 15 MB each; the export adds about 1 s per model).
+  are stored twice (cct_7_3x1_32: 15 MB each; the export adds about 1 s per model, so when
+  the best epoch is the last one the folder is exported once and logged for both models).
 """
 
 from __future__ import annotations
@@ -50,9 +51,8 @@ if TYPE_CHECKING:
     from ablate.tracking import Tracker
 
 __all__ = [
-    "SPLIT_CONTEXTS", "MODEL_FORMAT", "DatasetRef", "ModelRef", "log_datasets",
-    "log_trial_models", "resolve_model_uri", "read_logged_model", "load_model",
-    "export_model_file",
+    "SPLIT_CONTEXTS", "MODEL_FORMAT", "DatasetRef", "ModelRef", "log_datasets", "log_trial_models",
+    "resolve_model_uri", "read_logged_model", "load_model", "export_model_file",
 ]
 
 # DataBundle attribute -> MLflow data set context
@@ -87,63 +87,44 @@ def _dataset_input(bundle: "DataBundle", attr: str, source: str) -> tuple[Any, D
     from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    split = getattr(bundle, attr)
-    context = SPLIT_CONTEXTS[attr]
-    name = f"{bundle.name}-{context}"
-    digest = split_digest(split)
+    split, context = getattr(bundle, attr), SPLIT_CONTEXTS[attr]
+    name, digest = f"{bundle.name}-{context}", split_digest(split)
     counts = torch.bincount(split.y.detach().to("cpu").long(), minlength=bundle.num_classes)
     profile = {
-        "num_rows": len(split),
-        "num_classes": bundle.num_classes,
-        "class_counts": counts.tolist(),
+        "num_rows": len(split), "num_classes": bundle.num_classes, "class_counts": counts.tolist(),
         "features_shape": list(split.x.shape),  # (N, C, H, W) images, (N, L) token ids
-        "features_dtype": str(split.x.dtype).replace("torch.", ""),
-        "task": bundle.task,
+        "features_dtype": str(split.x.dtype).replace("torch.", ""), "task": bundle.task,
         **bundle.info,  # source, split seed, sources of validation and test, normalisation
     }
     # MLflow's tensor-spec schema, as its NumPy data sets write it (-1: any row count)
     features = {"dtype": profile["features_dtype"], "shape": [-1, *split.x.shape[1:]]}
     targets = {"dtype": "int64", "shape": [-1]}
-    schema = {
-        "mlflow_tensorspec": {
-            key: json.dumps([{"type": "tensor", "tensor-spec": spec}])
-            for key, spec in (("features", features), ("targets", targets))
-        }
-    }
-    dataset = Dataset(
-        name=name,
-        digest=digest,
-        source_type="local" if "://" not in source else "http",
-        source=json.dumps({"uri": source}),
-        schema=json.dumps(schema),
-        profile=json.dumps(profile),
-    )
+    schema = {"mlflow_tensorspec": {
+        key: json.dumps([{"type": "tensor", "tensor-spec": spec}])
+        for key, spec in (("features", features), ("targets", targets))
+    }}
+    dataset = Dataset(name=name, digest=digest, source_type="http" if "://" in source else "local",
+                      source=json.dumps({"uri": source}), schema=json.dumps(schema),
+                      profile=json.dumps(profile))
     item = DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
     return item, DatasetRef(name, digest)
 
 
 def log_datasets(
-    tracker: "Tracker", bundle: "DataBundle", *, log: bool = True,
-    source_model: str | None = None,
+    tracker: "Tracker", bundle: "DataBundle", *, log: bool = True, source_model: str | None = None,
 ) -> dict[str, DatasetRef]:
     """Log train / validation / test as the run's data sets; returns split -> (name, digest).
 
-    Args:
-        tracker: the run.
-        bundle: the loaded data (tensors on any device; hashed on the CPU).
-        log: False = only compute the references (a resumed run logged them already).
-        source_model: the logged model the initial weights came from, logged with them as
-            the run's model input (its lineage in the UI).
+    ``log`` False only computes the references (a resumed run logged them already);
+    ``source_model``, the logged model the initial weights came from, is logged with them
+    as the run's model input (its lineage in the UI).
     """
     source = str(bundle.info.get("source") or bundle.name)
-    inputs, refs = [], {}
-    for attr in SPLIT_CONTEXTS:
-        item, ref = _dataset_input(bundle, attr, source)
-        inputs.append(item)
-        refs[attr] = ref
+    items = {attr: _dataset_input(bundle, attr, source) for attr in SPLIT_CONTEXTS}
     if log:
-        tracker.log_inputs(inputs, models=(source_model,) if source_model else ())
-    return refs
+        tracker.log_inputs([item for item, _ in items.values()],
+                           models=(source_model,) if source_model else ())
+    return {attr: ref for attr, (_, ref) in items.items()}
 
 
 # ---------------------------------------------------------------------------------------
@@ -159,8 +140,8 @@ def _save_model_dir(
     import mlflow.pytorch
     from safetensors.torch import save_file
 
-    from ablate.models.lora import merge_lora
     from ablate.models.checkpoint import checkpoint_payload
+    from ablate.models.lora import merge_lora
     from ablate.models.pretrained import unwrap_model
 
     # A float32 CPU copy (a graph exported on a GPU loads on that device only) with LoRA
@@ -169,7 +150,7 @@ def _save_model_dir(
     payload = checkpoint_payload(plain)
     flavor = {"format": MODEL_FORMAT, "weights": WEIGHTS_FILE, "name": payload["name"],
               "arch": payload["arch"], **record}
-    mlmodel.flavors["ablate"] = json.loads(json.dumps(flavor, default=str))  # plain values
+    mlmodel.flavors["ablate"] = _plain(flavor)
     x = example.detach().cpu()
     try:
         mlflow.pytorch.save_model(
@@ -193,20 +174,21 @@ def _save_model_dir(
     return failed
 
 
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
 def _log_model(
-    tracker: "Tracker",
-    model: "nn.Module",
-    *,
-    name: str,
-    params: Mapping[str, Any],
-    record: Mapping[str, Any],
-    example: torch.Tensor,
-    metrics: list[tuple[str, float, DatasetRef | None]],
-    metrics_step: int,
+    tracker: "Tracker", model: "nn.Module", *, name: str, params: Mapping[str, Any],
+    record: Mapping[str, Any], example: torch.Tensor,
+    metrics: list[tuple[str, float, DatasetRef | None]], metrics_step: int,
+    saved: dict[int, tuple[Path, str | None]], tmp: str,
 ) -> str:
     """Log ``model`` as an MLflow 3 LoggedModel of the run (output at ``params["epoch"]``);
     its ``metrics`` are logged to the run at ``metrics_step``, linked to the model and their
-    data set. Returns the model id."""
+    data set. ``saved``: the folders already written under ``tmp``, by ``id(model)``: the same
+    weights object is exported once, and its folder logged again with this model's ids.
+    Returns the model id."""
     from mlflow.entities import Metric
     from mlflow.models import Model
 
@@ -218,11 +200,18 @@ def _log_model(
         tags={"ablate.weights": params["weights"], "ablate.format": MODEL_FORMAT},
     )
     try:
-        mlmodel = Model(artifact_path=lm.artifact_location, run_id=run_id,
-                        model_id=lm.model_id, model_uuid=lm.model_id)
-        with tempfile.TemporaryDirectory(prefix="ablate-model-") as tmp:
-            failed = _save_model_dir(Path(tmp) / "model", model, example, mlmodel, record)
-            client.log_model_artifacts(lm.model_id, str(Path(tmp) / "model"))
+        fresh = id(model) not in saved
+        folder, failed = saved.get(id(model), (Path(tmp) / f"model{len(saved)}", None))
+        mlmodel = Model(run_id=run_id) if fresh else Model.load(str(folder / "MLmodel"))
+        mlmodel.artifact_path, mlmodel.model_id = lm.artifact_location, lm.model_id
+        mlmodel.model_uuid = lm.model_id
+        if fresh:
+            failed = _save_model_dir(folder, model, example, mlmodel, record)
+            saved[id(model)] = folder, failed
+        else:  # the same weights as the model logged before: its folder, this model's ids
+            mlmodel.flavors["ablate"].update(_plain(record))
+            mlmodel.save(str(folder / "MLmodel"))
+        client.log_model_artifacts(lm.model_id, str(folder))
         if failed:  # the weights are logged (load_model, --init-from); MLflow cannot serve them
             client.set_logged_model_tags(lm.model_id, {"ablate.no_pytorch_flavor": failed})
             warnings.warn(f"{name}: logged without MLflow's pytorch / pyfunc flavors ({failed})",
@@ -245,70 +234,50 @@ def _log_model(
 def _metric_owner(key: str) -> tuple[str | None, str | None]:
     """(model, split) a run-end metric belongs to: ``test_*`` the final weights on the
     test split, ``best_*`` the best-validation weights (``best_val_acc`` on validation)."""
-    if key in ("test_epoch", "test_alpha"):
-        return "final", None
-    if key in ("best_epoch", "best_test_alpha"):
-        return "best", None
+    owner = "best" if key.startswith("best_") else "final"
+    if key in ("test_epoch", "test_alpha", "best_epoch", "best_test_alpha"):
+        return owner, None
     if key == "best_val_acc":
         return "best", "val"
-    if key.startswith("best_test_"):
-        return "best", "test"
-    if key.startswith("test_"):
-        return "final", "test"
-    return None, None
+    return (owner, "test") if key.startswith(("best_test_", "test_")) else (None, None)
 
 
 def log_trial_models(
-    tracker: "Tracker",
-    *,
-    config: Mapping[str, Any],
-    datasets: Mapping[str, DatasetRef],
-    metrics: Mapping[str, float],
-    epochs: int,
-    name: str,
+    tracker: "Tracker", *, config: Mapping[str, Any], datasets: Mapping[str, DatasetRef],
+    metrics: Mapping[str, float], epochs: int, name: str,
     final: tuple["nn.Module", float | None, float],
-    best: tuple["nn.Module", int, float | None, float],
-    example: torch.Tensor,
+    best: tuple["nn.Module", int, float | None, float], example: torch.Tensor,
 ) -> dict[str, str]:
     """Log a finished trial's two LoggedModels and its run-end metrics (step ``epochs``).
 
     Every metric is logged once; ``test_*`` and ``best_*`` carry their model and data set.
-
-    Args:
-        tracker / config / datasets: the run, its resolved config, its data set refs.
-        metrics: the run-end metrics (``test_*``, ``best_test_*``, ``best_val_acc``, ...).
-        epochs: the final epoch (the final model's step and the metrics' step).
-        name: the run's name; the models are named ``<name> final`` and ``<name> best``.
-        final: (model, alpha, val_acc) of the final weights.
-        best: (model, epoch, alpha, val_acc) of the best-validation weights.
-        example: a few rows of model input (the signature and input example).
-
-    Returns:
-        ``{"final": model_id, "best": model_id}``.
+    The models are named ``<name> final`` / ``<name> best``; ``final`` is (model, alpha,
+    val_acc), ``best`` (model, epoch, alpha, val_acc); ``example``: a few rows of model input
+    (the signature). Returns ``{"final": model_id, "best": model_id}``.
     """
     base = {k: config.get(k) for k in ("model", "variant", "dataset", "seed")}
     # MLflow refuses / : . % and quotes in logged-model names
     label = name.translate(str.maketrans({".": "_", "/": "-", ":": "-", "%": "-", '"': "",
                                           "'": ""}))
-    ids = {}
-    for weights, (model, epoch, alpha, val_acc) in {
-        "final": (final[0], epochs, final[1], final[2]), "best": best
-    }.items():
-        owned = []
-        for key, value in metrics.items():
-            owner, split = _metric_owner(key)
-            if owner == weights:
-                owned.append((key, value, datasets.get(split) if split else None))
-        ids[weights] = _log_model(
-            tracker, model, name=f"{label} {weights}", example=example,
-            params={**base, "weights": weights, "epoch": epoch, "alpha": alpha,
-                    "val_acc": val_acc},
-            record={"epoch": epoch, "alpha": alpha, "val_acc": val_acc,
-                    "variant_params": dict(getattr(model, "variant_params", dict)()),
-                    "run_id": tracker.run_id, "config": dict(config)},
-            metrics=owned, metrics_step=epochs,
-        )
-    rest = {k: v for k, v in metrics.items() if _metric_owner(k)[0] is None}
+    owners = {key: _metric_owner(key) for key in metrics}
+    ids: dict[str, str] = {}
+    saved: dict[int, tuple[Path, str | None]] = {}
+    with tempfile.TemporaryDirectory(prefix="ablate-model-") as tmp:
+        for weights, (model, epoch, alpha, val_acc) in (
+            ("final", (final[0], epochs, *final[1:])), ("best", best)
+        ):
+            owned = [(key, value, datasets.get(owners[key][1])) for key, value in metrics.items()
+                     if owners[key][0] == weights]
+            ids[weights] = _log_model(
+                tracker, model, name=f"{label} {weights}", example=example,
+                params={**base, "weights": weights, "epoch": epoch, "alpha": alpha,
+                        "val_acc": val_acc},
+                record={"epoch": epoch, "alpha": alpha, "val_acc": val_acc,
+                        "variant_params": dict(getattr(model, "variant_params", dict)()),
+                        "run_id": tracker.run_id, "config": dict(config)},
+                metrics=owned, metrics_step=epochs, saved=saved, tmp=tmp,
+            )
+    rest = {k: v for k, v in metrics.items() if owners[k][0] is None}
     tracker.log_metrics(rest, step=epochs)
     return ids
 
@@ -332,9 +301,11 @@ def _first_line(err: BaseException) -> str:
 
 def _unversioned(client: Any, name: str, uri: str, store: str) -> str:
     """What ``models:/NAME`` without a version or alias should have been."""
+    from mlflow.exceptions import MlflowException
+
     try:
         registered = client.get_registered_model(name)
-    except Exception:  # MlflowException: no such registered model
+    except MlflowException:  # no such registered model
         return (f"cannot find {uri} in {store}: no registered model {name!r}; give "
                 "models:/NAME/VERSION, models:/NAME@ALIAS or models:/<model_id>")
     versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
@@ -345,23 +316,18 @@ def _unversioned(client: Any, name: str, uri: str, store: str) -> str:
 
 
 def resolve_model_uri(uri: str, tracking_uri: str | None = None) -> ModelRef:
-    """Look up ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or ``models:/<model_id>``.
-
-    Raises:
-        CheckpointError: not a models:/ URI, unknown name / version / alias / model id, or a
-            name without a version (the message lists its versions and aliases).
-    """
+    """Look up ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or ``models:/<model_id>``;
+    CheckpointError for anything else (a name without a version: listing its versions)."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     from ablate.tracking import resolve_tracking_uri
 
     store = resolve_tracking_uri(tracking_uri)
     body = uri[len("models:/"):].strip("/") if uri.startswith("models:/") else ""
     if not body:
-        raise CheckpointError(
-            f"{uri!r} is not a model URI; give models:/NAME/VERSION, models:/NAME@ALIAS "
-            "or models:/<model_id>"
-        )
+        raise CheckpointError(f"{uri!r} is not a model URI; give models:/NAME/VERSION, "
+                              "models:/NAME@ALIAS or models:/<model_id>")
     client = MlflowClient(store, registry_uri=store)
     if "/" not in body and "@" not in body and not body.startswith("m-"):
         raise CheckpointError(_unversioned(client, body, uri, store))  # MLflow 3 ids: m-...
@@ -382,7 +348,7 @@ def resolve_model_uri(uri: str, tracking_uri: str | None = None) -> ModelRef:
                 return ModelRef(uri, resolved, None, source)
         location = client.get_logged_model(model_id).artifact_location
         return ModelRef(uri, resolved, model_id, location)
-    except Exception as err:  # MlflowException: unknown name, version, alias or id
+    except MlflowException as err:  # unknown name, version, alias or id
         raise CheckpointError(f"cannot find {uri} in {store}: {_first_line(err)}") from None
 
 
@@ -392,51 +358,45 @@ def read_logged_model(uri: str, tracking_uri: str | None = None) -> dict[str, An
     ``model_uri`` (the resolved URI), read without executing code (``MLmodel`` and
     ``model.safetensors`` only; the exported graph is not downloaded).
 
-    Args:
-        uri: ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or ``models:/<model_id>``.
-        tracking_uri: the store (None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).
-
-    Raises:
-        CheckpointError: one line naming the model and the file that is missing or damaged.
+    ``uri``: ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or ``models:/<model_id>``;
+    ``tracking_uri``: the store (None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).
+    A missing or damaged file is a one-line CheckpointError naming the model and the file.
     """
     from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
     from mlflow.models import Model
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from ablate.models.checkpoint import CHECKPOINT_FORMAT
     from ablate.tracking import resolve_tracking_uri
 
-    ref = resolve_model_uri(uri, tracking_uri)
+    ref, store = resolve_model_uri(uri, tracking_uri), resolve_tracking_uri(tracking_uri)
     where = f"{uri} (logged model {ref.model_id})" if ref.model_id else uri
 
     def fetch(name: str, tmp: str) -> Path:
         try:
             return Path(download_artifacts(artifact_uri=f"{ref.location.rstrip('/')}/{name}",
-                                           dst_path=tmp,
-                                           tracking_uri=resolve_tracking_uri(tracking_uri)))
-        except Exception as err:  # MlflowException, OSError: not there
+                                           dst_path=tmp, tracking_uri=store))
+        except (MlflowException, OSError) as err:  # not there
             raise CheckpointError(f"{where} has no {name}: {_first_line(err)}") from None
 
     with tempfile.TemporaryDirectory(prefix="ablate-model-") as tmp:
         record = Model.load(str(fetch("MLmodel", tmp))).flavors.get("ablate")
         if record is None:
-            raise CheckpointError(
-                f"{where} is not an ablate model (its MLmodel has no 'ablate' flavor); "
-                "load it with mlflow.pytorch.load_model"
-            )
+            raise CheckpointError(f"{where} is not an ablate model (its MLmodel has no 'ablate' "
+                                  "flavor); load it with mlflow.pytorch.load_model")
         if record.get("format") == _V1_FORMAT:
             import yaml
 
             record = {**json.loads(fetch(record["meta"], tmp).read_text()),
                       "config": yaml.safe_load(fetch(record["config"], tmp).read_text())}
-        path = fetch(WEIGHTS_FILE, tmp)
         try:
-            weights = load_file(str(path))
-        except Exception as err:  # SafetensorError: an upload cut short, a damaged file
-            raise CheckpointError(
-                f"{where}: {WEIGHTS_FILE} is unreadable ({_first_line(err)}); log the model "
-                "again, or start from its run's checkpoints/best.pt"
-            ) from None
+            weights = load_file(str(fetch(WEIGHTS_FILE, tmp)))
+        except (SafetensorError, OSError) as err:  # an upload cut short, a damaged file
+            raise CheckpointError(f"{where}: {WEIGHTS_FILE} is unreadable ({_first_line(err)}); "
+                                  "log the model again, or start from its run's "
+                                  "checkpoints/best.pt") from None
     state = {k: v for k, v in record.items() if k not in ("format", "weights", "meta")}
     state.update(format=CHECKPOINT_FORMAT, model=weights, model_id=ref.model_id,
                  model_uri=ref.resolved)
@@ -445,22 +405,16 @@ def read_logged_model(uri: str, tracking_uri: str | None = None) -> dict[str, An
 
 def load_model(uri: str, tracking_uri: str | None = None) -> "nn.Module":
     """A logged (or registered) ablate model as our own PyTorch module, on the CPU and in
-    eval mode (``.train()`` to train it), at the variant parameters it was validated at.
-
-    Example::
-
-        from ablate.tracking.models import load_model
-        model = load_model("models:/cct-digits/1")
-    """
+    eval mode (``.train()`` to train it), at the variant parameters it was validated at:
+    ``load_model("models:/cct-digits/1")``."""
     from ablate.models.checkpoint import model_from_checkpoint
 
     return model_from_checkpoint(read_logged_model(uri, tracking_uri))
 
 
 def export_model_file(uri: str, out: str | Path, tracking_uri: str | None = None) -> Path:
-    """Write a logged model as our checkpoint file (``torch.load(weights_only=True)``;
-    ``ablate.models.checkpoint.model_from_checkpoint(path)`` rebuilds the module, and
-    ``--init-from`` takes it)."""
+    """Write a logged model as our checkpoint file (``model_from_checkpoint(path)`` rebuilds
+    the module, ``--init-from`` takes it)."""
     from ablate.models.checkpoint import atomic_torch_save
 
     return atomic_torch_save(read_logged_model(uri, tracking_uri), out)

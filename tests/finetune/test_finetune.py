@@ -23,9 +23,9 @@ from ablate.finetune import (
     parse_source,
     prepare_model,
 )
-from ablate.models.lora import is_lora_parameter, lora_modules, merge_lora_state_dict
 from ablate.models import create_model
-from ablate.models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from ablate.models.checkpoint import load_checkpoint, save_checkpoint
+from ablate.models.lora import is_lora_parameter, lora_modules, merge_lora_state_dict
 from ablate.trial.resolve import resolve
 from ablate.trial.schedules import AlphaSchedule
 
@@ -132,13 +132,16 @@ def test_finetune_from_a_run_starts_at_the_source_accuracy_and_anneals_alpha(
     assert tags["init.head"] == "loaded" and tags["init.resized"] == "none"
     assert float(_history(client, result.run_id, "optim/lr")[0][1]) <= 1e-4  # fine-tuning lr
 
-    # The exported model: plain keys, alpha recorded at its final value, loads by itself.
-    local = Path(client.download_artifacts(result.run_id, "checkpoints/model.pt", str(store)))
-    ckpt = load_checkpoint(local)
+    # The final logged model: plain keys, alpha recorded at its final value, loads by itself.
+    from ablate.tracking.models import load_model, read_logged_model
+
+    (final,) = [m for m in client.search_logged_models([run.info.experiment_id])
+                if m.source_run_id == result.run_id and m.tags["ablate.weights"] == "final"]
+    ckpt = read_logged_model(f"models:/{final.model_id}")
     assert ckpt["arch"]["variant"] == "softmax_v"
     assert ckpt["arch"]["variant_params"]["alpha"] == 1.0
     assert ckpt["arch"]["in_chans"] == 1
-    model = model_from_checkpoint(local)
+    model = load_model(f"models:/{final.model_id}")
     assert model.variant_params()["alpha"] == 1.0
 
 
@@ -274,7 +277,7 @@ def test_official_weights_finetune_on_digits_with_lora_and_resume(
     store, client, tmp_path, cct_keys
 ):
     """Tiny end to end at the default digits size: RGB weights -> 3-channel digits, LoRA
-    (+ layer decay), interrupted after epoch 1 and resumed, merged weights exported."""
+    (+ layer decay), interrupted after epoch 1 and resumed, merged weights logged."""
     from ablate.trial.run import train
 
     official = _official_state_dict(cct_keys["cct_2_3x2_32"], seed=3)
@@ -331,35 +334,33 @@ def test_official_weights_finetune_on_digits_with_lora_and_resume(
     adapters = [k for k in best if k.endswith("lora_B")]
     assert len(adapters) == 8 and all(torch.count_nonzero(best[k]) > 0 for k in adapters)
 
-    exported = load_checkpoint(ckpt_dir / "model.pt")
-    assert list(exported["model"]) == list(official)  # plain official keys, no lora_*
+    # The run's final logged model holds the merged weights, loadable without adapters.
+    from ablate.tracking.models import load_model, read_logged_model
+
+    (logged,) = [m for m in client.search_logged_models([experiment])
+                 if m.source_run_id == rid and m.tags["ablate.weights"] == "final"]
+    exported = read_logged_model(f"models:/{logged.model_id}")
+    assert sorted(exported["model"]) == sorted(official)  # plain official keys, no lora_*
     assert exported["arch"]["in_chans"] == 3  # the digits were converted to RGB
-    plain = model_from_checkpoint(exported)
+    plain = load_model(f"models:/{logged.model_id}")
     adapted = create_model("cct_2_3x2_32", img_size=16, in_chans=3)
     prepare_model(adapted, cfg)
-    # model.pt is the final model (the end of the schedule), as last.pt holds it
+    # it is the final model (the end of the schedule), as last.pt holds it
     final = torch.load(ckpt_dir / "last.pt", weights_only=True)["model"]
     adapted.load_state_dict(final, strict=True)
     x = torch.rand(8, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(plain(x), adapted.eval()(x), atol=1e-5, rtol=0)
-    # the run's final logged model holds the same merged weights, loadable without adapters
-    from ablate.tracking.models import load_model
-
-    (logged,) = [m for m in client.search_logged_models([experiment])
-                 if m.source_run_id == rid and m.tags["ablate.weights"] == "final"]
-    for key, value in load_model(f"models:/{logged.model_id}").state_dict().items():
-        torch.testing.assert_close(value, exported["model"][key], atol=0, rtol=0)
 
     # A LoRA run is itself a valid source: its adapters are merged while reading.
-    # (runs:/ID reads the run's best.pt; its exported model.pt holds the final weights)
+    # (runs:/ID reads the run's best.pt; its final logged model holds the final weights)
     src = load_source(rid)
     assert src.merged_adapters == 8 and set(src.state_dict) == set(official)
     key = "classifier.blocks.0.linear1.weight"
     torch.testing.assert_close(
         src.state_dict[key], merge_lora_state_dict(best)[key], atol=1e-6, rtol=0
     )
-    final_src = load_source(f"runs:/{rid}/checkpoints/model.pt")
+    final_src = load_source(f"models:/{logged.model_id}")
     torch.testing.assert_close(final_src.state_dict[key], exported["model"][key], atol=0, rtol=0)
 
 

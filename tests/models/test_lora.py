@@ -11,7 +11,9 @@ import torch.nn as nn
 
 from ablate.config import RunConfig
 from ablate.exceptions import ConfigError
-from ablate.finetune import export_model, prepare_model
+from ablate.finetune import prepare_model
+from ablate.models import create_model
+from ablate.models.checkpoint import checkpoint_payload, model_from_checkpoint
 from ablate.models.lora import (
     LoRALinear,
     apply_lora,
@@ -20,8 +22,6 @@ from ablate.models.lora import (
     merge_lora,
     merge_lora_state_dict,
 )
-from ablate.models import create_model
-from ablate.models.checkpoint import load_checkpoint, model_from_checkpoint
 
 PROJECTIONS = ("self_attn.qkv", "self_attn.proj", "linear1", "linear2")
 
@@ -124,7 +124,8 @@ def test_adapted_state_dict_reloads_into_an_adapted_model(tmp_path):
     assert torch.equal(a(x), b(x))
 
 
-def test_export_writes_merged_official_keys_that_load_into_a_plain_model(tmp_path):
+def test_merged_copy_has_official_keys_that_load_into_a_plain_model():
+    # what a run's logged models store (ablate.tracking.models): a copy, adapters merged
     cfg = RunConfig(variant="softmax_v", lora_rank=2, lora_alpha=4.0)
     model = _model(variant="softmax_v")
     prepare_model(model, cfg)
@@ -133,14 +134,12 @@ def test_export_writes_merged_official_keys_that_load_into_a_plain_model(tmp_pat
     model.eval()
     x = _x()
     adapted = model(x)
-    path = export_model(model, tmp_path / "model.pt", cfg)
+    ckpt = checkpoint_payload(merge_lora(copy.deepcopy(model)))
     assert lora_modules(model)  # the live model keeps its adapters
-    ckpt = load_checkpoint(path)
     assert set(ckpt["model"]) == set(_model().state_dict())
     assert not any("lora" in k for k in ckpt["model"])
     assert ckpt["arch"]["variant_params"]["alpha"] == 0.25
-    assert ckpt["config"]["lora_rank"] == 2 and ckpt["lora_merged"] == 8
-    plain = model_from_checkpoint(path)
+    plain = model_from_checkpoint(ckpt)
     assert not lora_modules(plain)
     torch.testing.assert_close(plain(x), adapted, atol=1e-5, rtol=0)
 

@@ -129,6 +129,7 @@ def test_final_and_best_weights_are_pytorch_models_of_the_run_without_pickles(st
         assert not any(a.endswith((".pt", ".pkl", ".pth")) for a in arts)  # nothing pickled
         mlmodel = Model.load(f"models:/{model.model_id}")
         assert {"pytorch", "python_function", "ablate"} <= set(mlmodel.flavors)
+        assert mlmodel.model_id == model.model_id
         assert mlmodel.flavors["ablate"]["epoch"] == int(model.params["epoch"])
         assert mlmodel.flavors["ablate"]["variant_params"] == {"alpha": 1.0}
         schema = mlmodel.signature.to_dict()
@@ -140,6 +141,43 @@ def test_final_and_best_weights_are_pytorch_models_of_the_run_without_pickles(st
     )
     # every run-end metric is logged once (the model link does not duplicate the history)
     assert len(client.get_metric_history(run.info.run_id, "test_acc")) == 1
+
+
+def test_best_weights_that_are_the_final_ones_are_exported_once_and_logged_twice(
+    store, monkeypatch
+):
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import Model
+
+    from ablate.models import create_model
+    from ablate.tracking import Tracker
+    from ablate.tracking.models import load_model, log_trial_models
+
+    _, uri = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = _client(uri)
+    experiment = client.get_experiment_by_name("ablate").experiment_id
+    run_id = client.create_run(experiment, run_name="same-weights").info.run_id
+    exports, save_model = [], mlflow.pytorch.save_model
+    monkeypatch.setattr(mlflow.pytorch, "save_model",
+                        lambda *args, **kw: exports.append(1) or save_model(*args, **kw))
+    model = create_model("cct_2_3x2_32", img_size=8, in_chans=1).eval()
+    ids = log_trial_models(
+        Tracker(uri, run_id), config={"model": "cct_2_3x2_32"}, datasets={},
+        metrics={"test_acc": 0.5, "best_test_acc": 0.5}, epochs=2, name="same-weights",
+        final=(model, None, 0.5), best=(model, 2, None, 0.5), example=torch.rand(2, 1, 8, 8),
+    )
+    assert len(exports) == 1  # one torch.export for both
+    for weights, model_id in ids.items():
+        mlmodel = Model.load(f"models:/{model_id}")
+        assert mlmodel.model_id == model_id  # the shared folder, each model's own MLmodel
+        assert {"pytorch", "python_function", "ablate"} <= set(mlmodel.flavors)
+        assert mlmodel.flavors["ablate"]["epoch"] == 2
+        assert client.get_logged_model(model_id).tags["ablate.weights"] == weights
+        loaded = load_model(f"models:/{model_id}", uri).state_dict()
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(loaded[key], value, atol=0, rtol=0)
 
 
 @pytest.fixture(scope="module")

@@ -37,24 +37,17 @@ def _raw_corpus(cfg: "RunConfig") -> RawCorpus:
         return spec.reader(ensure_corpus(spec, cfg.data_dir, download=cfg.download))
     if cfg.dataset.startswith(tuple(f"{fmt}:" for fmt in LOCAL_FORMATS)):
         return read_local(cfg.dataset, cfg.text_col, cfg.label_col)
-    raise ConfigError(
-        f"unknown text dataset {cfg.dataset!r}; choose one of {', '.join(CORPORA)}, "
-        "csv:PATH, tsv:PATH or jsonl:PATH"
-    )
+    raise ConfigError(f"unknown text dataset {cfg.dataset!r}; choose one of {', '.join(CORPORA)}, "
+                      "csv:PATH, tsv:PATH or jsonl:PATH")
 
 
 def load_text_data(
     cfg: "RunConfig", *, encoding: TextEncoding | None = None,
     preprocessing: Mapping[str, Any] | None = None,
 ) -> DataBundle:
-    """Load, split and encode ``cfg.dataset``; attach its embedding table.
-
-    Args:
-        cfg: uses dataset, data_dir, download, text_col, label_col, max_len, val_fraction,
-            test_fraction, plus what the encoding reads (embeddings, seed).
-        encoding: texts -> ids; None: :func:`~ablate.data.text.encoding.encoding_for`.
-        preprocessing: the model entry's ``extras["preprocessing"]`` (timm: / hf: models).
-    """
+    """Load, split and encode ``cfg.dataset``; attach its embedding table. ``encoding``: texts
+    -> ids (None: :func:`~ablate.data.text.encoding.encoding_for` the model entry's
+    ``preprocessing``)."""
     if cfg.max_len < 1:
         raise ConfigError(f"max_len: must be >= 1, got {cfg.max_len}")
     raw = _raw_corpus(cfg)
@@ -63,10 +56,8 @@ def load_text_data(
     train, val, test = raw.train, raw.val, raw.test
     if test is None:
         if not 0.0 < cfg.test_fraction < 1.0:
-            raise ConfigError(
-                f"test_fraction: must be in (0, 1) because {raw.source} has no test split, "
-                f"got {cfg.test_fraction}"
-            )
+            raise ConfigError(f"test_fraction: must be in (0, 1) because {raw.source} has no test "
+                              f"split, got {cfg.test_fraction}")
         train, test = split_holdout(train, cfg.test_fraction)
     if val is None:
         train, val = split_holdout(train, cfg.val_fraction)
@@ -81,20 +72,14 @@ def load_text_data(
 
     lengths = np.concatenate([encoded.lengths[name] for name in _SPLITS])
     info = {
-        "source": raw.source,
-        **encoded.info,
-        "train_size": len(train),
-        "val_size": len(val),
-        "test_size": len(test),
-        "max_len": cfg.max_len,
+        "source": raw.source, **encoded.info, "train_size": len(train), "val_size": len(val),
+        "test_size": len(test), "max_len": cfg.max_len,
         # A full-length example was cut or fits exactly.
         "full_length_fraction": round(float((lengths >= cfg.max_len).mean()), 4),
-        "mean_tokens": round(float(lengths.mean()), 2),
-        "split_seed": SPLIT_SEED,
+        "mean_tokens": round(float(lengths.mean()), 2), "split_seed": SPLIT_SEED,
     }
     return DataBundle(
-        name=cfg.dataset, task="text", train=split("train"), val=split("val"),
-        test=split("test"), num_classes=len(raw.class_names),
-        class_names=list(raw.class_names), vocab=encoded.vocab,
+        name=cfg.dataset, task="text", train=split("train"), val=split("val"), test=split("test"),
+        num_classes=len(raw.class_names), class_names=list(raw.class_names), vocab=encoded.vocab,
         embedding_matrix=encoded.embedding_matrix, pad_index=encoded.pad_index, info=info,
     )

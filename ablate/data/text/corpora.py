@@ -17,6 +17,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ablate.data.download import download as fetch
+from ablate.data.download import extract_archive, is_extracted, prepare_lock, verify_file
 from ablate.data.text.raw import RawCorpus, RawText, read_delimited
 from ablate.data.text.tokenizer import TEXT_SEPARATOR, join_texts
 from ablate.exceptions import DataError
@@ -135,10 +137,8 @@ def _read_trec_file(path: Path) -> RawText:
         label, _, question = line.strip().partition(" ")
         coarse = label.partition(":")[0]
         if coarse not in index or not question:
-            raise DataError(
-                f"{path}: line {line_no} is not 'COARSE:fine question' with COARSE one of "
-                f"{', '.join(TREC_CLASSES)}"
-            )
+            raise DataError(f"{path}: line {line_no} is not 'COARSE:fine question' with COARSE "
+                            f"one of {', '.join(TREC_CLASSES)}")
         texts.append(question)
         labels.append(index[coarse])
     return RawText(texts, np.asarray(labels, dtype=np.int64))
@@ -155,10 +155,8 @@ def _read_sst2_file(path: Path) -> RawText:
     frame = read_delimited(path, sep="\t", quoting=csv.QUOTE_NONE)
     missing = [c for c in ("sentence", "label") if c not in frame.columns]
     if missing:
-        raise DataError(
-            f"{path}: missing column {', '.join(missing)}; "
-            f"columns: {', '.join(map(str, frame.columns))}"
-        )
+        raise DataError(f"{path}: missing column {', '.join(missing)}; "
+                        f"columns: {', '.join(map(str, frame.columns))}")
     labels = frame["label"].to_numpy()
     if not np.isin(labels, ["0", "1"]).all():
         raise DataError(f"{path}: SST-2 labels must be 0 or 1")
@@ -279,8 +277,6 @@ def ensure_corpus(spec: CorpusSpec, data_dir: str | Path, *, download: bool) -> 
     earlier or placed by hand) is verified and extracted. Anything else is fetched only
     with ``download=True``; otherwise DataError says which files are expected where.
     """
-    from ablate.data.download import prepare_lock
-
     root = Path(data_dir).expanduser() / spec.name
     if _is_ready(spec, root):
         return root
@@ -294,21 +290,13 @@ def ensure_corpus(spec: CorpusSpec, data_dir: str | Path, *, download: bool) -> 
 
 def _is_ready(spec: CorpusSpec, root: Path) -> bool:
     """Every required file is there and no archive was left half extracted."""
-    from ablate.data.download import is_extracted
-
     # An archive that is present but not fully extracted (an interrupted run) is redone.
-    unpacked = all(
-        is_extracted(root / f.filename, root)
-        for f in spec.files
-        if f.extract and (root / f.filename).is_file()
-    )
+    unpacked = all(is_extracted(root / f.filename, root) for f in spec.files
+                   if f.extract and (root / f.filename).is_file())
     return unpacked and all((root / r).exists() for r in spec.required)
 
 
 def _prepare(spec: CorpusSpec, root: Path, download: bool) -> None:
-    from ablate.data.download import download as fetch
-    from ablate.data.download import extract_archive, verify_file
-
     for remote in spec.files:
         target = root / remote.filename
         if not target.is_file():
@@ -325,11 +313,7 @@ def _prepare(spec: CorpusSpec, root: Path, download: bool) -> None:
     if missing:
         if not download:
             wanted = ", ".join(f.filename for f in spec.files)
-            raise DataError(
-                f"{spec.name} is not in {root} (expected {', '.join(missing)}); pass --download "
-                f"to fetch {wanted} there, or place those files yourself"
-            )
-        raise DataError(
-            f"{spec.name}: {', '.join(missing)} still missing in {root} after fetching "
-            f"{', '.join(f.filename for f in spec.files)}"
-        )
+            raise DataError(f"{spec.name} is not in {root} (expected {', '.join(missing)}); pass "
+                            f"--download to fetch {wanted} there, or place those files yourself")
+        raise DataError(f"{spec.name}: {', '.join(missing)} still missing in {root} after "
+                        f"fetching {', '.join(f.filename for f in spec.files)}")

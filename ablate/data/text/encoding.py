@@ -2,15 +2,10 @@
 
 An encoding is any callable ``encode(texts, max_len) -> EncodedText`` (:class:`TextEncoding`)
 that turns ``{"train": [...], "val": [...], "test": [...]}`` into padded int64 ids ``(N,
-max_len)`` per split plus what the model's embedding layer needs (its vocabulary and
-initial vectors, or none for a model that brings its own). It sees all three splits at
-once because a fitted vocabulary (:class:`GloveEncoding`) is built from the training
-split and the held-out words that have a pretrained vector.
-
-Two encodings: :class:`GloveEncoding` (GloVe-style words, a per-data-set
-:class:`Vocabulary`, initial vectors; ablate's own models) and :class:`TokenizerEncoding`
-(a ``timm:`` / ``hf:`` model's own Hugging Face tokenizer, named by its registry entry's
-``extras["preprocessing"]``). :func:`encoding_for` picks one for a run.
+max_len)`` per split plus what the model's embedding layer needs. It sees all three splits
+at once because a fitted vocabulary (:class:`GloveEncoding`) is built from the training
+split and the held-out words that have a pretrained vector. :func:`encoding_for` picks
+:class:`GloveEncoding` or :class:`TokenizerEncoding` for a run.
 
 Vocabulary policy (:func:`build_vocab`): every token of the training split plus the
 validation / test tokens that have a pretrained vector. The latter adds no label
@@ -55,23 +50,17 @@ class EncodedText:
 
 
 class TextEncoding(Protocol):
-    """``encode(texts, max_len)``: split name -> raw texts in, :class:`EncodedText` out.
-
-    ``texts`` holds ``"train"``, ``"val"`` and ``"test"``; the result has the same keys.
-    """
+    """``encode(texts, max_len)``: split name (train, val, test) -> raw texts in,
+    :class:`EncodedText` with the same keys out."""
 
     def __call__(self, texts: Mapping[str, Sequence[str]], max_len: int) -> EncodedText: ...
 
 
 @dataclass(frozen=True)
 class GloveEncoding:
-    """GloVe-6B-style words -> ids of a per-data-set vocabulary initialised from word vectors.
-
-    Words are tokenized as GloVe's corpus was (:mod:`ablate.data.text.tokenizer`) and cut
-    at ``max_len``; the vocabulary (:func:`~ablate.data.text.vocab.build_vocab`) holds the
-    training words plus held-out words with a vector; the embedding table has the vector
-    of every word that has one and a random row (drawn with ``seed``) for the others.
-    """
+    """GloVe-6B-style words (:mod:`ablate.data.text.tokenizer`, cut at ``max_len``) -> ids of a
+    per-data-set vocabulary (:func:`build_vocab`) initialised from word vectors (a random row,
+    drawn with ``seed``, for words without one); ablate's own models."""
 
     embeddings: str | None = None  # a GloVe file; None = the packaged 6B 50-d vectors
     seed: int = 0  # of the random rows of words without a vector
@@ -90,30 +79,18 @@ class GloveEncoding:
         return EncodedText(
             ids={name: torch.from_numpy(vocab.encode(d, max_len)) for name, d in docs.items()},
             # Token lists are already cut at max_len, so these are the lengths the model sees.
-            lengths={
-                name: np.fromiter(map(len, d), dtype=np.int64, count=len(d))
-                for name, d in docs.items()
-            },
-            pad_index=Vocabulary.pad_index,
-            vocab=vocab.tokens,
-            embedding_matrix=embedding,
-            info={
-                "embeddings": wv.name,
-                "embedding_dim": wv.dim,
-                "vocab_size": len(vocab),
-                "vocab_pretrained": pretrained,
-                "vocab_random": len(vocab) - 2 - pretrained,
-            },
+            lengths={k: np.array(list(map(len, d)), dtype=np.int64) for k, d in docs.items()},
+            pad_index=Vocabulary.pad_index, vocab=vocab.tokens, embedding_matrix=embedding,
+            info={"embeddings": wv.name, "embedding_dim": wv.dim, "vocab_size": len(vocab),
+                  "vocab_pretrained": pretrained, "vocab_random": len(vocab) - 2 - pretrained},
         )
 
 
 @dataclass(frozen=True)
 class TokenizerEncoding:
-    """Texts -> ids with a Hugging Face tokenizer (``AutoTokenizer``), padded to ``max_len``.
-
-    The tokenizer's own special tokens (``[CLS] ... [SEP]``) and ``pad_token_id`` as
-    ``pad_index``; no vocabulary or embedding table (the model has its own).
-    """
+    """Texts -> ids with a ``timm:`` / ``hf:`` model's Hugging Face tokenizer (named by its
+    entry's preprocessing), padded to ``max_len``: its own special tokens and ``pad_token_id``;
+    no vocabulary or embedding table (the model has its own)."""
 
     tokenizer: str  # a Hub id or a local directory holding the tokenizer files
     download: bool = False  # fetch it when it is not in the local cache
@@ -122,28 +99,22 @@ class TokenizerEncoding:
         try:
             from transformers import AutoTokenizer
         except ImportError:
-            raise ConfigError(
-                'hf:... models need the optional package transformers; install it with '
-                'pip install -e ".[hf]"'
-            ) from None
+            raise ConfigError('hf:... models need the optional package transformers; install it '
+                              'with pip install -e ".[hf]"') from None
         try:
             tok = AutoTokenizer.from_pretrained(self.tokenizer, local_files_only=not self.download)
         except (OSError, ValueError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise DataError(
-                f"tokenizer {self.tokenizer!r} not found locally ({first}); pass --download to "
-                "fetch it, or save it next to the model (tokenizer.save_pretrained(DIR))"
-            ) from None
+            raise DataError(f"tokenizer {self.tokenizer!r} not found locally ({first}); pass "
+                            "--download to fetch it, or save it next to the model "
+                            "(tokenizer.save_pretrained(DIR))") from None
         if tok.pad_token_id is None:
-            raise DataError(
-                f"tokenizer {self.tokenizer!r} has no padding token; batches of texts need one"
-            )
+            raise DataError(f"tokenizer {self.tokenizer!r} has no padding token; batches of texts "
+                            "need one")
         return tok
 
     def __call__(self, texts: Mapping[str, Sequence[str]], max_len: int) -> Any:
-        tok = self.load()
-        ids: dict[str, torch.Tensor] = {}
-        lengths: dict[str, np.ndarray] = {}
+        tok, ids, lengths = self.load(), {}, {}
         for split, part in texts.items():
             enc = tok(
                 list(part), truncation=True, max_length=max_len, padding="max_length",
@@ -151,12 +122,8 @@ class TokenizerEncoding:
             )
             ids[split] = torch.from_numpy(np.asarray(enc["input_ids"], dtype=np.int64))
             lengths[split] = np.asarray(enc["attention_mask"], dtype=np.int64).sum(axis=1)
-        return EncodedText(
-            ids=ids,
-            lengths=lengths,
-            pad_index=int(tok.pad_token_id),
-            info={"tokenizer": self.tokenizer, "vocab_size": len(tok)},
-        )
+        return EncodedText(ids, lengths, int(tok.pad_token_id),
+                           info={"tokenizer": self.tokenizer, "vocab_size": len(tok)})
 
 
 # -- the vocabulary of GloveEncoding --------------------------------------------------
@@ -202,13 +169,10 @@ def build_vocab(
     has_vector: Callable[[list[str]], np.ndarray] | None = None, min_freq: int = 1,
 ) -> Vocabulary:
     """Vocabulary of the training tokens plus the held-out tokens (``extra_docs``) for which
-    ``has_vector`` (tokens -> bool array) is True.
-
-    Order: ``<pad>``, ``<unk>``, training tokens by falling frequency (ties: first seen),
-    then the extra tokens by falling frequency. Deterministic for a given input. Training
-    tokens without a vector need ``min_freq`` occurrences (a random vector seen once cannot
-    be learned); pretrained ones always join.
-    """
+    ``has_vector`` (tokens -> bool array) is True: ``<pad>``, ``<unk>``, training tokens by
+    falling frequency (ties: first seen), then the extra tokens likewise. Training tokens
+    without a vector need ``min_freq`` occurrences (a random vector seen once cannot be
+    learned); pretrained ones always join."""
     counts = Counter(chain.from_iterable(train_docs))
     ranked = [t for t, _ in counts.most_common() if t not in (PAD_TOKEN, UNK_TOKEN)]
     if min_freq > 1:

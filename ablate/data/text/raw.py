@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ablate.data.bundle import SPLIT_SEED
+from ablate.data.bundle import SPLIT_SEED, holdout_rows
 from ablate.exceptions import ConfigError, DataError
 
 __all__ = [
@@ -72,34 +72,19 @@ def read_delimited(path: Path, **kwargs):
 def split_holdout(
     data: RawText, fraction: float, seed: int = SPLIT_SEED
 ) -> tuple[RawText, RawText]:
-    """(kept, held out): ``fraction`` of the rows (0: none), stratified by label whenever
-    possible, shuffled with ``seed`` (the fixed :data:`SPLIT_SEED`)."""
-    n = len(data)
-    n_out = int(np.ceil(fraction * n)) if fraction > 0 else 0
-    if n_out == 0:
-        return data, data.take(np.arange(0))
-    if n_out >= n:
-        raise DataError(f"holding out {fraction:.0%} of {n} examples leaves none for training")
-    from sklearn.model_selection import train_test_split
-
-    rows = np.arange(n)
-    counts = np.bincount(data.labels)
-    counts = counts[counts > 0]
-    # Stratification needs two examples per class and room for every class on both sides.
-    stratified = counts.min() >= 2 and min(n_out, n - n_out) >= len(counts)
-    kept, held = train_test_split(
-        rows, test_size=n_out, random_state=seed, stratify=data.labels if stratified else None
-    )
-    return data.take(np.sort(kept)), data.take(np.sort(held))
+    """(kept, held out) by :func:`~ablate.data.bundle.holdout_rows`."""
+    try:
+        kept, held, _ = holdout_rows(data.labels, fraction, seed)
+    except ValueError as err:
+        raise DataError(str(err)) from None
+    return data.take(kept), data.take(held)
 
 
 # -- local files: csv:PATH, tsv:PATH, jsonl:PATH ----------------------------------------
 
 LOCAL_FORMATS = {"csv": (".csv",), "tsv": (".tsv",), "jsonl": (".jsonl", ".json")}
 _SPLIT_NAMES = {
-    "train": ("train",),
-    "val": ("val", "valid", "validation", "dev"),
-    "test": ("test",),
+    "train": ("train",), "val": ("val", "valid", "validation", "dev"), "test": ("test",),
 }
 
 
@@ -122,9 +107,8 @@ def _read_table(
     frame.columns = columns
     for col, flag in ((text_col, "--text-col"), (label_col, "--label-col")):
         if col not in columns:
-            raise DataError(
-                f"{path}: no column {col!r} (set {flag}); columns: {', '.join(columns) or 'none'}"
-            )
+            raise DataError(f"{path}: no column {col!r} (set {flag}); columns: "
+                            f"{', '.join(columns) or 'none'}")
     labels = frame[label_col]
     missing = labels.isna() | (labels.astype(str).str.strip() == "")
     if missing.any():
@@ -168,17 +152,14 @@ def read_local(spec: str, text_col: str = "text", label_col: str = "label") -> R
     if path.is_dir():
         files = {s: _find_split_file(path, s, exts) for s in ("train", "val", "test")}
         if files["train"] is None:
-            raise DataError(
-                f"{path}: no train{exts[0]} file (a {fmt} data set directory holds train{exts[0]} "
-                f"and optionally val{exts[0]} / dev{exts[0]} and test{exts[0]})"
-            )
+            raise DataError(f"{path}: no train{exts[0]} file (a {fmt} data set directory holds "
+                            f"train{exts[0]} and optionally val{exts[0]} / dev{exts[0]} and "
+                            f"test{exts[0]})")
     elif path.is_file():
         files = {"train": path, "val": None, "test": None}
     else:
-        raise DataError(
-            f"{path} does not exist; give a {fmt} file or a directory with train{exts[0]} "
-            f"(and optionally val{exts[0]}, test{exts[0]})"
-        )
+        raise DataError(f"{path} does not exist; give a {fmt} file or a directory with "
+                        f"train{exts[0]} (and optionally val{exts[0]}, test{exts[0]})")
     tables = {
         s: _read_table(fmt, f, text_col, label_col) for s, f in files.items() if f is not None
     }

@@ -37,14 +37,8 @@ TEXT_SEPARATOR = "\x00"  # joins texts for whole-batch regex passes; never a tok
 
 
 def join_texts(texts: Sequence[str]) -> str:
-    """All texts joined by :data:`TEXT_SEPARATOR`, after turning any NUL inside one into a space.
-
-    Regex substitutions then run once over the whole batch instead of once per text;
-    ``result.split(TEXT_SEPARATOR)`` gives the texts back one for one.
-
-    Args:
-        texts: raw strings.
-    """
+    """All texts joined by :data:`TEXT_SEPARATOR` (a NUL inside one becomes a space), so that
+    regex substitutions run once over the batch; ``split(TEXT_SEPARATOR)`` undoes it."""
     joined = TEXT_SEPARATOR.join(texts)
     if joined.count(TEXT_SEPARATOR) != len(texts) - 1:
         joined = TEXT_SEPARATOR.join(t.replace(TEXT_SEPARATOR, " ") for t in texts)
@@ -66,24 +60,16 @@ def _normalise(text: str) -> str:
 
 
 def tokenize(text: str) -> list[str]:
-    """GloVe-6B-style tokens of one text (see the module docstring).
-
-    Args:
-        text: a raw string.
-    """
+    """GloVe-6B-style tokens of one text (see the module docstring)."""
     return tokenize_batch([text])[0]
 
 
 def tokenize_batch(texts: Sequence[str], max_tokens: int | None = None) -> list[list[str]]:
-    """Tokenize many texts; with ``max_tokens`` each list is cut to that many tokens.
+    """Tokenize many texts, each cut to ``max_tokens`` tokens (None: all).
 
     The lowercasing and contraction rules run once over all texts joined together, and
     with ``max_tokens`` a long text is first tokenized from a prefix only -- redone on the
     full text when the prefix yields too few tokens, so the result is always exact.
-
-    Args:
-        texts: raw strings.
-        max_tokens: keep at most this many tokens per text (``None`` = all).
     """
     if not texts:
         return []
