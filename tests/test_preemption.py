@@ -5,7 +5,7 @@ The end-to-end tests start the real `ablate study` command in its own process gr
 the whole group after 3 of 8 epochs (as SLURM does at preemption, or a terminal on Ctrl-C),
 rerun the command and compare the resumed curve with an uninterrupted same-seed `ablate run`,
 on real SQLite Optuna and MLflow stores. The unit tests cover the signal plumbing
-(:mod:`ablate.trial.stopping`), stale-process detection through psutil and plain progress lines.
+(:mod:`ablate.trial.stopping`) and stale-process detection through psutil.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import pytest
 import torch
 
 optuna = pytest.importorskip("optuna")
-from ablate.tracking.progress import LineProgress  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 from study_cli import study_cli  # noqa: E402  (tests/ helper, not collected)
@@ -216,19 +215,6 @@ def test_stale_processes_are_found_through_psutil():
     assert not is_dead({**me, "pid_start": "12345"})  # recorded by an older ablate
 
 
-def test_plain_progress_lines_without_carriage_returns(capsys):
-    bar = LineProgress(3, 1)
-    for epoch, acc in ((2, 0.5), (3, 0.75)):
-        bar.update(1)
-        bar.set_postfix(loss="0.123", val_acc=f"{acc:.3f}")
-    bar.close()
-    err = capsys.readouterr().err
-    lines = err.splitlines()
-    assert [line.split("  ")[0] for line in lines] == ["epoch 2/3", "epoch 3/3"]
-    assert "val_acc 0.750" in lines[-1] and "s/epoch" in lines[-1]
-    assert "\r" not in err
-
-
 @pytest.mark.slow
 def test_run_in_a_log_file_prints_one_line_per_epoch_and_a_sigterm_ends_it_killed(workdir):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -242,8 +228,9 @@ def test_run_in_a_log_file_prints_one_line_per_epoch_and_a_sigterm_ends_it_kille
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert "\r" not in err and "\r" not in out
-    epochs = [line.split("  ")[0] for line in err.splitlines() if line.startswith("epoch ")]
-    assert epochs[:2] == ["epoch 1/40", "epoch 2/40"]  # one plain line per epoch
+    epochs = [line.split("  ")[0].split(": ")[-1] for line in err.splitlines()
+              if ": epoch " in line]
+    assert epochs[:2] == ["epoch 1/40", "epoch 2/40"]  # one plain line per epoch, named
     run = _client(workdir).get_run(run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["stop_reason"] == "preempted"

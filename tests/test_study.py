@@ -7,6 +7,7 @@ killed with SIGKILL in the middle of a trial, then the same command run again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from ablate.study.common import RunSettings  # noqa: E402
 from ablate.study.parent import prepare_study  # noqa: E402
 from ablate.study.report import format_plan  # noqa: E402
 from ablate.study.storage import open_storage  # noqa: E402
+from ablate.study.worker import run_worker  # noqa: E402
 from ablate.tracking.conventions import LR, TRAIN_LOSS, VAL_ACC, VAL_LOSS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -469,6 +471,8 @@ def test_trial_of_a_silent_machine_is_waited_for_then_failed_and_rerun(workdir):
     )
     assert out.trials_run == 0 and not out.complete
     assert _trials(workdir, "stale_test")[number].state == TrialState.RUNNING
+    # a requeued array task with nothing to claim leaves at once, not holding its allocation
+    assert run_worker(plan, dataclasses.replace(settings, wait_for_others=False)) == 0
 
     time.sleep(2.5)  # now the heartbeat is older than a 1 s grace period
     out = run_study(
@@ -479,12 +483,16 @@ def test_trial_of_a_silent_machine_is_waited_for_then_failed_and_rerun(workdir):
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].system_attrs["failed_trial"] == number  # Optuna's retry callback re-queued it
     client = _client(workdir)
-    orphan = client.get_run(trials[0].user_attrs["mlflow_run_id"])
-    assert orphan.info.status == "FAILED" and "no heartbeat" in orphan.data.tags["failure_reason"]
+    # the retry continued the silent trial's run (it had no checkpoint: from epoch 0), which
+    # was failed meanwhile: one run for the cell, and its stops say what happened
+    run_id = trials[0].user_attrs["mlflow_run_id"]
+    assert trials[1].user_attrs["mlflow_run_id"] == run_id
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and "failure_reason" not in run.data.tags
+    assert json.loads(run.data.tags["stops"]) == [{"reason": "worker lost", "epoch": None,
+                                                   "resumed": 0}]
     _check_trial_run(client, trials[1], parent, "stale_test")
-    assert client.get_run(trials[1].user_attrs["mlflow_run_id"]).data.tags[
-        "optuna.retry_of"
-    ] == str(number)
+    assert run.data.tags["optuna.retry_of"] == str(number)
 
 
 def test_median_pruner_prunes_a_trial_that_does_not_learn(workdir):

@@ -45,6 +45,9 @@ class RunSettings:
         deadline: ``time.time()`` after which no new trial starts.
         heartbeat_interval / grace_period: seconds; see :mod:`ablate.study.storage`.
         poll_interval: seconds an idle worker waits before looking again.
+        wait_for_others: with nothing to claim, wait while other workers' trials run (they
+            may die and need a retry); False for a requeued array task, which would only
+            hold its allocation: a dead task's trial is retried by its own requeue or a rerun.
     """
 
     storage_url: str
@@ -58,6 +61,7 @@ class RunSettings:
     heartbeat_interval: int = HEARTBEAT_INTERVAL
     grace_period: int = GRACE_PERIOD
     poll_interval: float = 2.0
+    wait_for_others: bool = True
 
 
 @dataclass

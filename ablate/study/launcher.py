@@ -207,8 +207,9 @@ class ArrayTask:
 
             torch.set_num_threads(threads)
         deadline = None if self.timeout is None else start + self.timeout
+        # a (re)started task with nothing left to claim ends: it would only hold its allocation
         settings = dataclasses.replace(self.settings, devices=default_devices(), threads=threads,
-                                       deadline=deadline)  # fmt: skip
+                                       deadline=deadline, wait_for_others=False)  # fmt: skip
         where = f"{os.uname().nodename}: one worker on {display_url(settings.storage_url)}"
         print(f"ablate study: {name} of study {self.plan.name!r} on {where}", file=sys.stderr,
               flush=True)  # fmt: skip

@@ -11,8 +11,8 @@ ends the run KILLED with its ``stop_reason`` and tells Optuna FAIL with the fail
 ``stopped``, which never counts against ``max_retries``; :func:`hand_over` re-enqueues it
 the same way. Either retry carries the trial's parameters, grid cell and MLflow run id
 (``failed_trial`` / ``retry_history`` name the trial it continues), so the worker that
-claims it, on any machine, resumes that run from its last checkpoint
-(:mod:`ablate.study.worker`) and every epoch is logged once, in one run.
+claims it, on any machine, resumes that run from its last checkpoint (from epoch 0 when it
+had none; :mod:`ablate.study.worker`) and every epoch is logged once, in one run.
 """
 
 from __future__ import annotations

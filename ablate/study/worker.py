@@ -12,7 +12,10 @@ trials) those can run a grid cell twice or skip it. Here every grid cell is a WA
 created only under the study lock, and only when the cell has no COMPLETE, PRUNED,
 RUNNING or WAITING trial, so each cell finishes exactly once. A trial whose worker died is
 failed and retried (:mod:`ablate.study.recovery`); the retry resumes the dead trial's MLflow
-run from its last checkpoint, so epochs already trained are not trained again.
+run from its last checkpoint (from epoch 0 when it had none), so epochs already trained are
+not trained again and a cell keeps one run. A worker whose trial was handed on while it was
+paused finds the run's lease taken (:meth:`ablate.tracking.Tracker.check_lease`) and stops
+without writing to the run or telling the trial.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import copy
 import time
 import traceback
 import warnings
-from pathlib import Path
 from typing import Any
 
 from ablate.exceptions import AblateError, Pruned, Stopped, TrainingDiverged
@@ -40,9 +42,10 @@ from ablate.study.storage import (
     open_storage,
     process_identity,
 )
+from ablate.tracking.tracker import LeaseLost, ResumableError, TrackingUnavailable
 from ablate.trial.stopping import StopSignals, check, critical
 
-__all__ = ["run_worker", "worker_process", "make_sampler", "make_pruner", "suggest"]
+__all__ = ["run_worker", "worker_process"]
 
 
 class _Claim:
@@ -187,9 +190,9 @@ class _Worker:
         """Claim and run trials until the study is done, the limit or the deadline is hit."""
         try:
             return self._run()
-        except StorageUnavailable as err:  # a running trial resumes from its checkpoint
+        except (StorageUnavailable, ResumableError) as err:  # resumes from its checkpoint
             resume = self.plan.resume_command(self.settings.storage_url)
-            raise AblateError(f"{err}; once it is back, continue with: {resume}") from None
+            raise AblateError(f"{err}; once fixed, continue with: {resume}") from None
 
     def _run(self) -> int:
         ran = 0
@@ -204,6 +207,8 @@ class _Worker:
             if claim in (_Claim.DONE, _Claim.LIMIT):
                 break
             if claim == _Claim.WAIT:  # other workers' trials are running; they may die
+                if not self.settings.wait_for_others:
+                    break
                 check()
                 pause = self.settings.poll_interval
                 if deadline is not None:
@@ -229,7 +234,9 @@ class _Worker:
                 value = self._objective(trial, run)
             except optuna.TrialPruned:
                 return self._tell(trial, run, state=TrialState.PRUNED)
-            except Stopped as err:  # preempted / time limit / Ctrl-C: the next worker resumes
+            except (Stopped, ResumableError) as err:  # preempted, time limit, Ctrl-C, a full
+                if isinstance(err, TrackingUnavailable):  # disk, the MLflow store gone: the
+                    run.pop("tracker", None)  # next worker resumes; a gone store gets nothing
                 self._fail(trial, run, STOPPED, f"{err}; it resumes from its last checkpoint",
                            status="KILLED")
                 hand_over(self.study, self.storage, trial_id, self.plan)
@@ -237,7 +244,7 @@ class _Worker:
             except KeyboardInterrupt:
                 self._fail(trial, run, "interrupted", "interrupted by the user", status="KILLED")
                 raise
-            except StorageUnavailable:  # nothing can be told; the next command reaps it
+            except (StorageUnavailable, LeaseLost):  # nothing to tell; a lost run is not ours
                 raise
             except TrainingDiverged as err:
                 self._fail(trial, run, "error", str(err))
@@ -270,7 +277,7 @@ class _Worker:
         cfg = self.plan.trial_config(params, **local)
         resolved = resolve(cfg)  # bad input fails here, before any MLflow run exists
         frozen = self.storage.get_trial(run["trial_id"])
-        resume = self._resumable_run(frozen, cfg)
+        resume = self._resumable_run(frozen)
         tags = self._tags(trial, frozen, params)
 
         def opened(tracker: Any) -> None:
@@ -297,24 +304,15 @@ class _Worker:
             raise TrainingDiverged(f"no finite {self.plan.metric} was reported after epoch 0")
         return value
 
-    def _resumable_run(self, frozen: Any, cfg: Any) -> str | None:
-        """The MLflow run of the dead trial this one retries, when it left a checkpoint."""
-        if not frozen.system_attrs.get("retry_history"):
-            return None
-        run_id = frozen.user_attrs.get(st.RUN_ATTR)  # copied from the failed trial
-        if not run_id:
-            return None
+    def _resumable_run(self, frozen: Any) -> str | None:
+        """The MLflow run of the trial this one retries: it continues there, from its last
+        checkpoint or from epoch 0, so a cell keeps one run."""
         from ablate.tracking import Tracker
-        from ablate.tracking.conventions import ARTIFACT_DIR, LAST, PREVIOUS
 
-        folder = Path(cfg.checkpoint_dir) / run_id
-        if any((folder / name).is_file() for name in (LAST, PREVIOUS)):
-            return run_id
-        try:  # another machine's trial: its checkpoint is an artifact of the run
-            found = Tracker(self.settings.tracking_uri, run_id).list_artifacts(ARTIFACT_DIR)
-        except Exception:
+        run_id = frozen.user_attrs.get(st.RUN_ATTR)  # copied from the failed trial
+        if not frozen.system_attrs.get("retry_history") or not run_id:
             return None
-        return run_id if any(path.endswith(f"/{LAST}") for path in found) else None
+        return run_id if Tracker.find(self.settings.tracking_uri, run_id) else None
 
     def _tags(self, trial: Any, frozen: Any, params: dict[str, Any]) -> dict[str, Any]:
         tags: dict[str, Any] = {

@@ -8,32 +8,35 @@ A trial calls it a handful of times (:func:`ablate.trial.run.run_trial`)::
         fit(loop, first, recorder.after_epoch)          # per epoch: best, checkpoint, metrics
         recorder.finish(final, best, bundle)            # test metrics, models, figures
 
-What it writes:
+What it writes: **params**, the effective configuration, each setting once with the value
+that ran (:func:`ablate.trial.run.effective_config`; also ``config.yaml`` and the
+checkpoints' ``config``); **tags**, MLflow's run context, the validation/test provenance
+(``split``), the SDPA kernel, the parameter count and the study's tags; **metrics** per epoch
+(names in :mod:`.conventions`) and at the end ``test_*`` / ``best_*`` linked to their logged
+model and data set; **checkpoints** (:class:`Checkpoints`): ``last.pt`` every epoch, ``best.pt``
+when validation improves, uploaded every K epochs, at the end and on a stop; **data sets and
+logged models** (:mod:`.models`), **figures**, **system metrics**, one **progress line** per
+epoch outside a terminal; **the end**: FINISHED; KILLED with ``trial_state=PRUNED`` (pruned)
+or ``stop_reason`` (a stop signal); FAILED with ``failure_reason``; every stop also in the
+``stops`` history. The exception goes on, in one line when the machine or a service failed
+(:class:`~.tracker.ResumableError`; the traceback in ``traceback.log`` by the checkpoints).
 
-- **params**: the effective configuration, each setting once with the value that ran
-  (:func:`ablate.trial.run.effective_config`); the same mapping is ``config.yaml`` and the
-  checkpoints' ``config``;
-- **tags**: MLflow's own run context, the validation/test provenance (``split``), the SDPA
-  kernel that ran, the parameter count, and the study's tags;
-- **metrics** per epoch (names in :mod:`.conventions`: ``acc/val``, ``loss/train``, ...),
-  and at the end ``test_*`` / ``best_*`` linked to their logged model and data set;
-- **checkpoints** (:class:`Checkpoints`): ``last.pt`` every epoch and ``best.pt`` when the
-  validation accuracy improves, uploaded every K epochs, at the end and on a stop;
-- **data sets and logged models** (:mod:`.models`), **figures** (below),
-  **system metrics** (MLflow's monitor), one **progress line** per epoch outside a terminal;
-- **the end**: FINISHED; KILLED with ``trial_state=PRUNED`` for a pruned trial or with
-  ``stop_reason`` for a stop signal; FAILED with ``failure_reason``. The exception goes on.
-
-Each epoch's row is checkpointed before it is logged; rows a killed run checkpointed but
-never logged are logged on resume, so every epoch appears exactly once in the history.
+Exactly once, whatever stops the run and wherever: each epoch's row is checkpointed before it
+is logged, and rows checkpointed but never logged are logged on resume; a run stopped before
+its first checkpoint starts again inside the same run; the end (test metrics, logged models)
+is written whole or not at all, and never twice (:meth:`Recorder.finish` looks at what the
+run has). A process whose run was taken over writes nothing more (the lease,
+:meth:`~.tracker.Tracker.check_lease`); a store that is gone gets no more writes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
 import tempfile
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +48,16 @@ from ablate.exceptions import CheckpointError
 from ablate.models.checkpoint import atomic_torch_save, checkpoint_payload
 from ablate.models.pretrained import read_checkpoint
 from ablate.tracking import conventions as cv
-from ablate.tracking.conventions import ARTIFACT_DIR, BEST, EXPORTED, LAST, PREVIOUS
-from ablate.tracking.tracker import Tracker, system_metrics_monitor
+from ablate.tracking.conventions import ARTIFACT_DIR, BEST, LAST, PREVIOUS
+from ablate.tracking.store import display_url, resolve_tracking_uri
+from ablate.tracking.tracker import (
+    LeaseLost,
+    ResumableError,
+    Tracker,
+    TrackingUnavailable,
+    system_metrics_monitor,
+    unavailable,
+)
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -55,12 +66,8 @@ if TYPE_CHECKING:
     from ablate.data import DataBundle
     from ablate.trial.loop import Loop
 
-__all__ = [
-    "Recorder", "Tested", "Best", "Checkpoints", "read_state", "confusion_matrix_figure",
-    "learning_curve_figure",
-]
-
-
+__all__ = ["Recorder", "Tested", "Best", "Checkpoints", "read_state", "confusion_matrix_figure",
+           "learning_curve_figure"]  # fmt: skip
 
 
 @dataclass
@@ -84,15 +91,14 @@ class Best:
     epoch: int = 0
     val_acc: float = -1.0
     restricted: bool = False
+    since: int = 0  # the first epoch that competed (> 0: best.pt was lost, chosen again)
 
     def offer(self, epoch: int, val_acc: float, at_end: bool) -> bool:
         """Consider ``epoch``; True when it is the new best."""
         if at_end and not self.restricted:
             self.restricted = True  # earlier epochs are no longer candidates
             self.epoch, self.val_acc = 0, -1.0
-        if self.restricted and not at_end:
-            return False
-        if val_acc > self.val_acc:
+        if (at_end or not self.restricted) and val_acc > self.val_acc:
             self.epoch, self.val_acc = epoch, val_acc
             return True
         return False
@@ -100,14 +106,9 @@ class Best:
 
 @dataclass
 class Recorder:
-    """Records one trial in one MLflow run. Make it with :meth:`open`.
-
-    Attributes:
-        tracker: the MLflow run.
-        checkpoints: its local and uploaded checkpoint files.
-        history: one metric row per finished epoch, 0..E.
-        best: the best-validation epoch so far.
-    """
+    """Records one trial in one MLflow run (``tracker``), its checkpoint files, its
+    ``history`` (one metric row per finished epoch, 0..E) and ``best`` epoch so far. Make it
+    with :meth:`open`."""
 
     tracker: Tracker
     checkpoints: Checkpoints
@@ -126,76 +127,102 @@ class Recorder:
     _monitor: Any = None
 
     @classmethod
-    def open(
-        cls,
-        cfg: "RunConfig",
-        *,
-        name: str,
-        tags: Mapping[str, Any],
-        parent_run_id: str | None = None,
-        resume_run_id: str | None = None,
-        on_epoch: Callable[[int, dict], None] | None = None,
-    ) -> "Recorder":
-        """Open the trial's run: a new one, or ``resume_run_id`` again (marked RUNNING)."""
-        if resume_run_id:
-            tracker = Tracker.attach(cfg.tracking_uri, resume_run_id)
-        else:
-            tracker = Tracker.start(
-                cfg.tracking_uri, cfg.experiment, run_name=name, tags=tags,
-                parent_run_id=parent_run_id,
-            )
-        folder = Path(cfg.checkpoint_dir) / tracker.run_id
-        checkpoints = Checkpoints(folder, tracker, cfg.checkpoint_upload_every)
+    def open(cls, cfg: "RunConfig", *, name: str, tags: Mapping[str, Any],
+             parent_run_id: str | None = None, resume_run_id: str | None = None,
+             on_epoch: Callable[[int, dict], None] | None = None) -> "Recorder":
+        """Open the trial's run: a new one, or ``resume_run_id`` taken over (RUNNING)."""
+        try:
+            if resume_run_id:
+                tracker = Tracker.attach(cfg.tracking_uri, resume_run_id)
+            else:
+                tracker = Tracker.start(cfg.tracking_uri, cfg.experiment, run_name=name,
+                                        tags=tags, parent_run_id=parent_run_id)
+        except Exception as err:
+            if (why := unavailable(err)) is None:
+                raise
+            raise TrackingUnavailable(f"MLflow tracking store {display_url(cfg.tracking_uri)} "
+                                      f"is unavailable ({why})") from None
+        checkpoints = Checkpoints(Path(cfg.checkpoint_dir) / tracker.run_id, tracker,
+                                  cfg.checkpoint_upload_every)
         return cls(tracker, checkpoints, cfg, name, on_epoch, standalone=parent_run_id is None)
 
     # -- the run's lifetime -------------------------------------------------------------
     def __enter__(self) -> "Recorder":
         if self.cfg.system_metrics:
-            self._monitor = system_metrics_monitor(
-                self.tracker.run_id, self.tracker.tracking_uri, self.cfg.system_metrics_interval
-            )
+            self._monitor = system_metrics_monitor(self.tracker.run_id, self.tracker.tracking_uri,
+                                                   self.cfg.system_metrics_interval)
         return self
 
     def __exit__(self, kind: Any, err: BaseException | None, tb: Any) -> None:
-        """End the run with the status the block earned; the exception always goes on."""
-        from ablate.exceptions import AblateError, Pruned
+        """End the run with the status the block earned (not a taken-over run, not in a store
+        that is gone); the exception goes on, as one line when the machine or a service
+        failed."""
+        from ablate.trial.stopping import critical
 
         self._close_progress()
+        cause, why = err, unavailable(err)
         try:
-            if err is not None and not isinstance(err, Pruned):
-                self.checkpoints.upload()  # a stop / error: the newest epoch reaches MLflow
-            if err is None:
-                self.tracker.end(cv.FINISHED)
-            elif isinstance(err, Pruned):
-                self.tracker.set_trial_state("PRUNED")
-                self.tracker.end(cv.KILLED)
-            elif isinstance(err, KeyboardInterrupt):  # Ctrl-C, or a stop signal (Stopped)
-                self.tracker.stop(getattr(err, "reason", "user"), self._stop_message(err))
-            else:
-                user_facing = isinstance(err, AblateError)
-                self.tracker.end(cv.FAILED, str(err) if user_facing else f"{kind.__name__}: {err}")
+            if why is None and not isinstance(err, LeaseLost):
+                with critical(raise_pending=False):  # a stop now waits for the end's writes
+                    self._end(kind, err)
+        except Exception as failure:  # the store went while the run ended
+            cause, why = failure, unavailable(failure)
+            if why is None:
+                raise
         finally:
-            if self._monitor is not None:
-                self._monitor.finish()
+            if self._monitor is not None and why is None and not isinstance(err, LeaseLost):
+                self._monitor.finish()  # (its last flush would wait for a store that is gone)
+        if why is not None:
+            err = TrackingUnavailable(
+                f"MLflow tracking store {display_url(self.tracker.tracking_uri)} is unavailable "
+                f"({why}); run {self.tracker.run_id} is left as it was, its last checkpoint in "
+                f"{self.checkpoints.folder}, to resume once the store is back"
+            )
+        if isinstance(err, ResumableError):  # one line with the way out; the traceback in a file
+            raise type(err)(self._stop_message(err) + self._save_traceback(cause)) from None
+
+    def _end(self, kind: Any, err: BaseException | None) -> None:
+        from ablate.exceptions import AblateError, Pruned
+
+        if err is not None and not isinstance(err, Pruned):
+            self.checkpoints.upload()  # a stop / error: the newest epoch reaches MLflow
+        if err is None:
+            self.tracker.end(cv.FINISHED)
+        elif isinstance(err, Pruned):
+            self.tracker.set_trial_state("PRUNED")
+            self.tracker.end(cv.KILLED)
+        elif isinstance(err, (KeyboardInterrupt, ResumableError)):  # a stop signal, a full disk
+            stopped = isinstance(err, KeyboardInterrupt)
+            self.tracker.stop(getattr(err, "reason", "user") if stopped else "error",
+                              self._stop_message(err), max(self._logged, default=-1),
+                              cv.KILLED if stopped else cv.FAILED)
+        else:
+            user_facing = isinstance(err, AblateError)
+            self.tracker.end(cv.FAILED, str(err) if user_facing else f"{kind.__name__}: {err}")
 
     def _stop_message(self, err: BaseException) -> str:
         message = str(err) or "interrupted"
         if self.standalone:  # a study resumes its trials itself
-            message += f" (resume with: ablate run --resume {self.tracker.run_id})"
+            uri = self.tracker.tracking_uri
+            where = f" --tracking-uri {display_url(uri)}" * (uri != resolve_tracking_uri(None))
+            message += f" (resume with: ablate run --resume {self.tracker.run_id}{where})"
         return message
 
+    def _save_traceback(self, err: BaseException) -> str:
+        path = self.checkpoints.folder / "traceback.log"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(traceback.format_exception(type(err), err, err.__traceback__)))
+        except OSError:  # the disk that is full
+            return ""
+        return f"; traceback in {path}"
+
     # -- the start --------------------------------------------------------------------
-    def start(
-        self,
-        loop: "Loop",
-        config: Mapping[str, Any],
-        bundle: "DataBundle",
-        *,
-        tags: Mapping[str, Any] = {},
-        at_end: Callable[[Mapping[str, float]], bool] | None = None,
-        source_model: str | None = None,
-    ) -> int:
-        """A new run: params and ``config.yaml`` (the effective configuration), data sets
+    def start(self, loop: "Loop", config: Mapping[str, Any], bundle: "DataBundle", *,
+              tags: Mapping[str, Any] = {}, at_end: Callable[[Mapping[str, float]], bool]
+              | None = None, source_model: str | None = None) -> int:
+        """A new run, or one stopped before its first checkpoint (what it logged is logged
+        the same again): params and ``config.yaml`` (the effective configuration), data sets
         and the logged model the initial weights came from (``source_model``, its id) as
         inputs, tags and the variant file; returns the first epoch to run (0)."""
         import yaml
@@ -211,48 +238,44 @@ class Recorder:
             self.tracker.log_artifact(self.cfg.variant_file, "code")
         return 0
 
-    def resume(
-        self,
-        loop: "Loop",
-        config: Mapping[str, Any],
-        bundle: "DataBundle",
-        *,
-        at_end: Callable[[Mapping[str, float]], bool] | None = None,
-    ) -> int:
-        """Continue the run from its newest readable checkpoint (local, else uploaded);
-        returns the first epoch still to run."""
-        from ablate.exceptions import AblateError
+    def resume(self, loop: "Loop", config: Mapping[str, Any], bundle: "DataBundle", *,
+               at_end: Callable[[Mapping[str, float]], bool] | None = None) -> int | None:
+        """Continue the run from its newest usable checkpoint (local, else uploaded);
+        returns the first epoch still to run, or None when it has none: it then starts
+        again (:meth:`start`) inside the same run."""
         from ablate.tracking.models import log_datasets
 
         self._attach(loop, config, bundle, at_end)
         self.datasets = log_datasets(self.tracker, bundle, log=False)  # logged at the start
+        # Epochs logged after the checkpoint resumed from (a stop before the first one, or
+        # last.pt unusable and its predecessor used) are trained again but not logged again.
+        self._logged = {step for step, _ in self.tracker.metric_history(cv.VAL_ACC)}
         state = self.checkpoints.load_last()
+        epoch = int(state["epoch"]) if state is not None else 0
+        self.tracker.resumed(epoch)
         if state is None:
-            raise AblateError(
-                f"run {self.tracker.run_id} has no readable last checkpoint to resume from "
-                f"(looked in {self.checkpoints.folder} and the run's artifacts)"
-            )
+            return None
         loop.restore(state)
         self.best = Best(**state["best"])
         self.history = [dict(row) for row in state["history"]]
-        # Rows checkpointed by a run killed before it logged them are logged now. Epochs
-        # logged after the checkpoint resumed from (when last.pt was unreadable and its
-        # predecessor was used) are trained again but not logged again.
-        self._logged = {step for step, _ in self.tracker.metric_history(cv.VAL_ACC)}
-        for epoch, row in enumerate(self.history):
-            if epoch not in self._logged:
-                self.tracker.log_metrics(row, step=epoch)
-                self._logged.add(epoch)
+        for done, row in enumerate(self.history):  # rows checkpointed but never logged
+            if done not in self._logged:
+                self.tracker.log_metrics(row, step=done)
+                self._logged.add(done)
             if self.on_epoch is not None:  # the caller's view of the curve so far
-                self.on_epoch(epoch, row)
-        self.tracker.set_tags({"resumed_from_epoch": state["epoch"]})
-        return int(state["epoch"]) + 1
+                self.on_epoch(done, row)
+        if self.best.epoch and self.checkpoints.load_best(missing_ok=True) is None:
+            warnings.warn(f"run {self.tracker.run_id}: best.pt (epoch {self.best.epoch}) is "
+                          f"lost; the best is chosen again from epoch {epoch} on", stacklevel=2)
+            self.best = Best(restricted=self.best.restricted, since=epoch)
+            row = self.history[epoch]  # the weights just restored compete first
+            if self.best.offer(epoch, row[cv.VAL_ACC], self.at_end(row)):
+                self.checkpoints.save_best(self._payload(epoch, best=True))
+        return epoch + 1
 
     def _attach(self, loop: "Loop", config: Mapping[str, Any], bundle: "DataBundle",
                 at_end: Callable[[Mapping[str, float]], bool] | None) -> None:
-        self._loop = loop
-        self.config = dict(config)
-        self.bundle = bundle
+        self._loop, self.config, self.bundle = loop, dict(config), bundle
         if at_end is not None:
             self.at_end = at_end
 
@@ -262,6 +285,7 @@ class Recorder:
         from ablate.trial.stopping import critical
 
         with critical():  # a stop signal waits: never a checkpoint without its logged row
+            self.tracker.check_lease()  # a process whose run was taken over writes nothing
             self.history.append(row)
             if epoch > 0:
                 if self.best.offer(epoch, row[cv.VAL_ACC], self.at_end(row)):
@@ -279,10 +303,9 @@ class Recorder:
         loop = self._loop
         if best:  # the evaluation weights and the alpha they were validated at
             model = loop.eval_model()
-            return checkpoint_payload(model, extra={
-                "config": self.config, "epoch": epoch, "val_acc": self.best.val_acc,
-                "variant_params": dict(model.variant_params()),
-            })
+            return checkpoint_payload(model, extra={"config": self.config, "epoch": epoch,
+                                      "val_acc": self.best.val_acc,
+                                      "variant_params": dict(model.variant_params())})
         extra = loop.state()
         extra.update(epoch=epoch, best=vars(self.best).copy(), config=self.config,
                      history=[dict(r) for r in self.history])
@@ -293,9 +316,8 @@ class Recorder:
         """A tqdm bar in a terminal; one plain line per epoch in a log file (SLURM, CI)."""
         if self.cfg.quiet:
             return
-        shown = {"loss": row.get(cv.TRAIN_LOSS), "val_acc": row.get(cv.VAL_ACC),
-                 "alpha": row.get(cv.ALPHA)}
-        shown = {k: f"{v:.3f}" for k, v in shown.items() if v is not None}
+        shown = {k: f"{row[key]:.3f}" for k, key in (("loss", cv.TRAIN_LOSS),
+                 ("val_acc", cv.VAL_ACC), ("alpha", cv.ALPHA)) if row.get(key) is not None}
         if sys.stderr.isatty() and sys.stdout.isatty():
             if self._progress is None:
                 from tqdm.auto import tqdm
@@ -306,9 +328,8 @@ class Recorder:
             self._progress.set_postfix(**shown)
             return
         fields = "  ".join(f"{k} {v}" for k, v in shown.items())
-        seconds = row.get(cv.EPOCH_SECONDS, 0.0)
-        print(f"{self.name}: epoch {epoch}/{self.cfg.epochs}  {fields}  ({seconds:.1f} s/epoch)",
-              file=sys.stderr, flush=True)
+        print(f"{self.name}: epoch {epoch}/{self.cfg.epochs}  {fields}  "
+              f"({row.get(cv.EPOCH_SECONDS, 0.0):.1f} s/epoch)", file=sys.stderr, flush=True)
 
     def _close_progress(self) -> None:
         if self._progress is not None:
@@ -316,39 +337,45 @@ class Recorder:
             self._progress = None
 
     # -- the end ------------------------------------------------------------------------
-    def best_state(self) -> dict[str, Any]:
-        """The best-validation checkpoint (weights and the variant parameters they ran at)."""
-        return self.checkpoints.load_best()
+    def finish(self, final: Tested, best: Tested) -> None:
+        """Test metrics, logged models, figures; then the final
+        upload and, unless ``--keep-checkpoints``, the local files go.
 
-    def finish(self, final: Tested, best: Tested, *, export: bool = False) -> None:
-        """Test metrics, logged models, figures, the fine-tuned export; then the final
-        upload and, unless ``--keep-checkpoints``, the local files go."""
+        A resumed run that had begun its end writes only what it lacks: the models and
+        their metrics are written whole under a deferred stop, and a run that has both
+        ``final`` and ``best`` READY is not given them again; what a killed end left half
+        written is deleted and written again, each metric once. The rest is overwritten.
+        """
         from ablate.tracking.models import log_trial_models
+        from ablate.trial.stopping import critical
 
         self._close_progress()
-        metrics = {f"test_{k}": v for k, v in final.metrics.items()}
-        metrics["test_epoch"] = final.epoch
-        metrics.update({f"best_test_{k}": v for k, v in best.metrics.items()})
-        metrics.update(best_val_acc=best.val_acc, best_epoch=best.epoch)
-        if final.alpha is not None:
-            metrics["test_alpha"] = final.alpha
-        if best.alpha is not None:
-            metrics["best_test_alpha"] = best.alpha
-        log_trial_models(
-            self.tracker, config=self.config, datasets=self.datasets,
-            metrics=metrics, epochs=final.epoch, name=self.name,
-            final=(final.model, final.alpha, final.val_acc),
-            best=(best.model, best.epoch, best.alpha, best.val_acc),
-            example=self.bundle.eval_transform(self.bundle.test.x[:2]),  # the signature
-        )
-        self.tracker.set_tags({"best_selection": "epochs at the schedule's end value"
-                               if self.best.restricted else "all epochs"})
+        self.tracker.check_lease()
+        metrics = {**{f"test_{k}": v for k, v in final.metrics.items()},
+                   **{f"best_test_{k}": v for k, v in best.metrics.items()},
+                   "test_epoch": final.epoch, "best_val_acc": best.val_acc,
+                   "best_epoch": best.epoch, "test_alpha": final.alpha,
+                   "best_test_alpha": best.alpha}
+        metrics = {k: v for k, v in metrics.items() if v is not None}
+        models = self.tracker.logged_models()
+        ready = {m.tags.get("ablate.weights") for m in models if m.status == "READY"}
+        if not {"final", "best"} <= ready:
+            if models:  # an end cut short: its models go, the metrics it logged stay
+                logged = self.tracker.forget_models(models)
+                metrics = {k: v for k, v in metrics.items() if k not in logged}
+            with critical():
+                log_trial_models(
+                    self.tracker, config=self.config, datasets=self.datasets,
+                    metrics=metrics, epochs=final.epoch, name=self.name,
+                    final=(final.model, final.alpha, final.val_acc),
+                    best=(best.model, best.epoch, best.alpha, best.val_acc),
+                    example=self.bundle.eval_transform(self.bundle.test.x[:2]),  # the signature
+                )
+        selection = "epochs at the schedule's end value" if self.best.restricted else "all epochs"
+        if self.best.since:
+            selection += f" from epoch {self.best.since} on (best.pt was lost at a resume)"
+        self.tracker.set_tags({"best_selection": selection})
         self._log_figures(final)
-        if export:
-            from ablate.finetune import export_model
-
-            path = export_model(final.model, self.checkpoints.folder / EXPORTED, self.cfg)
-            self.tracker.log_artifact(path, ARTIFACT_DIR)
         self.checkpoints.upload()
         if not self.cfg.keep_checkpoints:
             self.checkpoints.remove()
@@ -357,32 +384,47 @@ class Recorder:
         import matplotlib.pyplot as plt
 
         bundle = self.bundle
-        true = bundle.test.y.cpu().numpy()
-        title = f"{self.name}: test, final weights (epoch {final.epoch})"
-        figures = {
+        for path, fig in {
             "figures/confusion_matrix.png": confusion_matrix_figure(
-                true, final.predictions, bundle.class_names, title=title
-            ),
+                bundle.test.y.cpu().numpy(), final.predictions, bundle.class_names,
+                title=f"{self.name}: test, final weights (epoch {final.epoch})"),
             "figures/learning_curves.png": learning_curve_figure(
-                self.history, title=f"{self.name} ({bundle.name})"
-            ),
-        }
-        for path, fig in figures.items():
+                self.history, title=f"{self.name} ({bundle.name})"),
+        }.items():
             self.tracker.log_figure(fig, path)
             plt.close(fig)
 
 
 # -- checkpoints -------------------------------------------------------------------------
-# last.pt is about 3x the weights, so it is uploaded only every --checkpoint-upload-every K
-# epochs (default 30), at the end and on a stop. The upload is synchronous: at K = 30 it adds
-# 0.2 ms per epoch for cct_2 and 4.5 ms for cct_7 on a local store
-# (benchmarks/mlflow_uploads.py); a background thread cost more code than it saved time.
+# last.pt (3x the weights) is uploaded every --checkpoint-upload-every K epochs (30), at the
+# end and on a stop, synchronously: 0.2 ms per epoch for cct_2, 4.5 ms for cct_7 at K = 30
+# (benchmarks/mlflow_uploads.py). Each upload carries last.prev.pt too, and each file's size
+# and SHA-256 (tags ablate.digest.<file>), checked when it comes back: a damaged upload falls
+# back to its predecessor instead of failing every resume.
+DIGEST_TAG = "ablate.digest."
+RESUMABLE = ("model", "optimizer", "scheduler", "epoch", "best", "history", "global_step",
+             "rng_cpu", "rng_gen")  # fmt: skip
 
 
-def read_state(path: str | Path) -> dict[str, Any] | None:
-    """A training state (a checkpoint dict with ``model``), or None when unreadable."""
+def read_state(path: str | Path, needs: Sequence[str] = ("model",)) -> dict[str, Any] | None:
+    """A training state holding ``needs`` (a checkpoint dict), or None, with one warning
+    naming what is wrong, when it is unreadable or lacks some."""
     state = read_checkpoint(path, unreadable="none")
-    return state if isinstance(state, dict) and "model" in state else None
+    missing = [k for k in needs if k not in state] if isinstance(state, dict) else None
+    if missing == []:
+        return state
+    why = f"lacks {', '.join(missing)}" if missing else "is unreadable (cut short?)"
+    warnings.warn(f"checkpoint {path} {why}; trying the previous one", stacklevel=3)
+    return None
+
+
+def file_digest(path: str | Path) -> str:
+    """``<size>:<sha256>`` of a file."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return f"{os.path.getsize(path)}:{sha.hexdigest()}"
 
 
 class Checkpoints:
@@ -394,21 +436,12 @@ class Checkpoints:
         upload_every: upload ``last.pt`` every K epochs (0: only at the end or on a stop).
     """
 
-    def __init__(
-        self, folder: str | Path, tracker: "Tracker | None" = None, upload_every: int = 0
-    ):
-        self.folder = Path(folder)
-        self.tracker = tracker
+    def __init__(self, folder: str | Path, tracker: "Tracker | None" = None,
+                 upload_every: int = 0):
+        self.folder, self.tracker = Path(folder), tracker
+        self.last_path, self.best_path = self.folder / LAST, self.folder / BEST
         self.upload_every = max(0, int(upload_every))
         self._best_changed = False
-
-    @property
-    def last_path(self) -> Path:
-        return self.folder / LAST
-
-    @property
-    def best_path(self) -> Path:
-        return self.folder / BEST
 
     # -- writing -----------------------------------------------------------------------
     def save_last(self, payload: Mapping[str, Any], epoch: int) -> None:
@@ -416,31 +449,48 @@ class Checkpoints:
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.last_path.is_file():
             os.replace(self.last_path, self.folder / PREVIOUS)
-        atomic_torch_save(payload, self.last_path)
+        self._save(payload, self.last_path)
         if self.upload_every and epoch % self.upload_every == 0:
             self.upload()
 
     def save_best(self, payload: Mapping[str, Any]) -> None:
-        atomic_torch_save(payload, self.best_path)
+        self._save(payload, self.best_path)
         self._best_changed = True
 
+    def _save(self, payload: Mapping[str, Any], path: Path) -> None:
+        try:
+            atomic_torch_save(payload, path)
+        except (OSError, RuntimeError) as err:  # torch reports a full disk as its own error
+            cause: Any = err
+            while not isinstance(cause, OSError | None):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                raise
+            raise ResumableError(
+                f"cannot write checkpoint {path}: {cause.strerror or cause}; free space there "
+                "(or choose another --checkpoint-dir: then the last upload is used)"
+            ) from err
+
     def upload(self) -> None:
-        """``last.pt`` (and ``best.pt`` when it changed) to the run's artifacts; a failure
-        is a warning, retried at the next upload point."""
+        """``last.pt`` and ``last.prev.pt`` (and ``best.pt`` when it changed) to the run's
+        artifacts, then their sizes and digests; a failure is a warning, retried at the
+        next upload point, unless the tracking store is gone (the run stops: it would be
+        gone for the epoch's metrics too)."""
         if self.tracker is None:
             return
-        files = [p for p in (self.last_path,) if p.is_file()]
+        files = [p for p in (self.last_path, self.folder / PREVIOUS) if p.is_file()]
         if self._best_changed and self.best_path.is_file():
             files.append(self.best_path)
         try:
             for path in files:
                 self.tracker.log_artifact(path, ARTIFACT_DIR)
-        except Exception as err:  # noqa: BLE001 - the store may be down; training goes on
-            first = " ".join(str(err).split())[:200]
-            warnings.warn(
-                f"run {self.tracker.run_id}: checkpoint upload failed ({first}); "
-                "retrying at the next upload point", stacklevel=2,
-            )
+            self.tracker.set_tags({DIGEST_TAG + p.name: file_digest(p) for p in files})
+        except Exception as err:  # noqa: BLE001 - an artifact store hiccup; training goes on
+            if unavailable(err):
+                raise
+            warnings.warn(f"run {self.tracker.run_id}: checkpoint upload failed "
+                          f"({' '.join(str(err).split())[:200]}); retrying at the next upload "
+                          "point", stacklevel=2)
             return
         self._best_changed = False
 
@@ -450,43 +500,42 @@ class Checkpoints:
 
     # -- reading -----------------------------------------------------------------------
     def load_last(self) -> dict[str, Any] | None:
-        """The newest readable resumable state: ``last.pt``, else ``last.prev.pt``, else the
-        run's uploaded ``last.pt`` (with its ``best.pt``); None when there is none."""
+        """The newest usable resumable state: ``last.pt``, else ``last.prev.pt``, here, else
+        the same uploaded (with its ``best.pt``); None when there is none."""
         for path in (self.last_path, self.folder / PREVIOUS):
-            if path.is_file():
-                state = read_state(path)
-                if state is not None:
-                    return state
-                warnings.warn(
-                    f"checkpoint {path} is unreadable (cut short?); trying the previous one",
-                    stacklevel=2,
-                )
-        return self._download_last()
-
-    def load_best(self) -> dict[str, Any]:
-        state = read_state(self.best_path)
-        if state is None:
-            raise CheckpointError(f"best checkpoint {self.best_path} is missing or unreadable")
-        return state
-
-    def _download_last(self) -> dict[str, Any] | None:
+            if path.is_file() and (state := read_state(path, RESUMABLE)) is not None:
+                return state
         if self.tracker is None:
             return None
         with tempfile.TemporaryDirectory(prefix="ablate-resume-") as tmp:
-            state = self._fetch(LAST, tmp)
-            if state is None:
-                return None
-            self.folder.mkdir(parents=True, exist_ok=True)
-            if not self.best_path.is_file() and self._fetch(BEST, tmp) is not None:
+            state = self._fetch(LAST, tmp) or self._fetch(PREVIOUS, tmp)
+            if state is not None and not self.best_path.is_file() and self._fetch(BEST, tmp):
+                self.folder.mkdir(parents=True, exist_ok=True)
                 os.replace(Path(tmp) / BEST, self.best_path)  # for the final test and "best"
         return state
 
+    def load_best(self, missing_ok: bool = False) -> dict[str, Any] | None:
+        """The best-validation checkpoint (weights and the variant parameters they ran at)."""
+        state = read_checkpoint(self.best_path, unreadable="none")
+        if isinstance(state, dict) and "model" in state:
+            return state
+        if missing_ok:
+            return None
+        raise CheckpointError(f"best checkpoint {self.best_path} is missing or unreadable")
+
     def _fetch(self, name: str, tmp: str) -> dict[str, Any] | None:
+        """The uploaded ``name`` in ``tmp`` when it has the size and digest recorded for it."""
         try:
             path = self.tracker.download_artifact(f"{ARTIFACT_DIR}/{name}", tmp)
         except Exception:  # noqa: BLE001 - not uploaded (yet): nothing to resume from
             return None
-        return read_state(path)
+        recorded = self.tracker.tags().get(DIGEST_TAG + name)
+        if recorded and file_digest(path) != recorded:
+            warnings.warn(f"uploaded checkpoint {name} of run {self.tracker.run_id} does not have "
+                          "the size and SHA-256 recorded at its upload; trying the previous one",
+                          stacklevel=3)
+            return None
+        return read_state(path, RESUMABLE if name != BEST else ("model",))
 
 
 # -- figures ---------------------------------------------------------------------------
@@ -499,9 +548,8 @@ def _plt():
     return plt
 
 
-def confusion_matrix_figure(
-    true: np.ndarray, pred: np.ndarray, class_names: Sequence[str], title: str
-):
+def confusion_matrix_figure(true: np.ndarray, pred: np.ndarray, class_names: Sequence[str],
+                            title: str):
     """Row-normalised confusion matrix (scikit-learn's display), counts in the cells."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -510,41 +558,25 @@ def confusion_matrix_figure(
     size = min(4 + 0.45 * n, 14)
     fig, ax = plt.subplots(figsize=(size, size), dpi=110)
     ConfusionMatrixDisplay.from_predictions(
-        true,
-        pred,
-        labels=np.arange(n),
-        display_labels=list(class_names),
-        ax=ax,
-        colorbar=False,
-        include_values=n <= 20,
-        xticks_rotation="vertical" if n > 10 else "horizontal",
-    )
+        true, pred, labels=np.arange(n), display_labels=list(class_names), ax=ax,
+        colorbar=False, include_values=n <= 20,
+        xticks_rotation="vertical" if n > 10 else "horizontal")
     ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
 def learning_curve_figure(history: Sequence[Mapping[str, float]], title: str):
-    """The run's curves per epoch: validation loss, the training objective, accuracy, and
-    alpha when the run has one (a fixed or scheduled ``alpha/value``, or learned ones).
-
-    ``loss/train`` is the training objective (label-smoothed, on MixUp/CutMix targets), not
-    a loss comparable with ``loss/val``, so it gets its own panel and label; ``acc/train``
-    is measured on the augmented training batches.
-
-    Args:
-        history: one metric row per epoch (0..E), as the recorder keeps them.
-        title: figure title.
-    """
+    """The run's curves per epoch (``history``: one row per epoch, 0..E): validation loss,
+    the training objective (label-smoothed, on MixUp/CutMix targets: its own panel, not
+    comparable with ``loss/val``), accuracy (``acc/train`` on the augmented batches), and
+    alpha when the run has one (a fixed or scheduled ``alpha/value``, or learned ones)."""
     plt = _plt()
-    learned = sorted({k for row in history for k in row if k.startswith("alpha/layer")}
-                     | {k for row in history for k in row if k.startswith("alpha/seqpool")})
+    learned = sorted({k for row in history for k in row
+                      if k.startswith(("alpha/layer", "alpha/seqpool"))})
     labels = {cv.TRAIN_LOSS: cv.TRAIN_OBJECTIVE_LABEL, cv.TRAIN_ACC: "acc/train (augmented)"}
-    panels = [
-        ("validation loss", (cv.VAL_LOSS,)),
-        (cv.TRAIN_OBJECTIVE_LABEL, (cv.TRAIN_LOSS,)),
-        ("accuracy", (cv.TRAIN_ACC, cv.VAL_ACC)),
-    ]
+    panels = [("validation loss", (cv.VAL_LOSS,)), (cv.TRAIN_OBJECTIVE_LABEL, (cv.TRAIN_LOSS,)),
+              ("accuracy", (cv.TRAIN_ACC, cv.VAL_ACC))]
     if any(cv.ALPHA in row for row in history):
         panels.append(("alpha", (cv.ALPHA,)))
     if learned:

@@ -103,11 +103,14 @@ def git_commit() -> str | None:
 
 
 def quiet_mlflow() -> None:
-    """MLflow's alembic migrations and "creating experiment" notices are noise for a CLI."""
+    """MLflow's alembic migrations and "creating experiment" notices are noise for a CLI, and
+    its SQL store logs every failed statement with all its parameters (904 lines when the
+    disk is full) before raising the error ablate reports in one line."""
     import logging
 
-    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
+    for name in ("alembic", "mlflow.tracking.fluent"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def experiment_id(client: Any, name: str) -> str:

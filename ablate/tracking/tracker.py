@@ -2,19 +2,79 @@
 
 Every write that creates a run, tags it, ends it or changes its status goes through a
 method here; statuses and tag names come from :mod:`ablate.tracking.conventions`.
+
+Faults, the way lease-based systems handle them:
+
+- **a lease** (tag ``ablate.lease``): each process that opens or resumes a run writes a new
+  token; :meth:`Tracker.check_lease`, called before each epoch's writes, stops a process
+  whose run was taken over (a paused worker whose trial was handed on) before it writes;
+- **bounded patience** with a tracking server: MLflow's HTTP retries are capped at about a
+  minute (:data:`HTTP_PATIENCE`, unless the environment sets them), and
+  :func:`unavailable` tells a store that is gone or full from a bug, so the recorder ends
+  with one line and leaves the run resumable;
+- **a stop history** (tag ``stops``): every stop, why and after which epoch, and where each
+  resume started (:meth:`Tracker.stop`, :meth:`Tracker.resumed`).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
+from ablate.exceptions import AblateError
 from ablate.tracking import conventions as cv
 from ablate.tracking.store import experiment_id, git_commit, quiet_mlflow, resolve_tracking_uri
 
-__all__ = ["Tracker", "context_tags", "system_metrics_monitor", "cwd_git_commit"]
+__all__ = [
+    "Tracker", "context_tags", "system_metrics_monitor", "LeaseLost",
+    "ResumableError", "TrackingUnavailable", "unavailable", "LEASE", "STOPS",
+]  # fmt: skip
+
+LEASE = "ablate.lease"  # the token of the process that owns the run now
+STOPS = "stops"  # JSON list: {"reason", "epoch"} per stop, "resumed" once resumed
+# MLflow retries a request 7 times over about 4 minutes by default, and a run makes three
+# requests on its way out (metrics, upload, end): 12.5 minutes for a server that never
+# returns. 5 retries (waits 0, 4, 8, 16, 32 s) still ride out a server down for 44 s or frozen
+# for 60 s, then give up after about a minute.
+HTTP_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}  # fmt: skip
+
+
+class LeaseLost(AblateError):
+    """Another process took this run over; this one must not write to it again."""
+
+
+class ResumableError(AblateError):
+    """The machine or a service failed the run (a full disk, a store that stopped
+    answering); its last checkpoint is kept, and resuming the run continues it."""
+
+
+class TrackingUnavailable(ResumableError):
+    """The MLflow store does not take writes (server gone, database full): write no more."""
+
+
+def unavailable(err: BaseException | None) -> str | None:
+    """Why the MLflow store cannot be written now (the root cause, one line), or None when
+    ``err`` is not a store failure: a lost connection or a timeout of the server, an
+    operational error of its database (disk full, locked, unreachable). Our own errors
+    (:class:`AblateError`) already say what they mean."""
+    import requests
+    import sqlalchemy.exc
+
+    failures = (requests.ConnectionError, requests.Timeout, sqlalchemy.exc.OperationalError,
+                sqlalchemy.exc.InterfaceError)
+    chain: list[BaseException] = []
+    while err is not None and len(chain) < 20 and not isinstance(err, AblateError):
+        chain.append(err)
+        err = err.__cause__ if err.__cause__ or err.__suppress_context__ else err.__context__
+    if not any(isinstance(e, failures) for e in chain):
+        return None
+    return " ".join(str(chain[-1]).split())[:200] or type(chain[-1]).__name__
 
 
 class Tracker:
@@ -28,15 +88,17 @@ class Tracker:
     """
 
     def __init__(self, tracking_uri: str | None, run_id: str, client: Any = None):
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        if self.tracking_uri.startswith(("http://", "https://")):
+            for key, value in HTTP_PATIENCE.items():
+                os.environ.setdefault(key, value)
         if client is None:
             from mlflow import MlflowClient
 
-            client = MlflowClient(resolve_tracking_uri(tracking_uri))
-        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+            client = MlflowClient(self.tracking_uri)
         self.client = client
         self.run_id = run_id
-
-    experiment_id = staticmethod(experiment_id)
+        self.lease: str | None = None  # set when this process owns the run (start, attach)
 
     @classmethod
     def start(
@@ -48,13 +110,11 @@ class Tracker:
         tags: Mapping[str, Any] | None = None,
         parent_run_id: str | None = None,
     ) -> "Tracker":
-        """Create a run (RUNNING) in ``experiment``, tagged with the git commit and source."""
-        from mlflow import MlflowClient
-
+        """Create a run (RUNNING) in ``experiment``, tagged with the git commit and source;
+        this process holds its lease."""
         quiet_mlflow()
-        uri = resolve_tracking_uri(tracking_uri)
-        client = MlflowClient(uri)
-        exp_id = experiment_id(client, experiment)
+        tracker = cls(tracking_uri, "")
+        exp_id = experiment_id(tracker.client, experiment)
         all_tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
         all_tags = {**context_tags(), **all_tags}  # mlflow.user, mlflow.source.*, user code
         if parent_run_id:
@@ -63,19 +123,24 @@ class Tracker:
         if commit:
             all_tags.setdefault("mlflow.source.git.commit", commit)
         all_tags.setdefault("mlflow.source.name", "ablate")
-        run = client.create_run(exp_id, tags=all_tags, run_name=run_name)
-        return cls(uri, run.info.run_id, client)
+        tracker.lease = all_tags[LEASE] = uuid.uuid4().hex
+        tracker.run_id = tracker.client.create_run(
+            exp_id, tags=all_tags, run_name=run_name).info.run_id
+        return tracker
 
     @classmethod
     def attach(cls, tracking_uri: str | None, run_id: str) -> "Tracker":
-        """Re-open an existing run (``--resume``): it is marked RUNNING again and the reason
-        it stopped goes (a run that then finishes carries no stale failure)."""
+        """Take an existing run over (``--resume``, a retried trial): a new lease fences off
+        any process still writing to it, the run is RUNNING again and the reason it stopped
+        goes (a run that then finishes carries no stale failure; ``stops`` keeps it)."""
         quiet_mlflow()
         tracker = cls(tracking_uri, run_id)
-        tracker.client.get_run(run_id)  # raises a clear MLflow error for unknown ids
+        tags = tracker.client.get_run(run_id).data.tags  # a clear MLflow error for unknown ids
+        tracker.lease = uuid.uuid4().hex
+        tracker.set_tags({LEASE: tracker.lease})
         tracker.client.update_run(run_id, status=cv.RUNNING)
-        tracker.delete_tag(cv.FAILURE_REASON)
-        tracker.delete_tag(cv.STOP_REASON)
+        for key in {cv.FAILURE_REASON, cv.STOP_REASON} & set(tags):
+            tracker.client.delete_tag(run_id, key)
         return tracker
 
     @classmethod
@@ -94,6 +159,32 @@ class Tracker:
         return Tracker(self.tracking_uri, run_id, self.client)
 
     # -- reading -----------------------------------------------------------------------
+    def check_lease(self) -> None:
+        """Raise :class:`LeaseLost` when another process has taken the run over since this
+        one opened it (no-op for a tracker that never held it)."""
+        if self.lease is None:
+            return
+        if self.tags().get(LEASE) != self.lease:
+            raise LeaseLost(
+                f"run {self.run_id} was taken over by another process while this one was "
+                "paused or cut off; this one stops without writing to it again"
+            )
+
+    def tags(self) -> dict[str, str]:
+        return self.client.get_run(self.run_id).data.tags
+
+    def logged_models(self) -> list[Any]:
+        """The run's logged models (``LoggedModel``: model_id, status, tags)."""
+        exp = self.client.get_run(self.run_id).info.experiment_id
+        return list(self.client.search_logged_models(
+            [exp], filter_string=f"source_run_id = '{self.run_id}'"))
+
+    def forget_models(self, models: list[Any]) -> set[str]:
+        """Delete ``models`` (what an end cut short left); returns the run's metric names."""
+        for model in models:
+            self.client.delete_logged_model(model.model_id)
+        return set(self.client.get_run(self.run_id).data.metrics)
+
     def status(self) -> str:
         """The run's MLflow status: RUNNING, FINISHED, FAILED, KILLED or SCHEDULED."""
         return self.client.get_run(self.run_id).info.status
@@ -130,11 +221,6 @@ class Tracker:
         items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
         if items:
             self.client.log_batch(self.run_id, tags=items)
-
-    def delete_tag(self, key: str) -> None:
-        """Remove a tag; no error when the run does not have it."""
-        if key in self.client.get_run(self.run_id).data.tags:
-            self.client.delete_tag(self.run_id, key)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """One batched call per epoch (not one request per metric)."""
@@ -234,10 +320,26 @@ class Tracker:
             self.set_tags({cv.FAILURE_REASON: reason[: cv.REASON_LIMIT]})
         self.client.set_terminated(self.run_id, status=status)
 
-    def stop(self, reason: str, message: str) -> None:
-        """End the run KILLED by a stop signal: ``stop_reason`` (preempted, time_limit, user)."""
-        self.set_tags({cv.STOP_REASON: reason})
-        self.end(cv.KILLED, message)
+    def stop(self, reason: str, message: str, epoch: int | None = None,
+             status: str = cv.KILLED) -> None:
+        """End the run (KILLED by a stop signal: ``stop_reason`` preempted, time_limit or
+        user) and add the stop, after ``epoch``, to its ``stops`` history."""
+        self._stop(reason, epoch, {cv.STOP_REASON: reason} if status == cv.KILLED else {})
+        self.end(status, message)
+
+    def resumed(self, epoch: int) -> None:
+        """The run continues after ``epoch`` (0: from the start): the last stop gets
+        ``resumed``; a stop nobody recorded (SIGKILL, the store gone) is added first."""
+        self._stop("unrecorded", epoch, {"resumed_from_epoch": epoch}, resumed=epoch)
+
+    def _stop(self, reason: str, epoch: int | None, tags: Mapping[str, Any],
+              resumed: int | None = None) -> None:
+        stops = json.loads(self.tags().get(STOPS, "[]"))
+        if resumed is None or not stops or "resumed" in stops[-1]:
+            stops.append({"reason": reason, "epoch": epoch})
+        if resumed is not None:
+            stops[-1]["resumed"] = resumed
+        self.set_tags({**tags, STOPS: json.dumps(stops[-50:], separators=(",", ":"))})
 
     def resume(self) -> None:
         """Mark the run RUNNING again (a resumed study's parent); no-op when it is."""
@@ -245,9 +347,7 @@ class Tracker:
             self.client.update_run(self.run_id, status=cv.RUNNING)
 
     def continue_trial(self, tags: Mapping[str, Any]) -> None:
-        """A retried trial takes this run over: the old failure goes, the new trial's tags come."""
-        self.delete_tag(cv.FAILURE_REASON)
-        self.delete_tag(cv.STOP_REASON)
+        """A retried trial takes this run over (:meth:`attach`): the new trial's tags come."""
         self.set_tags({**tags, cv.TRIAL_STATE: "RUNNING"})
 
     def fail_trial(self, reason: str, status: str = cv.FAILED) -> None:
@@ -263,11 +363,17 @@ class Tracker:
         """
         if self.status() != cv.RUNNING:
             return False
-        self.fail_trial(reason)
+        self._stop("worker lost", None, {cv.TRIAL_STATE: "FAIL"})
+        self.end(cv.FAILED, reason)
         return True
 
     def supersede(self, reason: str) -> None:
-        """Another attempt replaces this trial's run: FAILED, so comparisons skip it."""
+        """Another attempt replaces this trial's run: FAILED, so comparisons skip it; not
+        when the attempt continues this very run (it holds the lease now)."""
+        try:
+            self.check_lease()
+        except LeaseLost:
+            return
         self.fail_trial(reason)
 
     def set_trial_state(self, state: str) -> None:
@@ -288,35 +394,24 @@ class Tracker:
 
 
 # -- what MLflow itself records about a run ---------------------------------------------
-def _git(args: list[str], cwd: Path) -> str | None:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def cwd_git_commit(cwd: str | Path | None = None) -> tuple[str, bool] | None:
-    """(commit, has uncommitted changes) of the git repository around ``cwd``, or None."""
-    where = Path(cwd or Path.cwd())
-    commit = _git(["rev-parse", "HEAD"], where)
-    if not commit:
-        return None
-    status = _git(["status", "--porcelain", "--untracked-files=no"], where)
-    return commit, bool(status)
-
-
 def context_tags() -> dict[str, str]:
-    """MLflow's run-context tags for this process, and the user's code commit."""
+    """MLflow's run-context tags for this process, and the commit of the user's code (the
+    git repository around the working directory) with whether it had uncommitted changes."""
     from mlflow.tracking.context.registry import resolve_tags
 
     tags = {k: str(v) for k, v in resolve_tags().items() if v is not None}
-    user = cwd_git_commit()
-    if user is not None:
-        tags["user_code.git_commit"] = user[0]
-        tags["user_code.git_dirty"] = str(user[1]).lower()
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+        tags.update({"user_code.git_commit": commit, "user_code.git_dirty": str(dirty).lower()})
     return tags
 
 
@@ -335,12 +430,8 @@ def system_metrics_monitor(run_id: str, tracking_uri: str, interval: float = 10.
 
     # the monitor announces itself at INFO on every start and stop: noise for a CLI
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
-    monitor = SystemMetricsMonitor(
-        run_id,
-        sampling_interval=interval,
-        samples_before_logging=1,
-        resume_logging=True,  # a resumed run continues its system/* steps
-        tracking_uri=tracking_uri,
-    )
+    monitor = SystemMetricsMonitor(  # resume_logging: a resumed run continues its steps
+        run_id, sampling_interval=interval, samples_before_logging=1, resume_logging=True,
+        tracking_uri=tracking_uri)
     monitor.start()
     return monitor

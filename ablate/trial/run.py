@@ -76,36 +76,41 @@ def run_trial(
         parent_run_id: nest a new run under this one (a study's parent run).
         extra_tags: more tags for a new run (study name, trial number, attempt).
         run_name: the new run's name (default: :func:`trial_name`).
-        resume_run_id: continue this run from its last checkpoint instead of starting one.
+        resume_run_id: continue this run from its last checkpoint (from epoch 0 when it has
+            none) instead of starting one.
         on_run_open: called with the run's :class:`~ablate.tracking.Tracker` once it exists
             (a study worker records the run id on its trial).
     """
     from ablate.tracking.recorder import Recorder
-    from ablate.trial.stopping import StopSignals
+    from ablate.trial.stopping import StopSignals, check, critical
 
     cfg = run.cfg
     # Everything up to the recorder can fail on bad input before any MLflow run exists.
     bundle, model, loop, init_info = _build(run)
-    recorder = Recorder.open(
-        cfg, name=run_name or cfg.run_name or trial_name(run), tags=dict(extra_tags or {}),
-        parent_run_id=parent_run_id, resume_run_id=resume_run_id, on_epoch=on_epoch,
-    )
-    if on_run_open is not None:
-        on_run_open(recorder.tracker)
     # SIGTERM / SIGINT / SIGUSR1/2 end the run KILLED with its stop_reason (in a study
-    # worker they are handled already: then this is a no-op)
-    with StopSignals(), recorder:
-        config = effective_config(run, bundle, model, loop)
-        at_end = _at_schedule_end(run)
-        if resume_run_id:
-            first = recorder.resume(loop, config, bundle, at_end=at_end)
-        else:
-            first = recorder.start(loop, config, bundle, at_end=at_end,
-                                   tags=_tags(run, bundle, loop, init_info),
-                                   source_model=run.init.model_id if run.init else None)
-        fit(loop, first, recorder.after_epoch)
-        final, best = _test(loop, bundle, recorder)
-        recorder.finish(final, best, export=run.finetuning)
+    # worker they are handled already: then this is a no-op); one that comes while the run
+    # opens waits until the caller knows the run, then ends it like any other
+    with StopSignals():
+        with critical(raise_pending=False):
+            recorder = Recorder.open(
+                cfg, name=run_name or cfg.run_name or trial_name(run),
+                tags=dict(extra_tags or {}), parent_run_id=parent_run_id,
+                resume_run_id=resume_run_id, on_epoch=on_epoch,
+            )
+            if on_run_open is not None:
+                on_run_open(recorder.tracker)
+        with recorder:
+            check()
+            config = effective_config(run, bundle, model, loop)
+            at_end = _at_schedule_end(run)
+            first = recorder.resume(loop, config, bundle, at_end=at_end) if resume_run_id else None
+            if first is None:  # a new run, or one stopped before its first checkpoint
+                first = recorder.start(loop, config, bundle, at_end=at_end,
+                                       tags=_tags(run, bundle, loop, init_info),
+                                       source_model=run.init.model_id if run.init else None)
+            fit(loop, first, recorder.after_epoch)
+            final, best = _test(loop, bundle, recorder)
+            recorder.finish(final, best)
     return RunResult(recorder.tracker.run_id, "FINISHED", best.val_acc, best.epoch,
                      final.metrics, best.metrics, recorder.history)
 
@@ -190,7 +195,7 @@ def build_model(run: "ResolvedRun", bundle: "DataBundle") -> nn.Module:
 # -- test ---------------------------------------------------------------------------------
 def _test(loop: Loop, bundle: "DataBundle", recorder: "Recorder") -> tuple["Tested", "Tested"]:
     """Test the final weights and the best-validation checkpoint (at the alpha it was
-    validated at; the final weights stay for export)."""
+    validated at)."""
     from ablate.tracking.recorder import Tested
 
     history, best = recorder.history, recorder.best
@@ -202,7 +207,7 @@ def _test(loop: Loop, bundle: "DataBundle", recorder: "Recorder") -> tuple["Test
                    history[-1][cv.VAL_ACC], pred)
     if best.epoch == epochs:
         return final, Tested(model, metrics, best.epoch, final.alpha, best.val_acc)
-    state = recorder.best_state()
+    state = recorder.checkpoints.load_best()
     best_model = copy.deepcopy(model)
     best_model.load_state_dict(state["model"])
     saved = {k: v for k, v in state.get("variant_params", {}).items() if v is not None}

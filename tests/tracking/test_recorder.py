@@ -1,7 +1,10 @@
 """The recorder on a real SQLite store: how a run ends, which epoch is best, and where its
-checkpoints go (local every epoch, uploaded every K epochs and on a stop)."""
+checkpoints go (local every epoch, uploaded every K epochs and on a stop, with their digests),
+and which one a resume falls back to when the newest is damaged."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +13,14 @@ from ablate.config import RunConfig
 from ablate.exceptions import ConfigError, Pruned
 from ablate.tracking import conventions as cv
 from ablate.tracking.conventions import ARTIFACT_DIR, PREVIOUS
-from ablate.tracking.recorder import Best, Checkpoints, Recorder
+from ablate.tracking.recorder import (
+    DIGEST_TAG,
+    RESUMABLE,
+    Best,
+    Checkpoints,
+    Recorder,
+    file_digest,
+)
 from ablate.tracking.tracker import Tracker
 
 
@@ -71,10 +81,11 @@ def test_with_a_schedule_only_epochs_at_its_end_value_compete():
 
 
 def _payload(epoch: int) -> dict:
-    return {"model": {"w": torch.full((64, 64), float(epoch))}, "epoch": epoch}
+    state = {key: 0 for key in RESUMABLE}  # what a resume needs, the weights told apart
+    return {**state, "model": {"w": torch.full((64, 64), float(epoch))}, "epoch": epoch}
 
 
-def test_last_keeps_its_predecessor_and_a_truncated_one_falls_back(tmp_path):
+def test_last_keeps_its_predecessor_and_a_damaged_one_falls_back(tmp_path):
     ckpt = Checkpoints(tmp_path / "run")
     assert ckpt.load_last() is None
     for epoch in (1, 2):
@@ -86,6 +97,10 @@ def test_last_keeps_its_predecessor_and_a_truncated_one_falls_back(tmp_path):
     ckpt.last_path.write_bytes(data[: len(data) // 2])  # a write cut short
     with pytest.warns(UserWarning, match="unreadable"):
         assert ckpt.load_last()["epoch"] == 1
+    torch.save({"model": {}, "epoch": 2}, ckpt.last_path)  # no optimizer state: not resumable
+    with pytest.warns(UserWarning, match=r"last.pt lacks optimizer, scheduler, best") as caught:
+        assert ckpt.load_last()["epoch"] == 1
+    assert len(caught) == 1
 
 
 def test_uploads_every_k_epochs_and_a_resume_elsewhere_downloads_them(cfg, workdir):
@@ -95,11 +110,27 @@ def test_uploads_every_k_epochs_and_a_resume_elsewhere_downloads_them(cfg, workd
     assert tracker.list_artifacts(ARTIFACT_DIR) == []  # not due yet
     ckpt.save_best(_payload(1))
     ckpt.save_last(_payload(2), 2)
-    assert sorted(tracker.list_artifacts(ARTIFACT_DIR)) == ["checkpoints/best.pt",
-                                                            "checkpoints/last.pt"]
+    assert sorted(tracker.list_artifacts(ARTIFACT_DIR)) == [
+        "checkpoints/best.pt", "checkpoints/last.prev.pt", "checkpoints/last.pt"]
     ckpt.save_last(_payload(3), 3)  # not uploaded: a resume elsewhere starts after epoch 2
     elsewhere = Checkpoints(workdir / "b", tracker)
     assert elsewhere.load_last()["epoch"] == 2
     assert elsewhere.load_best()["epoch"] == 1  # fetched with it, for the final test
     ckpt.remove()
     assert not (workdir / "a").exists()
+
+
+def test_a_damaged_upload_is_caught_by_its_digest_and_its_predecessor_used(cfg, workdir):
+    tracker = Tracker.start(cfg.tracking_uri, "exp")
+    ckpt = Checkpoints(workdir / "a", tracker)
+    for epoch in (1, 2):
+        ckpt.save_last(_payload(epoch), epoch)
+    ckpt.upload()
+    assert tracker.tags()[DIGEST_TAG + "last.pt"] == file_digest(ckpt.last_path)
+    # the store's copy cut short, as a full disk on the artifact server leaves it
+    stored = Path(tracker.client.get_run(tracker.run_id).info.artifact_uri.removeprefix(
+        "file://")) / ARTIFACT_DIR / "last.pt"
+    stored.write_bytes(stored.read_bytes()[:-100])
+    with pytest.warns(UserWarning, match="does not have the size and SHA-256") as caught:
+        assert Checkpoints(workdir / "b", tracker).load_last()["epoch"] == 1
+    assert len(caught) == 1

@@ -7,6 +7,8 @@ leaves in the store, read back through a plain ``MlflowClient``.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ablate.tracking import (
@@ -17,6 +19,7 @@ from ablate.tracking import (
     resolve_tracking_uri,
 )
 from ablate.tracking import conventions as cv
+from ablate.tracking.tracker import STOPS, LeaseLost
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +132,23 @@ def test_a_retried_trial_continues_the_orphaned_run(uri, client):
     assert cv.FAILURE_REASON not in run.data.tags
     assert run.data.tags[cv.TRIAL_STATE] == "RUNNING"
     assert run.data.tags["optuna.trial_number"] == "5"
-    resumed.delete_tag(cv.FAILURE_REASON)  # gone already: no error
+
+
+def test_a_run_taken_over_fences_off_its_old_owner_and_keeps_its_stops(uri, client):
+    first = Tracker.start(uri, "exp")
+    first.check_lease()  # its own run: fine
+    first.stop("preempted", "stopped by SIGTERM (preempted)", epoch=3)
+    second = Tracker.attach(uri, first.run_id)  # the retry, elsewhere
+    second.resumed(3)
+    with pytest.raises(LeaseLost, match=f"run {first.run_id} was taken over"):
+        first.check_lease()
+    first.supersede("runs again")  # the old owner cannot fail the run its successor trains
+    second.resumed(2)  # killed without a word, resumed again from an older checkpoint
+    run = _run(client, second)
+    assert run.info.status == cv.RUNNING and run.data.tags["resumed_from_epoch"] == "2"
+    assert json.loads(run.data.tags[STOPS]) == [
+        {"reason": "preempted", "epoch": 3, "resumed": 3},
+        {"reason": "unrecorded", "epoch": 2, "resumed": 2}]
 
 
 def test_supersede_and_fail_trial(uri, client):
