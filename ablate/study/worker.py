@@ -315,11 +315,9 @@ class _Worker:
         return run_id if Tracker.find(self.settings.tracking_uri, run_id) else None
 
     def _tags(self, trial: Any, frozen: Any, params: dict[str, Any]) -> dict[str, Any]:
-        tags: dict[str, Any] = {
-            "study": self.plan.name, "role": "trial", "optuna.study_name": self.plan.name,
-            "optuna.trial_number": trial.number,
-            **{f"optuna.param.{k}": v for k, v in params.items()},
-        }  # fmt: skip
+        # the trial's parameters are the run's params already (the effective configuration)
+        tags: dict[str, Any] = {"study": self.plan.name, "role": "trial",
+                                "optuna.trial_number": trial.number}
         history = frozen.system_attrs.get("retry_history") or []
         if history:
             tags["optuna.retry_of"] = history[-1]
