@@ -112,6 +112,7 @@ def load_image_data(
         "source": raw.source, "train_size": len(train), "val_size": len(val),
         "test_size": len(test), "split_seed": SPLIT_SEED, "split_stratified": stratified,
         "val_split": val_split, "val_source": sources[0], "test_source": sources[1],
+        "test_held_out": sources[1].startswith("holdout"),  # test_fraction shaped the test set
         "native_img_size": native_size, "native_in_chans": native_chans,
         "augment": plan.describe(), "norm_mean": ",".join(f"{m:.4f}" for m in mean),
         "norm_std": ",".join(f"{s:.4f}" for s in std), "norm_source": stats_source,

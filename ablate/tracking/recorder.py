@@ -4,9 +4,9 @@ A trial calls it a handful of times (:func:`ablate.trial.run.run_trial`)::
 
     recorder = Recorder.open(cfg, name=..., tags=..., parent_run_id=..., resume_run_id=...)
     with recorder:                        # the run ends with the status the block earned
-        first = recorder.start(loop, config, bundle)   # or recorder.resume(loop, bundle)
+        first = recorder.start(loop, config, bundle)   # or recorder.resume(loop, config, bundle)
         fit(loop, first, recorder.after_epoch)          # per epoch: best, checkpoint, metrics
-        recorder.finish(final, best, bundle)            # test metrics, models, figures
+        recorder.finish(final, best)                    # test metrics, models, figures
 
 What it writes: **params**, the effective configuration, each setting once with the value
 that ran (:func:`ablate.trial.run.effective_config`; also ``config.yaml`` and the
@@ -122,6 +122,7 @@ class Recorder:
     config: dict[str, Any] = field(default_factory=dict)
     datasets: dict[str, Any] = field(default_factory=dict)  # split -> (name, digest)
     _loop: "Loop | None" = None
+    bundle: "DataBundle | None" = None
     _logged: set[int] = field(default_factory=set)
     _progress: Any = None
     _monitor: Any = None

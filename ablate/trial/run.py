@@ -105,8 +105,8 @@ def run_trial(
             at_end = _at_schedule_end(run)
             first = recorder.resume(loop, config, bundle, at_end=at_end) if resume_run_id else None
             if first is None:  # a new run, or one stopped before its first checkpoint
-                first = recorder.start(loop, config, bundle, at_end=at_end,
-                                       tags=_tags(run, bundle, loop, init_info),
+                facts = _tags(run, bundle, loop, init_info)  # a fwd + bwd: the SDPA kernel
+                first = recorder.start(loop, config, bundle, at_end=at_end, tags=facts,
                                        source_model=run.init.model_id if run.init else None)
             fit(loop, first, recorder.after_epoch)
             final, best = _test(loop, bundle, recorder)
@@ -362,7 +362,7 @@ def _data_settings(run: "ResolvedRun", bundle: "DataBundle") -> dict[str, Any]:
     out: dict[str, Any] = {"task": run.task, "dataset": cfg.dataset, "val_split": cfg.val_split}
     if cfg.val_split == "train":
         out["val_fraction"] = cfg.val_fraction
-    if bundle.info.get("test_source", "").startswith("held out"):
+    if bundle.info.get("test_held_out"):
         out["test_fraction"] = cfg.test_fraction
     if run.task == "image":
         out["img_size"] = bundle.img_size

@@ -44,6 +44,7 @@ def test_params_are_the_effective_configuration_once(scheduled):
     assert params["variant"] == "softmax_v" and "variant.alpha" not in params  # scheduled
     assert params["alpha_schedule"] == "linear" and params["alpha_epochs"] == "2"
     assert params["device"] == "cpu" and params["amp"] == "False"
+    assert params["test_fraction"] == "0.2"  # digits has no test split: it is held out
     # nothing that does not apply: text settings, fine-tuning, this machine's paths
     for key in ("text_col", "label_col", "max_len", "embeddings", "lora_alpha", "lora_rank",
                 "freeze", "init_from", "alpha_lr", "alpha_levels", "alpha_steps",

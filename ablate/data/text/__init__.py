@@ -77,6 +77,7 @@ def load_text_data(
         # A full-length example was cut or fits exactly.
         "full_length_fraction": round(float((lengths >= cfg.max_len).mean()), 4),
         "mean_tokens": round(float(lengths.mean()), 2), "split_seed": SPLIT_SEED,
+        "test_held_out": raw.test is None,  # test_fraction shaped the test set
     }
     return DataBundle(
         name=cfg.dataset, task="text", train=split("train"), val=split("val"), test=split("test"),
