@@ -61,6 +61,7 @@ if str(ROOT / "benchmarks") not in sys.path:
 import throughput  # noqa: E402  (registers the ``explicit`` variant)
 
 import variants  # noqa: E402
+from ablate.tracking.conventions import EPOCH_SECONDS  # noqa: E402
 from ablate.trial.sdpa_backend import probe_model_sdpa_backend  # noqa: E402
 
 __all__ = ["THROUGHPUT_COLUMNS", "NUMERICS_COLUMNS", "main"]
@@ -423,16 +424,16 @@ class GpuSampler:
 
 
 def _trial_runs(tracking_uri: str) -> list[dict[str, Any]]:
-    """Per trial (runs with an ``epoch_seconds`` curve): status, wall time, epoch times."""
+    """Per trial (runs with an epoch-time curve): status, wall time, epoch times."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     ids = [e.experiment_id for e in client.search_experiments()]
     trials = []
     for run in client.search_runs(ids, max_results=1000):
-        if "epoch_seconds" not in run.data.metrics:
+        if EPOCH_SECONDS not in run.data.metrics:
             continue
-        epochs = [m.value for m in client.get_metric_history(run.info.run_id, "epoch_seconds")]
+        epochs = [m.value for m in client.get_metric_history(run.info.run_id, EPOCH_SECONDS)]
         end = run.info.end_time or run.info.start_time
         trials.append(
             {

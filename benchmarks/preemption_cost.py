@@ -28,6 +28,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+from ablate.tracking.conventions import EPOCH_SECONDS, VAL_ACC  # noqa: E402
 
 STUDY = """\
 name: preempt
@@ -66,7 +70,7 @@ def _wait(proc: subprocess.Popen, client, workdir: Path, until_step: int, log: P
         if not runs:
             continue
         try:
-            if max(_history(client, runs[0].name, "val_acc"), default=-1) >= until_step:
+            if max(_history(client, runs[0].name, VAL_ACC), default=-1) >= until_step:
                 return runs[0].name
         except Exception:  # tables being created
             continue
@@ -83,22 +87,22 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     proc = _start(workdir, log)
     run_id = _wait(proc, client, workdir, args.stop_after, log)
-    seconds = _history(client, run_id, "epoch_seconds")
+    seconds = _history(client, run_id, EPOCH_SECONDS)
     epoch_s = seconds[args.stop_after][0]
     time.sleep(args.fraction * epoch_s)  # into the next epoch
     t_signal = time.time()
     os.killpg(proc.pid, getattr(signal, args.signal))
     proc.wait(timeout=300)
     t_exit = time.time()
-    before = _history(client, run_id, "val_acc")
+    before = _history(client, run_id, VAL_ACC)
     last = max(before)
     lost = t_signal - before[last][1]
 
     t_rerun = time.time()
     proc = _start(workdir, log)
     proc.wait(timeout=3600)
-    after_val = _history(client, run_id, "val_acc")
-    after_s = _history(client, run_id, "epoch_seconds")
+    after_val = _history(client, run_id, VAL_ACC)
+    after_s = _history(client, run_id, EPOCH_SECONDS)
     first = last + 1  # the first epoch trained by the rerun
     restart = (after_val[first][1] - after_s[first][0]) - t_rerun
     trained_before = sum(after_s[e][0] for e in range(1, last + 1))

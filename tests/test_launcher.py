@@ -38,6 +38,7 @@ GRID = """\
 name: {name}
 base:
   dataset: digits
+  img_size: 8
   epochs: {epochs}
   batch_size: 128
   checkpoint_dir: checkpoints
@@ -162,6 +163,7 @@ def test_slurm_time_formats():
 
 # -- the local executor: the same array tasks, on this machine ---------------------------------
 @pytest.mark.slow
+@pytest.mark.usefixtures("existing_store")
 def test_local_array_of_two_runs_every_cell_exactly_once(workdir):
     grid = "  variant: [softmax, softmax_v, alpha_remix]\n  seed: [0, 1]"
     path = _study(workdir, "array6", grid)
@@ -192,21 +194,30 @@ def test_local_array_of_two_runs_every_cell_exactly_once(workdir):
 
 
 def _running_trial(workdir: Path, name: str, epochs: int, deadline: float):
-    while time.time() < deadline:
-        time.sleep(0.2)
-        try:
-            trials = _trials(workdir, name)
-        except Exception:  # tables being created
-            continue
-        for t in trials:
-            if t.state == TrialState.RUNNING and (t.last_step or 0) >= epochs:
-                return t
-    pytest.fail("no trial reached its third epoch")
+    storage = None  # one connection for every look, once the task has made the study
+    try:
+        while time.time() < deadline:
+            time.sleep(0.2)
+            try:
+                if storage is None and _trials(workdir, name):
+                    storage = open_storage(f"sqlite:///{workdir}/ablate-optuna.db")
+                study = optuna.load_study(study_name=name, storage=storage) if storage else None
+                trials = study.trials if study else []
+            except Exception:  # tables being created
+                continue
+            for t in trials:
+                if t.state == TrialState.RUNNING and (t.last_step or 0) >= epochs:
+                    return t
+        pytest.fail("no trial reached its third epoch")
+    finally:
+        if storage is not None:
+            storage.engine.dispose()
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("existing_store")
 def test_time_limit_signal_requeues_the_task_through_submitit_and_resumes(workdir):
-    path = _study(workdir, "requeue", "  seed: [0]", epochs=8)
+    path = _study(workdir, "requeue", "  seed: [0]", epochs=12)
     log = workdir / "launch.log"
     with open(log, "w") as handle:  # not a pipe: the local jobs keep the command's stdout
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -245,6 +256,6 @@ def test_time_limit_signal_requeues_the_task_through_submitit_and_resumes(workdi
     assert run.info.status == "FINISHED"
     assert int(run.data.tags["resumed_from_epoch"]) >= 3
     steps = [m.step for m in client.get_metric_history(run_id, cv.VAL_ACC)]
-    assert sorted(steps) == list(range(9))
+    assert sorted(steps) == list(range(13))
     logs = "".join(p.read_text() for p in (workdir / "ablate-logs" / "requeue").glob("*/*_log.*"))
     assert "Requeued job" in logs

@@ -23,6 +23,8 @@ import gpu_check  # noqa: E402
 _registry._REGISTRY.clear()
 _registry._REGISTRY.update(_before)
 
+pytestmark = pytest.mark.slow  # one report (a process) for the module: with the other slow tests
+
 
 def _table_columns(text: str, first: str) -> tuple[str, ...]:
     """Column names of the Markdown table whose header starts with ``first``."""

@@ -128,7 +128,9 @@ def _answers(url: str) -> bool:
 
 
 @pytest.mark.slow
-def test_ui_of_a_tracking_server_and_sigterm_stops_the_server_it_started(tmp_path, capsys):
+def test_ui_of_a_tracking_server_and_sigterm_stops_the_server_it_started(
+    tmp_path, capsys, mlflow_template
+):
     psutil = pytest.importorskip("psutil")
     from mlflow import MlflowClient
 
@@ -136,7 +138,7 @@ def test_ui_of_a_tracking_server_and_sigterm_stops_the_server_it_started(tmp_pat
     server = f"http://127.0.0.1:{port}"
     ui = subprocess.Popen(
         [sys.executable, "-m", "ablate.cli", "ui", "--tracking-uri",
-         f"sqlite:///{tmp_path}/mlflow.db", "--port", str(port)],
+         mlflow_template.copy_to(tmp_path), "--port", str(port)],
         cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     served: list = []

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,20 +29,21 @@ pytestmark = pytest.mark.slow
 
 STUDY = """\
 name: {name}
-base: {{model: cct_2_3x2_32, dataset: digits, img_size: 8, epochs: {epochs}, batch_size: 128,
+base: {{model: cct_2_3x2_32, dataset: digits, img_size: {img_size}, epochs: {epochs}, batch_size: 128,
         checkpoint_dir: checkpoints, system_metrics: false}}
 grid:
   seed: {seeds}
 """
 
 
-def _study(workdir: Path, name: str, cells: int, epochs: int) -> Path:
+def _study(workdir: Path, name: str, cells: int, epochs: int, img_size: int = 8) -> Path:
     path = workdir / f"{name}.yaml"
-    path.write_text(STUDY.format(name=name, epochs=epochs, seeds=list(range(cells))))
+    text = STUDY.format(name=name, epochs=epochs, img_size=img_size, seeds=list(range(cells)))
+    path.write_text(text)
     return path
 
 
-def _trials(storage: str, name: str) -> list:
+def _trials(storage: Any, name: str) -> list:
     try:
         return optuna.load_study(study_name=name, storage=storage).get_trials()
     except KeyError:  # not created yet
@@ -50,12 +52,20 @@ def _trials(storage: str, name: str) -> list:
 
 def _running_trial(storage: str, name: str, epoch: int, proc: subprocess.Popen):
     """The first trial RUNNING at ``epoch`` or later (its epoch 0 is before training)."""
+    opened = None  # one connection for every look, once the command has made the study
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        for t in _trials(storage, name):
-            if t.state == TrialState.RUNNING and max(t.intermediate_values, default=-1) >= epoch:
-                return t
-        time.sleep(0.2)
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if opened is None and _trials(storage, name):
+                opened = optuna.storages.RDBStorage(storage)
+            for t in _trials(opened, name) if opened else []:
+                if t.state == TrialState.RUNNING and max(t.intermediate_values,
+                                                         default=-1) >= epoch:  # fmt: skip
+                    return t
+            time.sleep(0.2)
+    finally:
+        if opened is not None:
+            opened.engine.dispose()
     pytest.fail(f"no trial reached epoch {epoch}:\n{proc.communicate()[0] if proc.poll() else ''}")
 
 
@@ -118,6 +128,7 @@ def test_dry_run_script_is_accepted_by_sbatch(slurm, workdir):
     assert not slurm.run("squeue", "-h").stdout.strip()  # --test-only submits nothing
 
 
+@pytest.mark.usefixtures("existing_store")
 def test_array_of_two_runs_every_cell_once_and_logs_every_epoch(slurm, workdir, study_storage):
     cells, epochs = 4, 2
     path = _study(workdir, "array", cells, epochs)
@@ -158,6 +169,7 @@ def test_array_of_two_runs_every_cell_once_and_logs_every_epoch(slurm, workdir, 
     [(["scontrol", "requeue"], "preempted"), (["scancel", "--signal=USR2"], "time_limit")],
     ids=["scontrol-requeue", "usr2-warning"],
 )
+@pytest.mark.usefixtures("existing_store")
 def test_task_stopped_mid_trial_is_requeued_and_resumes_the_same_run(
     slurm, workdir, study_storage, stop, reason
 ):
@@ -184,6 +196,7 @@ def test_task_stopped_mid_trial_is_requeued_and_resumes_the_same_run(
     assert accounting.split() == ["REQUEUED", "COMPLETED"]
 
 
+@pytest.mark.usefixtures("existing_store")
 def test_wait_reports_a_cancelled_array_at_once(slurm, workdir, study_storage):
     path = _study(workdir, "cancel", cells=2, epochs=10)
     proc = _launch(workdir, path, study_storage, "--array", "2", "--requeue")
@@ -203,8 +216,11 @@ def test_wait_reports_a_cancelled_array_at_once(slurm, workdir, study_storage):
     assert any(t.state == TrialState.WAITING for t in trials)
 
 
+@pytest.mark.usefixtures("existing_store")
 def test_time_limit_warning_before_the_first_epoch_does_not_requeue(slurm, workdir, study_storage):
-    path = _study(workdir, "early", cells=1, epochs=3)
+    # 32x32 images: an epoch takes seconds, so the warning surely lands before the first ends
+    # (at 8x8 a loaded machine can finish it between the look and the scancel)
+    path = _study(workdir, "early", cells=1, epochs=3, img_size=32)
     proc = _launch(workdir, path, study_storage, "--requeue")
     victim = _running_trial(study_storage, "early", -1, proc)  # claimed, still setting up
     job = _slurm_job_of(victim)

@@ -42,7 +42,8 @@ from ablate.tracking.conventions import VAL_ACC  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 STUDY = """\
 name: {name}
-base: {{dataset: digits, epochs: {epochs}, checkpoint_dir: checkpoints, system_metrics: false}}
+base: {{dataset: digits, img_size: 8, epochs: {epochs}, checkpoint_dir: checkpoints,
+        system_metrics: false}}
 grid: {grid}
 """
 
@@ -62,15 +63,23 @@ def _trials(url: str, name: str) -> list:
 
 def _wait_for_epoch(proc: subprocess.Popen, url: str, name: str, epoch: int) -> None:
     """Until a running trial has reported ``epoch`` (its curve is in the storage)."""
+    storage = None  # one connection for every look, once the command has made the study
     deadline = time.time() + 240
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail("the study ended too early:\n" + proc.stdout.read())
-        running = [t for t in _trials(url, name) if t.state == TrialState.RUNNING]
-        if any(epoch in t.intermediate_values for t in running):
-            return
-        time.sleep(0.2)
-    pytest.fail(f"no trial reached epoch {epoch}")
+    try:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail("the study ended too early:\n" + proc.stdout.read())
+            if storage is None and _trials(url, name):
+                storage = optuna.storages.RDBStorage(resolve_storage_url(url))
+            trials = optuna.load_study(study_name=name, storage=storage).trials if storage else []
+            if any(t.state == TrialState.RUNNING and epoch in t.intermediate_values
+                   for t in trials):  # fmt: skip
+                return
+            time.sleep(0.2)
+        pytest.fail(f"no trial reached epoch {epoch}")
+    finally:
+        if storage is not None:
+            storage.engine.dispose()
 
 
 def _steps(client: MlflowClient, run_id: str) -> list[int]:
@@ -82,11 +91,12 @@ def test_two_processes_share_one_study_and_mlflow_on_the_server(postgres, workdi
     import sqlalchemy
 
     url = resolve_storage_url(postgres.url)
+    mlflow_db = f"{postgres.url.rsplit('/', 1)[1]}_mlflow"
     engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:  # MLflow and Optuna each need a database of their own
-        conn.execute(sqlalchemy.text("CREATE DATABASE mlflow"))
+        conn.execute(sqlalchemy.text(f"CREATE DATABASE {mlflow_db}"))
     engine.dispose()
-    mlflow_url = postgres.url.replace("/postgres", "/mlflow")
+    mlflow_url = f"{postgres.url.rsplit('/', 1)[0]}/{mlflow_db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_url)  # plain postgresql://, psycopg2
     path = _study(workdir, "pg_test", "{variant: [softmax, softmax_v], seed: [0, 1]}", 1)
     # Two independent commands, as on two machines: they race to create the study, its
@@ -119,50 +129,52 @@ def test_two_processes_share_one_study_and_mlflow_on_the_server(postgres, workdi
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("existing_store")
 def test_a_server_restart_mid_trial_is_waited_out(postgres, workdir):
-    path = _study(workdir, "restart", "{seed: [0]}", 12)
+    path = _study(workdir, "restart", "{seed: [0]}", 16)
     proc = study_cli(workdir, str(path), "--storage", postgres.url, "--quiet", threads=1)
     _wait_for_epoch(proc, postgres.url, "restart", 2)
-    postgres.stop()  # every session ends, and the next epoch's report finds no server
+    postgres.server.stop()  # every session ends, and the next epoch's report finds no server
     time.sleep(3)
-    postgres.start()
+    postgres.server.start()
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, out
     assert "unreachable" in out and "retrying" in out  # it said what it waited for
     assert "study 'restart': complete; 1 trials run now" in out and "Traceback" not in out
     (trial,) = _trials(postgres.url, "restart")  # no retry was used, nothing restarted
     assert trial.state == TrialState.COMPLETE
-    assert sorted(trial.intermediate_values) == list(range(13))
+    assert sorted(trial.intermediate_values) == list(range(17))
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     run = client.get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status == "FINISHED" and "resumed_from_epoch" not in run.data.tags
-    assert _steps(client, run.info.run_id) == list(range(13))  # every epoch once
+    assert _steps(client, run.info.run_id) == list(range(17))  # every epoch once
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("existing_store")
 def test_an_outage_past_the_patience_is_one_line_naming_how_to_continue(postgres, workdir):
-    path = _study(workdir, "outage", "{seed: [0]}", 8)
+    path = _study(workdir, "outage", "{seed: [0]}", 4)
     env = {**os.environ, "ABLATE_STORAGE_PATIENCE": "3"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ablate.cli", "study", str(path), "base.epochs=8", "--storage",
+        [sys.executable, "-m", "ablate.cli", "study", str(path), "base.epochs=12", "--storage",
          postgres.url, "--quiet"], cwd=workdir, env={**env, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     _wait_for_epoch(proc, postgres.url, "outage", 2)
-    postgres.stop()
+    postgres.server.stop()
     started = time.monotonic()
     out, err = proc.communicate(timeout=120)
     assert time.monotonic() - started < 60  # bounded: 3 s of patience, then the way out
     assert proc.returncode == 2, out + err
     errors = [line for line in err.splitlines() if line.startswith("ablate study: error:")]
     assert len(errors) == 1 and "Traceback" not in err, err
-    assert f"127.0.0.1:{postgres.port}/postgres" in errors[0], errors
+    assert postgres.url.split("@", 1)[1] in errors[0], errors  # 127.0.0.1:PORT/DATABASE
     assert err.count("retrying for up to 3 s") == 1  # said once, by every thread together
     resume = errors[0].split("continue with: ", 1)[1]
-    assert resume.startswith(f"ablate study {path} base.epochs=8 base.quiet=true --storage ")
+    assert resume.startswith(f"ablate study {path} base.epochs=12 base.quiet=true --storage ")
     assert "study 'outage': complete" not in out
 
-    postgres.start()
+    postgres.server.start()
     rerun = study_cli(workdir, *shlex.split(resume)[2:], threads=1)  # pasted as printed
     out, _ = rerun.communicate(timeout=400)
     assert rerun.returncode == 0 and "complete" in out, out
@@ -172,7 +184,7 @@ def test_an_outage_past_the_patience_is_one_line_naming_how_to_continue(postgres
     assert failed.user_attrs["mlflow_run_id"] == run_id  # the same MLflow run continued
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     assert client.get_run(run_id).info.status == "FINISHED"
-    assert _steps(client, run_id) == list(range(9))  # every epoch once
+    assert _steps(client, run_id) == list(range(13))  # every epoch once
 
 
 @pytest.mark.slow
