@@ -202,6 +202,40 @@ def test_a_stop_waits_for_the_critical_section_and_a_second_signal_is_ignored():
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
 
+class _SignalledWhileCollected:
+    """Garbage whose finaliser is where the signal handler runs (as SQLAlchemy's weakref
+    callbacks were, on a worker that had just claimed a trial)."""
+
+    def __del__(self):
+        signal.raise_signal(signal.SIGUSR2)  # the handler runs inside __del__: Stopped dropped
+
+
+def test_a_stop_raised_where_python_drops_exceptions_is_raised_by_the_next_check():
+    from ablate.trial.stopping import check
+
+    hook = sys.unraisablehook
+    with StopSignals():
+        _SignalledWhileCollected()  # collected at once: "Exception ignored in __del__"
+        with pytest.raises(Stopped, match=r"stopped by SIGUSR2 \(time_limit\)"):
+            check()  # the training loop calls it before every step
+        check()  # raised once
+    assert sys.unraisablehook is hook
+    with pytest.raises(Stopped):  # in the loop: the step after the lost stop does not start
+        with StopSignals():
+            _SignalledWhileCollected()
+            _one_training_step()
+
+
+def _one_training_step():
+    from ablate.config import RunConfig
+    from ablate.trial.resolve import resolve
+    from ablate.trial.run import _build
+
+    run = resolve(RunConfig(model="cct_2_3x2_32", dataset="digits", img_size=8, epochs=1))
+    _, _, loop, _ = _build(run)
+    loop.train_epoch(1)
+
+
 def test_stale_processes_are_found_through_psutil():
     me = process_identity()
     assert isinstance(me["pid_start"], float)

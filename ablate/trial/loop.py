@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ablate.exceptions import TrainingDiverged
 from ablate.models.learned_alpha import alpha_metrics, split_alpha_group
 from ablate.tracking import conventions as cv
+from ablate.trial.stopping import check as check_stop
 
 if TYPE_CHECKING:
     from ablate.config import RunConfig
@@ -212,6 +213,7 @@ class Loop:
         batches = iterate_batches(train, cfg.batch_size, shuffle=True, generator=self.gen,
                                   drop_last=len(train) % cfg.batch_size == 1)  # fmt: skip
         for x, y in batches:
+            check_stop()  # a stop signal whose exception a library swallowed (stopping.py)
             alpha = self.set_alpha(self.global_step)
             inputs, target = self.bundle.train_transform(x, y)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):

@@ -21,6 +21,11 @@ The reason recorded (the MLflow run's ``stop_reason`` tag):
 
 A second signal while a stop is being handled is ignored, so the clean-up (ending the
 MLflow run, handing the trial over) finishes.
+
+Python runs a signal handler wherever the main thread is, also inside a garbage-collector
+callback or a ``__del__`` (SQLAlchemy's, for one), where an exception is printed as "Exception
+ignored" and dropped. A stop lost that way is kept pending (``sys.unraisablehook``) and raised
+by the next :func:`check`, which the training loop calls before every step.
 """
 
 from __future__ import annotations
@@ -97,8 +102,15 @@ class StopSignals:
         _state.stopping, _state.pending, _state.depth = False, None, 0
         for signum in self.signals:
             self.previous[signum] = signal.signal(signum, _handle)
+        self._unraisablehook, sys.unraisablehook = sys.unraisablehook, self._keep_lost_stop
         _state.active += 1
         return self
+
+    def _keep_lost_stop(self, unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, Stopped) and _state.pending is None:
+            _state.pending = unraisable.exc_value  # raised by the next check()
+            return
+        self._unraisablehook(unraisable)
 
     def __exit__(self, *exc: Any) -> None:
         if not self.previous:
@@ -106,6 +118,7 @@ class StopSignals:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
         self.previous.clear()
+        sys.unraisablehook = self._unraisablehook
         _state.active -= 1
         _state.stopping, _state.pending = False, None
 
