@@ -188,6 +188,22 @@ def existing_store(workdir: Path, mlflow_template: MlflowTemplate) -> str:
     return mlflow_template.copy_to(workdir)
 
 
+def run_stopped_after(cfg: Any, epoch: int, **kwargs: Any) -> str:
+    """Train ``cfg`` until a stop ends it after ``epoch`` is recorded (a KeyboardInterrupt from
+    the epoch hook, as the loop sees a stop signal); the id of the run it left."""
+    from ablate.trial.resolve import resolve
+    from ablate.trial.run import run_trial
+
+    def stop(done: int, row: Any) -> None:
+        if done == epoch:
+            raise KeyboardInterrupt
+
+    runs: list[Any] = []
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(resolve(cfg), on_epoch=stop, on_run_open=runs.append, **kwargs)
+    return runs[0].run_id
+
+
 # -- a PostgreSQL server, one per session -----------------------------------------------------
 
 

@@ -37,6 +37,7 @@ STUDY = f"""\
 name: {{name}}
 base:
   dataset: digits
+  img_size: 16  # 1 s epochs on one core: the stop lands between epoch 3 and the end
   epochs: {EPOCHS}
   batch_size: 128
   checkpoint_dir: checkpoints
@@ -151,8 +152,9 @@ def test_stopped_study_resumes_the_same_trial_in_the_same_run(
     try:
         main(
             [
-                "run", "--dataset", "digits", "--epochs", str(EPOCHS), "--batch-size", "128",
-                "--quiet", "--no-system-metrics", "--experiment", "uninterrupted",
+                "run", "--dataset", "digits", "--img-size", "16", "--epochs", str(EPOCHS),
+                "--batch-size", "128", "--quiet", "--no-system-metrics",
+                "--experiment", "uninterrupted",
                 "--checkpoint-dir", "checkpoints",
                 "--tracking-uri", f"sqlite:///{workdir}/mlflow.db",
             ]

@@ -29,8 +29,8 @@ pytestmark = pytest.mark.slow
 
 STUDY = """\
 name: {name}
-base: {{model: cct_2_3x2_32, dataset: digits, img_size: {img_size}, epochs: {epochs}, batch_size: 128,
-        checkpoint_dir: checkpoints, system_metrics: false}}
+base: {{model: cct_2_3x2_32, dataset: digits, img_size: {img_size}, epochs: {epochs},
+        batch_size: 128, checkpoint_dir: checkpoints, system_metrics: false}}
 grid:
   seed: {seeds}
 """

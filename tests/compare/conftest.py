@@ -142,6 +142,18 @@ def log_run(
     }
 
 
+# the digits split's sizes, as a run records them
+DIGITS_SPLIT = {"data.test_size": "360", "data.val_size": "144", "data.train_size": "1293"}
+
+
+def empty_store(tmp_path) -> tuple[str, MlflowClient, str]:
+    """(uri, client, experiment id) of a fresh store in tmp_path, for a test's own runs."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    eid = client.create_experiment("ablate", artifact_location=(tmp_path / "art").as_uri())
+    return uri, client, eid
+
+
 @pytest.fixture(scope="session")
 def make_run() -> Callable[..., dict[str, Any]]:
     """:func:`log_run`, for tests that build their own small store."""

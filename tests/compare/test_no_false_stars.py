@@ -12,24 +12,19 @@ import time
 
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 
 from ablate import compare
 from ablate.compare.render import format_report
 from ablate.exceptions import ConfigError
 
-from .conftest import curve, log_run
+from .conftest import DIGITS_SPLIT, curve, empty_store, log_run
 
-DATA = {"data.test_size": "360", "data.val_size": "144", "data.train_size": "1293"}
+DATA = DIGITS_SPLIT
 
 
 @pytest.fixture
 def store(tmp_path):
-    """(uri, client, experiment id) of a fresh store in tmp_path."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(tracking_uri=uri)
-    eid = client.create_experiment("ablate", artifact_location=(tmp_path / "art").as_uri())
-    return uri, client, eid
+    return empty_store(tmp_path)
 
 
 def _run(client, eid, variant, seed, val_acc, *, test_acc=None, **kwargs):

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 from scipy import stats as sps
 
 from ablate import compare
@@ -22,18 +21,14 @@ from ablate.compare.stats import holm
 from ablate.exceptions import ConfigError
 from ablate.tracking.conventions import VAL_ACC
 
-from .conftest import curve, log_run
+from .conftest import DIGITS_SPLIT, curve, empty_store, log_run
 
-DATA = {"data.test_size": "360", "data.val_size": "144", "data.train_size": "1293"}
+DATA = DIGITS_SPLIT
 
 
 @pytest.fixture
 def store(tmp_path):
-    """(uri, client, experiment id) of a fresh store in tmp_path."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(tracking_uri=uri)
-    eid = client.create_experiment("ablate", artifact_location=(tmp_path / "art").as_uri())
-    return uri, client, eid
+    return empty_store(tmp_path)
 
 
 def _run(client, eid, variant, seed, val_acc, **kwargs):

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import run_stopped_after  # tests/conftest.py
 from mlflow import MlflowClient
 
 from ablate.config import RunConfig
@@ -81,15 +82,7 @@ def test_a_full_mlflow_sqlite_store_is_one_line_and_leaves_the_run_resumable(wor
 
 def test_a_damaged_uploaded_best_checkpoint_does_not_fail_every_resume(workdir):
     cfg = RunConfig(**FAST, epochs=EPOCHS)
-
-    def stop_after_epoch_1(epoch: int, row: dict) -> None:
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    runs: list = []
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(resolve(cfg), on_epoch=stop_after_epoch_1, on_run_open=runs.append)
-    run_id = runs[0].run_id
+    run_id = run_stopped_after(cfg, epoch=1)
     client = MlflowClient()
     shutil.rmtree(workdir / "checkpoints" / run_id)  # resumed on another machine
     uploaded = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))

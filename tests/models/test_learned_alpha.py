@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import run_stopped_after  # tests/conftest.py
 
 from ablate.config import RunConfig
 from ablate.exceptions import ConfigError
@@ -143,14 +144,7 @@ def test_resume_brings_the_learned_alphas_back(workdir):
     cfg = RunConfig(**FAST, epochs=3, variant="alpha_remix:alpha=learned", alpha_lr=0.05)
     reference = run_trial(resolve(cfg.replace(experiment="reference")))
 
-    def stop_after_epoch_2(epoch, row):
-        if epoch == 2:
-            raise KeyboardInterrupt
-
-    runs = []
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(resolve(cfg), on_epoch=stop_after_epoch_2, on_run_open=runs.append)
-    run_id = runs[0].run_id
+    run_id = run_stopped_after(cfg, epoch=2)
     resumed = run_trial(resolve(cfg), resume_run_id=run_id)
     client = MlflowClient()
     for key in ("alpha/layer0", "alpha/layer1", "loss/val"):

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import run_stopped_after  # tests/conftest.py
 
 from ablate.cli import main
 
@@ -377,18 +378,10 @@ def test_a_stopped_run_uploads_its_newest_epoch_and_resumes_from_the_artifact_st
     from mlflow import MlflowClient
 
     from ablate.config import RunConfig
-    from ablate.trial.resolve import resolve
-    from ablate.trial.run import run_trial
 
     cfg = RunConfig(img_size=8, epochs=3, quiet=True, checkpoint_upload_every=0,
                     system_metrics=False)
-
-    def stop_after_second(epoch, row):
-        if epoch == 2:
-            raise KeyboardInterrupt  # what a stop signal does to the training loop
-
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(resolve(cfg), on_epoch=stop_after_second)
+    run_stopped_after(cfg, epoch=2)
     client = MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name("ablate").experiment_id])
     rid = run.info.run_id

@@ -4,6 +4,7 @@ and an interrupted run with a damaged last.pt resumes from the previous checkpoi
 from __future__ import annotations
 
 import pytest
+from conftest import run_stopped_after  # tests/conftest.py
 
 from ablate.config import RunConfig
 from ablate.trial.resolve import resolve
@@ -55,14 +56,7 @@ def test_resume_after_a_damaged_last_checkpoint_matches_an_uninterrupted_run(wor
     cfg = RunConfig(**FAST, epochs=4)
     reference = run_trial(resolve(cfg.replace(experiment="reference")))
 
-    def stop_after_epoch_3(epoch, row):
-        if epoch == 3:
-            raise KeyboardInterrupt
-
-    runs = []
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(resolve(cfg), on_epoch=stop_after_epoch_3, on_run_open=runs.append)
-    run_id = runs[0].run_id
+    run_id = run_stopped_after(cfg, epoch=3)
     assert client.get_run(run_id).info.status == "KILLED"
     last = workdir / "checkpoints" / run_id / "last.pt"
     data = last.read_bytes()
