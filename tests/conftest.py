@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import running_in_ci, unavailable  # tests/helpers.py
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
@@ -188,31 +189,7 @@ def existing_store(workdir: Path, mlflow_template: MlflowTemplate) -> str:
     return mlflow_template.copy_to(workdir)
 
 
-def run_stopped_after(cfg: Any, epoch: int, **kwargs: Any) -> str:
-    """Train ``cfg`` until a stop ends it after ``epoch`` is recorded (a KeyboardInterrupt from
-    the epoch hook, as the loop sees a stop signal); the id of the run it left."""
-    from ablate.trial.resolve import resolve
-    from ablate.trial.run import run_trial
-
-    def stop(done: int, row: Any) -> None:
-        if done == epoch:
-            raise KeyboardInterrupt
-
-    runs: list[Any] = []
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(resolve(cfg), on_epoch=stop, on_run_open=runs.append, **kwargs)
-    return runs[0].run_id
-
-
 # -- a PostgreSQL server, one per session -----------------------------------------------------
-
-
-def unavailable(reason: str) -> None:
-    """Skip for something a test needs that cannot start here; fail under CI, which installs
-    it (.ci/run)."""
-    if running_in_ci():
-        pytest.fail(f"CI needs this to run: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -304,11 +281,6 @@ _MISSING_WORDS = re.compile(
     r"\bmissing\b|not available|not found|does not exist|no such file|cannot be found",
     re.IGNORECASE,
 )
-
-
-def running_in_ci() -> bool:
-    """True when the environment variable CI is set to anything but '', 0, false or no."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def is_missing_file_skip(reason: str) -> bool:

@@ -91,6 +91,7 @@ def _wait_for_epochs(proc: subprocess.Popen, workdir: Path, epochs: int) -> str:
     "signame, workers, exit_code, reason",
     [("SIGTERM", "1", 143, "preempted"), ("SIGINT", "2", 130, "user")],
 )
+@pytest.mark.usefixtures("existing_store")  # made by MLflow once per session
 def test_stopped_study_resumes_the_same_trial_in_the_same_run(
     workdir, signame, workers, exit_code, reason
 ):
@@ -252,10 +253,12 @@ def test_stale_processes_are_found_through_psutil():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("existing_store")  # made by MLflow once per session
 def test_run_in_a_log_file_prints_one_line_per_epoch_and_a_sigterm_ends_it_killed(workdir):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ablate.cli", "run", "--dataset", "digits", "--epochs", "40",
+        [sys.executable, "-m", "ablate.cli", "run", "--dataset", "digits", "--img-size", "16",
+         "--epochs", "40",
          "--batch-size", "128", "--no-system-metrics", "--checkpoint-dir", "checkpoints"],
         cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -299,6 +299,7 @@ def test_format_plan_names_storage_without_password():
 
 # -- running -----------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.usefixtures("existing_store")  # made by MLflow once per session
 def test_grid_with_two_worker_processes_runs_every_cell_once(workdir):
     path = _study_file(
         workdir, "quick_test", "  variant: [softmax, softmax_v, alpha_remix]\n  seed: [0, 1]\n"
@@ -338,6 +339,7 @@ def _val_curve(client: MlflowClient, run_id: str) -> list[tuple[int, float]]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("existing_store")  # made by MLflow once per session
 def test_sigkilled_worker_trial_resumes_from_its_checkpoint_in_the_same_run(workdir):
     """Issue 11 acceptance: SIGKILL a study worker mid-trial after a few epochs, rerun the
     command: the retried trial resumes in the same MLflow run from its last checkpoint,

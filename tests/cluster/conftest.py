@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from conftest import unavailable  # tests/conftest.py
+from helpers import unavailable  # tests/helpers.py
 
 from cluster.slurm import ClusterUnavailable, SlurmCluster
 

@@ -31,6 +31,7 @@ grid: {{seed: [0]}}
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("existing_store")  # made by MLflow once per session
 def test_a_paused_worker_never_writes_into_the_run_its_successor_resumed(workdir):
     path = workdir / "paused.yaml"
     path.write_text(STUDY)

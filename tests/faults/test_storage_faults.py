@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import run_stopped_after  # tests/conftest.py
+from helpers import run_stopped_after  # tests/helpers.py
 from mlflow import MlflowClient
 
 from ablate.config import RunConfig

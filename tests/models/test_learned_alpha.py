@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_stopped_after  # tests/conftest.py
+from helpers import run_stopped_after  # tests/helpers.py
 
 from ablate.config import RunConfig
 from ablate.exceptions import ConfigError

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import run_stopped_after  # tests/conftest.py
+from helpers import run_stopped_after  # tests/helpers.py
 
 from ablate.cli import main
 

@@ -4,7 +4,7 @@ and an interrupted run with a damaged last.pt resumes from the previous checkpoi
 from __future__ import annotations
 
 import pytest
-from conftest import run_stopped_after  # tests/conftest.py
+from helpers import run_stopped_after  # tests/helpers.py
 
 from ablate.config import RunConfig
 from ablate.trial.resolve import resolve
