@@ -7,7 +7,8 @@ Usage (from the directory whose MLflow store holds the study)::
 
 One panel per attention site (``alpha/layer0``, ``alpha/seqpool``, ...), one line per head
 (or the site's single alpha): the mean over the runs (seeds) with a band from the lowest to
-the highest run. Runs are the study's finished trial runs whose variant has ``alpha=learned``.
+the highest run. Runs are the study's finished trial runs whose variant has ``alpha=learned``
+(param ``variant.alpha``).
 Prints a table of the final values (mean, min, max over runs).
 """
 
@@ -25,6 +26,8 @@ def collect(tracking_uri: str | None, study: str) -> dict[str, dict[int, list[fl
     """metric key -> epoch -> values over the study's finished learned-alpha runs."""
     from mlflow import MlflowClient
 
+    from ablate.tracking.conventions import ALPHA
+
     client = MlflowClient(tracking_uri)
     runs = []
     for exp in client.search_experiments():
@@ -32,12 +35,13 @@ def collect(tracking_uri: str | None, study: str) -> dict[str, dict[int, list[fl
             [exp.experiment_id],
             filter_string=f"tags.study = '{study}' and attributes.status = 'FINISHED'",
         )
-    runs = [r for r in runs if "alpha=learned" in r.data.tags.get("variant", "")]
+    runs = [r for r in runs if r.data.params.get("variant.alpha") == "learned"]
     if not runs:
         raise SystemExit(f"no finished run with alpha=learned in study {study!r}")
     series: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        for key in sorted(k for k in run.data.metrics if k.startswith("alpha/")):
+        # the learned alphas: alpha/layer{i}[/head{j}] (alpha/value is a scheduled alpha)
+        for key in sorted(k for k in run.data.metrics if k.startswith("alpha/") and k != ALPHA):
             for m in client.get_metric_history(run.info.run_id, key):
                 series[key][m.step].append(m.value)
     return series

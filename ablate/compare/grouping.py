@@ -38,6 +38,7 @@ RUN_LOCAL_KEYS = frozenset({
 DERIVED_KEYS = frozenset({"n_params", "n_trainable", "steps_per_epoch"})
 DERIVED_PREFIXES = ("data.", "init.")
 POOLED = "seed"  # repeats of one experiment differ by seed: always pooled
+VARIANT_PARAM = "variant."  # a variant's parameters: params variant.<name>
 # What a variant is: keys that may follow ``variant`` between groups without confounding
 # it (softmax has no alpha schedule, softmax_v anneals alpha: one treatment).
 VARIANT_FAMILY = ("variant", "variant.", "alpha_", "apply_to", "best_from")
@@ -65,8 +66,25 @@ def lookup(key: str, run: RunRecord) -> str | None:
     return run.params.get(key, run.tags.get(key))
 
 
+def _is_variant(key: str) -> bool:
+    return key.removeprefix("params.") == "variant"
+
+
+def group_value(key: str, run: RunRecord, keys: Sequence[str] = ()) -> str:
+    """A group-by value as a label shows it: ``variant`` with its parameters, as the user
+    wrote it (``softmax_v:alpha=learned,alpha_shape=head``), since two groups of one variant
+    differ by them; a parameter that is itself one of the group-by ``keys`` (``--x alpha``)
+    is left to its own key."""
+    value = lookup(key, run) or MISSING_VALUE
+    if _is_variant(key) and value != MISSING_VALUE:
+        params = sorted((k[len(VARIANT_PARAM):], v) for k, v in run.params.items()
+                        if k.startswith(VARIANT_PARAM) and not _covered(k, keys))  # fmt: skip
+        value += ":" + ",".join(f"{k}={v}" for k, v in params) if params else ""
+    return value
+
+
 def _label(run: RunRecord, keys: Sequence[str]) -> str:
-    return "/".join(lookup(k, run) or MISSING_VALUE for k in keys) if keys else ALL_RUNS
+    return "/".join(group_value(k, run, keys) for k in keys) if keys else ALL_RUNS
 
 
 def _covered(key: str, keys: Sequence[str]) -> bool:
@@ -102,6 +120,11 @@ def default_group_by(runs: Sequence[RunRecord], pool_over: Sequence[str] = ()) -
     """The varying config keys (seed and ``pool_over`` excepted) that split some group:
     ``alpha_schedule`` that follows ``variant`` adds no split and is left out."""
     views = [config_view(r) for r in _configured(runs)]
+    for view, run in zip(views, _configured(runs)):  # a variant with its parameters, one key
+        if "variant" in view:
+            view["variant"] = group_value("variant", run)
+        for key in [k for k in view if k.startswith(VARIANT_PARAM)]:
+            del view[key]
     keys: list[str] = []
     for key in varying_keys(views):
         if _covered(key, pool_over):
@@ -186,7 +209,7 @@ def assign_groups(
                               "it from --group-by or --pool-over")  # fmt: skip
     check_pooling(runs, keys, pool_over)
     for run in runs:
-        run.group_values = {k: lookup(k, run) or MISSING_VALUE for k in keys}
+        run.group_values = {k: group_value(k, run, keys) for k in keys}
         run.group = _label(run, keys)
     return keys
 

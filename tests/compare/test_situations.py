@@ -286,3 +286,22 @@ def test_13_header_names_dataset_split_test_size_and_checkpoint(store):
     assert "test 360" in text and "end point on the test set, final weights" in text
     best = format_report(_compare(uri, checkpoint="best")).splitlines()[1]
     assert best.endswith("best-val checkpoint")
+
+
+def test_groups_of_one_variant_are_named_by_its_parameters(store):
+    """Before: a learned-alpha softmax_v beside the fixed one was labelled ``softmax_v/0.01``
+    (the alpha_lr only it has), which says nothing about what it is."""
+    uri, client, eid = store
+    learned = {"variant.alpha": "learned", "variant.alpha_shape": "head", "alpha_lr": "0.01"}
+    for seed in range(3):
+        _run(client, eid, "softmax", seed, curve("softmax", seed))
+        _run(client, eid, "softmax_v", seed, curve("softmax_v", seed))
+        _run(client, eid, "softmax_v", seed, curve("softmax_v", seed, salt=1), params=learned)
+    result = _compare(uri)
+    assert sorted(result.table["group"]) == [
+        "softmax", "softmax_v", "softmax_v:alpha=learned,alpha_shape=head"]  # fmt: skip
+    # a parameter the dose-response runs along stays its own key
+    only_v = "params.variant = 'softmax_v'"
+    by_alpha = _compare(uri, filter=only_v, group_by="variant.alpha,variant")
+    assert sorted(by_alpha.table["group"]) == [
+        "(none)/softmax_v", "learned/softmax_v:alpha_shape=head"]  # fmt: skip
