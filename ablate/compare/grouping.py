@@ -139,9 +139,12 @@ def default_group_by(runs: Sequence[RunRecord], pool_over: Sequence[str] = ()) -
 def following_keys(
     runs: Sequence[RunRecord], group_by: Sequence[str], pool_over: Sequence[str] = ()
 ) -> tuple[str, ...]:
-    """Config keys that differ between groups without being group-by keys."""
+    """Config keys that differ between groups without being group-by keys (a variant's
+    parameters are in its label already)."""
     varying = varying_keys([config_view(r) for r in _configured(runs)])
-    return tuple(k for k in varying if not (_covered(k, group_by) or _covered(k, pool_over)))
+    labelled = any(_is_variant(k) for k in group_by)
+    return tuple(k for k in varying if not (_covered(k, group_by) or _covered(k, pool_over)
+                                            or labelled and k.startswith(VARIANT_PARAM)))
 
 
 def confounders(following: Sequence[str], group_by: Sequence[str]) -> tuple[str, ...]:
