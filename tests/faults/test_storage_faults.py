@@ -22,12 +22,19 @@ from faults.conftest import FAST, fill
 EPOCHS = 2
 
 
-def _fill_after_epoch_1(folder: Path, filled: list[Path]):
-    def on_epoch(epoch: int, row: dict) -> None:
+def _run_until_full(cfg: RunConfig, folder: Path, error: type) -> tuple[str, str, Path]:
+    """Train ``cfg`` with ``folder`` filled up after epoch 1 until it fails with ``error``:
+    (run id, the one-line message, the file that filled the disk)."""
+    filled: list[Path] = []
+    runs: list = []
+
+    def fill_after_epoch_1(epoch: int, row: dict) -> None:
         if epoch == 1 and not filled:
             filled.append(fill(folder))
 
-    return on_epoch
+    with pytest.raises(error) as caught:
+        run_trial(resolve(cfg), on_epoch=fill_after_epoch_1, on_run_open=runs.append)
+    return runs[0].run_id, str(caught.value), filled[0]
 
 
 def _finished_once(client: MlflowClient, run_id: str) -> dict:
@@ -41,17 +48,11 @@ def _finished_once(client: MlflowClient, run_id: str) -> dict:
 def test_a_full_checkpoint_disk_is_one_line_naming_the_file(workdir, tiny_fs):
     disk = tiny_fs("checkpoints", "32m")
     cfg = RunConfig(**FAST, epochs=EPOCHS, checkpoint_dir=str(disk))
-    filled: list[Path] = []
-    runs: list = []
-    with pytest.raises(ResumableError) as caught:
-        run_trial(resolve(cfg), on_epoch=_fill_after_epoch_1(disk, filled),
-                  on_run_open=runs.append)
-    run_id = runs[0].run_id
-    message = str(caught.value)
+    run_id, message, filler = _run_until_full(cfg, disk, ResumableError)
     assert "\n" not in message and message.startswith(f"cannot write checkpoint {disk / run_id}/")
     assert "No space left on device" in message
     assert message.endswith(f"(resume with: ablate run --resume {run_id})")
-    filled[0].unlink()
+    filler.unlink()
     run_trial(resolve(cfg), resume_run_id=run_id)
     (stop,) = _finished_once(MlflowClient(), run_id)
     assert stop == {"reason": "error", "epoch": 1, "resumed": 1}
@@ -61,19 +62,13 @@ def test_a_full_mlflow_sqlite_store_is_one_line_and_leaves_the_run_resumable(wor
     store = tiny_fs("store", "3m")  # MLflow's empty tables take about 1 MB
     uri = f"sqlite:///{store}/mlflow.db"
     cfg = RunConfig(**FAST, epochs=EPOCHS, tracking_uri=uri)
-    filled: list[Path] = []
-    runs: list = []
-    with pytest.raises(TrackingUnavailable) as caught:
-        run_trial(resolve(cfg), on_epoch=_fill_after_epoch_1(store, filled),
-                  on_run_open=runs.append)
-    run_id = runs[0].run_id
-    message = str(caught.value)
+    run_id, message, filler = _run_until_full(cfg, store, TrackingUnavailable)
     assert "\n" not in message and "INSERT" not in message
     assert message.startswith(f"MLflow tracking store {uri} is unavailable (database or disk")
     assert f"(resume with: ablate run --resume {run_id} --tracking-uri {uri})" in message
     client = MlflowClient(uri)
     assert client.get_run(run_id).info.status == "RUNNING"  # nothing more was written
-    filled[0].unlink()
+    filler.unlink()
     run_trial(resolve(cfg), resume_run_id=run_id)
     (stop,) = _finished_once(client, run_id)
     # epoch 2 was checkpointed, then its row did not reach the store: it is logged now
