@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 __all__ = ["AblateError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",
-           "Pruned", "Stopped", "STOP_REASONS"]  # fmt: skip
+           "Pruned", "Stopped", "STOP_REASONS", "first_line"]  # fmt: skip
 
 # Why a run was stopped from outside (its MLflow run's ``stop_reason`` tag).
 STOP_REASONS = ("preempted", "time_limit", "user")
+
+
+def first_line(err: BaseException | str, limit: int = 300) -> str:
+    """The first non-empty line of a library's error (its type name when it says nothing),
+    at most ``limit`` characters: how a multi-line error becomes part of one of ours."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    line = lines[0] if lines else type(err).__name__ if isinstance(err, BaseException) else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 class AblateError(Exception):

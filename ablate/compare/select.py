@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ablate.exceptions import ConfigError, DataError
+from ablate.exceptions import ConfigError, DataError, first_line
 from ablate.tracking import conventions as cv
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 __all__ = ["DEFAULT_EXPERIMENT", "RunRecord", "Selection", "resolve_tracking_uri", "select_runs",
-           "attach_to_parent", "one_line", "join_names"]  # fmt: skip
+           "attach_to_parent", "join_names"]  # fmt: skip
 
 DEFAULT_EXPERIMENT = "ablate"
 
@@ -68,12 +68,6 @@ class Selection:
     notes: list[str] = field(default_factory=list)
 
 
-def one_line(text: str, limit: int = 220) -> str:
-    """The first line of an (MLflow) error message, shortened: errors stay one line."""
-    line = next((part.strip() for part in str(text).splitlines() if part.strip()), "")
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def join_names(names: Iterable[str], empty: str = "none") -> str:
     """Sorted, de-duplicated, comma-separated: the valid choices in error messages."""
     return ", ".join(sorted({str(n) for n in names})) or empty
@@ -112,7 +106,8 @@ def _open_client(tracking_uri: str | None) -> "MlflowClient":
         client = MlflowClient(tracking_uri=uri)
         client.get_experiment_by_name(DEFAULT_EXPERIMENT)  # touches the store once
     except MlflowException as err:
-        raise DataError(f"cannot open MLflow store {uri}: {one_line(err.message)}") from None
+        raise DataError(f"cannot open MLflow store {uri}: "
+                        f"{first_line(err.message, 220)}") from None
     return client
 
 
@@ -142,8 +137,8 @@ def _search_runs(
     except MlflowException as err:
         if err.error_code == "INVALID_PARAMETER_VALUE" and user_filter:
             raise ConfigError(f"--filter {user_filter!r} is not a valid MLflow filter: "
-                              f"{one_line(err.message)}") from None  # fmt: skip
-        raise DataError(f"cannot search MLflow runs: {one_line(err.message)}") from None
+                              f"{first_line(err.message, 220)}") from None  # fmt: skip
+        raise DataError(f"cannot search MLflow runs: {first_line(err.message, 220)}") from None
 
 
 def _active_experiments(client: "MlflowClient") -> list[Any]:
@@ -314,5 +309,5 @@ def attach_to_parent(
         Tracker(resolve_tracking_uri(tracking_uri), parent_run_id).attach_files(files, "compare")
     except (MlflowException, OSError) as err:
         raise DataError(f"cannot attach files to study parent run {parent_run_id}: "
-                        f"{one_line(str(err))}") from None  # fmt: skip
+                        f"{first_line(str(err), 220)}") from None  # fmt: skip
     return [f"compare/{path.name}" for path in files]

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ablate.exceptions import CheckpointError
+from ablate.exceptions import CheckpointError, first_line
 from ablate.models.checkpoint import read_checkpoint
 from ablate.tracking.conventions import ARTIFACT_DIR, BEST, LAST
 
@@ -177,9 +177,8 @@ def _download(spec: SourceSpec, tracking_uri: str | None, dst: str) -> Path:
         local = Path(download_artifacts(run_id=spec.run_id, artifact_path=spec.artifact_path,
                                         dst_path=dst, tracking_uri=uri))
     except (MlflowException, OSError) as err:  # an unknown run or a missing artifact
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         raise CheckpointError(f"init_from: cannot fetch {spec.artifact_path} of run "
-                              f"{spec.run_id} from {uri}: {first}") from None
+                              f"{spec.run_id} from {uri}: {first_line(err)}") from None
     if local.is_dir() and not (local / BEST).is_file():
         found = ", ".join(sorted(p.name for p in local.iterdir())) or "nothing"
         raise CheckpointError(f"init_from: runs:/{spec.run_id}/{spec.artifact_path} is a folder "

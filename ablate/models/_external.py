@@ -22,7 +22,7 @@ from ablate.exceptions import ConfigError
 from ablate.models._blocks import VariantAttention
 from ablate.models._contract import VariantSitesMixin
 
-__all__ = ["ExternalModel", "require", "check_apply_to", "block_of", "mask_as_bias", "first_line"]
+__all__ = ["ExternalModel", "require", "check_apply_to", "block_of", "mask_as_bias"]
 
 SITE = "variant_site"  # attribute name of the VariantAttention inside a library module
 
@@ -63,10 +63,6 @@ def mask_as_bias(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor 
         return None if mask is None else mask.to(like.dtype)
     zeros = torch.zeros(mask.shape, dtype=like.dtype, device=like.device)
     return zeros.masked_fill(~mask, float("-inf"))
-
-
-def first_line(err: BaseException, limit: int = 300) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]
 
 
 class ExternalModel(VariantSitesMixin, nn.Module):

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from ablate.exceptions import ConfigError
+from ablate.exceptions import ConfigError, first_line
 from ablate.models._blocks import VariantAttention
 from ablate.models._contract import check_token_ids, plain_arch
 from ablate.models._external import (
@@ -40,7 +40,6 @@ from ablate.models._external import (
     ExternalModel,
     block_of,
     check_apply_to,
-    first_line,
     mask_as_bias,
     require,
 )

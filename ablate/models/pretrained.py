@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.exceptions import CheckpointError
+from ablate.exceptions import CheckpointError, first_line
 from ablate.models._blocks import CompactTransformer, ConvTokenizer, sinusoidal_embedding
 
 __all__ = [
@@ -47,10 +47,9 @@ def read_checkpoint(
         try:
             return torch.load(p, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - truncated files raise EOFError, RuntimeError, ...
-            first = (str(err).strip().splitlines() or [""])[0][:200]
             problem = (
                 f"cannot read checkpoint {p} with torch.load(weights_only=True): "
-                f"{type(err).__name__}: {first}"
+                f"{type(err).__name__}: {first_line(err, 200)}"
             )
     if unreadable == "none":
         return None

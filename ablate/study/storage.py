@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ablate.exceptions import AblateError, ConfigError
+from ablate.exceptions import AblateError, ConfigError, first_line
 from ablate.tracking.store import display_url, with_installed_driver
 
 __all__ = ["DEFAULT_STORAGE", "HEARTBEAT_INTERVAL", "GRACE_PERIOD", "resolve_storage_url",
@@ -213,9 +213,7 @@ def _patient_storage_class() -> type:
 
 
 def _first_line(err: BaseException) -> str:
-    err = getattr(err, "orig", None) or err  # the driver's words, not SQLAlchemy's wrapper
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__)[:300]
+    return first_line(getattr(err, "orig", None) or err)  # the driver's words, not SQLAlchemy's
 
 
 def _storage_error(url: str, err: Exception) -> AblateError:

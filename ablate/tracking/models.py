@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 import torch
 
-from ablate.exceptions import CheckpointError
+from ablate.exceptions import CheckpointError, first_line
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -163,7 +163,7 @@ def _save_model_dir(
         mlmodel.flavors["python_function"]["config"]["device"] = "cpu"
         failed = None
     except Exception as err:  # torch.export cannot trace every variant (a data-dependent if)
-        failed = f"torch.export failed: {_first_line(err)}"
+        failed = f"torch.export failed: {first_line(err)}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
         mlmodel.saved_input_example_info = None
@@ -295,10 +295,6 @@ class ModelRef(NamedTuple):
     location: str  # where its files are
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-
-
 def _unversioned(client: Any, name: str, uri: str, store: str) -> str:
     """What ``models:/NAME`` without a version or alias should have been."""
     from mlflow.exceptions import MlflowException
@@ -349,7 +345,7 @@ def resolve_model_uri(uri: str, tracking_uri: str | None = None) -> ModelRef:
         location = client.get_logged_model(model_id).artifact_location
         return ModelRef(uri, resolved, model_id, location)
     except MlflowException as err:  # unknown name, version, alias or id
-        raise CheckpointError(f"cannot find {uri} in {store}: {_first_line(err)}") from None
+        raise CheckpointError(f"cannot find {uri} in {store}: {first_line(err)}") from None
 
 
 def read_logged_model(uri: str, tracking_uri: str | None = None) -> dict[str, Any]:
@@ -379,7 +375,7 @@ def read_logged_model(uri: str, tracking_uri: str | None = None) -> dict[str, An
             return Path(download_artifacts(artifact_uri=f"{ref.location.rstrip('/')}/{name}",
                                            dst_path=tmp, tracking_uri=store))
         except (MlflowException, OSError) as err:  # not there
-            raise CheckpointError(f"{where} has no {name}: {_first_line(err)}") from None
+            raise CheckpointError(f"{where} has no {name}: {first_line(err)}") from None
 
     with tempfile.TemporaryDirectory(prefix="ablate-model-") as tmp:
         record = Model.load(str(fetch("MLmodel", tmp))).flavors.get("ablate")
@@ -394,7 +390,7 @@ def read_logged_model(uri: str, tracking_uri: str | None = None) -> dict[str, An
         try:
             weights = load_file(str(fetch(WEIGHTS_FILE, tmp)))
         except (SafetensorError, OSError) as err:  # an upload cut short, a damaged file
-            raise CheckpointError(f"{where}: {WEIGHTS_FILE} is unreadable ({_first_line(err)}); "
+            raise CheckpointError(f"{where}: {WEIGHTS_FILE} is unreadable ({first_line(err)}); "
                                   "log the model again, or start from its run's "
                                   "checkpoints/best.pt") from None
     state = {k: v for k, v in record.items() if k not in ("format", "weights", "meta")}

@@ -26,7 +26,7 @@ import torch
 
 from ablate.data.glove import PAD_TOKEN, UNK_TOKEN, build_embedding_matrix, load_glove
 from ablate.data.text.tokenizer import tokenize_batch
-from ablate.exceptions import ConfigError, DataError
+from ablate.exceptions import ConfigError, DataError, first_line
 
 if TYPE_CHECKING:
     from ablate.config import RunConfig
@@ -104,8 +104,8 @@ class TokenizerEncoding:
         try:
             tok = AutoTokenizer.from_pretrained(self.tokenizer, local_files_only=not self.download)
         except (OSError, ValueError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise DataError(f"tokenizer {self.tokenizer!r} not found locally ({first}); pass "
+            raise DataError(f"tokenizer {self.tokenizer!r} not found locally "
+                            f"({first_line(err, 200)}); pass "
                             "--download to fetch it, or save it next to the model "
                             "(tokenizer.save_pretrained(DIR))") from None
         if tok.pad_token_id is None:
