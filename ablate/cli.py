@@ -136,9 +136,7 @@ def _variants_command(args: argparse.Namespace) -> int:
     import variants
 
     if args.variant_file:
-        from ablate.trial.resolve import load_variant_file_once
-
-        load_variant_file_once(args.variant_file)
+        variants.load_variant_file_once(args.variant_file)
     rows = [{"name": s.name, "params": ", ".join(f"{k}={v}" for k, v in s.params.items()) or "-",
              "source": s.source, "description": s.description}
             for s in variants.list_attention(args.pattern)]  # fmt: skip

@@ -169,7 +169,7 @@ class RunConfig:
             if choices and value is not None and value not in choices:
                 raise ConfigError(f"{f.name}: {value!r} is not valid; choose one of "
                                   f"{', '.join(choices)}")  # fmt: skip
-        # alpha_schedule is checked by ablate.trial.resolve.check: schedules are a registry (a
+        # alpha_schedule is checked by ablate.trial.run.check: schedules are a registry (a
         # --variant-file or a plug-in may add one), which needs torch, and a config is cheap.
         if self.epochs < 1:
             raise ConfigError(f"epochs: must be >= 1, got {self.epochs}")

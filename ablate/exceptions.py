@@ -33,6 +33,19 @@ class CheckpointError(AblateError):
     """A checkpoint cannot be read or does not fit the model."""
 
 
+class LeaseLost(AblateError):
+    """Another process took this run over; this one must not write to it again."""
+
+
+class ResumableError(AblateError):
+    """The machine or a service failed the run (a full disk, a store that stopped
+    answering); its last checkpoint is kept, and resuming the run continues it."""
+
+
+class TrackingUnavailable(ResumableError):
+    """The MLflow store does not take writes (server gone, database full): write no more."""
+
+
 class TrainingDiverged(AblateError):
     """The loss became NaN or infinite."""
 

@@ -27,8 +27,7 @@ def unavailable(reason: str) -> None:
 def run_stopped_after(cfg: Any, epoch: int, **kwargs: Any) -> str:
     """Train ``cfg`` until a stop ends it after ``epoch`` is recorded (a KeyboardInterrupt from
     the epoch hook, as the loop sees a stop signal); the id of the run it left."""
-    from ablate.trial.resolve import resolve
-    from ablate.trial.run import run_trial
+    from ablate.trial.run import resolve, run_trial
 
     def stop(done: int, row: Any) -> None:
         if done == epoch:

@@ -12,7 +12,7 @@ vacuously:
   ``ablate.study.worker`` from ``ablate.ui`` runs ``ablate/study/__init__.py`` first;
 - no call of an MLflow write API (client or fluent: ``log_*``, ``set_tag``, ``create_run``,
   ``log_model``, ... every name MLflow defines) outside ``ablate/tracking/``;
-- no variant string parsed outside ``ablate/trial/resolve.py`` and ``variants/``.
+- no variant string parsed outside ``ablate/trial/run.py`` and ``variants/``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ MAX_FUNCTION_LINES = 80
 LONG_FUNCTIONS_ALLOWED: dict[str, str] = {}
 
 TRACKING = "ablate/tracking/"
-VARIANT_PARSING_ALLOWED = ("ablate/trial/resolve.py", "variants/")
+VARIANT_PARSING_ALLOWED = ("ablate/trial/run.py", "variants/")
 
 
 def _modules(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
@@ -363,7 +363,7 @@ def test_variant_strings_are_parsed_only_in_resolve_and_the_registry():
         for hit in _variant_parses(path)
     ]
     assert not outside, (
-        "variant strings parsed outside ablate/trial/resolve.py and variants/ (pass the "
+        "variant strings parsed outside ablate/trial/run.py and variants/ (pass the "
         "resolved VariantSpec instead): " + ", ".join(outside)
     )
 
@@ -381,7 +381,7 @@ def test_the_variant_check_finds_parses(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "module", ["ablate.tracking.recorder", "ablate.trial.resolve", "variants", "ablate.study"]
+    "module", ["ablate.tracking.recorder", "ablate.trial.run", "variants", "ablate.study"]
 )
 def test_the_checked_modules_exist(module):
     """The checks above would pass vacuously if the packages moved."""

@@ -47,7 +47,7 @@ def test_bad_values_name_the_key(values, match):
 
 def test_an_unknown_schedule_is_refused_when_the_config_is_checked():
     """Schedules are a registry (a plug-in may add one), so resolve's check names them."""
-    from ablate.trial.resolve import check
+    from ablate.trial.run import check
 
     with pytest.raises(ConfigError, match="alpha_schedule: 'exp' is not valid; choose one of"):
         check(config_from_mapping({"alpha_schedule": "exp"}))

@@ -231,8 +231,7 @@ def test_a_stop_raised_where_python_drops_exceptions_is_raised_by_the_next_check
 
 def _one_training_step():
     from ablate.config import RunConfig
-    from ablate.trial.resolve import resolve
-    from ablate.trial.run import _build
+    from ablate.trial.run import _build, resolve
 
     run = resolve(RunConfig(model="cct_2_3x2_32", dataset="digits", img_size=8, epochs=1))
     _, _, loop, _ = _build(run)

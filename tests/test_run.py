@@ -10,7 +10,7 @@ import torch
 
 from ablate.cli import main
 from ablate.config import RunConfig
-from ablate.trial.schedules import AlphaSchedule
+from variants import AlphaSchedule
 
 # Small and fast: 8x8 digits (4 tokens after the two conv+pool stages), 2 epochs.
 FAST = ["--img-size", "8", "--epochs", "2", "--quiet", "--batch-size", "128"]

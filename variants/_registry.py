@@ -1,7 +1,9 @@
-"""The attention-variant registry, and the generic :class:`Registry` every ablate registry uses.
+"""The registries of what a user plugs in: attention variants and the alpha schedules that move
+a variant's ``alpha`` during training, with the generic :class:`Registry` every ablate
+registry uses.
 
-One class holds the machinery that the variants, the backbones (``ablate.models``) and the
-alpha schedules (``ablate.trial.schedules``) share: a warning when a name is registered
+One class holds the machinery that the variants, the alpha schedules and the backbones
+(``ablate.models``) share: a warning when a name is registered
 again with something else, fnmatch listing, plug-ins from an entry-point group, and lookup
 errors that list the valid names. It lives here because ``variants`` is the bottom layer
 (pure torch and the standard library).
@@ -13,6 +15,7 @@ import fnmatch
 import importlib.metadata
 import importlib.util
 import inspect
+import math
 import sys
 import warnings
 from dataclasses import dataclass, field, replace
@@ -24,7 +27,10 @@ from variants._learned import LEARNED_KEYS, LearnedAlpha, number, split_items
 
 __all__ = [
     "Registry", "AttentionEntry", "VariantSpec", "VARIANTS", "register_attention",
-    "get_attention", "list_attention", "load_variant_file", "parse_variant", "ENTRY_POINT_GROUP",
+    "get_attention", "list_attention", "load_variant_file", "load_variant_file_once",
+    "parse_variant", "ENTRY_POINT_GROUP",
+    "AlphaSchedule", "SCHEDULES", "SCHEDULE_ENTRY_POINT_GROUP", "ScheduleShape",
+    "register_schedule", "get_schedule", "list_schedules",
 ]
 
 T = TypeVar("T")
@@ -197,6 +203,45 @@ def load_variant_file(path: str | Path) -> list[str]:
     return added
 
 
+# variant file (resolved path) -> modification time when it was loaded
+_LOADED_FILES: dict[str, int] = {}
+
+
+def load_variant_file_once(path: str) -> None:
+    """:func:`load_variant_file` unless this version of the file is registered already (a
+    study checks many configurations naming the same file; re-importing re-registers each).
+
+    The file is imported in a child interpreter first: one that ends the interpreter
+    (``sys.exit`` or ``os._exit`` at import) or fails would otherwise end the caller silently,
+    or with its traceback; both become one ValueError line here.
+    """
+    import os
+    import subprocess
+
+    key = os.path.realpath(path)
+    mtime = os.stat(key).st_mtime_ns if os.path.isfile(key) else -1
+    if _LOADED_FILES.get(key) == mtime:
+        return
+    if mtime != -1:
+        done = "variant file imported"
+        code = f"import sys, variants; variants.load_variant_file(sys.argv[1]); print({done!r})"
+        probe = subprocess.run(
+            [sys.executable, "-c", code, path], capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        if done not in probe.stdout:
+            lines = probe.stderr.strip().splitlines()
+            why = (
+                f"fails on import: {lines[-1]}" if "Traceback" in probe.stderr and lines
+                else f"ends the Python interpreter on import (exit status {probe.returncode}: "
+                "sys.exit or os._exit at module level; move that code under "
+                "`if __name__ == '__main__':`)"
+            )
+            raise ValueError(f"variant file {path!r} {why}")
+    load_variant_file(path)
+    _LOADED_FILES[key] = mtime
+
+
 # -- the parsed --variant ----------------------------------------------------------------
 
 
@@ -277,3 +322,155 @@ class VariantSpec:
         if self.learned is not None:
             items.append(str(self.learned))
         return f"{self.name}:" + ",".join(items) if items else self.name
+
+
+# -- alpha schedules ---------------------------------------------------------------------
+# Alpha schedules: the value of a variant parameter at every optimizer step.
+#
+# The training loop calls ``schedule(step)`` before optimizer step ``step`` (0, 1, 2, ...).
+# Convention: a schedule of ``steps`` steps anneals over the window ``0 .. steps - 1``: step 0
+# trains at ``start`` and the LAST step of the window, ``steps - 1``, trains at ``end``. So
+# ``steps`` = the run's total optimizer steps means the final optimizer step trains at
+# ``end``, and ``steps = k * steps_per_epoch`` means alpha reaches ``end`` on the last step of
+# epoch k. A one-step window is at ``end`` from step 0.
+#
+# After the window, ``hold=True`` keeps ``end``; ``hold=False`` repeats the window (a
+# sawtooth of period ``steps``: each cycle reaches ``end`` on its last step, the next step
+# starts again at ``start``).
+#
+# Shapes of the built-ins, with p = step / (steps - 1), clipped to [0, 1]:
+#
+# - ``constant``: ``end`` throughout; ``start`` is ignored (the value the run is "about").
+# - ``linear``: start + (end - start) * p
+# - ``cosine``: start + (end - start) * (1 - cos(pi p)) / 2   (slow, fast, slow)
+# - ``step``: ``levels`` equal jumps, i.e. levels + 1 plateaus start, ..., end, each held for
+#   the same number of steps (steps / (levels + 1), give or take one), the last included.
+#
+# A new shape is one decorated function ``shape(p, levels) -> fraction of the way from start to
+# end`` (it should return 1 at p = 1 so that the window ends at ``end``), in any module that is
+# imported, or in another package through the ``ablate.schedules`` entry-point group
+# (``my_shape = my_pkg.schedules:my_shape``); ``list_schedules()`` lists them all.
+SCHEDULE_ENTRY_POINT_GROUP = "ablate.schedules"
+
+# shape(p, levels) -> fraction of the way from start to end, p in [0, 1]
+ScheduleShape = Callable[[float, int], float]
+
+
+def _adopt(ep: Any, fn: ScheduleShape) -> None:
+    register_schedule(ep.name)(fn)  # a plain function, under its entry point's name
+
+
+SCHEDULES: Registry[ScheduleShape] = Registry(
+    "alpha schedule", "schedules", SCHEDULE_ENTRY_POINT_GROUP, _adopt
+)
+
+
+def register_schedule(name: str | None = None) -> Callable[[ScheduleShape], ScheduleShape]:
+    """Decorator that registers a shape as ``--alpha-schedule name`` (default: its __name__)."""
+
+    def decorator(fn: ScheduleShape) -> ScheduleShape:
+        SCHEDULES.add(name or fn.__name__, fn)
+        return fn
+
+    return decorator
+
+
+def list_schedules(pattern: str = "*") -> list[str]:
+    """Names of all registered schedules (entry points included) matching ``pattern``, sorted."""
+    return SCHEDULES.names(pattern)
+
+
+def get_schedule(name: str) -> ScheduleShape:
+    """The shape registered as ``name``; unknown names raise ValueError listing the valid ones."""
+    return SCHEDULES.get(name)
+
+
+@register_schedule("constant")
+def _constant(p: float, levels: int) -> float:
+    return 1.0
+
+
+@register_schedule("linear")
+def _linear(p: float, levels: int) -> float:
+    return p
+
+
+@register_schedule("cosine")
+def _cosine(p: float, levels: int) -> float:
+    return (1.0 - math.cos(math.pi * p)) / 2.0
+
+
+@register_schedule("step")
+def _step(p: float, levels: int) -> float:
+    # levels + 1 plateaus over p in [0, 1]: plateau i covers p in [i, i+1) / (levels + 1),
+    # and p = 1 (the window's last step) belongs to the last one. With p = step / (steps - 1)
+    # every plateau gets the same number of steps, give or take one.
+    # (The 1e-9 keeps a boundary that is an exact integer in reals from rounding down.)
+    return min(math.floor(p * (levels + 1) + 1e-9), levels) / levels
+
+
+@dataclass(frozen=True)
+class AlphaSchedule:
+    """``schedule(step) -> alpha`` before optimizer step ``step`` (see the comment above).
+
+    Built once per run (by :func:`ablate.trial.run.resolve`), before the data is loaded: a
+    window given in epochs (``epochs``) becomes steps with :meth:`sized` once the number of
+    optimizer steps per epoch is known. The shape function is looked up once, here.
+
+    Args:
+        kind: a registered schedule name (``list_schedules()``).
+        start: alpha at step 0 (ignored by ``constant``).
+        end: alpha at step ``steps - 1`` and, with ``hold``, after it.
+        steps: length of the annealing window in optimizer steps (>= 1); None when the
+            window is given in ``epochs``.
+        levels: number of equal jumps of the ``step`` schedule (>= 1).
+        hold: keep ``end`` after the window; False repeats the window (sawtooth).
+        epochs: the window in epochs (``steps`` None): ``sized(n)`` makes it
+            ``max(1, round(epochs * n))`` steps.
+    """
+
+    kind: str
+    start: float
+    end: float
+    steps: int | None
+    levels: int = 4
+    hold: bool = True
+    epochs: float | None = None
+    shape: ScheduleShape = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # unknown names raise, listing the valid ones
+        object.__setattr__(self, "shape", get_schedule(self.kind))
+        if self.steps is None and self.epochs is None:
+            raise ValueError("alpha schedule needs a window: steps or epochs")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"alpha schedule needs at least 1 step, got {self.steps}")
+        if self.levels < 1:
+            raise ValueError(f"alpha_levels must be >= 1, got {self.levels}")
+
+    def sized(self, steps_per_epoch: int) -> "AlphaSchedule":
+        """This schedule with its window in optimizer steps (itself when already in steps)."""
+        if self.steps is not None:
+            return self
+        steps = max(1, round(self.epochs * steps_per_epoch))  # type: ignore[operator]
+        return replace(self, steps=steps, epochs=None)
+
+    def __call__(self, step: int) -> float:
+        if self.steps is None:
+            raise ValueError("this alpha schedule's window is in epochs; call sized() first")
+        step = max(step, 0)
+        if not self.hold:
+            step %= self.steps
+        p = 1.0 if self.steps == 1 else min(step / (self.steps - 1), 1.0)
+        f = self.shape(p, self.levels)
+        # Interpolated this way both ends are exact: f = 0 gives start, f = 1 gives end.
+        return self.start * (1.0 - f) + self.end * f
+
+    # The shape is a function (maybe from a user's file): pickle the name, look it up again.
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "shape"}
+
+    def __setstate__(self, state: dict) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "shape", get_schedule(self.kind))

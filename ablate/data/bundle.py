@@ -95,3 +95,14 @@ class DataBundle:
     )
     eval_transform: Callable[[torch.Tensor], torch.Tensor] = field(default=_identity_eval)
     info: dict = field(default_factory=dict)  # free-form facts logged as params (source, sizes)
+
+
+@dataclass
+class RawImages:
+    """A data set as stored, before hold-outs, resizing and channel conversion."""
+
+    train: Split
+    val: Split | None  # None -> hold out from train
+    test: Split | None  # None -> hold out from train (before val)
+    class_names: list[str]
+    source: str

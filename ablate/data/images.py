@@ -2,8 +2,9 @@
 
 :func:`load_image_data` reads a data set as it is stored (its own train / test, a folder's
 train/ val/ test/), holds out the splits it lacks, resizes and converts the channels once,
-and returns a :class:`~ablate.data.DataBundle` of uint8 ``(N, C, H, W)`` splits plus the
-batched transforms of :mod:`ablate.data.augment`. This file reads in that order.
+and returns a :class:`~ablate.data.DataBundle` of uint8 ``(N, C, H, W)`` splits plus its
+batched transforms. This file reads in that order: loading, reading, splits, resolution,
+then the transforms.
 
 Splits. Held-out splits (validation always; test when the data set has none) are
 stratified by class and drawn with the FIXED seed :data:`SPLIT_SEED`, never with
@@ -32,46 +33,29 @@ the data set's own; 1 -> 3 repeats the grey channel, 3 -> 1 takes ITU-R 601 lumi
 
 from __future__ import annotations
 
-import os
+import hashlib
 import warnings
-from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 
-from ablate.data.augment import (
-    ImageEvalTransform,
-    ImageTrainTransform,
-    derive_seed,
-    normalisation,
-    resolve_augment,
-)
-from ablate.data.bundle import SPLIT_SEED, DataBundle, Split, holdout_rows
-from ablate.data.download import prepare_lock
+from ablate.config import AUGMENT_CHOICES
+from ablate.data.bundle import SPLIT_SEED, DataBundle, RawImages, Split, holdout_rows
+from ablate.data.policies import to_device
 from ablate.exceptions import ConfigError, DataError
 
 if TYPE_CHECKING:
     from ablate.config import RunConfig
 
-__all__ = ["load_image_data", "read_torchvision", "SPLIT_SEED", "TORCHVISION_DATASETS"]
+__all__ = [
+    "load_image_data", "SPLIT_SEED", "DATASET_STATS", "CIFAR_LIKE", "FLIP_SAFE", "AugmentPlan",
+    "resolve_augment", "derive_seed", "channel_stats", "normalisation", "library_normalisation",
+    "random_crop", "random_hflip", "random_crop_flip", "ImageEvalTransform",
+    "ImageTrainTransform",
+]
 
-@dataclass(frozen=True)
-class _TorchvisionSet:
-    cls_name: str  # attribute of torchvision.datasets
-    expected: str  # what must exist under data_dir, for the "not found" message
-
-
-_IDX = "{train,t10k}-images-idx3-ubyte and {train,t10k}-labels-idx1-ubyte"
-TORCHVISION_DATASETS = {
-    "cifar10": _TorchvisionSet("CIFAR10", "cifar-10-batches-py/{data_batch_1..5,test_batch}"),
-    "cifar100": _TorchvisionSet("CIFAR100", "cifar-100-python/{train,test}"),
-    "mnist": _TorchvisionSet("MNIST", f"MNIST/raw/{_IDX}"),
-    "fashion_mnist": _TorchvisionSet("FashionMNIST", f"FashionMNIST/raw/{_IDX}"),
-    "svhn": _TorchvisionSet("SVHN", "train_32x32.mat and test_32x32.mat"),
-}
-VAL_DIR_NAMES = ("val", "valid", "validation")
 _CHUNK = 4096  # images per resize / colour-conversion call: bounds the float temporaries
 
 
@@ -130,22 +114,13 @@ def load_image_data(
 # ------------------------------------------------------------------- reading from disk
 
 
-@dataclass
-class _RawImages:
-    """A data set as stored, before hold-outs, resizing and channel conversion."""
-
-    train: Split
-    val: Split | None  # None -> hold out from train
-    test: Split | None  # None -> hold out from train (before val)
-    class_names: list[str]
-    source: str
-
-
-def _read(name: str, data_dir: str, download: bool, img_size: int | None) -> _RawImages:
+def _read(name: str, data_dir: str, download: bool, img_size: int | None) -> RawImages:
     if name == "digits":
         return _read_digits()
+    from ablate.data.readers import TORCHVISION_DATASETS, read_folder, read_torchvision
+
     if name.startswith("folder:"):
-        return _read_folder(name[len("folder:") :], img_size)
+        return read_folder(name[len("folder:") :], img_size)
     if name in TORCHVISION_DATASETS:
         return read_torchvision(name, Path(data_dir).expanduser(), download)
     # dataset_task() validates names before we are called; this guards direct use
@@ -153,7 +128,7 @@ def _read(name: str, data_dir: str, download: bool, img_size: int | None) -> _Ra
                       f"{', '.join(TORCHVISION_DATASETS)} or folder:PATH")
 
 
-def _read_digits() -> _RawImages:
+def _read_digits() -> RawImages:
     """scikit-learn's digits: 1,797 8x8 grey images with values 0..16 -> uint8 0..255."""
     from sklearn.datasets import load_digits
 
@@ -162,138 +137,7 @@ def _read_digits() -> _RawImages:
     x = (images * (255.0 / 16.0)).round_().clamp_(0, 255).to(torch.uint8).unsqueeze(1)
     y = torch.as_tensor(bunch.target, dtype=torch.int64)
     names = [str(int(t)) for t in bunch.target_names]
-    return _RawImages(Split(x, y), None, None, names, "sklearn.datasets.load_digits")
-
-
-def read_torchvision(name: str, root: Path, download: bool) -> _RawImages:
-    """Official train / test splits of a torchvision data set, read from its arrays."""
-    import torchvision.datasets as tvd
-
-    spec = TORCHVISION_DATASETS[name]
-    cls = getattr(tvd, spec.cls_name)
-    where = root.resolve()
-
-    def open_split(train: bool) -> Any:
-        split = {"split": "train" if train else "test"} if name == "svhn" else {"train": train}
-        return cls(str(root), download=download, **split)
-
-    # --download: one process fetches and extracts into root; others wait, then reuse it
-    lock = prepare_lock(root / name, f"downloading {name}") if download else nullcontext()
-    try:
-        with lock:
-            parts = [open_split(True), open_split(False)]
-    except (RuntimeError, OSError) as err:
-        if download:
-            # torchvision's messages span lines (one per mirror): fold them into one.
-            detail = " ".join(str(err).split())[:300] or type(err).__name__
-            raise DataError(f"{name}: download into {where} failed: {detail}") from None
-        raise DataError(f"{name}: files not found under {where} (expected {spec.expected}); "
-                        "pass --download to fetch them") from None
-    splits = []
-    for ds in parts:
-        if name == "svhn":  # (N, 3, 32, 32) already channels-first
-            x, y = torch.from_numpy(ds.data), torch.from_numpy(ds.labels)
-        else:
-            x, y = torch.as_tensor(ds.data), torch.as_tensor(ds.targets)
-            # MNIST-likes (N, 28, 28) -> (N, 1, 28, 28); CIFAR (N, 32, 32, 3) -> (N, 3, 32, 32)
-            x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-        splits.append(Split(x.to(torch.uint8).contiguous(), y.to(torch.int64)))
-    classes = getattr(parts[0], "classes", None) or [str(i) for i in range(10)]
-    return _RawImages(splits[0], None, splits[1], list(classes), str(where))
-
-
-def _read_folder(path: str, img_size: int | None) -> _RawImages:
-    """An ImageFolder tree: ``PATH/<class>/<img>`` or ``PATH/{train,val,test}/<class>/<img>``."""
-    root = Path(path).expanduser()
-    layout = "PATH/<class>/<image> or PATH/train/<class>/<image> (+ val/, test/)"
-    if not root.is_dir():
-        raise DataError(f"folder:{path}: no such directory; expected an ImageFolder {layout}")
-    train_dir = root / "train"
-    val_dir = next((root / n for n in VAL_DIR_NAMES if (root / n).is_dir()), None)
-    test_dir = root / "test" if (root / "test").is_dir() else None
-    if not train_dir.is_dir():
-        if val_dir is not None or test_dir is not None:
-            raise DataError(f"folder:{path}: has val/ or test/ but no train/ subfolder; expected "
-                            f"{layout}")
-        train_dir = root
-    classes = _class_folders(train_dir, path, layout)
-    class_to_idx = {c: i for i, c in enumerate(classes)}
-    train = _decode_split(train_dir, class_to_idx, img_size, path, require_all=True)
-    # later splits must match the training images' native size
-    size = int(train.x.shape[-1]) if img_size is None else img_size
-    held: list[Split | None] = []
-    for sub in (val_dir, test_dir):
-        if sub is None:
-            held.append(None)
-            continue
-        names = _class_folders(sub, path, layout)
-        unknown = sorted(set(names) - set(class_to_idx))
-        if unknown:
-            raise DataError(f"folder:{path}: {sub.name}/ has classes not in train/: "
-                            f"{', '.join(unknown)}")
-        index = {c: class_to_idx[c] for c in names}
-        held.append(_decode_split(sub, index, size, path, require_all=False))
-    return _RawImages(train, held[0], held[1], classes, str(root.resolve()))
-
-
-def _class_folders(directory: Path, path: str, layout: str) -> list[str]:
-    """Sorted non-hidden class folder names (torchvision's find_classes, minus dot-dirs)."""
-    from torchvision.datasets.folder import find_classes
-
-    try:
-        classes = [c for c in find_classes(directory)[0] if not c.startswith(".")]
-    except FileNotFoundError:
-        classes = []
-    if not classes:
-        raise DataError(f"folder:{path}: no class folders in {directory}; expected {layout}")
-    return classes
-
-
-def _decode_split(
-    directory: Path, class_to_idx: dict[str, int], img_size: int | None, path: str, *,
-    require_all: bool,
-) -> Split:
-    """Decode every image under ``directory`` once into a uint8 (N, 3, S, S) tensor."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
-
-    try:
-        samples = make_dataset(str(directory), class_to_idx, extensions=IMG_EXTENSIONS,
-                               allow_empty=not require_all)
-    except FileNotFoundError as err:  # a class folder without any image
-        raise DataError(f"folder:{path}: {str(err).splitlines()[0]}") from None
-    if not samples:
-        raise DataError(f"folder:{path}: no images ({', '.join(IMG_EXTENSIONS)}) in {directory}")
-    # Pillow releases the GIL while decoding, so a few threads help on big folders.
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        images = list(pool.map(lambda s: _decode_one(s[0], img_size, path), samples))
-    if img_size is None:
-        shapes = sorted({tuple(im.shape[-2:]) for im in images})
-        if len(shapes) > 1:
-            raise DataError(f"folder:{path}: images have different sizes "
-                            f"({shapes[0][0]}x{shapes[0][1]}, {shapes[-1][0]}x{shapes[-1][1]}, "
-                            "...); pass --img-size")
-    y = torch.tensor([label for _, label in samples], dtype=torch.int64)
-    return Split(torch.stack(images), y)  # (N, 3, S, S)
-
-
-def _decode_one(file: str, img_size: int | None, path: str) -> torch.Tensor:
-    """One file -> uint8 (3, S, S): shorter side resized to ``img_size``, centre crop.
-    Pillow decodes (torchvision.io's decoders are deprecated in favour of torchcodec, too
-    heavy a dependency for a one-off decode)."""
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms.v2 import functional as F
-
-    try:
-        with Image.open(file) as pil:
-            img = F.pil_to_tensor(pil.convert("RGB"))  # (3, H, W) uint8
-    except (OSError, UnidentifiedImageError) as err:
-        raise DataError(f"folder:{path}: cannot decode {file} ({err})") from None
-    if img_size is not None:
-        img = F.resize(img, [img_size], antialias=True)  # shorter side -> img_size
-        img = F.center_crop(img, [img_size, img_size])
-    return img
+    return RawImages(Split(x, y), None, None, names, "sklearn.datasets.load_digits")
 
 
 # ---------------------------------------------------------------------- held-out splits
@@ -322,6 +166,8 @@ def _check_val_split(cfg: "RunConfig") -> str:
             raise ConfigError(f"val_split: 'test_half' needs an official test split and {name} "
                               "has no test/ folder; the valid choice is 'train' (or add "
                               "PATH/train and PATH/test)")
+        from ablate.data.readers import VAL_DIR_NAMES
+
         if any((root / d).is_dir() for d in VAL_DIR_NAMES):
             raise ConfigError("val_split: 'test_half' would leave the validation folder of "
                               f"{name} unused; the valid choice is 'train' (it uses that folder "
@@ -329,7 +175,7 @@ def _check_val_split(cfg: "RunConfig") -> str:
     return "test_half"
 
 
-def _hold_out(raw: _RawImages, cfg: "RunConfig") -> _Splits:
+def _hold_out(raw: RawImages, cfg: "RunConfig") -> _Splits:
     """Missing test / val splits held out of train, stratified, with :data:`SPLIT_SEED`."""
     train, test, val, stratified = raw.train, raw.test, raw.val, True
     test_source = "folder test/" if cfg.dataset.startswith("folder:") else "official test split"
@@ -347,7 +193,7 @@ def _hold_out(raw: _RawImages, cfg: "RunConfig") -> _Splits:
     return train, val, test, stratified, (val_source, test_source)
 
 
-def _test_halves(raw: _RawImages, name: str) -> _Splits:
+def _test_halves(raw: RawImages, name: str) -> _Splits:
     """val_split="test_half": the whole training split; the test split halved, stratified,
     by :data:`SPLIT_SEED` only (half A validates, half B tests)."""
     if raw.test is None or raw.val is not None:  # _check_val_split rules these out first
@@ -413,3 +259,331 @@ def _convert_channels(x: torch.Tensor, chans: int) -> torch.Tensor:
     if have == 3 and chans == 1:
         return _chunked(F.rgb_to_grayscale, x)  # (N, 1, H, W)
     raise ConfigError(f"in_chans: cannot convert {have}-channel images to {chans} channels")
+
+
+# ------------------------------------------------------------------ batched transforms
+# Whole uint8 batches (B, C, H, W) on the batch's device (airbench: no DataLoader workers),
+# never waiting for it: random choices are drawn on the CPU and copied over non-blocking
+# (ablate.data.policies.to_device); nothing reads a device value back. ImageTrainTransform,
+# each stage optional (an AugmentPlan): random crop (zero padding, per-sample offsets) and
+# horizontal flip as one gather -> RandAugment / AutoAugment (ablate.data.policies) ->
+# float32, normalised -> MixUp or CutMix, one picked per batch (torchvision v2). Every random
+# choice comes from a private CPU generator seeded from cfg.seed (derive_seed): the same on
+# every device, never shifting the global stream; state_dict carries it across a resume.
+
+# Per-channel mean / std of the official training splits, in [0, 1] units (the values
+# used throughout the CIFAR / MNIST literature, including the CCT training scripts).
+DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+}
+
+# Data sets on which "auto" means the paper's full CIFAR recipe.
+CIFAR_LIKE = ("cifar10", "cifar100", "svhn")
+# Data sets whose classes survive a horizontal flip (digits and house numbers do not;
+# Fashion-MNIST is kept flip-free to match the brief's "auto = crop only" for MNIST-likes).
+FLIP_SAFE = ("cifar10", "cifar100", "folder")
+
+# The paper's recipe (CCT on CIFAR): RandAugment(2, 9), MixUp 0.8, CutMix 1.0.
+_RECIPE_MIXUP, _RECIPE_CUTMIX = 0.8, 1.0
+_RANDAUGMENT_OPS, _RANDAUGMENT_MAGNITUDE = 2, 9
+
+
+@dataclass(frozen=True)
+class AugmentPlan:
+    """What the training transform does; resolved once from the config and data set."""
+
+    crop_padding: int = 0  # zero padding (pixels) of the random crop; 0 = no crop
+    flip: bool = False  # random horizontal flip, p = 0.5 per sample
+    policy: str | None = None  # "randaugment", "autoaugment" or None
+    autoaugment_policy: str = "CIFAR10"  # torchvision's AutoAugmentPolicy name
+    mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha); 0 = off
+    cutmix_alpha: float = 0.0  # CutMix Beta(alpha, alpha); 0 = off
+
+    @property
+    def mixes(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+    def describe(self) -> str:
+        """One short line for logs / MLflow params, e.g. 'crop(pad=4)+flip+randaugment(2,9)'."""
+        parts = [f"crop(pad={self.crop_padding})"] if self.crop_padding else []
+        parts += ["flip"] if self.flip else []
+        if self.policy == "randaugment":
+            parts.append(f"randaugment({_RANDAUGMENT_OPS},{_RANDAUGMENT_MAGNITUDE})")
+        elif self.policy == "autoaugment":
+            parts.append(f"autoaugment({self.autoaugment_policy.lower()})")
+        parts += [f"mixup({self.mixup_alpha:g})"] if self.mixup_alpha > 0 else []
+        parts += [f"cutmix({self.cutmix_alpha:g})"] if self.cutmix_alpha > 0 else []
+        return "+".join(parts) or "none"
+
+
+def resolve_augment(
+    dataset: str, augment: str, img_size: int, *, mixup: float | None = None,
+    cutmix: float | None = None,
+) -> AugmentPlan:
+    """Turn ``--augment`` / ``--mixup`` / ``--cutmix`` into a concrete :class:`AugmentPlan`.
+
+    "auto": CIFAR-like sets (cifar10/100, svhn) get the paper's recipe: crop + flip (not
+    for svhn) + RandAugment(2, 9) + MixUp 0.8 / CutMix 1.0; digits / mnist /
+    fashion_mnist get a small random translation (crop) only; folder:PATH gets crop + flip.
+    "crop", "crop_flip": exactly that. "randaugment" / "autoaugment": crop, flip where the
+    data set is flip-safe, then the policy. "none": nothing. MixUp/CutMix default to the
+    recipe's alphas only for "auto" on CIFAR-like sets and are off otherwise; an explicit
+    ``mixup`` / ``cutmix`` value always wins (0 = off). ``img_size``: the stored side;
+    the crop padding is 4 px at 32 px and scales with it.
+    """
+    if augment not in AUGMENT_CHOICES:
+        raise ConfigError(f"augment: {augment!r} is not valid; choose one of "
+                          f"{', '.join(AUGMENT_CHOICES)}")
+    for key, value in (("mixup", mixup), ("cutmix", cutmix)):
+        if value is not None and not value >= 0:
+            raise ConfigError(f"{key}: alpha must be >= 0 (0 = off), got {value}")
+    kind = "folder" if dataset.startswith("folder:") else dataset
+    # 4 px of padding at 32 px (the CIFAR recipe), scaled to the stored resolution.
+    padding = max(1, round(4 * img_size / 32))
+    flip_safe = kind in FLIP_SAFE
+    recipe = augment == "auto" and kind in CIFAR_LIKE
+    grey = ("svhn", "mnist", "fashion_mnist", "digits")
+    policy_name = "IMAGENET" if kind == "folder" else "SVHN" if kind in grey else "CIFAR10"
+    if augment == "none":
+        plan = AugmentPlan()
+    elif augment == "crop":
+        plan = AugmentPlan(crop_padding=padding)
+    elif augment == "crop_flip":
+        plan = AugmentPlan(crop_padding=padding, flip=True)
+    elif augment in ("randaugment", "autoaugment"):
+        plan = AugmentPlan(
+            crop_padding=padding, flip=flip_safe, policy=augment, autoaugment_policy=policy_name
+        )
+    elif recipe:
+        plan = AugmentPlan(crop_padding=padding, flip=flip_safe, policy="randaugment")
+    else:  # auto on digits / mnist / fashion_mnist / folder
+        plan = AugmentPlan(crop_padding=padding, flip=kind == "folder")
+    return replace(
+        plan, mixup_alpha=(_RECIPE_MIXUP if recipe else 0.0) if mixup is None else float(mixup),
+        cutmix_alpha=(_RECIPE_CUTMIX if recipe else 0.0) if cutmix is None else float(cutmix),
+    )
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """A 63-bit seed for one purpose, so generators seeded from one ``cfg.seed`` differ."""
+    digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def channel_stats(
+    x: torch.Tensor, chunk: int = 4096
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of a uint8 batch ``(N, C, H, W)`` in [0, 1] units.
+
+    Accumulates in float64 over chunks so a 50k-image split never becomes one float copy.
+    A channel with zero spread gets std 1.0 (normalising it would divide by zero).
+    """
+    if x.dtype != torch.uint8 or x.ndim != 4:
+        raise ValueError(f"channel_stats needs uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+    c, count = x.shape[1], 0
+    total, total_sq = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
+    for part in x.split(chunk):
+        v = part.to(torch.float64).div_(255.0).transpose(0, 1).reshape(c, -1)  # (C, n*H*W)
+        total += v.sum(1)
+        total_sq += v.square().sum(1)
+        count += v.shape[1]
+    if count == 0:
+        raise ValueError("channel_stats needs at least one image")
+    mean = total / count
+    std = (total_sq / count - mean.square()).clamp_min(0).sqrt()
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)
+
+
+def normalisation(
+    name: str, train_x: torch.Tensor, native_chans: int, chans: int,
+    preprocessing: Mapping[str, Any] | None,
+) -> tuple[Any, Any, str]:
+    """(mean, std, where they come from): the model's own pipeline, else the literature's
+    constants when the stored channels are the data set's own (repeated for grey -> RGB),
+    else measured on the training split."""
+    library = library_normalisation(preprocessing, chans)
+    if library is not None:
+        return (*library, "model")
+    if name in DATASET_STATS and (chans == native_chans or native_chans == 1):
+        mean, std = DATASET_STATS[name]
+        repeat = chans // native_chans  # grey constants repeated for RGB
+        return mean * repeat, std * repeat, "published"
+    mean, std = channel_stats(train_x)
+    return mean, std, "train split"
+
+
+def library_normalisation(
+    preprocessing: Mapping[str, Any] | None, in_chans: int
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``(mean, std)`` per channel from a model library's preprocessing (timm's pretrained
+    data config, a Hugging Face image processor), or None. A 3-channel constant is averaged
+    for 1-channel images (the weights' first layer was adapted the same way)."""
+    if not preprocessing or preprocessing.get("mean") is None or preprocessing.get("std") is None:
+        return None
+    mean = tuple(float(m) for m in preprocessing["mean"])
+    std = tuple(float(s) for s in preprocessing["std"])
+    if len(mean) != len(std):
+        raise ConfigError(f"preprocessing: mean {mean} and std {std} differ in length")
+    if len(mean) == in_chans:
+        return mean, std
+    if in_chans == 1:
+        return (sum(mean) / len(mean),), (sum(std) / len(std),)
+    raise ConfigError(f"preprocessing: the model normalises {len(mean)} channels but the images "
+                      f"have {in_chans}; pass --in-chans {len(mean)}")
+
+
+def random_crop_flip(
+    x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator, p: float = 0.5
+) -> torch.Tensor:
+    """Random crop with zero padding, then a random horizontal flip, in one ``gather``.
+
+    Each sample of ``x`` (B, C, H, W) is translated by its own offset in
+    [-padding, padding]^2 (zero fill; 0 = no crop) and, when ``flip``, mirrored with
+    probability ``p``: the same draws, in the same order, and the same result as
+    :func:`random_crop` followed by :func:`random_hflip`, as one gather over the padded image
+    plane (a flip only reverses the column index). The draws come from ``generator`` (CPU);
+    only they are copied to ``x.device``, without a sync.
+    """
+    b, c, h, w = x.shape
+    padding = max(0, int(padding))
+    if b == 0 or (padding == 0 and not flip):
+        return x
+    dev = x.device
+    if padding:
+        offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator)
+        offsets = to_device(offsets, dev)  # (2, B): row and column shift
+    else:
+        offsets = torch.zeros(2, b, dtype=torch.int64, device=dev)
+    cols = torch.arange(w, device=dev).expand(b, w)  # (B, W)
+    if flip:
+        mirrored = to_device(torch.rand(b, generator=generator) < p, dev)  # (B,)
+        cols = torch.where(mirrored[:, None], w - 1 - cols, cols)
+    rows = offsets[0, :, None] + torch.arange(h, device=dev)  # (B, H)
+    cols = offsets[1, :, None] + cols  # (B, W)
+    index = rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]  # (B, H, W) in the plane
+    padded = torch.nn.functional.pad(x, (padding,) * 4) if padding else x  # (B, C, H+2p, W+2p)
+    flat = padded.reshape(b, c, -1)  # (B, C, (H+2p)(W+2p))
+    return flat.gather(2, index.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad (B, C, H, W) by ``padding`` and crop back at an offset per sample."""
+    return random_crop_flip(x, padding, False, generator)
+
+
+def random_hflip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """Mirror each sample left-right with probability ``p`` (independent coin per sample)."""
+    return random_crop_flip(x, 0, True, generator, p)
+
+
+class ImageEvalTransform:
+    """uint8 ``(B, C, H, W)`` -> float32 normalised with per-channel mean / std in [0, 1]
+    units (deterministic)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        if len(mean) != len(std):
+            raise ValueError(f"mean and std differ in length: {len(mean)} vs {len(std)}")
+        if not all(s > 0 for s in std):
+            raise ValueError(f"std must be positive, got {tuple(std)}")
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        # (C, 1, 1) float32 per device, copied once: F.normalize would build them from the
+        # Python lists on every call, a blocking host-to-device copy on CUDA.
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _device_stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._stats:
+            self._stats[device] = tuple(  # type: ignore[assignment]
+                to_device(torch.tensor(v, dtype=torch.float32).view(-1, 1, 1), device)
+                for v in (self.mean, self.std)
+            )
+        return self._stats[device]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as F
+
+        if x.dtype != torch.uint8:
+            raise TypeError(f"image batches must be uint8 (B, C, H, W), got {x.dtype}")
+        if x.ndim != 4 or x.shape[1] != len(self.mean):
+            raise ValueError(f"expected a (B, {len(self.mean)}, H, W) batch, got {tuple(x.shape)}")
+        mean, std = self._device_stats(x.device)
+        x = F.to_dtype(x, torch.float32, scale=True)  # [0, 255] -> [0, 1]
+        return x.sub_(mean).div_(std)  # the arithmetic of F.normalize
+
+    def __repr__(self) -> str:
+        return f"ImageEvalTransform(mean={self.mean}, std={self.std})"
+
+
+class ImageTrainTransform:
+    """``(x_uint8, y_int64) -> (x_float32, target)`` following an :class:`AugmentPlan`.
+
+    ``target`` is ``y`` (int64, (B,)) when the plan does not mix, else soft labels
+    (float32, (B, num_classes), rows sum to 1) for every batch. ``seed``: of the private
+    generator (``derive_seed(cfg.seed, "augment")``).
+    """
+
+    def __init__(
+        self, plan: AugmentPlan, mean: Sequence[float], std: Sequence[float], num_classes: int,
+        seed: int,
+    ) -> None:
+        from torchvision.transforms import v2
+
+        from ablate.data.policies import BatchedAutoAugment, BatchedRandAugment
+
+        self.plan, self.num_classes = plan, int(num_classes)
+        self.normalize = ImageEvalTransform(mean, std)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self._policy: BatchedRandAugment | BatchedAutoAugment | None = None
+        if plan.policy == "randaugment":
+            self._policy = BatchedRandAugment(_RANDAUGMENT_OPS, _RANDAUGMENT_MAGNITUDE)
+        elif plan.policy == "autoaugment":
+            self._policy = BatchedAutoAugment(plan.autoaugment_policy)
+        elif plan.policy is not None:
+            raise ValueError(f"unknown augmentation policy {plan.policy!r}")
+        mixers = []
+        if plan.mixup_alpha > 0:
+            mixers.append(v2.MixUp(alpha=plan.mixup_alpha, num_classes=self.num_classes))
+        if plan.cutmix_alpha > 0:
+            mixers.append(v2.CutMix(alpha=plan.cutmix_alpha, num_classes=self.num_classes))
+        # Both enabled: one of them, chosen uniformly per batch (the timm / CCT recipe).
+        self._mix: Callable[..., Any] | None = (
+            v2.RandomChoice(mixers) if len(mixers) > 1 else (mixers[0] if mixers else None)
+        )
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.dtype != torch.uint8:
+            raise TypeError(f"image batches must be uint8 (B, C, H, W), got {x.dtype}")
+        plan = self.plan
+        x = random_crop_flip(x, plan.crop_padding, plan.flip, self.generator)
+        if self._policy is not None:
+            # Independent ops per image, each op run once on the sub-batch that drew it.
+            x = self._policy(x, self.generator)
+        out = self.normalize(x)
+        if self._mix is None:
+            return out, y
+        # torchvision's MixUp/CutMix use the global CPU RNG: seed it from our generator
+        # inside a fork so the caller's global stream is left exactly as it was.
+        batch_seed = int(torch.randint(0, 2**63 - 1, (1,), generator=self.generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(batch_seed)
+            if out.shape[0] > 0:
+                out, y = self._mix(out, y)
+            else:  # keep the soft-label shape contract for an empty batch
+                y = torch.zeros(0, self.num_classes, device=out.device)
+        return out, y
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Generator state, so a resumed run continues the same augmentation stream."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def __repr__(self) -> str:
+        n = self.normalize
+        return f"ImageTrainTransform({self.plan.describe()}, mean={n.mean}, std={n.std})"

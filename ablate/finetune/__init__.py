@@ -1,6 +1,6 @@
 """Fine-tuning: start from pretrained weights, then freeze, decay and adapt them.
 
-:func:`ablate.trial.resolve.resolve` reads ``--init-from`` once (:func:`load_source`: an
+:func:`ablate.trial.run.resolve` reads ``--init-from`` once (:func:`load_source`: an
 official CCT ``.pth``, one of our checkpoints, ``runs:/RUN_ID[/PATH]`` or a run id, a logged
 model ``models:/NAME/VERSION``, ``@ALIAS`` or ``models:/<model_id>``; always without
 executing pickled code). ``ablate finetune`` continues what the source computed

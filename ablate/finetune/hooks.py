@@ -63,7 +63,7 @@ def prepare_model(
     Args:
         model: the freshly built model (on the CPU, before the optimizer exists).
         cfg: the run configuration.
-        src: the ``--init-from`` weights, already read by :func:`ablate.trial.resolve.resolve`
+        src: the ``--init-from`` weights, already read by :func:`ablate.trial.run.resolve`
             (read here when omitted).
 
     Returns:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, TypedDict, runtime_che
 import torch
 
 if TYPE_CHECKING:
-    from ablate.models._blocks import VariantAttention
+    from ablate.models.compact import VariantAttention
     from variants import VariantSpec
 
 __all__ = [

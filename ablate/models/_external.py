@@ -1,7 +1,7 @@
 """What the timm and Hugging Face adapters share: the wrapper model and its stage map.
 
 A model from another library keeps its own modules and weights; ablate adds one
-:class:`~ablate.models._blocks.VariantAttention` site inside every self-attention module
+:class:`~ablate.models.compact.VariantAttention` site inside every self-attention module
 (non-persistent buffers: the library's state-dict keys do not change) and wraps the whole in
 :class:`ExternalModel`, which meets :class:`~ablate.models._contract.BackboneModel` plus the
 fine-tuning protocol of :mod:`ablate.finetune`: ``num_blocks``, ``stage_of(name)`` (0
@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 
 from ablate.exceptions import ConfigError
-from ablate.models._blocks import VariantAttention
 from ablate.models._contract import VariantSitesMixin
+from ablate.models.compact import VariantAttention
 
 __all__ = ["ExternalModel", "require", "check_apply_to", "block_of", "mask_as_bias"]
 

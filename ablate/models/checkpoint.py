@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ablate.exceptions import CheckpointError
-from ablate.models._blocks import CompactTransformer
+from ablate.models.compact import CompactTransformer
 from ablate.models.pretrained import (
     LoadReport,
     extract_state_dict,

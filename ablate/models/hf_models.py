@@ -6,7 +6,7 @@ attention goes through Hugging Face's attention-function registry) and image cla
 attention function, ``"ablate"``, with :class:`transformers.AttentionInterface` (and a mask
 function of the same name with ``AttentionMaskInterface``) and builds the model with
 ``attn_implementation="ablate"``. Every self-attention module gets a
-:class:`~ablate.models._blocks.VariantAttention` site as its submodule ``variant_site``
+:class:`~ablate.models.compact.VariantAttention` site as its submodule ``variant_site``
 (non-persistent buffers: the state dict stays the library's), and the registered function,
 which Hugging Face calls with the attention module itself, runs that module's site.
 
@@ -33,7 +33,6 @@ import torch
 import torch.nn as nn
 
 from ablate.exceptions import ConfigError, first_line
-from ablate.models._blocks import VariantAttention
 from ablate.models._contract import check_token_ids, plain_arch
 from ablate.models._external import (
     SITE,
@@ -44,6 +43,7 @@ from ablate.models._external import (
     require,
 )
 from ablate.models._registry import ModelEntry, register_model_source
+from ablate.models.compact import VariantAttention
 from variants import VariantSpec
 
 __all__ = [

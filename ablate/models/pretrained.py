@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.exceptions import CheckpointError, first_line
-from ablate.models._blocks import CompactTransformer, ConvTokenizer, sinusoidal_embedding
+from ablate.models.compact import CompactTransformer, ConvTokenizer, sinusoidal_embedding
 
 __all__ = [
     "LoadReport", "read_checkpoint", "load_pretrained", "read_state_dict",

@@ -9,7 +9,7 @@ A batch of int64 token ids ``(B, L)`` (padded with ``pad_index``) goes through
    ``Conv2d(1, dim, (k, word_dim))`` -> ReLU -> MaxPool over the token axis (CCT), or a
    patchifying conv with kernel = stride = k and nothing after it (CVT / ViT-Lite); for
    ``text_transformer_*`` none: the word vectors are the tokens (``dim`` = ``word_dim``);
-3. ``classifier``: the shared :class:`~ablate.models._blocks.TransformerClassifier`.
+3. ``classifier``: the shared :class:`~ablate.models.compact.TransformerClassifier`.
 
 Names ``text_cct_{2,4,6}``, ``text_cvt_{2,4,6}``, ``text_vit_lite_{2,4,6}`` (the official
 ``text_vit_{2,4,6}`` are aliases) and ``text_transformer_{2,4,6}`` with the official sizes;
@@ -47,14 +47,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ablate.exceptions import ConfigError
-from ablate.models._blocks import (
+from ablate.models._contract import builder_args, check_token_ids, plain_arch
+from ablate.models._registry import register_alias, register_model
+from ablate.models.compact import (
     COMPACT_DEFAULTS,
     CompactTransformer,
     TransformerClassifier,
     conv_output_size,
 )
-from ablate.models._contract import builder_args, check_token_ids, plain_arch
-from ablate.models._registry import register_alias, register_model
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

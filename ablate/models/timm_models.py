@@ -3,7 +3,7 @@
 ``create_model("timm:vit_tiny_patch16_224", num_classes=10, variant="softmax_v",
 img_size=32, patch_size=4)`` builds the model with ``timm.create_model`` (unknown keyword
 arguments go to it unchanged). Each supported attention module keeps its own layers and
-weights, gets a :class:`~ablate.models._blocks.VariantAttention` site as ``variant_site``,
+weights, gets a :class:`~ablate.models.compact.VariantAttention` site as ``variant_site``,
 and its class is switched to a subclass whose ``forward`` runs those layers around the site
 instead of its own score computation (no timm code is copied):
 
@@ -33,7 +33,6 @@ import torch
 import torch.nn as nn
 
 from ablate.exceptions import ConfigError, first_line
-from ablate.models._blocks import VariantAttention
 from ablate.models._contract import plain_arch
 from ablate.models._external import (
     SITE,
@@ -44,6 +43,7 @@ from ablate.models._external import (
     require,
 )
 from ablate.models._registry import ModelEntry, register_model_source
+from ablate.models.compact import VariantAttention
 from variants import VariantSpec
 
 __all__ = ["build_timm_model", "resolve_timm", "inject_timm_attention", "SUPPORTED"]

@@ -3,7 +3,7 @@
 A study file declares an ablation, and everything in it is checked before any trial starts:
 its own keys by :mod:`~ablate.study.schema` (pydantic), the run-config values here: every
 ``base`` value, grid value, exclusion and search-space bound goes through
-:func:`ablate.config.config_from_mapping` and :func:`ablate.trial.resolve.check`, as a
+:func:`ablate.config.config_from_mapping` and :func:`ablate.trial.run.check`, as a
 trial's would, and each grid cell is checked whole (a schedule needs an ``alpha`` parameter,
 the model's task is the data's). Errors are one line naming the file, the key path and
 what was expected, e.g.
@@ -239,10 +239,10 @@ def _config_key(key: Any, section: str, source: str) -> str:
 
 def check_config(values: Mapping[str, Any], where: str, *, combinations: bool = False
                  ) -> RunConfig:  # fmt: skip
-    """config_from_mapping plus :func:`ablate.trial.resolve.check`, errors prefixed with ``where``;
+    """config_from_mapping plus :func:`ablate.trial.run.check`, errors prefixed with ``where``;
     ``combinations``: the values are a whole trial's (a grid cell), so the names must fit
     together too."""
-    from ablate.trial.resolve import check
+    from ablate.trial.run import check
 
     try:
         cfg = config_from_mapping(values, source=where)
@@ -262,7 +262,7 @@ def check_base(spec: StudyFile, source: str) -> dict[str, Any]:
 
 def load_variant_files(spec: StudyFile, base: dict[str, Any], source: str) -> tuple[str, ...]:
     """Register user variants first, so that their names validate."""
-    from ablate.trial.resolve import load_variant_file_once
+    from variants import load_variant_file_once
 
     files = [base["variant_file"]] if base.get("variant_file") else []
     for key, values in (spec.grid or {}).items():

@@ -49,7 +49,7 @@ def usable_cpus() -> int:
 def _parse_devices(devices: str | None) -> tuple[str, ...]:
     if devices is None:
         return default_devices()
-    from ablate.trial.resolve import resolve_device
+    from ablate.trial.loop import resolve_device
 
     names = tuple(d.strip() for d in devices.split(",") if d.strip())
     if not names:

@@ -263,8 +263,7 @@ class _Worker:
 
         check()  # stopped while claiming: hand the trial over before any work
 
-        from ablate.trial.resolve import resolve
-        from ablate.trial.run import run_trial, trial_name
+        from ablate.trial.run import resolve, run_trial, trial_name
 
         params = suggest(trial, self.plan)
         # not quiet unless the command is (--quiet sets base.quiet): one line per epoch in a

@@ -49,13 +49,14 @@ from ablate.models.checkpoint import atomic_torch_save, checkpoint_payload
 from ablate.models.pretrained import read_checkpoint
 from ablate.tracking import conventions as cv
 from ablate.tracking.conventions import ARTIFACT_DIR, BEST, LAST, PREVIOUS
-from ablate.tracking.store import display_url, resolve_tracking_uri
+from ablate.tracking.store import display_url, resolve_tracking_uri, system_metrics_monitor
 from ablate.tracking.tracker import (
     LeaseLost,
     ResumableError,
     Tracker,
     TrackingUnavailable,
-    system_metrics_monitor,
+    log_datasets,
+    log_trial_models,
     unavailable,
 )
 
@@ -228,8 +229,6 @@ class Recorder:
         inputs, tags and the variant file; returns the first epoch to run (0)."""
         import yaml
 
-        from ablate.tracking.models import log_datasets
-
         self._attach(loop, config, bundle, at_end)
         self.tracker.log_params(self.config)
         self.tracker.log_text(yaml.safe_dump(self.config, sort_keys=False), "config.yaml")
@@ -244,8 +243,6 @@ class Recorder:
         """Continue the run from its newest usable checkpoint (local, else uploaded);
         returns the first epoch still to run, or None when it has none: it then starts
         again (:meth:`start`) inside the same run."""
-        from ablate.tracking.models import log_datasets
-
         self._attach(loop, config, bundle, at_end)
         self.datasets = log_datasets(self.tracker, bundle, log=False)  # logged at the start
         # Epochs logged after the checkpoint resumed from (a stop before the first one, or
@@ -347,7 +344,6 @@ class Recorder:
         ``final`` and ``best`` READY is not given them again; what a killed end left half
         written is deleted and written again, each metric once. The rest is overwritten.
         """
-        from ablate.tracking.models import log_trial_models
         from ablate.trial.stopping import critical
 
         self._close_progress()

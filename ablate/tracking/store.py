@@ -179,3 +179,47 @@ def url_of_run(tracking_uri: str | None, run_id: str, *, study: str | None = Non
     if study is not None:
         return study_charts_url(base, run.info.experiment_id, study)
     return run_url(base, run.info.experiment_id, run_id)
+
+
+# -- what MLflow itself records about a run ---------------------------------------------
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def context_tags() -> dict[str, str]:
+    """MLflow's run-context tags for this process, and the commit of the user's code (the
+    git repository around the working directory) with whether it had uncommitted changes."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    tags = {k: str(v) for k, v in resolve_tags().items() if v is not None}
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+        tags.update({"user_code.git_commit": commit, "user_code.git_dirty": str(dirty).lower()})
+    return tags
+
+
+def system_metrics_monitor(run_id: str, tracking_uri: str, interval: float = 10.0) -> Any:
+    """MLflow's ``SystemMetricsMonitor`` sampling CPU, memory, disk, network (and GPU, with
+    ``nvidia-ml-py``: ``pip install 'ablate[gpu]'``) into ``system/*`` metrics of a RUNNING
+    run, started; call ``finish()`` to stop it.
+
+    Args:
+        interval: seconds between samples (``--system-metrics-interval``; the environment
+            variable ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` overrides it).
+    """
+    import logging
+
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    # the monitor announces itself at INFO on every start and stop: noise for a CLI
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    monitor = SystemMetricsMonitor(  # resume_logging: a resumed run continues its steps
+        run_id, sampling_interval=interval, samples_before_logging=1, resume_logging=True,
+        tracking_uri=tracking_uri)
+    monitor.start()
+    return monitor

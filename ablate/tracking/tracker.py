@@ -18,21 +18,45 @@ Faults, the way lease-based systems handle them:
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
-import subprocess
+import shutil
+import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
-from ablate.exceptions import AblateError
+from ablate.exceptions import (
+    AblateError,
+    LeaseLost,
+    ResumableError,
+    TrackingUnavailable,
+    first_line,
+)
 from ablate.tracking import conventions as cv
-from ablate.tracking.store import experiment_id, git_commit, quiet_mlflow, resolve_tracking_uri
+from ablate.tracking.store import (
+    context_tags,
+    experiment_id,
+    git_commit,
+    quiet_mlflow,
+    resolve_tracking_uri,
+)
+from ablate.tracking.study_runs import StudyRecords
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
+    from ablate.data import DataBundle, Split
 
 __all__ = [
-    "Tracker", "context_tags", "system_metrics_monitor", "LeaseLost",
-    "ResumableError", "TrackingUnavailable", "unavailable", "LEASE", "STOPS",
+    "Tracker", "LeaseLost", "ResumableError", "TrackingUnavailable", "unavailable", "LEASE",
+    "STOPS", "SPLIT_CONTEXTS", "MODEL_FORMAT", "WEIGHTS_FILE", "DatasetRef", "log_datasets",
+    "log_trial_models",
 ]  # fmt: skip
 
 LEASE = "ablate.lease"  # the token of the process that owns the run now
@@ -43,19 +67,6 @@ STOPS = "stops"  # JSON list: {"reason", "epoch"} per stop, "resumed" once resum
 # for 60 s, then give up after about a minute.
 HTTP_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}  # fmt: skip
-
-
-class LeaseLost(AblateError):
-    """Another process took this run over; this one must not write to it again."""
-
-
-class ResumableError(AblateError):
-    """The machine or a service failed the run (a full disk, a store that stopped
-    answering); its last checkpoint is kept, and resuming the run continues it."""
-
-
-class TrackingUnavailable(ResumableError):
-    """The MLflow store does not take writes (server gone, database full): write no more."""
 
 
 def unavailable(err: BaseException | None) -> str | None:
@@ -77,7 +88,7 @@ def unavailable(err: BaseException | None) -> str | None:
     return " ".join(str(chain[-1]).split())[:200] or type(chain[-1]).__name__
 
 
-class Tracker:
+class Tracker(StudyRecords):
     """Logs one run. Create with :meth:`start` (new run), :meth:`attach` (resume) or
     :meth:`find` (an existing run, status unchanged).
 
@@ -279,40 +290,6 @@ class Tracker:
         for path in paths:
             self.client.log_artifact(self.run_id, str(path), folder)
 
-    # -- what a study records -----------------------------------------------------------
-    def describe_study(self, params: Mapping[str, Any], study_file: str | None) -> None:
-        """A study's parent run: its settings as params and the study file as ``study.yaml``."""
-        self.log_params(params)
-        if study_file:
-            self.log_text(study_file, "study.yaml")
-
-    def publish_summary(
-        self,
-        texts: Mapping[str, str],
-        figures: Mapping[str, Any] = {},
-        metrics: Mapping[str, float] = {},
-    ) -> None:
-        """A study's summary on its parent run: text files (``summary.md``, ``trials.csv``),
-        figures (name -> matplotlib figure, closed here) and metrics at step 0."""
-        import matplotlib.pyplot as plt
-
-        for name, text in texts.items():
-            self.log_text(text, name)
-        for name, fig in figures.items():
-            self.log_figure(fig, name)
-            plt.close(fig)
-        self.log_metrics(metrics, step=0)
-
-    def record_objective(self, value: float, parent: "Tracker | None", trial_number: int) -> None:
-        """A completed study trial's objective value: on its run (step 0) and on the parent's
-        history (step = trial number; best effort, the chart only)."""
-        self.log_metrics({"objective": value}, step=0)
-        if parent is not None:
-            try:
-                parent.log_metrics({"objective": value}, step=trial_number)
-            except Exception:  # noqa: BLE001 - the parent's history chart only
-                pass
-
     # -- lifecycle ---------------------------------------------------------------------
     def end(self, status: str = cv.FINISHED, reason: str | None = None) -> None:
         """Close the run: FINISHED, FAILED (with ``failure_reason`` tag) or KILLED."""
@@ -346,92 +323,259 @@ class Tracker:
         if self.status() != cv.RUNNING:
             self.client.update_run(self.run_id, status=cv.RUNNING)
 
-    def continue_trial(self, tags: Mapping[str, Any]) -> None:
-        """A retried trial takes this run over (:meth:`attach`): the new trial's tags come."""
-        self.set_tags({**tags, cv.TRIAL_STATE: "RUNNING"})
 
-    def fail_trial(self, reason: str, status: str = cv.FAILED) -> None:
-        """End a study trial's run ``status`` with ``trial_state=FAIL`` and the reason."""
-        self.set_tags({cv.TRIAL_STATE: "FAIL"})
-        self.end(status, reason)
-
-    def close_orphan(self, reason: str) -> bool:
-        """Fail the run of a trial whose worker died, if still RUNNING; True when closed.
-
-        A retry copies the dead trial's attributes, so the run may be a predecessor's that
-        is already closed: that one is left as it is.
-        """
-        if self.status() != cv.RUNNING:
-            return False
-        self._stop("worker lost", None, {cv.TRIAL_STATE: "FAIL"})
-        self.end(cv.FAILED, reason)
-        return True
-
-    def supersede(self, reason: str) -> None:
-        """Another attempt replaces this trial's run: FAILED, so comparisons skip it; not
-        when the attempt continues this very run (it holds the lease now)."""
-        try:
-            self.check_lease()
-        except LeaseLost:
-            return
-        self.fail_trial(reason)
-
-    def set_trial_state(self, state: str) -> None:
-        """``trial_state`` tag: the Optuna state the trial ended in (COMPLETE, PRUNED, FAIL)."""
-        self.set_tags({cv.TRIAL_STATE: state})
-
-    def close_study(self, complete: bool, failures: bool, trials_running: bool) -> None:
-        """Summarise a study's parent run: ``study_state``, and end it unless trials still run.
-
-        FINISHED when every cell (or trial) is done; KILLED when the study stopped before
-        the end (limit, timeout, Ctrl-C) and no trial runs: the next command resumes it.
-        """
-        self.set_tags({cv.STUDY_STATE: cv.study_state(complete, failures)})
-        if complete:
-            self.end(cv.FINISHED)
-        elif not trials_running:
-            self.end(cv.KILLED)
+# -- data sets and logged models ----------------------------------------------------------
+# Data sets. Each split is logged with ``log_inputs`` as an MLflow data set named
+# ``<dataset>-<split>`` (``digits-train``), with context ``train`` / ``validation`` / ``test``,
+# a digest of the exact tensors (labels included), the source the data came from and a
+# profile with the row count, class count and input shape. Identical data gives identical
+# digests across runs, so the UI groups runs trained on the same split.
+#
+# Logged models. The final and the best-validation weights become two LoggedModels of the
+# run (``<run name> final`` / ``best``, tag ``ablate.weights``), run outputs at the epoch they
+# come from, with params naming that epoch and its alpha, and metrics linked to their data
+# set. Each is what ``mlflow.pytorch.save_model`` writes, plus our weights:
+#
+# - ``data/model.pt2`` (flavors ``pytorch``, ``python_function``): the eval-mode forward
+#   exported by ``torch.export`` on the CPU, LoRA adapters merged: raw tensor bytes and a JSON
+#   graph, no pickled code (MLflow checks it before loading). ``mlflow.pytorch.load_model``
+#   gives a ``torch.fx.GraphModule`` (eval mode: dropout is not in the graph, and torch refuses
+#   ``.train()`` / ``.eval()`` on it), ``mlflow.pyfunc.load_model(uri).predict(batch)``
+#   predicts on the CPU; both need torch, not ablate;
+# - ``MLmodel`` with the signature (input: what the backbone takes, any batch size: images
+#   normalised by ``DataBundle.eval_transform``, or token ids; output: logits),
+#   ``input_example.json`` (two test rows) and the environment files;
+# - ``model.safetensors`` and the ``ablate`` flavor (registry name, architecture, epoch,
+#   alpha, val_acc, variant parameters, the run's config): what :func:`load_model`,
+#   ``--init-from`` and ``ablate export`` rebuild our own module from, whose variant
+#   parameters can change and which trains further (the graph can do neither). The weights
+#   are stored twice (cct_7_3x1_32: 15 MB each; the export adds about 1 s per model, so when
+#   the best epoch is the last one the folder is exported once and logged for both models).
+# DataBundle attribute -> MLflow data set context
+SPLIT_CONTEXTS = {"train": "train", "val": "validation", "test": "test"}
+MODEL_FORMAT = "ablate-logged-model-v2"
+WEIGHTS_FILE = "model.safetensors"
 
 
-# -- what MLflow itself records about a run ---------------------------------------------
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
+class DatasetRef(NamedTuple):
+    """A logged data set: what a metric links to."""
+
+    name: str
+    digest: str
 
 
-def context_tags() -> dict[str, str]:
-    """MLflow's run-context tags for this process, and the commit of the user's code (the
-    git repository around the working directory) with whether it had uncommitted changes."""
-    from mlflow.tracking.context.registry import resolve_tags
-
-    tags = {k: str(v) for k, v in resolve_tags().items() if v is not None}
-    commit = _git("rev-parse", "HEAD")
-    if commit:
-        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
-        tags.update({"user_code.git_commit": commit, "user_code.git_dirty": str(dirty).lower()})
-    return tags
+# ---------------------------------------------------------------------------------------
+# data sets
 
 
-def system_metrics_monitor(run_id: str, tracking_uri: str, interval: float = 10.0) -> Any:
-    """MLflow's ``SystemMetricsMonitor`` sampling CPU, memory, disk, network (and GPU, with
-    ``nvidia-ml-py``: ``pip install 'ablate[gpu]'``) into ``system/*`` metrics of a RUNNING
-    run, started; call ``finish()`` to stop it.
+def split_digest(split: "Split") -> str:
+    """First 16 hex digits of the SHA-256 of the split's inputs, labels and shapes."""
+    import torch
 
-    Args:
-        interval: seconds between samples (``--system-metrics-interval``; the environment
-            variable ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` overrides it).
+    h = hashlib.sha256()
+    for t in (split.x, split.y):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def _dataset_input(bundle: "DataBundle", attr: str, source: str) -> tuple[Any, DatasetRef]:
+    import torch
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    split, context = getattr(bundle, attr), SPLIT_CONTEXTS[attr]
+    name, digest = f"{bundle.name}-{context}", split_digest(split)
+    counts = torch.bincount(split.y.detach().to("cpu").long(), minlength=bundle.num_classes)
+    profile = {
+        "num_rows": len(split), "num_classes": bundle.num_classes, "class_counts": counts.tolist(),
+        "features_shape": list(split.x.shape),  # (N, C, H, W) images, (N, L) token ids
+        "features_dtype": str(split.x.dtype).replace("torch.", ""), "task": bundle.task,
+        **bundle.info,  # source, split seed, sources of validation and test, normalisation
+    }
+    # MLflow's tensor-spec schema, as its NumPy data sets write it (-1: any row count)
+    features = {"dtype": profile["features_dtype"], "shape": [-1, *split.x.shape[1:]]}
+    targets = {"dtype": "int64", "shape": [-1]}
+    schema = {"mlflow_tensorspec": {
+        key: json.dumps([{"type": "tensor", "tensor-spec": spec}])
+        for key, spec in (("features", features), ("targets", targets))
+    }}
+    dataset = Dataset(name=name, digest=digest, source_type="http" if "://" in source else "local",
+                      source=json.dumps({"uri": source}), schema=json.dumps(schema),
+                      profile=json.dumps(profile))
+    item = DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+    return item, DatasetRef(name, digest)
+
+
+def log_datasets(
+    tracker: "Tracker", bundle: "DataBundle", *, log: bool = True, source_model: str | None = None,
+) -> dict[str, DatasetRef]:
+    """Log train / validation / test as the run's data sets; returns split -> (name, digest).
+
+    ``log`` False only computes the references (a resumed run logged them already);
+    ``source_model``, the logged model the initial weights came from, is logged with them
+    as the run's model input (its lineage in the UI).
     """
-    import logging
+    source = str(bundle.info.get("source") or bundle.name)
+    items = {attr: _dataset_input(bundle, attr, source) for attr in SPLIT_CONTEXTS}
+    if log:
+        tracker.log_inputs([item for item, _ in items.values()],
+                           models=(source_model,) if source_model else ())
+    return {attr: ref for attr, (_, ref) in items.items()}
 
-    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    # the monitor announces itself at INFO on every start and stop: noise for a CLI
-    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
-    monitor = SystemMetricsMonitor(  # resume_logging: a resumed run continues its steps
-        run_id, sampling_interval=interval, samples_before_logging=1, resume_logging=True,
-        tracking_uri=tracking_uri)
-    monitor.start()
-    return monitor
+# ---------------------------------------------------------------------------------------
+# logged models: writing
+
+
+def _save_model_dir(
+    folder: Path, model: "nn.Module", example: torch.Tensor, mlmodel: Any,
+    record: Mapping[str, Any],
+) -> str | None:
+    """MLflow's pytorch model of ``model`` in ``folder``, plus our weights and record;
+    returns why there is no pytorch / pyfunc flavor (None: there are)."""
+    import mlflow.pytorch
+    import torch
+    from safetensors.torch import save_file
+
+    from ablate.models.checkpoint import checkpoint_payload
+    from ablate.models.lora import merge_lora
+    from ablate.models.pretrained import unwrap_model
+
+    # A float32 CPU copy (a graph exported on a GPU loads on that device only) with LoRA
+    # adapters merged (the weights load into a plain model, the graph is the plain one).
+    plain = merge_lora(copy.deepcopy(unwrap_model(model))).to("cpu", torch.float32).eval()
+    payload = checkpoint_payload(plain)
+    flavor = {"format": MODEL_FORMAT, "weights": WEIGHTS_FILE, "name": payload["name"],
+              "arch": payload["arch"], **record}
+    mlmodel.flavors["ablate"] = _plain(flavor)
+    x = example.detach().cpu()
+    try:
+        mlflow.pytorch.save_model(
+            plain, str(folder), mlflow_model=mlmodel, serialization_format="pt2",
+            input_example=(x.float() if x.is_floating_point() else x).numpy(),
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],  # not inferred: 5 s
+        )
+        # MLflow's pyfunc loader moves the graph to a GPU when there is one, which a graph
+        # exported on the CPU refuses: it predicts on the CPU (model_config={"device": ...})
+        mlmodel.flavors["python_function"]["config"]["device"] = "cpu"
+        failed = None
+    except Exception as err:  # torch.export cannot trace every variant (a data-dependent if)
+        failed = f"torch.export failed: {first_line(err)}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        mlmodel.saved_input_example_info = None
+    mlmodel.save(str(folder / "MLmodel"))
+    # clone: safetensors refuses tensors sharing storage
+    save_file({k: v.clone().contiguous() for k, v in payload["model"].items()},
+              str(folder / WEIGHTS_FILE))
+    return failed
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _log_model(
+    tracker: "Tracker", model: "nn.Module", *, name: str, params: Mapping[str, Any],
+    record: Mapping[str, Any], example: torch.Tensor,
+    metrics: list[tuple[str, float, DatasetRef | None]], metrics_step: int,
+    saved: dict[int, tuple[Path, str | None]], tmp: str,
+) -> str:
+    """Log ``model`` as an MLflow 3 LoggedModel of the run (output at ``params["epoch"]``);
+    its ``metrics`` are logged to the run at ``metrics_step``, linked to the model and their
+    data set. ``saved``: the folders already written under ``tmp``, by ``id(model)``: the same
+    weights object is exported once, and its folder logged again with this model's ids.
+    Returns the model id."""
+    from mlflow.entities import Metric
+    from mlflow.models import Model
+
+    client, run_id = tracker.client, tracker.run_id
+    experiment_id = client.get_run(run_id).info.experiment_id
+    lm = client.create_logged_model(
+        experiment_id, name=name, source_run_id=run_id, model_type="ablate",
+        params={k: str(v) for k, v in params.items() if v is not None},
+        tags={"ablate.weights": params["weights"], "ablate.format": MODEL_FORMAT},
+    )
+    try:
+        fresh = id(model) not in saved
+        folder, failed = saved.get(id(model), (Path(tmp) / f"model{len(saved)}", None))
+        mlmodel = Model(run_id=run_id) if fresh else Model.load(str(folder / "MLmodel"))
+        mlmodel.artifact_path, mlmodel.model_id = lm.artifact_location, lm.model_id
+        mlmodel.model_uuid = lm.model_id
+        if fresh:
+            failed = _save_model_dir(folder, model, example, mlmodel, record)
+            saved[id(model)] = folder, failed
+        else:  # the same weights as the model logged before: its folder, this model's ids
+            mlmodel.flavors["ablate"].update(_plain(record))
+            mlmodel.save(str(folder / "MLmodel"))
+        client.log_model_artifacts(lm.model_id, str(folder))
+        if failed:  # the weights are logged (load_model, --init-from); MLflow cannot serve them
+            client.set_logged_model_tags(lm.model_id, {"ablate.no_pytorch_flavor": failed})
+            warnings.warn(f"{name}: logged without MLflow's pytorch / pyfunc flavors ({failed})",
+                          stacklevel=3)
+        tracker.log_model_output(lm.model_id, params["epoch"])
+        now = int(time.time() * 1000)
+        tracker.log_linked_metrics([
+            Metric(key, float(value), now, metrics_step, model_id=lm.model_id,
+                   dataset_name=ds.name if ds else None, dataset_digest=ds.digest if ds else None)
+            for key, value, ds in metrics
+            if value is not None
+        ])
+    except BaseException:
+        client.finalize_logged_model(lm.model_id, "FAILED")
+        raise
+    client.finalize_logged_model(lm.model_id, "READY")
+    return lm.model_id
+
+
+def _metric_owner(key: str) -> tuple[str | None, str | None]:
+    """(model, split) a run-end metric belongs to: ``test_*`` the final weights on the
+    test split, ``best_*`` the best-validation weights (``best_val_acc`` on validation)."""
+    owner = "best" if key.startswith("best_") else "final"
+    if key in ("test_epoch", "test_alpha", "best_epoch", "best_test_alpha"):
+        return owner, None
+    if key == "best_val_acc":
+        return "best", "val"
+    return (owner, "test") if key.startswith(("best_test_", "test_")) else (None, None)
+
+
+def log_trial_models(
+    tracker: "Tracker", *, config: Mapping[str, Any], datasets: Mapping[str, DatasetRef],
+    metrics: Mapping[str, float], epochs: int, name: str,
+    final: tuple["nn.Module", float | None, float],
+    best: tuple["nn.Module", int, float | None, float], example: torch.Tensor,
+) -> dict[str, str]:
+    """Log a finished trial's two LoggedModels and its run-end metrics (step ``epochs``).
+
+    Every metric is logged once; ``test_*`` and ``best_*`` carry their model and data set.
+    The models are named ``<name> final`` / ``<name> best``; ``final`` is (model, alpha,
+    val_acc), ``best`` (model, epoch, alpha, val_acc); ``example``: a few rows of model input
+    (the signature). Returns ``{"final": model_id, "best": model_id}``.
+    """
+    base = {k: config.get(k) for k in ("model", "variant", "dataset", "seed")}
+    # MLflow refuses / : . % and quotes in logged-model names
+    label = name.translate(str.maketrans({".": "_", "/": "-", ":": "-", "%": "-", '"': "",
+                                          "'": ""}))
+    owners = {key: _metric_owner(key) for key in metrics}
+    ids: dict[str, str] = {}
+    saved: dict[int, tuple[Path, str | None]] = {}
+    with tempfile.TemporaryDirectory(prefix="ablate-model-") as tmp:
+        for weights, (model, epoch, alpha, val_acc) in (
+            ("final", (final[0], epochs, *final[1:])), ("best", best)
+        ):
+            owned = [(key, value, datasets.get(owners[key][1])) for key, value in metrics.items()
+                     if owners[key][0] == weights]
+            ids[weights] = _log_model(
+                tracker, model, name=f"{label} {weights}", example=example,
+                params={**base, "weights": weights, "epoch": epoch, "alpha": alpha,
+                        "val_acc": val_acc},
+                record={"epoch": epoch, "alpha": alpha, "val_acc": val_acc,
+                        "variant_params": dict(getattr(model, "variant_params", dict)()),
+                        "run_id": tracker.run_id, "config": dict(config)},
+                metrics=owned, metrics_step=epochs, saved=saved, tmp=tmp,
+            )
+    rest = {k: v for k, v in metrics.items() if owners[k][0] is None}
+    tracker.log_metrics(rest, step=epochs)
+    return ids

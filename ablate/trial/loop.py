@@ -4,8 +4,9 @@
 learning-rate schedule, optional EMA, the shuffling generator, the alpha schedule) and
 knows how to save and restore all of it; :func:`fit` runs its epochs and hands each
 epoch's metric row to a hook. Tracking, checkpoints, test evaluation and pruning belong to
-:mod:`ablate.trial.run`. The alpha schedule arrives as an object (:mod:`.resolve`); the
-loop only sizes its window to the data and calls it before every optimizer step.
+:mod:`ablate.trial.run`. The alpha schedule arrives as an object (made by
+:func:`ablate.trial.run.resolve`); the loop only sizes its window to the data and calls it
+before every optimizer step.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ablate.exceptions import TrainingDiverged
+from ablate.exceptions import ConfigError, TrainingDiverged
 from ablate.models.learned_alpha import alpha_metrics, split_alpha_group
 from ablate.tracking import conventions as cv
 from ablate.trial.stopping import check as check_stop
@@ -30,12 +31,34 @@ from ablate.trial.stopping import check as check_stop
 if TYPE_CHECKING:
     from ablate.config import RunConfig
     from ablate.data import DataBundle, Split
-    from ablate.trial.schedules import AlphaSchedule
+    from variants import AlphaSchedule
 
 __all__ = ["Loop", "fit", "evaluate", "seed_everything", "EpochHook"]
 
 # fit's hook: called after every epoch's validation with (epoch, metric row).
 EpochHook = Callable[[int, dict], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA, then MPS, then CPU; an explicit device that is absent is an error."""
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if has_mps else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name!r} was requested but CUDA is not available; use cpu "
+                              "or auto")  # fmt: skip
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {name!r} does not exist; this machine has cuda:0..cuda:"
+                              f"{torch.cuda.device_count() - 1}")  # fmt: skip
+    if device.type == "mps" and not has_mps:
+        raise ConfigError(f"device: {name!r} was requested but MPS is not available; use cpu or "
+                          "auto")  # fmt: skip
+    return device
 
 
 def seed_everything(seed: int) -> None:

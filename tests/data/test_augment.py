@@ -17,7 +17,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from ablate.data.augment import ImageTrainTransform, resolve_augment
+from ablate.data.images import ImageTrainTransform, resolve_augment
 from ablate.data.policies import (
     GEOMETRIC,
     BatchedAutoAugment,
@@ -255,7 +255,7 @@ def test_recipe_on_cuda_never_synchronises_and_matches_cpu():
 
 
 def test_fused_crop_and_flip_equal_crop_then_flip():
-    from ablate.data.augment import random_crop, random_crop_flip, random_hflip
+    from ablate.data.images import random_crop, random_crop_flip, random_hflip
 
     x = _images(64, 3, 12, 10)  # not square: rows and columns must not be mixed up
     for padding, flip in ((3, True), (0, True), (2, False), (0, False)):

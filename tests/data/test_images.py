@@ -17,7 +17,8 @@ import torch
 
 from ablate.config import RunConfig
 from ablate.data import load_data
-from ablate.data.augment import (
+from ablate.data.images import (
+    SPLIT_SEED,
     AugmentPlan,
     ImageEvalTransform,
     ImageTrainTransform,
@@ -26,7 +27,7 @@ from ablate.data.augment import (
     random_hflip,
     resolve_augment,
 )
-from ablate.data.images import SPLIT_SEED, TORCHVISION_DATASETS
+from ablate.data.readers import TORCHVISION_DATASETS
 from ablate.exceptions import ConfigError, DataError
 
 

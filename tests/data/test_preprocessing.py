@@ -7,7 +7,7 @@ import torch
 
 from ablate.config import RunConfig
 from ablate.data import load_data
-from ablate.data.augment import library_normalisation
+from ablate.data.images import library_normalisation
 from ablate.data.text.encoding import TokenizerEncoding
 from ablate.exceptions import ConfigError, DataError
 

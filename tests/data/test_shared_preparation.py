@@ -62,7 +62,7 @@ import sys, time
 from pathlib import Path
 import torchvision.datasets as tvd
 import torchvision.datasets.mnist as mnist
-from ablate.data.images import read_torchvision
+from ablate.data.readers import read_torchvision
 
 log = Path(sys.argv[1])
 real = mnist.download_and_extract_archive

@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import time
+from contextlib import closing
+from pathlib import Path
 
 import optuna
 import pytest
@@ -44,12 +47,12 @@ def test_a_paused_worker_never_writes_into_the_run_its_successor_resumed(workdir
         assert stale.poll() is None, stale.stdout.read()
         if not list((workdir / "checkpoints").glob("*")):
             continue  # no trial trains yet (the storage may still be being created)
-        # paused in the middle of epoch 3: its epoch 2 is told to Optuna (a SQLite writer
-        # paused mid-write would lock out every other process, which PostgreSQL would not)
+        # paused past epoch 2, once that is told to Optuna
         trials = _trials(storage)
         if trials and max(trials[0].intermediate_values, default=0) >= 2:
             run_id = trials[0].user_attrs["mlflow_run_id"]
-    os.kill(stale.pid, signal.SIGSTOP)
+    _pause_holding_no_lock(stale.pid, [workdir / "mlflow.db", workdir / "optuna.db"])
+    assert _trials(storage)[0].state == TrialState.RUNNING, "its trial ended before the pause"
     lease = client.get_run(run_id).data.tags[LEASE]
     try:
         # another worker (grace 2 s) fails the silent trial and resumes its run; the paused
@@ -84,3 +87,35 @@ def _trials(storage_url: str) -> list:
         return optuna.load_study(study_name="paused", storage=storage).trials
     finally:
         storage.engine.dispose()
+
+
+def _pause_holding_no_lock(pid: int, databases: list[Path], patience: float = 30) -> None:
+    """SIGSTOP ``pid`` at a moment it holds no lock on any of the SQLite ``databases``.
+
+    A process paused mid-write (or mid-read: a reader's SHARED lock blocks writers too)
+    would lock every other process out of that file for good, which a PostgreSQL client
+    would not; so while one is locked, let it go on a moment and pause it again."""
+    deadline = time.monotonic() + patience
+    while True:
+        os.kill(pid, signal.SIGSTOP)
+        # the stop lands asynchronously: wait until it has (without reaping an exit)
+        os.waitid(os.P_PID, pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+        if not any(map(_locked, databases)):
+            return
+        os.kill(pid, signal.SIGCONT)
+        assert time.monotonic() < deadline, f"never paused {pid} without a lock held"
+        time.sleep(0.1)
+
+
+def _locked(database: Path) -> bool:
+    """Whether another process holds any lock on ``database`` (this one holds none: the
+    connection is closed at once)."""
+    with closing(sqlite3.connect(database, timeout=0, isolation_level=None)) as conn:
+        try:
+            conn.execute("BEGIN EXCLUSIVE")
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err):
+                raise
+            return True
+        conn.execute("ROLLBACK")
+        return False

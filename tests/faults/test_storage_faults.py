@@ -15,8 +15,7 @@ from mlflow import MlflowClient
 
 from ablate.config import RunConfig
 from ablate.tracking.tracker import ResumableError, TrackingUnavailable
-from ablate.trial.resolve import resolve
-from ablate.trial.run import run_trial
+from ablate.trial.run import resolve, run_trial
 from faults.conftest import FAST, fill
 
 EPOCHS = 2

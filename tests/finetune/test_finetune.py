@@ -26,8 +26,8 @@ from ablate.finetune import (
 from ablate.models import create_model
 from ablate.models.checkpoint import load_checkpoint, save_checkpoint
 from ablate.models.lora import is_lora_parameter, lora_modules, merge_lora_state_dict
-from ablate.trial.resolve import resolve
-from ablate.trial.schedules import AlphaSchedule
+from ablate.trial.run import resolve
+from variants import AlphaSchedule
 
 DIGITS_TRAIN = 1293  # digits: 1797 - 20 % test - 10 % val (fixed split seed)
 FAST = dict(img_size=8, batch_size=128, quiet=True)  # 8x8 digits: 4 tokens

@@ -11,7 +11,6 @@ import torch
 
 from ablate.exceptions import AblateError, CheckpointError
 from ablate.models import create_model
-from ablate.models._blocks import sinusoidal_embedding
 from ablate.models.checkpoint import (
     LoadReport,
     atomic_torch_save,
@@ -22,6 +21,7 @@ from ablate.models.checkpoint import (
     resize_positional_embedding,
     save_checkpoint,
 )
+from ablate.models.compact import sinusoidal_embedding
 
 OFFICIAL = ["cct_7_3x1_32", "cct_2_3x2_32", "cvt_7_4_32", "vit_7_4_32"]
 PE = "classifier.positional_emb"

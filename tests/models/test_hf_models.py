@@ -16,8 +16,8 @@ import variants  # noqa: E402
 from ablate.exceptions import ConfigError  # noqa: E402
 from ablate.finetune import freeze_parameters, parameter_depth  # noqa: E402
 from ablate.models import create_model  # noqa: E402
-from ablate.models._blocks import VariantAttention  # noqa: E402
 from ablate.models._registry import model_entry  # noqa: E402
+from ablate.models.compact import VariantAttention  # noqa: E402
 from ablate.models.hf_models import ATTN_IMPLEMENTATION  # noqa: E402
 from ablate.models.lora import apply_lora, merge_lora  # noqa: E402
 

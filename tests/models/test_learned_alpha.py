@@ -15,8 +15,7 @@ from ablate.config import RunConfig
 from ablate.exceptions import ConfigError
 from ablate.models import create_model
 from ablate.models.learned_alpha import AlphaParameter, alpha_metrics, split_alpha_group
-from ablate.trial.resolve import resolve
-from ablate.trial.run import run_trial
+from ablate.trial.run import resolve, run_trial
 from variants import LearnedAlpha, VariantSpec
 
 FAST = dict(dataset="digits", img_size=8, batch_size=128, quiet=True, seed=0)

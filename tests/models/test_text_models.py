@@ -10,8 +10,8 @@ import torch
 
 from ablate.exceptions import ConfigError
 from ablate.models import create_model, list_models
-from ablate.models._blocks import sinusoidal_embedding
 from ablate.models._registry import model_entry
+from ablate.models.compact import sinusoidal_embedding
 from ablate.models.text import TextCompactTransformer
 
 # The conv-tokenizer text models; text_transformer_* have their own tests

@@ -8,8 +8,8 @@ import torch
 import variants
 from ablate.exceptions import ConfigError
 from ablate.models import create_model, list_models
-from ablate.models._blocks import sinusoidal_embedding
 from ablate.models._registry import model_entry
+from ablate.models.compact import sinusoidal_embedding
 
 NAMES = ["text_transformer_2", "text_transformer_4", "text_transformer_6"]
 VOCAB, WORD_DIM, PAD, CLASSES = 30, 16, 0, 3

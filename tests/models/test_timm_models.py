@@ -15,8 +15,8 @@ import variants  # noqa: E402
 from ablate.exceptions import ConfigError  # noqa: E402
 from ablate.finetune import freeze_parameters, parameter_depth  # noqa: E402
 from ablate.models import create_model  # noqa: E402
-from ablate.models._blocks import VariantAttention  # noqa: E402
 from ablate.models._registry import model_entry  # noqa: E402
+from ablate.models.compact import VariantAttention  # noqa: E402
 from ablate.models.lora import apply_lora, merge_lora  # noqa: E402
 
 VIT = "vit_tiny_patch16_224"

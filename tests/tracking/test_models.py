@@ -153,7 +153,8 @@ def test_best_weights_that_are_the_final_ones_are_exported_once_and_logged_twice
 
     from ablate.models import create_model
     from ablate.tracking import Tracker
-    from ablate.tracking.models import load_model, log_trial_models
+    from ablate.tracking.models import load_model
+    from ablate.tracking.tracker import log_trial_models
 
     _, uri = store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -8,8 +8,7 @@ import pytest
 import yaml
 
 from ablate.config import RunConfig, config_from_mapping
-from ablate.trial.resolve import resolve
-from ablate.trial.run import run_trial
+from ablate.trial.run import resolve, run_trial
 
 FAST = dict(img_size=8, quiet=True, system_metrics=False, keep_checkpoints=True)
 

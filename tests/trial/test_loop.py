@@ -10,9 +10,8 @@ import torch
 
 from ablate.config import RunConfig
 from ablate.trial.loop import Loop, evaluate, fit, seed_everything
-from ablate.trial.resolve import resolve
-from ablate.trial.run import build_model, load_data_for
-from ablate.trial.schedules import AlphaSchedule
+from ablate.trial.run import build_model, load_data_for, resolve
+from variants import AlphaSchedule
 
 FAST = dict(dataset="digits", img_size=8, batch_size=128, quiet=True, seed=0, device="cpu")
 

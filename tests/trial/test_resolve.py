@@ -9,7 +9,7 @@ import torch
 from ablate.config import RunConfig
 from ablate.exceptions import ConfigError
 from ablate.models import create_model
-from ablate.trial.resolve import resolve
+from ablate.trial.run import resolve
 
 
 @pytest.fixture
@@ -107,8 +107,7 @@ def test_variant_spec_refuses_what_does_not_exist(text, message):
 
 # -- check(cfg): every name, nothing loaded ----------------------------------------------------
 def test_resolve_carries_objects_not_strings():
-    from ablate.trial.schedules import AlphaSchedule
-    from variants import VariantSpec
+    from variants import AlphaSchedule, VariantSpec
 
     run = resolve(RunConfig(variant="softmax_v:alpha=0", alpha_schedule="cosine", epochs=4))
     assert run.variant_spec == VariantSpec("softmax_v", {"alpha": 0.0})
@@ -123,7 +122,7 @@ def test_resolve_carries_objects_not_strings():
 
 
 def test_check_finds_every_name_without_weights_device_or_data(tmp_path):
-    from ablate.trial.resolve import check
+    from ablate.trial.run import check
 
     # neither the device nor the initial weights are looked at
     missing = tmp_path / "no-such-weights.pt"
@@ -139,7 +138,7 @@ def test_check_finds_every_name_without_weights_device_or_data(tmp_path):
 
 
 def test_check_of_names_alone_leaves_combinations_to_the_whole_config():
-    from ablate.trial.resolve import check
+    from ablate.trial.run import check
 
     text_model_on_images = RunConfig(model="text_cct_2")
     assert check(text_model_on_images, combinations=False).model.task == "text"
@@ -172,7 +171,7 @@ def test_a_variant_file_is_imported_once_per_version(tmp_path, monkeypatch):
     import warnings
 
     import variants._registry
-    from ablate.trial.resolve import check
+    from ablate.trial.run import check
 
     # what this test registers disappears after it
     monkeypatch.setattr(variants._registry, "_REGISTRY", dict(variants._registry._REGISTRY))

@@ -7,8 +7,7 @@ import pytest
 from helpers import run_stopped_after  # tests/helpers.py
 
 from ablate.config import RunConfig
-from ablate.trial.resolve import resolve
-from ablate.trial.run import run_trial
+from ablate.trial.run import resolve, run_trial
 
 FAST = dict(dataset="digits", img_size=8, batch_size=128, quiet=True, seed=0)
 

@@ -269,7 +269,7 @@ def test_builtins_accept_bias_and_signature_decides_it():
 
 def test_old_contract_variant_runs_without_bias_and_refuses_one(tmp_path):
     from ablate.exceptions import ConfigError
-    from ablate.models._blocks import VariantAttention
+    from ablate.models.compact import VariantAttention
 
     path = tmp_path / "my_variants.py"
     path.write_text(README_VALUE_TANH)
@@ -296,7 +296,7 @@ def test_old_contract_variant_runs_without_bias_and_refuses_one(tmp_path):
 
 
 def test_variant_attention_passes_bias_to_new_contract_variants():
-    from ablate.models._blocks import VariantAttention
+    from ablate.models.compact import VariantAttention
 
     q, k, v = qkv(4)
     bias = torch.randn(1, 2, 5, 5, generator=torch.Generator().manual_seed(5))

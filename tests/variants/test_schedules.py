@@ -7,8 +7,7 @@ from collections import Counter
 
 import pytest
 
-from ablate.trial import schedules
-from ablate.trial.schedules import AlphaSchedule, get_schedule, list_schedules, register_schedule
+from variants import SCHEDULES, AlphaSchedule, get_schedule, list_schedules, register_schedule
 
 BUILTINS = ["constant", "cosine", "linear", "step"]
 
@@ -16,8 +15,8 @@ BUILTINS = ["constant", "cosine", "linear", "step"]
 @pytest.fixture(autouse=True)
 def isolated_registry(monkeypatch):
     """Each test works on a copy of the registry; whatever it registers disappears after."""
-    monkeypatch.setattr(schedules.SCHEDULES, "entries", dict(schedules.SCHEDULES.entries))
-    monkeypatch.setattr(schedules.SCHEDULES, "plugins_loaded", schedules.SCHEDULES.plugins_loaded)
+    monkeypatch.setattr(SCHEDULES, "entries", dict(SCHEDULES.entries))
+    monkeypatch.setattr(SCHEDULES, "plugins_loaded", SCHEDULES.plugins_loaded)
     yield
 
 
@@ -105,7 +104,7 @@ def test_a_schedule_is_one_decorated_function_in_any_file(tmp_path, monkeypatch)
     (tmp_path / "my_schedules_mod.py").write_text(
         textwrap.dedent(
             """
-            from ablate.trial.schedules import register_schedule
+            from variants import register_schedule
 
             @register_schedule("test_square")
             def square(p, levels):
@@ -148,7 +147,7 @@ def test_entry_point_schedule_is_selectable(tmp_path, monkeypatch):
         "def sqrt_shape(p, levels):\n    return p ** 0.5\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(schedules.SCHEDULES, "plugins_loaded", False)
+    monkeypatch.setattr(SCHEDULES, "plugins_loaded", False)
     monkeypatch.delitem(sys.modules, "ablate_test_sched_mod", raising=False)
     try:
         with pytest.warns(UserWarning, match="could not load alpha schedule entry point"):
