@@ -37,3 +37,18 @@ def run_stopped_after(cfg: Any, epoch: int, **kwargs: Any) -> str:
     with pytest.raises(KeyboardInterrupt):
         run_trial(resolve(cfg), on_epoch=stop, on_run_open=runs.append, **kwargs)
     return runs[0].run_id
+
+
+def install_plugin(folder: Any, name: str, entry_points: str, modules: dict[str, str]) -> None:
+    """A real installed-distribution layout in ``folder`` (``<name>-1.0.dist-info`` with METADATA
+    and ``entry_points.txt``) plus its ``modules`` (module name -> source); put ``folder`` on
+    ``sys.path`` to install it."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    dist = folder / f"{name.replace('-', '_')}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(entry_points)
+    for module, source in modules.items():
+        (folder / f"{module}.py").write_text(source)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ablate.data import DataBundle, Split
     from variants import AlphaSchedule
 
-__all__ = ["Loop", "fit", "evaluate", "seed_everything", "EpochHook"]
+__all__ = ["Loop", "fit", "evaluate", "seed_everything", "resolve_device", "EpochHook"]
 
 # fit's hook: called after every epoch's validation with (epoch, metric row).
 EpochHook = Callable[[int, dict], None]

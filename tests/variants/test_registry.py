@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import install_plugin  # tests/helpers.py
 
 import variants
 from variants import _registry
@@ -167,12 +168,8 @@ DIST_MODULE = "ablate_test_plugin_variants"
 
 def test_entry_point_variant_is_found_by_name(tmp_path, monkeypatch):
     """A real installed-distribution layout: ``*.dist-info`` with METADATA + entry_points.txt."""
-    dist = tmp_path / "ablate_test_plugin-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: ablate-test-plugin\nVersion: 1.0\n"
-    )
-    (dist / "entry_points.txt").write_text(
+    install_plugin(
+        tmp_path, "ablate-test-plugin",
         textwrap.dedent(
             f"""
             [ablate.variants]
@@ -180,10 +177,8 @@ def test_entry_point_variant_is_found_by_name(tmp_path, monkeypatch):
             test_ep_decorated = {DIST_MODULE}:decorated
             test_ep_broken = {DIST_MODULE}_missing:nothing
             """
-        )
-    )
-    (tmp_path / f"{DIST_MODULE}.py").write_text(
-        textwrap.dedent(
+        ),
+        {DIST_MODULE: textwrap.dedent(
             '''
             import torch.nn.functional as F
             from variants import register_attention, sdpa_mask
@@ -201,7 +196,7 @@ def test_entry_point_variant_is_found_by_name(tmp_path, monkeypatch):
                 """Decorated plug-in: attention on alpha * V."""
                 return F.scaled_dot_product_attention(q, k, alpha * v, scale=scale)
             '''
-        )
+        )},
     )
     monkeypatch.syspath_prepend(str(tmp_path))  # also invalidates the import/metadata caches
     monkeypatch.setattr(_registry.VARIANTS, "plugins_loaded", False)

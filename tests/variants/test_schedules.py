@@ -6,6 +6,7 @@ import textwrap
 from collections import Counter
 
 import pytest
+from helpers import install_plugin  # tests/helpers.py
 
 from variants import SCHEDULES, AlphaSchedule, get_schedule, list_schedules, register_schedule
 
@@ -133,18 +134,12 @@ def test_a_schedule_is_one_decorated_function_in_any_file(tmp_path, monkeypatch)
 
 def test_entry_point_schedule_is_selectable(tmp_path, monkeypatch):
     """A real installed-distribution layout: ``*.dist-info`` with METADATA + entry_points.txt."""
-    dist = tmp_path / "ablate_test_sched-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: ablate-test-sched\nVersion: 1.0\n"
-    )
-    (dist / "entry_points.txt").write_text(
+    install_plugin(
+        tmp_path, "ablate-test-sched",
         "[ablate.schedules]\n"
         "test_ep_sqrt = ablate_test_sched_mod:sqrt_shape\n"
-        "test_ep_broken = ablate_test_sched_missing:nothing\n"
-    )
-    (tmp_path / "ablate_test_sched_mod.py").write_text(
-        "def sqrt_shape(p, levels):\n    return p ** 0.5\n"
+        "test_ep_broken = ablate_test_sched_missing:nothing\n",
+        {"ablate_test_sched_mod": "def sqrt_shape(p, levels):\n    return p ** 0.5\n"},
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(SCHEDULES, "plugins_loaded", False)
