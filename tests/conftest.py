@@ -163,6 +163,52 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow
         yield template
 
 
+@pytest.fixture(scope="session")
+def uninterrupted(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_template: MlflowTemplate
+) -> dict[str, list[list[float]]]:
+    """The per-epoch ``acc/val``, ``loss/val``, ``loss/train`` ([step, value] pairs) of an
+    uninterrupted `ablate run` of CCT-2 softmax on digits at 16 px, batch 128, 6 epochs, seed
+    0, on one thread: what a stopped, killed or requeued trial of that configuration must
+    reproduce bit for bit once resumed. Trained once per test session, whichever worker
+    asks first; the others read its file."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if XDIST_WORKER else base) / "uninterrupted"
+    curves = folder / "curves.json"
+    with FileLock(f"{folder}.lock"):
+        if not curves.exists():
+            _train_uninterrupted(folder, mlflow_template)
+    return json.loads(curves.read_text())
+
+
+def _train_uninterrupted(folder: Path, mlflow_template: MlflowTemplate) -> None:
+    import torch
+    from mlflow import MlflowClient
+
+    from ablate.cli import main
+
+    folder.mkdir(exist_ok=True)
+    uri = mlflow_template.copy_to(folder)
+    # stopped trials ran in processes on one thread each (OMP_NUM_THREADS=1): so does the
+    # reference, since float sums reduce in a different order on more threads
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["run", "--dataset", "digits", "--img-size", "16", "--epochs", "6",
+                     "--batch-size", "128", "--quiet", "--no-system-metrics", "--tracking-uri",
+                     uri, "--checkpoint-dir", str(folder / "checkpoints")]) == 0  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("ablate").experiment_id])
+    history = client.get_metric_history
+    curves = {key: sorted([m.step, m.value] for m in history(run.info.run_id, key))
+              for key in ("acc/val", "loss/val", "loss/train")}  # fmt: skip
+    (folder / "curves.json").write_text(json.dumps(curves))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _mlflow_stores_from_the_template(request: pytest.FixtureRequest) -> None:
     # Where the collected tests use MLflow; a run of tests that never import it skips the cost

@@ -48,7 +48,9 @@ DEFAULT_TIME_MIN = 60  # --slurm-time when not given (submitit's own default is 
 # submitit gives up requeueing a task after this many time limits (its default: 3); a long
 # study may need many, and each requeue resumes where the storage says the study is
 MAX_REQUEUES = 100
-POLL_S = 5.0  # --wait: seconds between looks at the queue
+# --wait: seconds between looks at the queue, from FIRST_POLL_S doubling up to POLL_S (a short
+# array is seen ending soon; a long one costs the scheduler one squeue per 5 s)
+FIRST_POLL_S, POLL_S = 0.5, 5.0
 
 
 @dataclass(frozen=True)
@@ -388,8 +390,10 @@ def _wait(plan: StudyPlan, settings: RunSettings, parent: str, jobs: list[Any],
     progress = Progress(plan, settings, enabled=not quiet)
     progress.start()
     try:
+        delay = FIRST_POLL_S
         while _in_queue(jobs):
-            time.sleep(POLL_S)
+            time.sleep(delay)
+            delay = min(2 * delay, POLL_S)
     finally:
         progress.stop()
     errors = [error for job in jobs if (error := _task_error(job))]
