@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from ablate.cli_options import add_server_address, add_tracking_uri
-from ablate.exceptions import AblateError
+from ablate.exceptions import AblateError, ConfigError
 from ablate.tracking.store import WORKFLOW_QUERY, experiment_url, is_server
 
 __all__ = ["add_arguments", "command", "add_dashboard_arguments", "dashboard_command",
@@ -45,11 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also open the URL in the default web browser")
     parser.add_argument("--print-url", action="store_true",
                         help="print the URL and exit without starting the UI")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="server processes (default: 1, for one user on this machine; "
+                             "MLflow's own default is 4)")  # fmt: skip
 
 
 def command(args: argparse.Namespace) -> int:
     """Print the URL of the newest experiment in the model-training view, then serve the UI
     (``--print-url``: print only the URL)."""
+    if args.workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
     from mlflow import MlflowClient
 
     from ablate.tracking import resolve_tracking_uri
@@ -71,7 +76,7 @@ def command(args: argparse.Namespace) -> int:
     if args.print_url or is_server(uri):
         return 0
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-           "--host", args.host, "--port", str(args.port)]
+           "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
     return _serve(cmd)
 
 

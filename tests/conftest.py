@@ -168,7 +168,7 @@ def uninterrupted(
     tmp_path_factory: pytest.TempPathFactory, mlflow_template: MlflowTemplate
 ) -> dict[str, list[list[float]]]:
     """The per-epoch ``acc/val``, ``loss/val``, ``loss/train`` ([step, value] pairs) of an
-    uninterrupted `ablate run` of CCT-2 softmax on digits at 16 px, batch 128, 6 epochs, seed
+    uninterrupted `ablate run` of CCT-2 softmax on digits at 8 px, batch 128, 10 epochs, seed
     0, on one thread: what a stopped, killed or requeued trial of that configuration must
     reproduce bit for bit once resumed. Trained once per test session, whichever worker
     asks first; the others read its file."""
@@ -196,7 +196,7 @@ def _train_uninterrupted(folder: Path, mlflow_template: MlflowTemplate) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert main(["run", "--dataset", "digits", "--img-size", "16", "--epochs", "6",
+        assert main(["run", "--dataset", "digits", "--img-size", "8", "--epochs", "10",
                      "--batch-size", "128", "--quiet", "--no-system-metrics", "--tracking-uri",
                      uri, "--checkpoint-dir", str(folder / "checkpoints")]) == 0  # fmt: skip
     finally:

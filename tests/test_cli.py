@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from cli_process import ablate_cli  # tests/ helper, not collected
 
 from ablate.cli import _COMMANDS, build_parser, main
 from ablate.config import config_fields
@@ -77,6 +78,11 @@ def test_shared_options_have_one_meaning_in_every_command():
     assert {"run", "finetune", "study", "compare", "ui"} <= set(with_uri)
 
 
+def test_ui_refuses_no_server_process_in_one_line(capsys):
+    assert main(["ui", "--workers", "0", "--print-url"]) == 2
+    assert capsys.readouterr().err.strip() == "ablate ui: error: --workers: must be >= 1, got 0"
+
+
 def test_a_closed_pipe_ends_the_command_quietly():
     """`ablate models | head -1`: the reader goes away; no BrokenPipeError traceback."""
     proc = subprocess.Popen(
@@ -120,19 +126,13 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_ui_serves_the_store_on_loopback(tmp_path):
+    psutil = pytest.importorskip("psutil")
     port = _free_port()
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ablate.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        cwd=tmp_path,
-        # without MLflow's background job runner (8 more processes), which serves no page
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
+    # without MLflow's background job runner (8 more processes), which serves no page
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = ablate_cli(tmp_path, "ui", "--tracking-uri", uri, "--port", str(port), env=env,
+                      new_session=True)  # fmt: skip
     try:
         first = proc.stdout.readline()
         assert f"at http://127.0.0.1:{port}" in first and uri in first
@@ -152,6 +152,10 @@ def test_ui_serves_the_store_on_loopback(tmp_path):
             other = socket.gethostbyname(socket.gethostname())
             if not other.startswith("127."):
                 assert s.connect_ex((other, port)) != 0
+        # one server process for one user (MLflow's default starts four)
+        (server,) = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                     if "mlflow" in p.cmdline()]  # fmt: skip
+        assert server.cmdline()[-2:] == ["--workers", "1"]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,9 +19,9 @@ import pytest
 
 pytest.importorskip("submitit")
 optuna = pytest.importorskip("optuna")
+from cli_process import study_cli  # noqa: E402  (tests/ helper, not collected)
 from mlflow import MlflowClient  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
-from study_cli import study_cli  # noqa: E402  (tests/ helper, not collected)
 
 from ablate.cli import main  # noqa: E402
 from ablate.exceptions import ConfigError  # noqa: E402
@@ -220,12 +218,8 @@ def test_time_limit_signal_requeues_the_task_through_submitit_and_resumes(workdi
     path = _study(workdir, "requeue", "  seed: [0]", epochs=12)
     log = workdir / "launch.log"
     with open(log, "w") as handle:  # not a pipe: the local jobs keep the command's stdout
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ablate.cli", "study", str(path), "--launcher", "local",
-             "--requeue"],
-            cwd=workdir, env=env, stdout=handle, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        proc = study_cli(workdir, str(path), "--launcher", "local", "--requeue", threads=1,
+                         stdout=handle)  # fmt: skip
         assert proc.wait(timeout=300) == 0, log.read_text()  # returns once submitted
     out = log.read_text()
     assert "submitted 1 array task(s)" in out and "--status" in out

@@ -11,16 +11,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from cli_process import ablate_cli  # tests/ helper, not collected
 
 from ablate.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -54,16 +52,15 @@ def served(tmp_path_factory):
                 "--variant", "softmax_v", "--alpha-schedule", "linear"]
         assert main([*args, "--run-name", "ui-run"]) == 0
     port = _free_port()
-    cmd = [sys.executable, "-m", "ablate.cli", "ui", "--tracking-uri", uri, "--port", str(port)]
+    args = ["ui", "--tracking-uri", uri, "--port", str(port)]
+    url = io.StringIO()
+    with contextlib.redirect_stdout(url):
+        assert main([*args, "--print-url"]) == 0
+    printed = url.getvalue().strip()
     # MLflow's background job runner (8 more processes) serves none of the pages tested here
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    printed = subprocess.run(
-        [*cmd, "--print-url"], capture_output=True, text=True, cwd=root, env=env, check=True
-    ).stdout.strip()
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root, env=env,
-        start_new_session=True,
-    )
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = ablate_cli(root, *args, env=env, new_session=True, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:

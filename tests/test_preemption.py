@@ -2,7 +2,7 @@
 next command resumes it in the same MLflow run from its last checkpoint.
 
 The end-to-end tests start the real `ablate study` command in its own process group, signal
-the whole group after 3 of 6 epochs (as SLURM does at preemption, or a terminal on Ctrl-C),
+the whole group after 3 of 10 epochs (as SLURM does at preemption, or a terminal on Ctrl-C),
 rerun the command and compare the resumed curve with an uninterrupted same-seed `ablate run`
 (made once per test session), on real SQLite Optuna and MLflow stores. The unit tests cover
 the signal plumbing (:mod:`ablate.trial.stopping`) and stale-process detection through psutil.
@@ -20,22 +20,22 @@ from pathlib import Path
 import pytest
 
 optuna = pytest.importorskip("optuna")
+from cli_process import study_cli  # noqa: E402  (tests/ helper, not collected)
 from mlflow import MlflowClient  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
-from study_cli import study_cli  # noqa: E402  (tests/ helper, not collected)
 
 from ablate.exceptions import Stopped  # noqa: E402
 from ablate.study.storage import is_dead, open_storage, process_identity  # noqa: E402
 from ablate.trial.stopping import JOB_END_ENV, StopSignals, critical, stop_reason  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-EPOCHS = 6  # the uninterrupted reference's (tests/conftest.py)
+EPOCHS = 10  # the uninterrupted reference's (tests/conftest.py)
 
 STUDY = f"""\
 name: {{name}}
 base:
   dataset: digits
-  img_size: 16  # 1 s epochs on one core: the stop lands between epoch 3 and the end
+  img_size: 8  # 0.3 s epochs on one core: the stop lands between epoch 3 and the end
   epochs: {EPOCHS}
   batch_size: 128
   checkpoint_dir: checkpoints
@@ -144,7 +144,7 @@ def test_stopped_study_resumes_the_same_trial_in_the_same_run(
     assert [step for step, _ in curve] == list(range(EPOCHS + 1))
     assert retry.intermediate_values.keys() == set(range(EPOCHS + 1))
 
-    for key, reference in uninterrupted.items():  # softmax, seed 0, 16 px, batch 128, 6 epochs
+    for key, reference in uninterrupted.items():  # softmax, seed 0, 8 px, batch 128, 10 epochs
         assert _curve(client, run_id, key) == [tuple(point) for point in reference], key
 
 
@@ -234,8 +234,10 @@ def test_stale_processes_are_found_through_psutil():
 @pytest.mark.usefixtures("existing_store")  # made by MLflow once per session
 def test_run_in_a_log_file_prints_one_line_per_epoch_and_a_sigterm_ends_it_killed(workdir):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # a fresh interpreter, as a shell starts it (the other commands here are forked:
+    # tests/cli_process.py)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ablate.cli", "run", "--dataset", "digits", "--img-size", "16",
+        [sys.executable, "-m", "ablate.cli", "run", "--dataset", "digits", "--img-size", "8",
          "--epochs", "40",
          "--batch-size", "128", "--no-system-metrics", "--checkpoint-dir", "checkpoints"],
         cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -19,9 +19,9 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 mlflow = pytest.importorskip("mlflow")
+from cli_process import study_cli  # noqa: E402  (tests/ helper, not collected)
 from mlflow import MlflowClient  # noqa: E402
 from optuna.trial import TrialState, create_trial  # noqa: E402
-from study_cli import study_cli  # noqa: E402  (tests/ helper, not collected)
 
 from ablate.cli import main  # noqa: E402
 from ablate.study import load_study, run_study  # noqa: E402
@@ -346,10 +346,9 @@ def test_sigkilled_worker_trial_resumes_from_its_checkpoint_in_the_same_run(
     """Issue 11 acceptance: SIGKILL a study worker mid-trial after a few epochs, rerun the
     command: the retried trial resumes in the same MLflow run from its last checkpoint,
     every epoch is logged once, and the curve equals an uninterrupted same-seed run."""
-    epochs = 6  # of 1 s each at 16 px (the uninterrupted reference's): time to kill the worker
-    # between epoch 2 and the end
-    path = _study_file(workdir, "kill_test", "  variant: [softmax]\n  seed: [0]\n", epochs=epochs,
-                       img_size=16)  # fmt: skip
+    epochs = 10  # of 0.3 s each at 8 px (the uninterrupted reference's): time to kill the
+    # worker between epoch 2 and the end
+    path = _study_file(workdir, "kill_test", "  variant: [softmax]\n  seed: [0]\n", epochs=epochs)
     proc = study_cli(workdir, str(path), threads=1)  # as the reference ran
     db = workdir / "ablate-optuna.db"
     victim, run_id = None, None
@@ -403,7 +402,7 @@ def test_sigkilled_worker_trial_resumes_from_its_checkpoint_in_the_same_run(
     curve = _val_curve(client, run_id)
     assert [step for step, _ in curve] == list(range(epochs + 1))
 
-    # the same configuration and seed, never interrupted (softmax, seed 0, 16 px, batch 128)
+    # the same configuration and seed, never interrupted (softmax, seed 0, 8 px, batch 128)
     for key in (VAL_ACC, VAL_LOSS, TRAIN_LOSS):
         ours = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
         assert ours == [tuple(point) for point in uninterrupted[key]], key

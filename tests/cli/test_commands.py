@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from cli_process import ablate_cli  # tests/ helper, not collected
 
 from ablate.cli import main
 
@@ -136,11 +137,8 @@ def test_ui_of_a_tracking_server_and_sigterm_stops_the_server_it_started(
 
     port = _free_port()
     server = f"http://127.0.0.1:{port}"
-    ui = subprocess.Popen(
-        [sys.executable, "-m", "ablate.cli", "ui", "--tracking-uri",
-         mlflow_template.copy_to(tmp_path), "--port", str(port)],
-        cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    ui = ablate_cli(tmp_path, "ui", "--tracking-uri", mlflow_template.copy_to(tmp_path),
+                    "--port", str(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     served: list = []
     try:
         deadline = time.monotonic() + 120

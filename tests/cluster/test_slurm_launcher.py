@@ -19,10 +19,11 @@ import pytest
 
 pytest.importorskip("submitit")
 optuna = pytest.importorskip("optuna")
+from cli_process import study_cli  # noqa: E402  (tests/ helper, not collected)
 from mlflow import MlflowClient  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
-from study_cli import study_cli  # noqa: E402  (tests/ helper, not collected)
 
+from ablate.study.storage import read_trials  # noqa: E402
 from ablate.tracking import conventions as cv  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -44,29 +45,37 @@ def _study(workdir: Path, name: str, cells: int, epochs: int, img_size: int = 8)
 
 
 def _trials(storage: Any, name: str) -> list:
+    """The study's trials (none before it is created). A URL opens one connection and closes
+    it: a storage per look, left to the garbage collector, ran the session's server out of
+    connections ("too many clients")."""
     try:
+        if isinstance(storage, str):
+            return read_trials(storage, name)
         return optuna.load_study(study_name=name, storage=storage).get_trials()
     except KeyError:  # not created yet
         return []
 
 
-def _running_trial(storage: str, name: str, epoch: int, proc: subprocess.Popen):
-    """The first trial RUNNING at ``epoch`` or later (its epoch 0 is before training)."""
+def _running_trials(storage: str, name: str, epoch: int, proc: Any, count: int = 1) -> list:
+    """The first ``count`` trials RUNNING at ``epoch`` or later at the same time (its epoch 0
+    is before training)."""
     opened = None  # one connection for every look, once the command has made the study
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             if opened is None and _trials(storage, name):
                 opened = optuna.storages.RDBStorage(storage)
-            for t in _trials(opened, name) if opened else []:
-                if t.state == TrialState.RUNNING and max(t.intermediate_values,
-                                                         default=-1) >= epoch:  # fmt: skip
-                    return t
+            running = [t for t in (_trials(opened, name) if opened else [])
+                       if t.state == TrialState.RUNNING
+                       and max(t.intermediate_values, default=-1) >= epoch]  # fmt: skip
+            if len(running) >= count:
+                return running[:count]
             time.sleep(0.2)
     finally:
         if opened is not None:
             opened.engine.dispose()
-    pytest.fail(f"no trial reached epoch {epoch}:\n{proc.communicate()[0] if proc.poll() else ''}")
+    pytest.fail(f"no {count} trial(s) reached epoch {epoch} together:\n"
+                f"{proc.communicate()[0] if proc.poll() else ''}")  # fmt: skip
 
 
 def _slurm_job_of(trial, whole_array: bool = False) -> str:
@@ -164,43 +173,48 @@ def test_array_of_two_runs_every_cell_once_and_logs_every_epoch(slurm, workdir, 
             assert len(lines) == 1, (t.number, epoch, lines)
 
 
-@pytest.mark.parametrize(
-    "stop, reason",
-    [(["scontrol", "requeue"], "preempted"), (["scancel", "--signal=USR2"], "time_limit")],
-    ids=["scontrol-requeue", "usr2-warning"],
-)
+# the two ways SLURM stops a task that resumes later: (command, the trial's stop reason)
+STOPS = {"scontrol-requeue": (["scontrol", "requeue"], "preempted"),
+         "usr2-warning": (["scancel", "--signal=USR2"], "time_limit")}  # fmt: skip
+
+
 @pytest.mark.usefixtures("existing_store")
-def test_task_stopped_mid_trial_is_requeued_and_resumes_the_same_run(
-    slurm, workdir, study_storage, stop, reason
+def test_tasks_stopped_mid_trial_are_requeued_and_resume_the_same_runs(
+    slurm, workdir, study_storage
 ):
-    cells, epochs = 2, 8
+    """Each task of the array is stopped one way (STOPS) while its trial trains: both are
+    requeued, and each trial resumes in its MLflow run."""
+    cells, epochs = 2, 10
     path = _study(workdir, "requeue", cells, epochs)
     proc = _launch(workdir, path, study_storage, "--array", "2", "--requeue")
-    victim = _running_trial(study_storage, "requeue", 2, proc)
-    job = _slurm_job_of(victim)
-    stopped = slurm.run(*stop, job)
-    assert stopped.returncode == 0, stopped.stderr
+    victims = _running_trials(study_storage, "requeue", 2, proc, count=2)  # one per task
+    jobs = [_slurm_job_of(victim) for victim in victims]
+    for (stop, _), job in zip(STOPS.values(), jobs):
+        stopped = slurm.run(*stop, job)
+        assert stopped.returncode == 0, stopped.stderr
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     assert "study 'requeue': complete; 2 trials run now" in out
 
     trials, client = _assert_every_cell_once(workdir, study_storage, "requeue", cells, epochs)
-    handed = trials[victim.number]
-    assert handed.state == TrialState.FAIL and reason in handed.user_attrs["error"]
-    retry = next(t for t in trials if victim.number in t.system_attrs.get("retry_history", []))
-    assert retry.state == TrialState.COMPLETE
-    run_id = victim.user_attrs["mlflow_run_id"]
-    assert retry.user_attrs["mlflow_run_id"] == run_id  # the same MLflow run, resumed
-    assert int(client.get_run(run_id).data.tags["resumed_from_epoch"]) >= 2
-    accounting = slurm.run("sacct", "-n", "-P", "-X", "-D", "-o", "State", "-j", job).stdout
-    assert accounting.split() == ["REQUEUED", "COMPLETED"]
+    for (how, (_, reason)), victim, job in zip(STOPS.items(), victims, jobs):
+        handed = trials[victim.number]
+        assert handed.state == TrialState.FAIL and reason in handed.user_attrs["error"], how
+        retry = next(t for t in trials if victim.number in t.system_attrs.get("retry_history",
+                                                                              []))  # fmt: skip
+        assert retry.state == TrialState.COMPLETE, how
+        run_id = victim.user_attrs["mlflow_run_id"]
+        assert retry.user_attrs["mlflow_run_id"] == run_id, how  # the same MLflow run, resumed
+        assert int(client.get_run(run_id).data.tags["resumed_from_epoch"]) >= 2, how
+        accounting = slurm.run("sacct", "-n", "-P", "-X", "-D", "-o", "State", "-j", job).stdout
+        assert accounting.split() == ["REQUEUED", "COMPLETED"], how
 
 
 @pytest.mark.usefixtures("existing_store")
 def test_wait_reports_a_cancelled_array_at_once(slurm, workdir, study_storage):
     path = _study(workdir, "cancel", cells=2, epochs=10)
     proc = _launch(workdir, path, study_storage, "--array", "2", "--requeue")
-    victim = _running_trial(study_storage, "cancel", 1, proc)
+    (victim,) = _running_trials(study_storage, "cancel", 1, proc)
     cancelled = time.monotonic()
     assert slurm.run("scancel", _slurm_job_of(victim, whole_array=True)).returncode == 0
     out, _ = proc.communicate(timeout=120)
@@ -222,7 +236,7 @@ def test_time_limit_warning_before_the_first_epoch_does_not_requeue(slurm, workd
     # (at 8x8 a loaded machine can finish it between the look and the scancel)
     path = _study(workdir, "early", cells=1, epochs=3, img_size=32)
     proc = _launch(workdir, path, study_storage, "--requeue")
-    victim = _running_trial(study_storage, "early", -1, proc)  # claimed, still setting up
+    (victim,) = _running_trials(study_storage, "early", -1, proc)  # claimed, setting up
     job = _slurm_job_of(victim)
     assert slurm.run("scancel", "--signal=USR2", job).returncode == 0
     out, _ = proc.communicate(timeout=120)

@@ -13,10 +13,11 @@ from contextlib import closing
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
+from cli_process import study_cli  # tests/ helper
 from mlflow import MlflowClient
 from optuna.trial import TrialState
-from study_cli import study_cli  # tests/ helper
 
 from ablate.study import load_study, run_study
 from ablate.study.storage import open_storage
@@ -62,7 +63,7 @@ def test_a_paused_worker_never_writes_into_the_run_its_successor_resumed(workdir
             outcome = run_study(load_study(path), storage=storage, quiet=True, grace_period=2,
                                 heartbeat_interval=1, poll_interval=0.2)
     finally:
-        os.kill(stale.pid, signal.SIGCONT)
+        stale.send_signal(signal.SIGCONT)
     out, _ = stale.communicate(timeout=120)
     assert woken and outcome.complete
 
@@ -98,13 +99,19 @@ def _pause_holding_no_lock(pid: int, databases: list[Path], patience: float = 30
     deadline = time.monotonic() + patience
     while True:
         os.kill(pid, signal.SIGSTOP)
-        # the stop lands asynchronously: wait until it has (without reaping an exit)
-        os.waitid(os.P_PID, pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+        _wait_until_stopped(pid)  # the stop lands asynchronously
         if not any(map(_locked, databases)):
             return
         os.kill(pid, signal.SIGCONT)
         assert time.monotonic() < deadline, f"never paused {pid} without a lock held"
         time.sleep(0.1)
+
+
+def _wait_until_stopped(pid: int) -> None:
+    """Until ``pid`` (not necessarily a child of this process) is stopped or gone."""
+    process = psutil.Process(pid)
+    while process.status() not in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE):
+        time.sleep(0.005)
 
 
 def _locked(database: Path) -> bool:

@@ -5,19 +5,16 @@ with every epoch once."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from cli_process import ablate_cli  # tests/ helper, not collected
 from mlflow import MlflowClient
 
 from ablate.cli import main
 from ablate.tracking.conventions import VAL_ACC
 
-ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 5
 
 
@@ -34,11 +31,7 @@ def test_a_server_that_never_comes_back_ends_the_run_in_one_resumable_line(
     args = ["run", "--dataset", "digits", "--img-size", "8", "--epochs", str(EPOCHS),
             "--batch-size", "128", "--no-system-metrics", "--checkpoint-dir", "checkpoints",
             "--tracking-uri", url]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ablate.cli", *args], cwd=workdir, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    proc = ablate_cli(workdir, *args, threads=1, stderr=subprocess.PIPE)
     client = MlflowClient(url)
     run_id, deadline = None, time.time() + 300
     while run_id is None and time.time() < deadline:

@@ -29,13 +29,13 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 psutil = pytest.importorskip("psutil")
+from cli_process import study_cli  # noqa: E402  (tests/ helper, not collected)
 from mlflow import MlflowClient  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
-from study_cli import study_cli  # noqa: E402  (tests/ helper, not collected)
 
 from ablate.exceptions import AblateError  # noqa: E402
 from ablate.study import load_study  # noqa: E402
-from ablate.study.storage import StudyLock, resolve_storage_url  # noqa: E402
+from ablate.study.storage import StudyLock, read_trials, resolve_storage_url  # noqa: E402
 from ablate.tracking import resolve_tracking_uri  # noqa: E402
 from ablate.tracking.conventions import VAL_ACC  # noqa: E402
 
@@ -55,8 +55,9 @@ def _study(workdir: Path, name: str, grid: str, epochs: int) -> Path:
 
 
 def _trials(url: str, name: str) -> list:
+    """The study's trials (none before it is created), over one connection closed after."""
     try:
-        return optuna.load_study(study_name=name, storage=resolve_storage_url(url)).trials
+        return read_trials(resolve_storage_url(url), name)
     except Exception:  # not created yet
         return []
 
@@ -155,11 +156,8 @@ def test_a_server_restart_mid_trial_is_waited_out(postgres, workdir):
 def test_an_outage_past_the_patience_is_one_line_naming_how_to_continue(postgres, workdir):
     path = _study(workdir, "outage", "{seed: [0]}", 4)
     env = {**os.environ, "ABLATE_STORAGE_PATIENCE": "3"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ablate.cli", "study", str(path), "base.epochs=12", "--storage",
-         postgres.url, "--quiet"], cwd=workdir, env={**env, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = study_cli(workdir, str(path), "base.epochs=12", "--storage", postgres.url, "--quiet",
+                     env=env, stderr=subprocess.PIPE)  # fmt: skip
     _wait_for_epoch(proc, postgres.url, "outage", 2)
     postgres.server.stop()
     started = time.monotonic()

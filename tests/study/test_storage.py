@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from cli_process import run_ablate  # tests/ helper, not collected
 
 from ablate.exceptions import AblateError, ConfigError
 from ablate.study.storage import (
@@ -91,11 +92,8 @@ def test_a_second_study_command_gives_up_on_a_frozen_holder_in_one_line(workdir)
     path.write_text("name: held\nbase: {dataset: digits, epochs: 1}\ngrid: {seed: [0]}\n")
     holder = _frozen_holder(f"sqlite:///{workdir}/ablate-optuna.db", "held")
     try:
-        out = subprocess.run(
-            [sys.executable, "-m", "ablate.cli", "study", str(path)], cwd=workdir,
-            capture_output=True, text=True, timeout=120,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "ABLATE_STORAGE_PATIENCE": "2"},
-        )
+        out = run_ablate(workdir, "study", str(path), timeout=120,
+                         env={**os.environ, "ABLATE_STORAGE_PATIENCE": "2"})  # fmt: skip
     finally:
         holder.kill()
         holder.wait()
