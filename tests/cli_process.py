@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import multiprocessing
 import os
 import socket
@@ -26,6 +27,7 @@ from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(ROOT / "ablate" / "cli.py")  # sys.argv[0] of `python -m ablate.cli`
+MAIN = "ablate.cli:main"
 PIPE, STDOUT, DEVNULL = subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL
 # what a command imports before it trains or tracks (the forkserver imports them once)
 PRELOAD = ["ablate.cli", "ablate.trial.run", "ablate.study.supervisor", "ablate.study.launcher",
@@ -54,7 +56,7 @@ def _kill_leftovers() -> None:
             proc.wait()
 
 
-def _command(argv: list[str], cwd: str, env: dict[str, str], outputs: list[Any],
+def _command(main: str, argv: list[str], cwd: str, env: dict[str, str], outputs: list[Any],
              new_session: bool) -> None:  # fmt: skip
     """In the forked process: become the command, run it, exit with its status."""
     if new_session:
@@ -75,12 +77,11 @@ def _command(argv: list[str], cwd: str, env: dict[str, str], outputs: list[Any],
         import torch
 
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
-    sys.argv = [CLI, *argv]
+    module, function = main.split(":")
+    sys.argv = [CLI if main == MAIN else module, *argv]
     code: Any = 1
     try:
-        from ablate.cli import main
-
-        code = main(argv)
+        code = getattr(importlib.import_module(module), function)(argv)
     except SystemExit as exit_:
         code = exit_.code
     except BaseException:  # what the interpreter prints for an uncaught exception
@@ -98,11 +99,12 @@ def _command(argv: list[str], cwd: str, env: dict[str, str], outputs: list[Any],
 
 
 class CliProcess:
-    """The part of :class:`subprocess.Popen` the tests use, for a forked `ablate` command."""
+    """The part of :class:`subprocess.Popen` the tests use, for a forked `ablate` command
+    (or ``main``, a ``module:function`` of the same shape: ``function(argv) -> status``)."""
 
     def __init__(self, argv: list[str], *, cwd: Path | str, env: Mapping[str, str],
                  stdout: Any = PIPE, stderr: Any = STDOUT, text: bool = True,
-                 new_session: bool = False) -> None:  # fmt: skip
+                 new_session: bool = False, main: str = MAIN) -> None:  # fmt: skip
         ours, theirs, outputs = [], [], []
         for target in (stdout, stderr):
             if target == PIPE:
@@ -117,10 +119,10 @@ class CliProcess:
                 outputs.append(getattr(target, "name", target))  # a file: its name
         self.stdout: IO | None = ours[0]
         self.stderr: IO | None = ours[1]
-        self.args = ["ablate", *argv]
+        self.args = ["ablate" if main == MAIN else main, *argv]
         self._process = _forkserver().Process(
-            target=_command, args=(argv, str(cwd), dict(env), outputs, new_session),
-            name=f"ablate {' '.join(argv)[:60]}")  # fmt: skip
+            target=_command, args=(main, argv, str(cwd), dict(env), outputs, new_session),
+            name=" ".join(self.args)[:60])  # fmt: skip
         self._process.start()
         for child in theirs:
             child.close()  # our copy: EOF comes when the command (and what it started) ends
@@ -174,22 +176,24 @@ class CliProcess:
 
 def ablate_cli(workdir: Path | str, *args: str, env: Mapping[str, str] | None = None,
                threads: int | None = None, new_session: bool = False, fresh: bool = False,
-               stdout: Any = PIPE, stderr: Any = STDOUT) -> Any:  # fmt: skip
+               stdout: Any = PIPE, stderr: Any = STDOUT, main: str = MAIN) -> Any:  # fmt: skip
     """`ablate ARGS` in ``workdir``, as a process (stdout and stderr together by default);
     ``env``: the whole environment (default: this one); ``threads`` pins OMP_NUM_THREADS
     (several commands sharing this machine's cores, as if they ran on separate machines);
     ``new_session`` starts it in its own process group, which a test can signal as a
-    scheduler would; ``fresh``: a new interpreter (``subprocess.Popen``)."""
+    scheduler would; ``fresh``: a new interpreter (``subprocess.Popen``); ``main``: another
+    command's ``module:function`` (a script on ``sys.path``, e.g. ``gpu_check:main``)."""
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     if fresh:
+        assert main == MAIN, "a fresh interpreter runs `python -m ablate.cli`"
         return subprocess.Popen([sys.executable, "-m", "ablate.cli", *args], cwd=workdir,
                                 env=env, stdout=stdout, stderr=stderr, text=True,
                                 start_new_session=new_session)  # fmt: skip
     return CliProcess(list(args), cwd=workdir, env=env, stdout=stdout, stderr=stderr,
-                      new_session=new_session)
+                      new_session=new_session, main=main)
 
 
 def run_ablate(workdir: Path | str, *args: str, timeout: float = 300,

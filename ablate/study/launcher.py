@@ -49,7 +49,8 @@ DEFAULT_TIME_MIN = 60  # --slurm-time when not given (submitit's own default is 
 # study may need many, and each requeue resumes where the storage says the study is
 MAX_REQUEUES = 100
 # --wait: seconds between looks at the queue, from FIRST_POLL_S doubling up to POLL_S (a short
-# array is seen ending soon; a long one costs the scheduler one squeue per 5 s)
+# array is seen ending soon; a long one costs the scheduler one squeue per 5 s), and again from
+# FIRST_POLL_S whenever a task writes its result (a file: looking for it costs no squeue)
 FIRST_POLL_S, POLL_S = 0.5, 5.0
 
 
@@ -390,10 +391,16 @@ def _wait(plan: StudyPlan, settings: RunSettings, parent: str, jobs: list[Any],
     progress = Progress(plan, settings, enabled=not quiet)
     progress.start()
     try:
-        delay = FIRST_POLL_S
-        while _in_queue(jobs):
-            time.sleep(delay)
-            delay = min(2 * delay, POLL_S)
+        returned, delay, look_at = _results(jobs), FIRST_POLL_S, time.monotonic()
+        while True:
+            # a task that returned may be requeued yet (scontrol requeue): only the queue says
+            if (now_returned := _results(jobs)) != returned:
+                returned, delay, look_at = now_returned, FIRST_POLL_S, time.monotonic()
+            if time.monotonic() >= look_at:
+                if not _in_queue(jobs):
+                    break
+                look_at, delay = time.monotonic() + delay, min(2 * delay, POLL_S)
+            time.sleep(FIRST_POLL_S)
     finally:
         progress.stop()
     errors = [error for job in jobs if (error := _task_error(job))]
@@ -401,6 +408,17 @@ def _wait(plan: StudyPlan, settings: RunSettings, parent: str, jobs: list[Any],
               and t.system_attrs.get(st.INVOCATION_ATTR) == settings.invocation
               for t in read_trials(settings.storage_url, plan.name))  # fmt: skip
     return summarize(plan, settings, parent, ran, errors)
+
+
+def _results(jobs: list[Any]) -> tuple[float | None, ...]:
+    """When each task last wrote its result (None: not yet); a requeued task writes it again."""
+    times = []
+    for job in jobs:
+        try:
+            times.append(job.paths.result_pickle.stat().st_mtime)
+        except OSError:
+            times.append(None)
+    return tuple(times)
 
 
 def _in_queue(jobs: list[Any]) -> bool:

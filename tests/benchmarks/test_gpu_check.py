@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from variants import _registry  # noqa: E402
 # keep it out of the registry the rest of the test session sees.
 _before = dict(_registry._REGISTRY)
 import gpu_check  # noqa: E402
+from cli_process import run_ablate  # noqa: E402  (tests/ helper, not collected)
 
 _registry._REGISTRY.clear()
 _registry._REGISTRY.update(_before)
@@ -38,12 +37,9 @@ def _table_columns(text: str, first: str) -> tuple[str, ...]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu",
-         "--quick", "--out", str(out), "--quiet"],
-        cwd=ROOT, capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    # `python benchmarks/gpu_check.py ...`, forked from an interpreter that has torch imported
+    done = run_ablate(ROOT, "--device", "cpu", "--quick", "--out", str(out), "--quiet",
+                      threads=1, main="gpu_check:main")  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (json_file,) = out.glob("gpu_check-cpu-*.json")
     (md_file,) = out.glob("gpu_check-cpu-*.md")

@@ -16,86 +16,77 @@ import http.server
 import io
 import os
 import struct
-import subprocess
-import sys
 import tarfile
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from cli_process import PIPE, CliProcess  # tests/ helper, not collected
 
 ROOT = Path(__file__).resolve().parents[2]
 
-_CORPUS_CHILD = """
-import sys, time
-from pathlib import Path
-import ablate.data.download as dl
-from ablate.data.text.corpora import CorpusSpec, RemoteFile, ensure_corpus
+def _corpus_child(argv: list[str]) -> int:
+    """One worker: ensure the fake corpus (argv: log, url, sha256, data folder, go file)."""
+    import ablate.data.download as dl
+    from ablate.data.text.corpora import CorpusSpec, RemoteFile, ensure_corpus
 
-log = Path(sys.argv[1])
-def counted(name, fn):
+    log, url, sha, data, go = argv
+    dl._fetch = _counted(log, "fetch", dl._fetch, delay=1.0)  # a slow network / disk: the
+    dl._extract = _counted(log, "extract", dl._extract, delay=1.0)  # other arrives meanwhile
+    spec = CorpusSpec("fake", (RemoteFile(url, "fake.tar.gz", sha, None, True),),
+                      ("fake/train.csv", "fake/test.csv"), None)  # fmt: skip
+    _wait_for(Path(go))
+    root = ensure_corpus(spec, data, download=True)
+    print((root / "fake" / "train.csv").read_text().strip())
+    return 0
+
+
+def _mnist_child(argv: list[str]) -> int:
+    """One worker: read MNIST through torchvision (argv: log, mirror, resources, data, go)."""
+    import torchvision.datasets as tvd
+    import torchvision.datasets.mnist as mnist
+
+    from ablate.data.readers import read_torchvision
+
+    log, mirror, resources, data, go = argv
+    mnist.download_and_extract_archive = _counted(log, "fetch+extract",
+                                                  mnist.download_and_extract_archive, delay=0.3)
+    tvd.MNIST.mirrors = [mirror]
+    tvd.MNIST.resources = [tuple(r.split(":")) for r in resources.split(",")]
+    _wait_for(Path(go))
+    raw = read_torchvision("mnist", Path(data), True)
+    print(tuple(raw.train.x.shape), tuple(raw.test.x.shape))
+    return 0
+
+
+def _counted(log: str, name: str, fn, delay: float):
+    """``fn``, writing ``name`` to ``log`` and waiting ``delay`` seconds before each call."""
+
     def wrapper(*args, **kwargs):
         with open(log, "a") as f:
-            f.write(name + "\\n")
-        time.sleep(1.0)  # a slow network / disk: the other worker arrives meanwhile
+            f.write(name + "\n")
+        time.sleep(delay)
         return fn(*args, **kwargs)
+
     return wrapper
-dl._fetch = counted("fetch", dl._fetch)
-dl._extract = counted("extract", dl._extract)
-spec = CorpusSpec(
-    "fake",
-    (RemoteFile(sys.argv[2], "fake.tar.gz", sys.argv[3], None, True),),
-    ("fake/train.csv", "fake/test.csv"),
-    None,
-)
-go = Path(sys.argv[5])
-while not go.exists():
-    time.sleep(0.01)
-root = ensure_corpus(spec, sys.argv[4], download=True)
-print((root / "fake" / "train.csv").read_text().strip())
-"""
-
-_MNIST_CHILD = """
-import sys, time
-from pathlib import Path
-import torchvision.datasets as tvd
-import torchvision.datasets.mnist as mnist
-from ablate.data.readers import read_torchvision
-
-log = Path(sys.argv[1])
-real = mnist.download_and_extract_archive
-def counted(*args, **kwargs):
-    with open(log, "a") as f:
-        f.write("fetch+extract\\n")
-    time.sleep(0.3)
-    return real(*args, **kwargs)
-mnist.download_and_extract_archive = counted
-tvd.MNIST.mirrors = [sys.argv[2]]
-tvd.MNIST.resources = [tuple(r.split(":")) for r in sys.argv[3].split(",")]
-go = Path(sys.argv[5])
-while not go.exists():
-    time.sleep(0.01)
-raw = read_torchvision("mnist", Path(sys.argv[4]), True)
-print(tuple(raw.train.x.shape), tuple(raw.test.x.shape))
-"""
 
 
-def _start(code: str, *args: object) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _wait_for(go: Path) -> None:
+    while not go.exists():
+        time.sleep(0.01)
 
 
-def _run_two(code: str, *args: object, go: Path) -> list[tuple[str, str]]:
-    procs = [_start(code, *args, go) for _ in range(2)]
-    time.sleep(0.5)  # both interpreters started
+def _start(child, *args: object) -> CliProcess:
+    """``child(args)`` in a process of its own (forked from a preloaded interpreter)."""
+    return CliProcess([str(a) for a in args], cwd=ROOT, stdout=PIPE, stderr=PIPE,
+                      env={**os.environ, "OMP_NUM_THREADS": "1"},
+                      main=f"{__name__}:{child.__name__}")  # fmt: skip
+
+
+def _run_two(child, *args: object, go: Path) -> list[tuple[str, str]]:
+    procs = [_start(child, *args, go) for _ in range(2)]
+    time.sleep(0.5)  # both processes started
     go.touch()
     outs = [p.communicate(timeout=240) for p in procs]
     for p, (out, err) in zip(procs, outs):
@@ -121,7 +112,7 @@ def test_two_workers_download_and_extract_a_corpus_once(tmp_path):
     served.write_bytes(archive)
     log, data = tmp_path / "events.log", tmp_path / "data"
     outs = _run_two(
-        _CORPUS_CHILD,
+        _corpus_child,
         log,
         served.as_uri(),
         hashlib.sha256(archive).hexdigest(),
@@ -167,7 +158,7 @@ def test_two_workers_download_a_torchvision_set_once(tmp_path):
     thread.start()
     try:
         outs = _run_two(
-            _MNIST_CHILD,
+            _mnist_child,
             log,
             f"http://127.0.0.1:{httpd.server_address[1]}/",
             ",".join(resources),
