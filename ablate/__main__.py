@@ -1,8 +1,6 @@
 """``python -m ablate``: the same command as ``ablate``."""
 
-import sys
-
-from ablate.cli import main
+from ablate.cli import console
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

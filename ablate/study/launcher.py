@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import os
 import re
 import shlex
@@ -243,6 +244,7 @@ class ArrayTask:
         # handlers), would kill the task and SLURM would record it FAILED.
         for warning in (signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(warning, signal.SIG_IGN)
+        gc.freeze()  # submitit exits next: no last garbage collection (see ablate.cli.exit_with)
         return stopped
 
     def checkpoint(self, index: int) -> Any:

@@ -171,3 +171,12 @@ def test_ui_of_a_tracking_server_and_sigterm_stops_the_server_it_started(
         if ui.poll() is None:
             ui.kill()
             ui.wait()
+
+
+def test_the_command_exits_with_its_status_skipping_the_last_garbage_collection():
+    code = ("import atexit, gc; from ablate.cli import exit_with; "
+            "atexit.register(lambda: print(gc.get_freeze_count() > 0)); exit_with(3)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env=ENV, timeout=120)  # fmt: skip
+    assert out.returncode == 3, out.stderr
+    assert out.stdout.split() == ["True"]  # everything made so far is out of the collector's way
