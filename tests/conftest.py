@@ -71,11 +71,14 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Under ``--dist loadfile`` a file is one unit of work, handed out in this order: the files
-    # with tests marked slow go first, so that the long ones start early and the many short
-    # files fill in around them instead of one worker finishing a long file alone at the end.
+    # with tests marked slow go first, then those that train or track (a test asks for a
+    # working directory), so that the long ones start early and the many short files fill in
+    # around them instead of one worker finishing a long file alone at the end.
     if XDIST_WORKER:
         slow = {item.path for item in items if item.get_closest_marker("slow")}
-        items.sort(key=lambda item: item.path not in slow)  # stable: file order otherwise kept
+        tracked = {item.path for item in items if "workdir" in getattr(item, "fixturenames", ())}
+        # stable: file order otherwise kept
+        items.sort(key=lambda item: (item.path not in slow, item.path not in tracked))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -233,7 +233,7 @@ def test_time_limit_signal_requeues_the_task_through_submitit_and_resumes(workdi
         trials = _trials(workdir, "requeue")
         if any(t.state == TrialState.COMPLETE for t in trials):
             break
-        time.sleep(1)
+        time.sleep(0.2)
     trials = _trials(workdir, "requeue")
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"], trials
     assert trials[0].system_attrs["ablate.fail_kind"] == "stopped"
