@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import importlib
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import socket
 import subprocess
@@ -25,7 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 CLI = str(ROOT / "ablate" / "cli.py")  # sys.argv[0] of `python -m ablate.cli`
 MAIN = "ablate.cli:main"
 PIPE, STDOUT, DEVNULL = subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL
@@ -34,7 +36,7 @@ PRELOAD = ["ablate.cli", "ablate.trial.run", "ablate.study.supervisor", "ablate.
            "ablate.tracking.tracker", "ablate.compare", "mlflow", "mlflow.pytorch",
            "mlflow.store.tracking.sqlalchemy_store", "optuna", "sklearn.metrics",
            "sklearn.datasets", "sklearn.model_selection", "matplotlib.pyplot", "submitit",
-           "psycopg2", "torch.export"]  # fmt: skip
+           "psycopg2", "torch.export", "warm_start"]  # fmt: skip
 
 _context: Any = None
 _started: list["CliProcess"] = []
@@ -43,8 +45,21 @@ _started: list["CliProcess"] = []
 def _forkserver() -> Any:
     global _context
     if _context is None:
+        for module in PRELOAD:  # here first: the forkserver would skip one that fails quietly
+            importlib.import_module(module)
         _context = multiprocessing.get_context("forkserver")
         _context.set_forkserver_preload(PRELOAD)
+        # Python 3.11's forkserver imports its preloads on the default sys.path, without this
+        # folder (warm_start): give it the path through the environment it starts with
+        previous = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(HERE), previous]))
+        try:
+            multiprocessing.forkserver.ensure_running()
+        finally:
+            if previous is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = previous
         atexit.register(_kill_leftovers)  # multiprocessing joins its children at exit
     return _context
 
