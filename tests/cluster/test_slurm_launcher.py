@@ -56,9 +56,10 @@ def _trials(storage: Any, name: str) -> list:
         return []
 
 
-def _running_trials(storage: str, name: str, epoch: int, proc: Any, count: int = 1) -> list:
+def _running_trials(storage: str, name: str, epoch: int, proc: Any, count: int = 1,
+                    exclude: frozenset = frozenset()) -> list:  # fmt: skip
     """The first ``count`` trials RUNNING at ``epoch`` or later at the same time (its epoch 0
-    is before training)."""
+    is before training), other than the trial numbers in ``exclude``."""
     opened = None  # one connection for every look, once the command has made the study
     deadline = time.monotonic() + 120
     try:
@@ -66,7 +67,7 @@ def _running_trials(storage: str, name: str, epoch: int, proc: Any, count: int =
             if opened is None and _trials(storage, name):
                 opened = optuna.storages.RDBStorage(storage)
             running = [t for t in (_trials(opened, name) if opened else [])
-                       if t.state == TrialState.RUNNING
+                       if t.state == TrialState.RUNNING and t.number not in exclude
                        and max(t.intermediate_values, default=-1) >= epoch]  # fmt: skip
             if len(running) >= count:
                 return running[:count]
@@ -187,11 +188,15 @@ def test_tasks_stopped_mid_trial_are_requeued_and_resume_the_same_runs(
     cells, epochs = 2, 10
     path = _study(workdir, "requeue", cells, epochs)
     proc = _launch(workdir, path, study_storage, "--array", "2", "--requeue")
-    victims = _running_trials(study_storage, "requeue", 2, proc, count=2)  # one per task
-    jobs = [_slurm_job_of(victim) for victim in victims]
-    for (stop, _), job in zip(STOPS.values(), jobs):
-        stopped = slurm.run(*stop, job)
+    victims, jobs = [], []
+    for stop, _ in STOPS.values():  # each task as soon as its trial is past epoch 2
+        taken = frozenset(v.number for v in victims)
+        (victim,) = _running_trials(study_storage, "requeue", 2, proc, exclude=taken)
+        victims.append(victim)
+        jobs.append(_slurm_job_of(victim))
+        stopped = slurm.run(*stop, jobs[-1])
         assert stopped.returncode == 0, stopped.stderr
+    assert jobs[0] != jobs[1]  # two tasks, one stopped each way
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     assert "study 'requeue': complete; 2 trials run now" in out
