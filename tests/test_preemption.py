@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 optuna = pytest.importorskip("optuna")
-from cli_process import study_cli  # noqa: E402  (tests/ helper, not collected)
+from cli_process import ablate_cli, study_cli  # noqa: E402  (tests/ helper, not collected)
 from mlflow import MlflowClient  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
@@ -233,15 +233,10 @@ def test_stale_processes_are_found_through_psutil():
 @pytest.mark.slow
 @pytest.mark.usefixtures("existing_store")  # made by MLflow once per session
 def test_run_in_a_log_file_prints_one_line_per_epoch_and_a_sigterm_ends_it_killed(workdir):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    # a fresh interpreter, as a shell starts it (the other commands here are forked:
-    # tests/cli_process.py)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ablate.cli", "run", "--dataset", "digits", "--img-size", "8",
-         "--epochs", "40",
-         "--batch-size", "128", "--no-system-metrics", "--checkpoint-dir", "checkpoints"],
-        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    # a fresh interpreter, as a shell starts it (the other commands here are forked)
+    proc = ablate_cli(workdir, "run", "--dataset", "digits", "--img-size", "8", "--epochs", "40",
+                      "--batch-size", "128", "--no-system-metrics", "--checkpoint-dir",
+                      "checkpoints", threads=1, fresh=True, stderr=subprocess.PIPE)  # fmt: skip
     run_id = _wait_for_epochs(proc, workdir, 2)
     os.kill(proc.pid, signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
